@@ -1,0 +1,38 @@
+//! `weightkin-core`: the data model every other weightkin crate builds on.
+//!
+//! weightkin audits whether one model's weights were derived from another's. This crate holds
+//! what every part of that needs and nothing else: tensor metadata ([`TensorInfo`],
+//! [`Dtype`]), the traits a file format implements ([`Format`], [`WeightSource`]), the trait a
+//! metric implements ([`Metric`], described by a [`MetricSpec`]), the fused moment pass all
+//! moment-based metrics share ([`Moments`], [`pair_moments`]), the [`Registry`], resource
+//! [`Limits`] and one [`Error`] type. It also holds the safetensors format, because that is
+//! the reference format the others are checked against.
+//!
+//! It knows nothing of recipes (TOML) or reports: those belong to `weightkin-runner`.
+//!
+//! Model files are untrusted. Code here reads every size from a header with checked
+//! arithmetic against a [`Limits`] value, never indexes untrusted data without a bound check,
+//! and returns an [`Error`] naming the file and tensor rather than panicking.
+
+mod convert;
+mod dtype;
+mod error;
+mod limits;
+mod metric;
+mod mmap;
+mod moments;
+mod registry;
+pub mod safetensors;
+mod source;
+mod tensor;
+
+pub use convert::to_f32;
+pub use dtype::Dtype;
+pub use error::{Error, HeaderProblem, ParamProblem, Result, TensorProblem};
+pub use limits::Limits;
+pub use metric::{Metric, MetricSpec, MetricValue, ParamValue, Params, Undefined};
+pub use mmap::MappedFile;
+pub use moments::{pair_moments, Moments, CHUNK};
+pub use registry::{Registry, SNIFF_BYTES};
+pub use source::{FileInfo, Format, WeightSource};
+pub use tensor::{checked_numel, TensorInfo};

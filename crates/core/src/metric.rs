@@ -1,0 +1,145 @@
+//! The [`Metric`] trait and the static description of a metric, [`MetricSpec`].
+//!
+//! Design choice: every built-in metric so far is a function of the same few moments of a
+//! tensor pair (see [`Moments`]), so a metric does not read data itself. The executor streams
+//! each pair once, accumulates one [`Moments`] value, and hands it to every requested metric.
+//! That is what "fuse all moment metrics into one pass" means in practice, and it keeps each
+//! metric a few lines of arithmetic that are easy to check.
+//!
+//! A metric is described by a [`MetricSpec`] (name, docs, declared properties, accepted
+//! parameters), registered once, and *built* from recipe parameters into a `Box<dyn Metric>`
+//! (config object ≠ runtime object).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::{Moments, Result};
+
+/// A parameter value from a recipe's `params` table, independent of the recipe syntax.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    String(String),
+}
+
+/// Parameters for building a metric, by name.
+pub type Params = BTreeMap<String, ParamValue>;
+
+/// Why a metric has no value for a pair. Reported instead of a NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Undefined {
+    /// The tensors have no elements.
+    Empty,
+    /// At least one tensor contains NaN or infinity.
+    NonFinite,
+    /// At least one tensor is all zeros, so its direction is undefined (cosine).
+    ZeroNorm,
+    /// At least one tensor is constant, so its variance is zero (Pearson).
+    Constant,
+}
+
+impl Undefined {
+    /// Human-readable reason, as printed in reports.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Undefined::Empty => "empty tensors",
+            Undefined::NonFinite => "tensor contains NaN or infinity",
+            Undefined::ZeroNorm => "a tensor is all zeros (zero norm)",
+            Undefined::Constant => "a tensor is constant (zero variance)",
+        }
+    }
+}
+
+impl fmt::Display for Undefined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// The result of one metric on one pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    /// A finite value within the metric's declared range.
+    Value(f64),
+    /// No value, for the stated reason.
+    Undefined(Undefined),
+}
+
+impl MetricValue {
+    /// The value, if defined.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            MetricValue::Value(v) => Some(v),
+            MetricValue::Undefined(_) => None,
+        }
+    }
+}
+
+/// A metric ready to run: built from a [`MetricSpec`] and validated parameters.
+pub trait Metric: Send + Sync {
+    /// Computes the metric from the moments of a tensor pair (A first, B second).
+    ///
+    /// Must not return NaN or a value outside the spec's declared range: a degenerate input
+    /// gives [`MetricValue::Undefined`] with its reason.
+    fn evaluate(&self, moments: &Moments) -> MetricValue;
+}
+
+/// Static description of a metric, as registered.
+pub struct MetricSpec {
+    /// Unique name used in recipes (`cosine`, `pearson`, …).
+    pub name: &'static str,
+    /// One-line description for `weightkin plugins` and the README.
+    pub doc: &'static str,
+    /// Closed interval every defined value lies in.
+    pub range: (f64, f64),
+    /// Whether m(a, b) = m(b, a).
+    pub symmetric: bool,
+    /// m(a, a) for any non-degenerate a, if the metric has such a value.
+    pub identity: Option<f64>,
+    /// Names of accepted parameters (empty: none).
+    pub params: &'static [&'static str],
+    /// Validates parameters and builds the runnable metric.
+    pub build: fn(&Params) -> Result<Box<dyn Metric>>,
+}
+
+impl fmt::Debug for MetricSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricSpec")
+            .field("name", &self.name)
+            .field("range", &self.range)
+            .field("symmetric", &self.symmetric)
+            .field("identity", &self.identity)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricSpec {
+    /// Rejects any parameter not in `self.params`; metrics call this first in `build`.
+    pub fn check_param_names(&self, params: &Params) -> Result<()> {
+        match params.keys().find(|k| !self.params.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(unknown) => Err(crate::Error::InvalidParam {
+                metric: self.name,
+                param: unknown.clone(),
+                problem: crate::ParamProblem::Unknown {
+                    accepted: if self.params.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.params.join(", ")
+                    },
+                },
+            }),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The two traits a file format implements: [`Format`] (recognise and open) and
+//! [`WeightSource`] (an opened model).
+//!
+//! Opening reads headers only; tensor data stays on disk (memory-mapped) until a metric asks
+//! for it, and then arrives as f32 in caller-sized chunks. That is what keeps peak memory
+//! independent of model size: a caller never needs a whole tensor in memory unless the metric
+//! itself does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::{Limits, Result, TensorInfo};
+
+/// One file that belongs to an opened model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Path of the file as opened (the model path joined with the shard name).
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An opened model: its tensors' metadata, eagerly; their data, lazily.
+///
+/// Implementations must be safe against any file contents: every size read from a header is
+/// checked before use, and `read_f32` never reads outside the tensor's validated byte range.
+pub trait WeightSource: Send + Sync {
+    /// Name of the format that opened this source (the [`Format::name`]).
+    fn format(&self) -> &'static str;
+
+    /// Files making up the model, in a stable order.
+    fn files(&self) -> &[FileInfo];
+
+    /// All tensors, sorted by name, names unique.
+    fn tensors(&self) -> &[TensorInfo];
+
+    /// Format-level metadata (e.g. safetensors `__metadata__`, GGUF key/values), as text.
+    /// The default has none.
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        &EMPTY
+    }
+
+    /// Converts elements `start .. start + out.len()` of tensor `index` (row-major order) to
+    /// f32 into `out`.
+    ///
+    /// Errors if the tensor's dtype is not convertible ([`crate::Dtype::is_float`]) or the
+    /// range lies outside the tensor. Callers stream a tensor by calling this repeatedly with
+    /// a chunk-sized buffer.
+    fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()>;
+
+    /// Looks a tensor up by name (binary search over the sorted list).
+    fn find(&self, name: &str) -> Option<usize> {
+        self.tensors()
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .ok()
+    }
+}
+
+/// A file format: recognises its files by their first bytes and opens them.
+pub trait Format: Send + Sync {
+    /// Short unique name (`safetensors`, `gguf`, …), used in recipes and reports.
+    fn name(&self) -> &'static str;
+
+    /// One-line description for `weightkin plugins`.
+    fn doc(&self) -> &'static str;
+
+    /// Whether `path` looks like this format. `head` holds up to the first 64 bytes of the
+    /// file, and is empty for a directory. Must be cheap: no parsing beyond magic bytes and,
+    /// for directories, a listing.
+    fn sniff(&self, path: &Path, head: &[u8]) -> bool;
+
+    /// Opens `path` (a file or directory), reading and validating headers only.
+    fn open(&self, path: &Path, limits: &Limits) -> Result<Box<dyn WeightSource>>;
+}

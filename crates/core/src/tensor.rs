@@ -1,0 +1,28 @@
+//! Tensor metadata.
+
+use serde::Serialize;
+
+use crate::Dtype;
+
+/// What a format knows about one stored tensor without reading its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    /// Name as stored in the file (after any flattening a format does, never after recipe
+    /// rename rules).
+    pub name: String,
+    /// Shape in row-major order (slowest dimension first), as PyTorch and safetensors write it.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Number of elements (product of `shape`, checked when the format built this value).
+    pub numel: usize,
+    /// Bytes the tensor occupies in its file.
+    pub byte_len: u64,
+    /// Index into [`crate::WeightSource::files`] of the file holding the data.
+    pub file: usize,
+}
+
+/// Product of a shape's dimensions; `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
