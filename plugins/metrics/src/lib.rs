@@ -1,1 +1,26 @@
-//! stub
+//! `weightkin-metrics`: the built-in moment metrics, `cosine` and `pearson`.
+//!
+//! Both read the same [`Moments`] that the executor accumulates in one fused pass per tensor
+//! pair, so asking for both costs one read of the data. Each metric is a [`MetricSpec`]
+//! (`pub static SPEC`) with a unique `pub const NAME`; the runner registers them from one
+//! literal list.
+//!
+//! Why both: cosine compares raw directions and is what most public comparisons use, but it is
+//! dominated by a tensor's mean. Norm weights sit near 1.0 in every model, so their cosine is
+//! ≈ 0.99 between *unrelated* models; Pearson (cosine of the centred tensors) removes the mean
+//! and falls to ≈ 0 for them. Reports show both so that the difference is visible.
+
+pub mod cosine;
+pub mod pearson;
+
+use weightkin_core::MetricSpec;
+
+pub use weightkin_core::Moments;
+
+/// Every metric in this crate, for the runner's registration list.
+pub const ALL: &[&MetricSpec] = &[&cosine::SPEC, &pearson::SPEC];
+
+/// Clamps a ratio that is mathematically within [-1, 1] but may overshoot by rounding.
+fn clamp_unit(v: f64) -> f64 {
+    v.clamp(-1.0, 1.0)
+}
