@@ -1,1 +1,18 @@
+//! End-to-end tests of weightkin: the `weightkin` binary, every recipe in `configs/`, broken
+//! recipes and model files, and real public models fetched by `scripts/fetch-fixtures.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Shared helpers: running the binary, temp dirs, fixture paths.
+mod util;
+
+/// The binary: exit codes, `demo`, `compare`, `inspect`, `plugins`, thread-count determinism.
+mod cli;
+
+/// One insta snapshot (JSON and Markdown) per recipe in `configs/`.
+mod configs;
+
+/// Broken recipes and broken model files: the error text users see, snapshotted.
+mod errors;
+
+/// Real public models from PyPI wheels (all-MiniLM-L6-v2).
+mod real_models;

@@ -13,7 +13,7 @@ use crate::Dtype;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation on `path` failed.
-    #[error("{}: {action}", path.display())]
+    #[error("{}: cannot {action}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -72,7 +72,9 @@ pub enum Error {
         second: PathBuf,
     },
     /// A read asked for elements outside a tensor.
-    #[error("tensor `{tensor}`: read of {len} elements at {start} is outside its {numel} elements")]
+    #[error(
+        "tensor `{tensor}`: read of {len} elements at {start} is outside its {numel} elements"
+    )]
     ReadOutOfRange {
         /// The tensor.
         tensor: String,
@@ -179,6 +181,20 @@ pub enum HeaderProblem {
     /// A directory contains no files of this format.
     #[error("directory contains no {0} files")]
     EmptyDirectory(&'static str),
+    /// Part of the data section belongs to no tensor. safetensors forbids such holes (and
+    /// trailing bytes) because hidden bytes make polyglot files possible; the `safetensors`
+    /// crate refuses them too.
+    #[error("data bytes {start}..{end} belong to no tensor")]
+    Gap {
+        /// First uncovered byte, relative to the start of the data section.
+        start: u64,
+        /// End of the uncovered bytes.
+        end: u64,
+    },
+    /// A directory holds several shard indexes and none is the default one, so which model
+    /// it holds is ambiguous. Opening one index file directly resolves it.
+    #[error("several shard indexes and no default one; open one of them directly: {}", .0.join(", "))]
+    AmbiguousIndex(Vec<String>),
 }
 
 /// What is wrong with one tensor's header entry.

@@ -1,0 +1,210 @@
+//! Markdown rendering of a [`Report`], for people and pull requests.
+//!
+//! Reads only the report model, so it cannot show anything the JSON does not hold.
+
+use std::fmt::Write;
+
+use crate::report::{Comparison, Report, Stats};
+
+/// Formats a metric value with fixed precision.
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
+}
+
+/// Integer with thousands separators.
+fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Escapes text for a table cell.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn code(s: &str) -> String {
+    format!("`{}`", cell(s))
+}
+
+/// Renders the whole report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    // `write!` into a String cannot fail.
+    let _ = writeln!(o, "# weightkin audit: {}\n", r.audit.name);
+    if let Some(d) = &r.audit.description {
+        let _ = writeln!(o, "{d}\n");
+    }
+    let _ = writeln!(
+        o,
+        "{} {} · report schema {} · recipe BLAKE3 `{}`\n",
+        r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
+    );
+
+    let _ = writeln!(o, "## Models\n");
+    let _ = writeln!(o, "| model | path | format | tensors | parameters | dtypes |");
+    let _ = writeln!(o, "|---|---|---|---:|---:|---|");
+    for m in &r.models {
+        let dtypes: Vec<String> = m.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&m.name),
+            code(&m.path),
+            m.format,
+            m.tensors,
+            count(m.parameters),
+            dtypes.join(" ")
+        );
+    }
+    let _ = writeln!(o, "\n| model | file | bytes | BLAKE3 |");
+    let _ = writeln!(o, "|---|---|---:|---|");
+    for m in &r.models {
+        for f in &m.files {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | `{}` |",
+                cell(&m.name),
+                code(&f.path),
+                count(f.bytes),
+                f.blake3
+            );
+        }
+    }
+
+    for c in &r.comparisons {
+        comparison(&mut o, c);
+    }
+    o
+}
+
+fn stat_cells(s: Option<&Stats>) -> String {
+    match s {
+        Some(s) => format!("{} | {} | {}", num(s.median), num(s.min), num(s.max)),
+        None => "— | — | —".to_owned(),
+    }
+}
+
+fn comparison(o: &mut String, c: &Comparison) {
+    let _ = writeln!(o, "\n## {}\n", c.name);
+    let _ = writeln!(
+        o,
+        "A = `{}`, B = `{}` · metrics: {} · include: {} · exclude: {}\n",
+        c.a,
+        c.b,
+        c.metrics.join(", "),
+        if c.include.is_empty() {
+            "everything".to_owned()
+        } else {
+            c.include.iter().map(|g| code(g)).collect::<Vec<_>>().join(" ")
+        },
+        if c.exclude.is_empty() {
+            "nothing".to_owned()
+        } else {
+            c.exclude.iter().map(|g| code(g)).collect::<Vec<_>>().join(" ")
+        },
+    );
+    let _ = writeln!(
+        o,
+        "Compared **{}** tensor pairs ({} elements per side); **{}** tensors not compared.\n",
+        c.summary.compared,
+        count(c.summary.elements),
+        c.summary.not_compared
+    );
+
+    let _ = writeln!(o, "### By tensor class\n");
+    let mut head = "| class | kind | n | layers |".to_owned();
+    let mut rule = "|---|---|---:|---|".to_owned();
+    for m in &c.metrics {
+        let _ = write!(head, " {m} median | min | max |");
+        rule.push_str("---:|---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    for k in &c.classes {
+        let layers = match (k.layers.first(), k.layers.last()) {
+            (Some(first), Some(last)) if k.layers.len() > 1 => format!("{first}–{last}"),
+            (Some(only), _) => only.to_string(),
+            _ => "—".to_owned(),
+        };
+        let mut row = format!(
+            "| {} | {} | {} | {} |",
+            code(&k.class),
+            serde_json::to_value(k.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            k.count,
+            layers
+        );
+        for m in &c.metrics {
+            let _ = write!(
+                row,
+                " {} |",
+                stat_cells(k.stats.iter().find(|s| &s.metric == m))
+            );
+        }
+        let _ = writeln!(o, "{row}");
+    }
+
+    let _ = writeln!(o, "\n### Per tensor\n");
+    let mut head = "| tensor | shape | dtypes |".to_owned();
+    let mut rule = "|---|---|---|".to_owned();
+    for m in &c.metrics {
+        let _ = write!(head, " {m} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    for t in &c.tensors {
+        let dtypes = if t.dtype_a == t.dtype_b {
+            t.dtype_a.clone()
+        } else {
+            format!("{} / {}", t.dtype_a, t.dtype_b)
+        };
+        let mut row = format!("| {} | {:?} | {} |", code(&t.name), t.shape, dtypes);
+        for m in &c.metrics {
+            let v = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
+                (Some(v), _) => num(Some(v)),
+                (None, Some(why)) => format!("undefined: {why}"),
+                (None, None) => "—".to_owned(),
+            };
+            let _ = write!(row, " {v} |");
+        }
+        let _ = writeln!(o, "{row}");
+    }
+
+    let _ = writeln!(o, "\n### Not compared\n");
+    if c.not_compared.is_empty() {
+        let _ = writeln!(o, "Every tensor of both models was compared.");
+    } else {
+        let _ = writeln!(o, "| tensor | reason | detail |");
+        let _ = writeln!(o, "|---|---|---|");
+        for u in &c.not_compared {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} |",
+                code(&u.name),
+                u.reason.text(),
+                cell(&u.detail)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+}

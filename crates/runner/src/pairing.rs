@@ -1,0 +1,307 @@
+//! Pairing tensors of two models: rename, filter, match, and say why anything was not matched.
+//!
+//! Names are normalised by the recipe's rename rules (applied in order, `replace_all`), then
+//! filtered by the compare's include/exclude globs, then matched by equal name. A matched pair
+//! is compared only if shapes agree and both dtypes are floating point; every other tensor is
+//! returned in [`Pairing::unpaired`] with its [`Reason`], so nothing is dropped silently.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+use serde::Serialize;
+use weightkin_core::{TensorInfo, WeightSource};
+
+use crate::recipe::{CompareSpec, RenameRule};
+use crate::Error;
+
+/// A tensor pair that will be compared.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Normalised (renamed) name, shared by both sides.
+    pub name: String,
+    /// Index of the tensor in model A.
+    pub a: usize,
+    /// Index of the tensor in model B.
+    pub b: usize,
+    /// Layer index, if the name has one.
+    pub layer: Option<u32>,
+    /// Class: the name with its layer index replaced by `*`.
+    pub class: String,
+}
+
+/// Why a tensor was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The recipe's include/exclude globs leave it out.
+    Excluded,
+    /// Model B has no tensor of this name.
+    OnlyInA,
+    /// Model A has no tensor of this name.
+    OnlyInB,
+    /// Both models have it, with different shapes.
+    ShapeMismatch,
+    /// At least one side is an integer, boolean or complex tensor.
+    NonFloatDtype,
+}
+
+impl Reason {
+    /// Human-readable text for reports.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Reason::Excluded => "excluded by the compare's include/exclude globs",
+            Reason::OnlyInA => "only in A",
+            Reason::OnlyInB => "only in B",
+            Reason::ShapeMismatch => "shape mismatch",
+            Reason::NonFloatDtype => "non-float dtype (listed, not compared)",
+        }
+    }
+}
+
+/// A tensor that was not compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unpaired {
+    /// Normalised name.
+    pub name: String,
+    /// Why.
+    pub reason: Reason,
+    /// Specifics: the shapes or dtypes on each side, or the original name.
+    pub detail: String,
+}
+
+/// The outcome of pairing two models for one comparison.
+#[derive(Debug, Default)]
+pub struct Pairing {
+    /// Pairs to compare, sorted by name.
+    pub pairs: Vec<Pair>,
+    /// Everything else, sorted by name then reason.
+    pub unpaired: Vec<Unpaired>,
+}
+
+/// Applies rename rules to every tensor of a model: renamed name → tensor index.
+pub fn renamed(
+    model: &str,
+    source: &dyn WeightSource,
+    rules: &[RenameRule],
+) -> Result<BTreeMap<String, usize>, Error> {
+    let mut out = BTreeMap::new();
+    for (i, t) in source.tensors().iter().enumerate() {
+        let mut name = t.name.clone();
+        for r in rules {
+            name = r.from.replace_all(&name, r.to.as_str()).into_owned();
+        }
+        if let Some(prev) = out.insert(name.clone(), i) {
+            return Err(Error::RenameCollision {
+                model: model.to_owned(),
+                renamed: name,
+                first: source.tensors()[prev].name.clone(),
+                second: t.name.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn shape_dtype(t: &TensorInfo) -> String {
+    format!("{:?} {}", t.shape, t.dtype)
+}
+
+/// Pairs the renamed tensors of A and B for `spec`.
+pub fn pair(
+    spec: &CompareSpec,
+    a: &dyn WeightSource,
+    names_a: &BTreeMap<String, usize>,
+    b: &dyn WeightSource,
+    names_b: &BTreeMap<String, usize>,
+) -> Pairing {
+    let mut out = Pairing::default();
+    let (ta, tb) = (a.tensors(), b.tensors());
+    let mut push = |name: &str, reason, detail: String| {
+        out.unpaired.push(Unpaired {
+            name: name.to_owned(),
+            reason,
+            detail,
+        })
+    };
+    let mut pairs = Vec::new();
+    for (name, &ia) in names_a {
+        let t = &ta[ia];
+        if !spec.selects(name) {
+            push(name, Reason::Excluded, format!("A: {}", shape_dtype(t)));
+            continue;
+        }
+        let Some(&ib) = names_b.get(name) else {
+            push(name, Reason::OnlyInA, shape_dtype(t));
+            continue;
+        };
+        let u = &tb[ib];
+        let detail = || format!("A: {} · B: {}", shape_dtype(t), shape_dtype(u));
+        if t.shape != u.shape {
+            push(name, Reason::ShapeMismatch, detail());
+        } else if !t.dtype.is_float() || !u.dtype.is_float() {
+            push(name, Reason::NonFloatDtype, detail());
+        } else {
+            let (layer, class) = layer_and_class(name);
+            pairs.push(Pair {
+                name: name.clone(),
+                a: ia,
+                b: ib,
+                layer,
+                class,
+            });
+        }
+    }
+    for (name, &ib) in names_b {
+        if names_a.contains_key(name) {
+            continue;
+        }
+        let t = &tb[ib];
+        if !spec.selects(name) {
+            push(name, Reason::Excluded, format!("B: {}", shape_dtype(t)));
+        } else {
+            push(name, Reason::OnlyInB, shape_dtype(t));
+        }
+    }
+    out.unpaired.sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
+    out.pairs = pairs;
+    out
+}
+
+/// Words that introduce a layer index in common checkpoint layouts: HF (`layers.N`,
+/// `layer.N`), timm/CLIP/Qwen-VL (`blocks.N`), GGUF (`blk.N`), GPT-2 (`h.N`).
+const LAYER_WORDS: &str = "layers|layer|blocks|blk|h";
+
+fn layer_regex() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| {
+        // The pattern is a literal; failing to compile it is a programming error caught by
+        // every test, so fall back to a regex that never matches rather than panicking.
+        Regex::new(&format!(r"(?:^|\.)(?:{LAYER_WORDS})\.(\d+)(?:\.|$)"))
+            .or_else(|_| Regex::new(r"[^\s\S]"))
+            .unwrap_or_else(|_| unreachable_regex())
+    })
+}
+
+#[allow(clippy::unwrap_used)] // `[^\s\S]` is a valid regex; this is never reached at runtime.
+fn unreachable_regex() -> Regex {
+    Regex::new("$^").unwrap()
+}
+
+/// The layer index in a tensor name (first `layers.N`-style segment) and the tensor's class:
+/// the name with that index replaced by `*`. Names without a layer index are their own class.
+pub fn layer_and_class(name: &str) -> (Option<u32>, String) {
+    let Some(caps) = layer_regex().captures(name) else {
+        return (None, name.to_owned());
+    };
+    let Some(digits) = caps.get(1) else {
+        return (None, name.to_owned());
+    };
+    match digits.as_str().parse::<u32>() {
+        Ok(layer) => {
+            let mut class = String::with_capacity(name.len());
+            class.push_str(&name[..digits.start()]);
+            class.push('*');
+            class.push_str(&name[digits.end()..]);
+            (Some(layer), class)
+        }
+        Err(_) => (None, name.to_owned()),
+    }
+}
+
+/// Broad role of a tensor class, from its name: what kind of evidence it can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// LayerNorm / RMSNorm parameters: sit near their init constant in every model.
+    Norm,
+    /// Token, position or patch embeddings.
+    Embedding,
+    /// Attention projections.
+    Attention,
+    /// Feed-forward / MLP projections.
+    Mlp,
+    /// Output head.
+    Head,
+    /// Anything else.
+    Other,
+}
+
+impl Kind {
+    /// Classifies a tensor name.
+    pub fn of(name: &str) -> Kind {
+        let lower = name.to_ascii_lowercase();
+        let segs: Vec<&str> = lower.split('.').collect();
+        let any = |f: &dyn Fn(&str) -> bool| segs.iter().any(|s| f(s));
+        if any(&|s| s.contains("norm") || s.starts_with("ln") || s == "ln_f") {
+            Kind::Norm
+        } else if any(&|s| s.contains("embed") || s == "wte" || s == "wpe" || s == "tok_embeddings")
+        {
+            Kind::Embedding
+        } else if any(&|s| {
+            s.contains("attn")
+                || s.contains("attention")
+                || matches!(
+                    s,
+                    "q_proj" | "k_proj" | "v_proj" | "o_proj" | "query" | "key" | "value" | "qkv"
+                )
+        }) {
+            Kind::Attention
+        } else if any(&|s| {
+            s.contains("mlp")
+                || s.contains("ffn")
+                || s.contains("feed_forward")
+                || matches!(
+                    s,
+                    "intermediate" | "up_proj" | "down_proj" | "gate_proj" | "fc1" | "fc2"
+                )
+        }) {
+            Kind::Mlp
+        } else if any(&|s| s == "lm_head" || s == "output" || s == "head" || s == "classifier") {
+            Kind::Head
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_and_classes() {
+        for (name, layer, class) in [
+            (
+                "model.layers.12.mlp.up_proj.weight",
+                Some(12),
+                "model.layers.*.mlp.up_proj.weight",
+            ),
+            (
+                "encoder.layer.0.attention.self.query.weight",
+                Some(0),
+                "encoder.layer.*.attention.self.query.weight",
+            ),
+            ("visual.blocks.3.attn.qkv.bias", Some(3), "visual.blocks.*.attn.qkv.bias"),
+            ("blk.7.attn_q.weight", Some(7), "blk.*.attn_q.weight"),
+            ("transformer.h.11.ln_1.weight", Some(11), "transformer.h.*.ln_1.weight"),
+            ("model.embed_tokens.weight", None, "model.embed_tokens.weight"),
+            ("layers.99999999999999999999.w", None, "layers.99999999999999999999.w"),
+            ("player.3.weight", None, "player.3.weight"),
+        ] {
+            assert_eq!(layer_and_class(name), (layer, class.to_owned()), "{name}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(Kind::of("model.layers.0.input_layernorm.weight"), Kind::Norm);
+        assert_eq!(Kind::of("encoder.layer.0.attention.output.LayerNorm.bias"), Kind::Norm);
+        assert_eq!(Kind::of("transformer.h.0.ln_1.weight"), Kind::Norm);
+        assert_eq!(Kind::of("embeddings.word_embeddings.weight"), Kind::Embedding);
+        assert_eq!(Kind::of("model.layers.0.self_attn.q_proj.weight"), Kind::Attention);
+        assert_eq!(Kind::of("model.layers.0.mlp.up_proj.weight"), Kind::Mlp);
+        assert_eq!(Kind::of("encoder.layer.0.intermediate.dense.weight"), Kind::Mlp);
+        assert_eq!(Kind::of("lm_head.weight"), Kind::Head);
+        assert_eq!(Kind::of("pooler.dense.weight"), Kind::Other);
+    }
+}

@@ -1,0 +1,309 @@
+//! The report model: one canonical, serialisable value that every renderer reads.
+//!
+//! Determinism rules: every collection is ordered (vectors sorted by name, `BTreeMap`s), every
+//! float is rounded to [`DIGITS`] decimals when the report is built, and nothing
+//! machine-specific (absolute paths, times, thread counts) is stored. Same inputs → same bytes.
+//!
+//! The JSON form is documented in the README ("Report schema"); bump [`SCHEMA_VERSION`] on
+//! any incompatible change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use weightkin_core::Undefined;
+
+use crate::pairing::{Kind, Unpaired};
+use crate::Error;
+
+/// Version of the JSON report schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Decimal places kept for metric values. Enough to tell 0.999999 from 1, few enough that
+/// last-bit differences between CPUs' float paths do not change the bytes.
+pub const DIGITS: i32 = 9;
+
+/// Rounds to [`DIGITS`] decimals (and turns -0.0 into 0.0).
+pub fn round(x: f64) -> f64 {
+    let s = 10f64.powi(DIGITS);
+    let r = (x * s).round() / s;
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// A rendered output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportFormat {
+    /// Canonical JSON (`report.json`).
+    Json,
+    /// Markdown for people and pull requests (`report.md`).
+    Markdown,
+}
+
+impl ReportFormat {
+    /// Every format.
+    pub const ALL: &'static [ReportFormat] = &[ReportFormat::Json, ReportFormat::Markdown];
+
+    /// Name used in recipes and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "json",
+            ReportFormat::Markdown => "md",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<ReportFormat> {
+        ReportFormat::ALL.iter().copied().find(|f| f.name() == s)
+    }
+
+    /// File name the report is written to.
+    pub const fn file_name(self) -> &'static str {
+        match self {
+            ReportFormat::Json => "report.json",
+            ReportFormat::Markdown => "report.md",
+        }
+    }
+
+    /// Renders `report` in this format.
+    pub fn render(self, report: &Report) -> String {
+        match self {
+            ReportFormat::Json => report.to_json(),
+            ReportFormat::Markdown => crate::markdown::render(report),
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The tool that wrote it.
+    pub tool: Tool,
+    /// The audit as declared in the recipe.
+    pub audit: AuditInfo,
+    /// Every model the recipe declares, sorted by name.
+    pub models: Vec<ModelReport>,
+    /// Comparisons in recipe order.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Tool name and version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    /// Always "weightkin".
+    pub name: &'static str,
+    /// The crate version.
+    pub version: &'static str,
+}
+
+/// Audit metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditInfo {
+    /// `[audit] name`.
+    pub name: String,
+    /// `[audit] description`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// BLAKE3 of the recipe bytes (hex).
+    pub recipe_blake3: String,
+}
+
+/// One model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// Name in the recipe.
+    pub name: String,
+    /// Path as written in the recipe.
+    pub path: String,
+    /// Format that opened it.
+    pub format: &'static str,
+    /// Its files.
+    pub files: Vec<FileReport>,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Total elements over all tensors.
+    pub parameters: u64,
+    /// Tensor count per dtype.
+    pub dtypes: BTreeMap<String, usize>,
+}
+
+/// One file of a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// Path relative to the model path (the file name for a single-file model).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// BLAKE3 of the contents (hex).
+    pub blake3: String,
+}
+
+/// One comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Display name.
+    pub name: String,
+    /// Model on side A.
+    pub a: String,
+    /// Model on side B.
+    pub b: String,
+    /// Metrics computed, in recipe order.
+    pub metrics: Vec<String>,
+    /// Include globs (empty: all).
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Counts.
+    pub summary: Summary,
+    /// Per tensor class, sorted by class.
+    pub classes: Vec<ClassSummary>,
+    /// Every compared pair, sorted by name.
+    pub tensors: Vec<TensorRow>,
+    /// Every tensor not compared, with its reason, sorted by name.
+    pub not_compared: Vec<Unpaired>,
+}
+
+/// Counts for one comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Tensor pairs compared.
+    pub compared: usize,
+    /// Elements compared (per side).
+    pub elements: u64,
+    /// Tensors not compared (both sides counted).
+    pub not_compared: usize,
+    /// Tensors not compared, by reason.
+    pub not_compared_by_reason: BTreeMap<String, usize>,
+}
+
+/// Statistics of one metric over the tensors of a class.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Metric name.
+    pub metric: String,
+    /// Median of the defined values (mean of the middle two for an even count).
+    pub median: Option<f64>,
+    /// Minimum.
+    pub min: Option<f64>,
+    /// Maximum.
+    pub max: Option<f64>,
+    /// How many tensors had no value.
+    pub undefined: usize,
+}
+
+/// A tensor class within one comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassSummary {
+    /// The class: tensor name with its layer index replaced by `*`.
+    pub class: String,
+    /// Broad role.
+    pub kind: Kind,
+    /// Number of tensors.
+    pub count: usize,
+    /// Layer indices present, ascending (empty for unlayered classes).
+    pub layers: Vec<u32>,
+    /// Per metric, in recipe order.
+    pub stats: Vec<Stats>,
+}
+
+/// One compared tensor pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorRow {
+    /// Normalised name.
+    pub name: String,
+    /// Original name in A, if renaming changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a_name: Option<String>,
+    /// Original name in B, if renaming changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_name: Option<String>,
+    /// Class.
+    pub class: String,
+    /// Layer index.
+    pub layer: Option<u32>,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+    /// Dtype in A.
+    pub dtype_a: String,
+    /// Dtype in B.
+    pub dtype_b: String,
+    /// Metric values (rounded); `null` when undefined.
+    pub values: BTreeMap<String, Option<f64>>,
+    /// Why a metric is undefined, for those that are.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub undefined: BTreeMap<String, Undefined>,
+}
+
+impl Report {
+    /// Canonical JSON: pretty-printed, trailing newline.
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs, maps and finite floats cannot fail; if it ever did, an
+        // empty object is still valid JSON and the tests would catch it.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned());
+        s.push('\n');
+        s
+    }
+
+    /// Writes each format into `dir` (created if missing), atomically: each file is written
+    /// to a temporary name in the same directory and renamed into place.
+    pub fn write(&self, dir: &Path, formats: &[ReportFormat]) -> Result<Vec<PathBuf>, Error> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::WriteReport { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(err(dir))?;
+        let mut written = Vec::new();
+        for f in formats {
+            let path = dir.join(f.file_name());
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err(&path))?;
+            std::io::Write::write_all(&mut tmp, f.render(self).as_bytes()).map_err(err(&path))?;
+            tmp.persist(&path).map_err(|e| err(&path)(e.error))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Median, min and max of `values` (already rounded).
+pub fn stats(metric: &str, values: &[Option<f64>]) -> Stats {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    v.sort_by(f64::total_cmp);
+    let median = match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some(round((v[n / 2 - 1] + v[n / 2]) / 2.0)),
+    };
+    Stats {
+        metric: metric.to_owned(),
+        median,
+        min: v.first().copied(),
+        max: v.last().copied(),
+        undefined: values.len() - v.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_stable_and_has_no_negative_zero() {
+        assert_eq!(round(1.0), 1.0);
+        assert_eq!(round(0.123_456_789_49), 0.123_456_789);
+        assert_eq!(round(-1e-12).to_bits(), 0.0f64.to_bits());
+    }
+
+    #[test]
+    fn stats_of_values() {
+        let s = stats("m", &[Some(3.0), None, Some(1.0), Some(2.0), Some(4.0)]);
+        assert_eq!((s.median, s.min, s.max, s.undefined), (Some(2.5), Some(1.0), Some(4.0), 1));
+        let s = stats("m", &[None]);
+        assert_eq!((s.median, s.min, s.max, s.undefined), (None, None, None, 1));
+    }
+}

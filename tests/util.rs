@@ -1,0 +1,46 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `weightkin` binary with `args` in `dir`.
+pub fn weightkin(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weightkin"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WEIGHTKIN_PLUGIN_PATH")
+        .output()
+        .expect("run weightkin")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `scripts/fetch-fixtures.sh` puts the real model files.
+pub fn fixtures() -> PathBuf {
+    match std::env::var_os("WEIGHTKIN_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/weightkin/fixtures"),
+    }
+}
+
+/// A fetched fixture file; fails with instructions if it is missing.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = fixtures().join(rel);
+    assert!(
+        p.exists(),
+        "missing real-model fixture {}: run scripts/fetch-fixtures.sh (the README's test \
+         command does this first)",
+        p.display()
+    );
+    p
+}
