@@ -10,7 +10,11 @@ fn demo_runs_offline_and_shows_the_norm_trap() {
     let text = stdout(&out);
     assert!(text.contains("base vs fine-tuned copy"), "{text}");
     assert!(text.contains("not compared: model.position_ids"), "{text}");
-    for f in ["base.safetensors", "finetuned.safetensors", "independent.safetensors"] {
+    for f in [
+        "base.safetensors",
+        "finetuned.safetensors",
+        "independent.safetensors",
+    ] {
         assert!(dir.path().join("family").join(f).exists(), "{f}");
     }
     let json: serde_json::Value = serde_json::from_str(
@@ -46,7 +50,14 @@ fn reports_are_identical_for_any_thread_count() {
         let out_dir = format!("out-{threads}");
         let out = weightkin(
             dir.path(),
-            &["audit", "m/demo.toml", "--out", &out_dir, "--threads", threads],
+            &[
+                "audit",
+                "m/demo.toml",
+                "--out",
+                &out_dir,
+                "--threads",
+                threads,
+            ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
         let json = std::fs::read(dir.path().join(&out_dir).join("report.json")).unwrap();
@@ -101,7 +112,9 @@ fn compare_prints_markdown_or_json() {
 #[test]
 fn inspect_and_plugins() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(weightkin(dir.path(), &["demo", "--keep", "m"]).status.success());
+    assert!(weightkin(dir.path(), &["demo", "--keep", "m"])
+        .status
+        .success());
     let out = weightkin(dir.path(), &["inspect", "m/finetuned.safetensors"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -134,7 +147,10 @@ fn exit_codes() {
     let out = weightkin(dir.path(), &["audit", "nope.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.starts_with("error: cannot read recipe nope.toml\n  caused by: "), "{err}");
+    assert!(
+        err.starts_with("error: cannot read recipe nope.toml\n  caused by: "),
+        "{err}"
+    );
     // Unknown format for a file that is no model.
     std::fs::write(dir.path().join("x.bin"), b"hello").unwrap();
     let out = weightkin(dir.path(), &["inspect", "x.bin"]);

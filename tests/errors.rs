@@ -1,8 +1,6 @@
 //! What users see when a recipe or a model file is broken. Every case is snapshotted, and
 //! none may panic or print a backtrace.
 
-use std::path::Path;
-
 use weightkin_runner::{recipe, registry};
 
 use crate::util::{stderr, weightkin};
@@ -13,7 +11,7 @@ use crate::util::{stderr, weightkin};
 fn broken_recipes() {
     insta::glob!("broken-recipes", "*.toml", |path| {
         let source = std::fs::read_to_string(path).unwrap();
-        let name = Path::new("broken-recipes").join(path.file_name().unwrap());
+        let name = std::path::Path::new("broken-recipes").join(path.file_name().unwrap());
         let reg = registry::builtin().unwrap();
         let err = recipe::parse(&name, &source, &reg).expect_err("recipe should be rejected");
         insta::assert_snapshot!(err.to_string());
@@ -31,8 +29,14 @@ fn audit_failure(models: &[(&str, &[u8])], recipe: &str) -> String {
     let out = weightkin(dir.path(), &["audit", "r.toml", "--out", "out"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{err}");
-    assert!(!dir.path().join("out").exists(), "no report may be written on failure");
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "no report may be written on failure"
+    );
     err.replace(&dir.path().display().to_string(), "[TMP]")
 }
 
@@ -86,7 +90,10 @@ fn header_length_past_end_of_file() {
 fn not_a_model_file() {
     let good = tiny_model();
     insta::assert_snapshot!(audit_failure(
-        &[("a.safetensors", &good), ("b.safetensors", b"GGUF\x03\0\0\0 nonsense")],
+        &[
+            ("a.safetensors", &good),
+            ("b.safetensors", b"GGUF\x03\0\0\0 nonsense")
+        ],
         TWO_MODELS
     ));
 }

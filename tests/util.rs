@@ -19,11 +19,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
 }
 
-/// The repository root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Where `scripts/fetch-fixtures.sh` puts the real model files.
 pub fn fixtures() -> PathBuf {
     match std::env::var_os("WEIGHTKIN_FIXTURES") {

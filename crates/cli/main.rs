@@ -192,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             set_threads(&threads)?;
             let (recipe, report) = weightkin_runner::audit_file(&recipe, &registry, &opts)?;
             for path in report.write(&out, &recipe.formats)? {
-                println!("wrote {}", path.display());
+                emit(&format!("wrote {}\n", path.display()))?;
             }
         }
         Command::Compare {
@@ -213,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 OutFormat::Md => ReportFormat::Markdown,
                 OutFormat::Json => ReportFormat::Json,
             };
-            print!("{}", f.render(&report));
+            emit(&f.render(&report))?;
         }
         Command::Inspect {
             model,
@@ -223,9 +223,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let source = registry
                 .open(&model, format.as_deref(), &opts.limits)
                 .with_context(|| format!("cannot open {}", model.display()))?;
-            print!("{}", inspect(source.as_ref(), json));
+            emit(&inspect(source.as_ref(), json))?;
         }
-        Command::Plugins => print!("{}", plugins(&registry)),
+        Command::Plugins => emit(&plugins(&registry))?,
         Command::Demo { keep, threads } => {
             set_threads(&threads)?;
             let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -233,7 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let recipe_path = weightkin_runner::demo::generate(dir)
                 .with_context(|| format!("cannot write the demo models to {}", dir.display()))?;
             let (recipe, report) = weightkin_runner::audit_file(&recipe_path, &registry, &opts)?;
-            print!("{}", demo_summary(&report));
+            emit(&demo_summary(&report))?;
             if keep.is_some() {
                 for path in report.write(dir, &recipe.formats)? {
                     eprintln!("wrote {}", path.display());
@@ -247,6 +247,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes to stdout. A closed pipe (`weightkin compare … | head`) ends output quietly
+/// instead of panicking as `print!` would.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn inspect(source: &dyn WeightSource, json: bool) -> String {

@@ -62,18 +62,38 @@ struct Tensor {
 
 /// The architecture: (name, shape, kind) where kind says how to initialise.
 fn architecture() -> Vec<(String, Vec<usize>, bool)> {
-    let mut t = vec![("model.embed_tokens.weight".to_owned(), vec![VOCAB, HIDDEN], false)];
+    let mut t = vec![(
+        "model.embed_tokens.weight".to_owned(),
+        vec![VOCAB, HIDDEN],
+        false,
+    )];
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
         t.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN], true));
         for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            t.push((format!("{p}.self_attn.{proj}.weight"), vec![HIDDEN, HIDDEN], false));
+            t.push((
+                format!("{p}.self_attn.{proj}.weight"),
+                vec![HIDDEN, HIDDEN],
+                false,
+            ));
         }
-        t.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], true));
+        t.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![HIDDEN],
+            true,
+        ));
         for proj in ["gate_proj", "up_proj"] {
-            t.push((format!("{p}.mlp.{proj}.weight"), vec![INTERMEDIATE, HIDDEN], false));
+            t.push((
+                format!("{p}.mlp.{proj}.weight"),
+                vec![INTERMEDIATE, HIDDEN],
+                false,
+            ));
         }
-        t.push((format!("{p}.mlp.down_proj.weight"), vec![HIDDEN, INTERMEDIATE], false));
+        t.push((
+            format!("{p}.mlp.down_proj.weight"),
+            vec![HIDDEN, INTERMEDIATE],
+            false,
+        ));
     }
     t.push(("model.norm.weight".to_owned(), vec![HIDDEN], true));
     t.push(("lm_head.weight".to_owned(), vec![VOCAB, HIDDEN], false));
@@ -104,7 +124,12 @@ fn fine_tune(base: &[Tensor], seed: u64) -> Vec<Tensor> {
         .map(|t| {
             let n = t.data.len() as f64;
             let mean = t.data.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-            let var = t.data.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+            let var = t
+                .data
+                .iter()
+                .map(|&x| (f64::from(x) - mean).powi(2))
+                .sum::<f64>()
+                / n;
             let sd = 0.1 * var.sqrt();
             Tensor {
                 name: t.name.clone(),
@@ -144,7 +169,10 @@ fn write_model(path: &Path, tensors: &[Tensor], store: Store) -> std::io::Result
                 ),
                 Store::Bf16 => (
                     StDtype::BF16,
-                    t.data.iter().flat_map(|&x| bf16_bits(x).to_le_bytes()).collect(),
+                    t.data
+                        .iter()
+                        .flat_map(|&x| bf16_bits(x).to_le_bytes())
+                        .collect(),
                 ),
                 Store::F16 => (
                     StDtype::F16,
@@ -162,7 +190,9 @@ fn write_model(path: &Path, tensors: &[Tensor], store: Store) -> std::io::Result
         "model.position_ids".to_owned(),
         StDtype::I64,
         vec![1, POSITIONS],
-        (0..POSITIONS as i64).flat_map(|i| i.to_le_bytes()).collect(),
+        (0..POSITIONS as i64)
+            .flat_map(|i| i.to_le_bytes())
+            .collect(),
     ));
     let views = buffers
         .iter()
@@ -211,6 +241,9 @@ mod tests {
         let xs: Vec<f64> = (0..100_000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
     }
 }

@@ -69,7 +69,7 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
             .map_err(|source| Error::OpenModel {
                 model: name.clone(),
                 path: spec.path_as_given.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let report = describe(name, &spec.path_as_given, &spec.path, source.as_ref(), opts)?;
         models.insert(name.clone(), Opened { source, report });
@@ -93,7 +93,13 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
             return Err(Error::Internal("compare names a model that was not opened"));
         };
         let pairing = pairing::pair(cmp, a.source.as_ref(), na, b.source.as_ref(), nb);
-        comparisons.push(compare(cmp, a.source.as_ref(), b.source.as_ref(), pairing, opts)?);
+        comparisons.push(compare(
+            cmp,
+            a.source.as_ref(),
+            b.source.as_ref(),
+            pairing,
+            opts,
+        )?);
     }
 
     Ok(Report {
@@ -128,7 +134,7 @@ fn describe(
         let map = MappedFile::open(&f.path).map_err(|source| Error::OpenModel {
             model: name.to_owned(),
             path: given.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         let mut hasher = blake3::Hasher::new();
         hasher.update_rayon(map.bytes());
@@ -181,7 +187,7 @@ fn compare(
             let m = pair_moments(a, p.a, b, p.b, x.numel).map_err(|source| Error::Measure {
                 compare: cmp.name.clone(),
                 tensor: p.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
             opts.progress.advance(x.numel as u64);
             let mut values = BTreeMap::new();
@@ -217,10 +223,29 @@ fn compare(
     let classes = by_class
         .into_iter()
         .map(|(class, members)| {
-            let mut layers: Vec<u32> = members.iter().filter_map(|r| r.layer).collect();
-            layers.sort_unstable();
-            layers.dedup();
+            // Within a class, names differ only in the layer index, so layers are unique.
+            let mut layered: Vec<(u32, &TensorRow)> = members
+                .iter()
+                .filter_map(|r| r.layer.map(|l| (l, *r)))
+                .collect();
+            layered.sort_by_key(|(l, _)| *l);
+            let layers: Vec<u32> = layered.iter().map(|(l, _)| *l).collect();
+            let per_layer = if layered.is_empty() {
+                BTreeMap::new()
+            } else {
+                metric_names
+                    .iter()
+                    .map(|m| {
+                        let series = layered
+                            .iter()
+                            .map(|(_, r)| r.values.get(m).copied().flatten())
+                            .collect();
+                        (m.clone(), series)
+                    })
+                    .collect()
+            };
             ClassSummary {
+                per_layer,
                 class: class.to_owned(),
                 kind: Kind::of(class),
                 count: members.len(),

@@ -46,7 +46,7 @@ pub enum Error {
         path: String,
         /// Why.
         #[source]
-        source: weightkin_core::Error,
+        source: Box<weightkin_core::Error>,
     },
     /// Rename rules mapped two tensors of one model to the same name.
     #[error(
@@ -72,7 +72,7 @@ pub enum Error {
         tensor: String,
         /// Why.
         #[source]
-        source: weightkin_core::Error,
+        source: Box<weightkin_core::Error>,
     },
     /// A report file could not be written.
     #[error("cannot write report {}", path.display())]

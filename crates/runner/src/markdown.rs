@@ -48,7 +48,10 @@ pub fn render(r: &Report) -> String {
     );
 
     let _ = writeln!(o, "## Models\n");
-    let _ = writeln!(o, "| model | path | format | tensors | parameters | dtypes |");
+    let _ = writeln!(
+        o,
+        "| model | path | format | tensors | parameters | dtypes |"
+    );
     let _ = writeln!(o, "|---|---|---|---:|---:|---|");
     for m in &r.models {
         let dtypes: Vec<String> = m.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
@@ -91,6 +94,49 @@ fn stat_cells(s: Option<&Stats>) -> String {
     }
 }
 
+/// One table per metric: a row per layer, a column per layered class (its role, the part of
+/// the class after the layer index), so depth profiles can be read down a column.
+fn per_layer(o: &mut String, c: &Comparison) {
+    let layered: Vec<_> = c.classes.iter().filter(|k| !k.layers.is_empty()).collect();
+    let mut all_layers: Vec<u32> = layered
+        .iter()
+        .flat_map(|k| k.layers.iter().copied())
+        .collect();
+    all_layers.sort_unstable();
+    all_layers.dedup();
+    if all_layers.is_empty() {
+        return;
+    }
+    let role = |class: &str| {
+        class
+            .split_once("*.")
+            .map_or(class, |(_, rest)| rest)
+            .to_owned()
+    };
+    for m in &c.metrics {
+        let _ = writeln!(o, "\n### Per layer: {m}\n");
+        let mut head = "| layer |".to_owned();
+        let mut rule = "|---:|".to_owned();
+        for k in &layered {
+            let _ = write!(head, " {} |", code(&role(&k.class)));
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(o, "{head}\n{rule}");
+        for layer in &all_layers {
+            let mut row = format!("| {layer} |");
+            for k in &layered {
+                let v = k
+                    .layers
+                    .iter()
+                    .position(|l| l == layer)
+                    .and_then(|i| k.per_layer.get(m).and_then(|s| s.get(i)).copied().flatten());
+                let _ = write!(row, " {} |", num(v));
+            }
+            let _ = writeln!(o, "{row}");
+        }
+    }
+}
+
 fn comparison(o: &mut String, c: &Comparison) {
     let _ = writeln!(o, "\n## {}\n", c.name);
     let _ = writeln!(
@@ -102,12 +148,20 @@ fn comparison(o: &mut String, c: &Comparison) {
         if c.include.is_empty() {
             "everything".to_owned()
         } else {
-            c.include.iter().map(|g| code(g)).collect::<Vec<_>>().join(" ")
+            c.include
+                .iter()
+                .map(|g| code(g))
+                .collect::<Vec<_>>()
+                .join(" ")
         },
         if c.exclude.is_empty() {
             "nothing".to_owned()
         } else {
-            c.exclude.iter().map(|g| code(g)).collect::<Vec<_>>().join(" ")
+            c.exclude
+                .iter()
+                .map(|g| code(g))
+                .collect::<Vec<_>>()
+                .join(" ")
         },
     );
     let _ = writeln!(
@@ -151,6 +205,8 @@ fn comparison(o: &mut String, c: &Comparison) {
         }
         let _ = writeln!(o, "{row}");
     }
+
+    per_layer(o, c);
 
     let _ = writeln!(o, "\n### Per tensor\n");
     let mut head = "| tensor | shape | dtypes |".to_owned();

@@ -162,7 +162,8 @@ pub fn pair(
             push(name, Reason::OnlyInB, shape_dtype(t));
         }
     }
-    out.unpaired.sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
+    out.unpaired
+        .sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
     out.pairs = pairs;
     out
 }
@@ -281,11 +282,27 @@ mod tests {
                 Some(0),
                 "encoder.layer.*.attention.self.query.weight",
             ),
-            ("visual.blocks.3.attn.qkv.bias", Some(3), "visual.blocks.*.attn.qkv.bias"),
+            (
+                "visual.blocks.3.attn.qkv.bias",
+                Some(3),
+                "visual.blocks.*.attn.qkv.bias",
+            ),
             ("blk.7.attn_q.weight", Some(7), "blk.*.attn_q.weight"),
-            ("transformer.h.11.ln_1.weight", Some(11), "transformer.h.*.ln_1.weight"),
-            ("model.embed_tokens.weight", None, "model.embed_tokens.weight"),
-            ("layers.99999999999999999999.w", None, "layers.99999999999999999999.w"),
+            (
+                "transformer.h.11.ln_1.weight",
+                Some(11),
+                "transformer.h.*.ln_1.weight",
+            ),
+            (
+                "model.embed_tokens.weight",
+                None,
+                "model.embed_tokens.weight",
+            ),
+            (
+                "layers.99999999999999999999.w",
+                None,
+                "layers.99999999999999999999.w",
+            ),
             ("player.3.weight", None, "player.3.weight"),
         ] {
             assert_eq!(layer_and_class(name), (layer, class.to_owned()), "{name}");
@@ -294,13 +311,28 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(Kind::of("model.layers.0.input_layernorm.weight"), Kind::Norm);
-        assert_eq!(Kind::of("encoder.layer.0.attention.output.LayerNorm.bias"), Kind::Norm);
+        assert_eq!(
+            Kind::of("model.layers.0.input_layernorm.weight"),
+            Kind::Norm
+        );
+        assert_eq!(
+            Kind::of("encoder.layer.0.attention.output.LayerNorm.bias"),
+            Kind::Norm
+        );
         assert_eq!(Kind::of("transformer.h.0.ln_1.weight"), Kind::Norm);
-        assert_eq!(Kind::of("embeddings.word_embeddings.weight"), Kind::Embedding);
-        assert_eq!(Kind::of("model.layers.0.self_attn.q_proj.weight"), Kind::Attention);
+        assert_eq!(
+            Kind::of("embeddings.word_embeddings.weight"),
+            Kind::Embedding
+        );
+        assert_eq!(
+            Kind::of("model.layers.0.self_attn.q_proj.weight"),
+            Kind::Attention
+        );
         assert_eq!(Kind::of("model.layers.0.mlp.up_proj.weight"), Kind::Mlp);
-        assert_eq!(Kind::of("encoder.layer.0.intermediate.dense.weight"), Kind::Mlp);
+        assert_eq!(
+            Kind::of("encoder.layer.0.intermediate.dense.weight"),
+            Kind::Mlp
+        );
         assert_eq!(Kind::of("lm_head.weight"), Kind::Head);
         assert_eq!(Kind::of("pooler.dense.weight"), Kind::Other);
     }

@@ -186,10 +186,10 @@ fn glob_path(s: &str) -> String {
 }
 
 fn compile_glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(&glob_path(pattern))
+    globset::GlobBuilder::new(&glob_path(pattern))
         .literal_separator(true)
         .build()
-        .map(|g: Glob| g.compile_matcher())?)
+        .map(|g: Glob| g.compile_matcher())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,7 +355,10 @@ fn validate(
     for (name, model) in raw.models {
         let model = model.into_inner();
         if model.path.get_ref().is_empty() {
-            diags.push(model.path.span(), format!("model `{name}`: `path` is empty"));
+            diags.push(
+                model.path.span(),
+                format!("model `{name}`: `path` is empty"),
+            );
         }
         let format = model.format.map(|f| {
             if registry.format(f.get_ref()).is_none() {
@@ -569,7 +572,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("cosin", ["cosine", "pearson"]), " (did you mean `cosine`?)");
+        assert_eq!(
+            suggest("cosin", ["cosine", "pearson"]),
+            " (did you mean `cosine`?)"
+        );
         assert_eq!(
             suggest("xyz", ["cosine", "pearson"]),
             " (expected one of: cosine, pearson)"

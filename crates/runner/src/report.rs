@@ -210,6 +210,10 @@ pub struct ClassSummary {
     pub layers: Vec<u32>,
     /// Per metric, in recipe order.
     pub stats: Vec<Stats>,
+    /// Per metric: the value at each entry of `layers` (`null` where undefined). Empty for
+    /// unlayered classes.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_layer: BTreeMap<String, Vec<Option<f64>>>,
 }
 
 /// One compared tensor pair.
@@ -302,7 +306,10 @@ mod tests {
     #[test]
     fn stats_of_values() {
         let s = stats("m", &[Some(3.0), None, Some(1.0), Some(2.0), Some(4.0)]);
-        assert_eq!((s.median, s.min, s.max, s.undefined), (Some(2.5), Some(1.0), Some(4.0), 1));
+        assert_eq!(
+            (s.median, s.min, s.max, s.undefined),
+            (Some(2.5), Some(1.0), Some(4.0), 1)
+        );
         let s = stats("m", &[None]);
         assert_eq!((s.median, s.min, s.max, s.undefined), (None, None, None, 1));
     }

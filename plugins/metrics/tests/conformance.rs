@@ -9,20 +9,30 @@ fn vec(n: usize, seed: u64, offset: f32) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             offset + ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
         })
         .collect()
 }
 
 fn eval(spec: &MetricSpec, a: &[f32], b: &[f32]) -> MetricValue {
-    (spec.build)(&Params::new()).unwrap().evaluate(&Moments::of_slices(a, b))
+    (spec.build)(&Params::new())
+        .unwrap()
+        .evaluate(&Moments::of_slices(a, b))
 }
 
 fn check_defined_in_range(spec: &MetricSpec, v: MetricValue) -> f64 {
-    let x = v.value().unwrap_or_else(|| panic!("{}: undefined {v:?}", spec.name));
+    let x = v
+        .value()
+        .unwrap_or_else(|| panic!("{}: undefined {v:?}", spec.name));
     assert!(x.is_finite(), "{}: {x}", spec.name);
-    assert!(spec.range.0 <= x && x <= spec.range.1, "{}: {x} outside range", spec.name);
+    assert!(
+        spec.range.0 <= x && x <= spec.range.1,
+        "{}: {x} outside range",
+        spec.name
+    );
     x
 }
 
@@ -32,7 +42,11 @@ fn every_metric_conforms() {
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();
-    assert_eq!(unique.len(), names.len(), "duplicate metric names: {names:?}");
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "duplicate metric names: {names:?}"
+    );
 
     for spec in weightkin_metrics::ALL {
         assert!(!spec.doc.is_empty(), "{} has no doc", spec.name);
@@ -82,7 +96,10 @@ fn degenerate_inputs_give_the_documented_reason() {
     assert_eq!(eval(cos, &[], &[]), MetricValue::Undefined(Empty));
     assert_eq!(eval(cos, &[0.0; 8], &r), MetricValue::Undefined(ZeroNorm));
     assert_eq!(eval(pear, &[2.0; 8], &r), MetricValue::Undefined(Constant));
-    assert_eq!(eval(pear, &[f32::NAN; 8], &r), MetricValue::Undefined(NonFinite));
+    assert_eq!(
+        eval(pear, &[f32::NAN; 8], &r),
+        MetricValue::Undefined(NonFinite)
+    );
     // A constant non-zero tensor still has a direction.
     assert!(eval(cos, &[2.0; 8], &r).value().is_some());
 }
@@ -93,7 +110,9 @@ fn cosine_and_pearson_known_values() {
     let pear = &weightkin_metrics::pearson::SPEC;
     // Orthogonal and anti-parallel.
     assert_eq!(eval(cos, &[1.0, 0.0], &[0.0, 1.0]), MetricValue::Value(0.0));
-    let v = eval(cos, &[1.0, 2.0, 3.0], &[-1.0, -2.0, -3.0]).value().unwrap();
+    let v = eval(cos, &[1.0, 2.0, 3.0], &[-1.0, -2.0, -3.0])
+        .value()
+        .unwrap();
     assert!((v + 1.0).abs() < 1e-15);
     // Pearson ignores shift and positive scale; cosine does not.
     let a = vec(1000, 7, 0.0);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it:
+#   1. fetch the real public model fixtures (sha256-pinned, cached outside the repo);
+#   2. run every test of every crate in release mode (snapshot tests included);
+#   3. fail on snapshot files no test referenced (stale snapshots) or left-over .snap.new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-fixtures.sh >/dev/null
+
+refs=$(mktemp)
+trap 'rm -f "$refs"' EXIT
+INSTA_SNAPSHOT_REFERENCES_FILE="$refs" cargo test --release --workspace --all-features "$@"
+
+# Only judge staleness on a full run (no filter arguments).
+if [[ $# -eq 0 ]]; then
+  stale=0
+  while IFS= read -r snap; do
+    if ! grep -qxF "$(realpath "$snap")" <(xargs -r -d '\n' realpath < "$refs" | sort -u); then
+      echo "unreferenced snapshot: $snap (delete it or restore its test)" >&2
+      stale=1
+    fi
+  done < <(find . -path ./target -prune -o -name '*.snap' -print)
+  if find . -path ./target -prune -o \( -name '*.snap.new' -o -name '*.pending-snap' \) -print | grep -q .; then
+    echo "pending snapshots (.snap.new) left in the tree: review them" >&2
+    stale=1
+  fi
+  [[ $stale -eq 0 ]] || exit 1
+  echo "snapshots: every snapshot file is referenced by a test"
+fi
