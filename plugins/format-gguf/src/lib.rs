@@ -1,0 +1,1 @@
+//! weightkin-format-gguf (being written).

@@ -1,0 +1,1 @@
+//! weightkin-format-pytorch (being written).
