@@ -25,6 +25,8 @@ mod registry;
 pub mod safetensors;
 mod source;
 mod tensor;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use convert::to_f32;
 pub use dtype::Dtype;
