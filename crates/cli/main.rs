@@ -272,6 +272,7 @@ fn inspect(source: &dyn WeightSource, json: bool) -> String {
                 "path": f.path.to_string_lossy(), "bytes": f.size })).collect::<Vec<_>>(),
             "parameters": params,
             "metadata": source.metadata(),
+            "transforms": source.transforms(),
             "tensors": tensors,
         });
         return serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
@@ -285,10 +286,17 @@ fn inspect(source: &dyn WeightSource, json: bool) -> String {
     for (k, v) in source.metadata() {
         let _ = writeln!(o, "metadata: {k} = {v}");
     }
+    for t in source.transforms() {
+        let _ = writeln!(
+            o,
+            "transform: {} ({} tensors): {}",
+            t.name, t.tensors, t.detail
+        );
+    }
     let width = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
     let _ = writeln!(o);
     for t in tensors {
-        let _ = writeln!(
+        let _ = write!(
             o,
             "{:width$}  {:8}  {:>12}  {:?}",
             t.name,
@@ -296,6 +304,12 @@ fn inspect(source: &dyn WeightSource, json: bool) -> String {
             t.numel,
             t.shape
         );
+        match &t.stored_name {
+            Some(stored) => {
+                let _ = writeln!(o, "  (stored as {stored})");
+            }
+            None => o.push('\n'),
+        }
     }
     o
 }

@@ -36,5 +36,5 @@ pub use metric::{Metric, MetricSpec, MetricValue, ParamValue, Params, Undefined}
 pub use mmap::MappedFile;
 pub use moments::{pair_moments, Moments, CHUNK};
 pub use registry::{Registry, SNIFF_BYTES};
-pub use source::{FileInfo, Format, WeightSource};
+pub use source::{FileInfo, Format, Transform, WeightSource};
 pub use tensor::{checked_numel, TensorInfo};

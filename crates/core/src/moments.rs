@@ -187,7 +187,9 @@ pub fn pair_moments(
             },
         )
         .collect::<Result<Vec<Moments>>>()?;
-    Ok(partials.into_iter().fold(Moments::default(), Moments::merge))
+    Ok(partials
+        .into_iter()
+        .fold(Moments::default(), Moments::merge))
 }
 
 #[cfg(test)]

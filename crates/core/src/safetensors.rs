@@ -412,6 +412,7 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
             numel,
             byte_len,
             file: 0,
+            stored_name: None,
         });
     }
 

@@ -20,6 +20,20 @@ pub struct FileInfo {
     pub size: u64,
 }
 
+/// Something a format did to present a file's tensors in weightkin's canonical form: renamed
+/// them to Hugging Face names, undid a converter's row permutation, subtracted a constant a
+/// converter had baked in, flattened a nested state dict. Listed in reports and by `inspect`,
+/// so a reader can see every step between the bytes on disk and the numbers compared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Transform {
+    /// Short stable identifier (`gguf-hf-names`, `rope-unpermute`, `strip-prefix`, …).
+    pub name: String,
+    /// What was done and why, in one or two sentences (cite the converter or spec).
+    pub detail: String,
+    /// How many tensors it touched.
+    pub tensors: usize,
+}
+
 /// An opened model: its tensors' metadata, eagerly; their data, lazily.
 ///
 /// Implementations must be safe against any file contents: every size read from a header is
@@ -39,6 +53,12 @@ pub trait WeightSource: Send + Sync {
     fn metadata(&self) -> &BTreeMap<String, String> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
         &EMPTY
+    }
+
+    /// Transforms the format applied to present the tensors (see [`Transform`]). The default
+    /// has none.
+    fn transforms(&self) -> &[Transform] {
+        &[]
     }
 
     /// Converts elements `start .. start + out.len()` of tensor `index` (row-major order) to

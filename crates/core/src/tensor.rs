@@ -20,6 +20,11 @@ pub struct TensorInfo {
     pub byte_len: u64,
     /// Index into [`crate::WeightSource::files`] of the file holding the data.
     pub file: usize,
+    /// The name exactly as stored in the file, when the format presents the tensor under
+    /// another name (GGUF `blk.0.attn_q.weight` shown as its Hugging Face name, a PyTorch
+    /// state dict's `module.` prefix removed). `None` when `name` is the stored name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_name: Option<String>,
 }
 
 /// Product of a shape's dimensions; `None` on overflow.

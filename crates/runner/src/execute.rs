@@ -165,6 +165,7 @@ fn describe(
         tensors: source.tensors().len(),
         parameters: source.tensors().iter().map(|t| t.numel as u64).sum(),
         dtypes,
+        transforms: source.transforms().to_vec(),
     })
 }
 

@@ -81,6 +81,31 @@ pub fn render(r: &Report) -> String {
         }
     }
 
+    let transformed: Vec<_> = r
+        .models
+        .iter()
+        .filter(|m| !m.transforms.is_empty())
+        .collect();
+    if !transformed.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n| model | transform applied on load | tensors | detail |"
+        );
+        let _ = writeln!(o, "|---|---|---:|---|");
+        for m in transformed {
+            for t in &m.transforms {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} |",
+                    cell(&m.name),
+                    code(&t.name),
+                    t.tensors,
+                    cell(&t.detail)
+                );
+            }
+        }
+    }
+
     for c in &r.comparisons {
         comparison(&mut o, c);
     }

@@ -131,6 +131,9 @@ pub struct ModelReport {
     pub parameters: u64,
     /// Tensor count per dtype.
     pub dtypes: BTreeMap<String, usize>,
+    /// What the format did to present the tensors (renaming, undone converter conventions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<weightkin_core::Transform>,
 }
 
 /// One file of a model.
