@@ -32,7 +32,9 @@ pub use convert::to_f32;
 pub use dtype::Dtype;
 pub use error::{Error, HeaderProblem, ParamProblem, Result, TensorProblem};
 pub use limits::Limits;
-pub use metric::{Metric, MetricSpec, MetricValue, ParamValue, Params, Undefined};
+pub use metric::{
+    Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,
+};
 pub use mmap::MappedFile;
 pub use moments::{pair_moments, Moments, CHUNK};
 pub use registry::{Registry, SNIFF_BYTES};

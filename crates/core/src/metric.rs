@@ -85,13 +85,44 @@ impl MetricValue {
     }
 }
 
+/// What a metric reads, declared in its [`MetricSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Needs {
+    /// Only the pair's [`Moments`]: one streaming pass, memory independent of tensor size.
+    Moments,
+    /// Both whole tensors as f32 (matrix metrics such as CKA): memory of two f32 copies of
+    /// the pair, on top of the moments.
+    Tensors,
+}
+
+/// Both tensors of a pair, whole, converted to f32, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Tensors<'a> {
+    /// Tensor A.
+    pub a: &'a [f32],
+    /// Tensor B (same shape).
+    pub b: &'a [f32],
+    /// The shared shape.
+    pub shape: &'a [usize],
+}
+
+/// What a metric is evaluated on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Moments of the pair (always present).
+    pub moments: &'a Moments,
+    /// The whole tensors: present exactly when the metric's spec declares [`Needs::Tensors`].
+    pub tensors: Option<Tensors<'a>>,
+}
+
 /// A metric ready to run: built from a [`MetricSpec`] and validated parameters.
 pub trait Metric: Send + Sync {
-    /// Computes the metric from the moments of a tensor pair (A first, B second).
+    /// Computes the metric for a tensor pair (A first, B second).
     ///
     /// Must not return NaN or a value outside the spec's declared range: a degenerate input
     /// gives [`MetricValue::Undefined`] with its reason.
-    fn evaluate(&self, moments: &Moments) -> MetricValue;
+    fn evaluate(&self, input: &Input<'_>) -> MetricValue;
 }
 
 /// Static description of a metric, as registered.
@@ -108,8 +139,12 @@ pub struct MetricSpec {
     pub identity: Option<f64>,
     /// Names of accepted parameters (empty: none).
     pub params: &'static [&'static str],
-    /// Validates parameters and builds the runnable metric.
-    pub build: fn(&Params) -> Result<Box<dyn Metric>>,
+    /// What the metric reads.
+    pub needs: Needs,
+    /// Validates parameters and builds the runnable metric. A reference to a function (or,
+    /// for a shared-library plugin, to a leaked closure that owns the library handle: plugins
+    /// are never unloaded, so `'static` is honest).
+    pub build: &'static (dyn Fn(&Params) -> Result<Box<dyn Metric>> + Send + Sync),
 }
 
 impl fmt::Debug for MetricSpec {
@@ -120,6 +155,7 @@ impl fmt::Debug for MetricSpec {
             .field("symmetric", &self.symmetric)
             .field("identity", &self.identity)
             .field("params", &self.params)
+            .field("needs", &self.needs)
             .finish_non_exhaustive()
     }
 }

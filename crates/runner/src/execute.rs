@@ -194,7 +194,10 @@ fn compare(
             let mut values = BTreeMap::new();
             let mut undefined = BTreeMap::new();
             for (name, metric) in &cmp.metrics {
-                let v = metric.evaluate(&m);
+                let v = metric.evaluate(&weightkin_core::Input {
+                    moments: &m,
+                    tensors: None,
+                });
                 values.insert((*name).to_owned(), v.value().map(round));
                 if let weightkin_core::MetricValue::Undefined(why) = v {
                     undefined.insert((*name).to_owned(), why);

@@ -4,7 +4,7 @@
 //! [`Undefined::ZeroNorm`] (reported as such, never NaN). NaN or ±inf in either input gives
 //! [`Undefined::NonFinite`]. Not invariant to a shift of either tensor: see the crate docs.
 
-use weightkin_core::{Metric, MetricSpec, MetricValue, Moments, Params, Result, Undefined};
+use weightkin_core::{Input, Metric, MetricSpec, MetricValue, Needs, Params, Result, Undefined};
 
 /// Name used in recipes.
 pub const NAME: &str = "cosine";
@@ -18,7 +18,8 @@ pub static SPEC: MetricSpec = MetricSpec {
     symmetric: true,
     identity: Some(1.0),
     params: &[],
-    build,
+    needs: Needs::Moments,
+    build: &build,
 };
 
 fn build(params: &Params) -> Result<Box<dyn Metric>> {
@@ -29,7 +30,8 @@ fn build(params: &Params) -> Result<Box<dyn Metric>> {
 struct Cosine;
 
 impl Metric for Cosine {
-    fn evaluate(&self, m: &Moments) -> MetricValue {
+    fn evaluate(&self, input: &Input<'_>) -> MetricValue {
+        let m = input.moments;
         if m.n == 0 {
             return MetricValue::Undefined(Undefined::Empty);
         }

@@ -5,7 +5,7 @@
 //! variance) the result is [`Undefined::Constant`]; NaN or ±inf gives
 //! [`Undefined::NonFinite`].
 
-use weightkin_core::{Metric, MetricSpec, MetricValue, Moments, Params, Result, Undefined};
+use weightkin_core::{Input, Metric, MetricSpec, MetricValue, Needs, Params, Result, Undefined};
 
 /// Name used in recipes.
 pub const NAME: &str = "pearson";
@@ -19,7 +19,8 @@ pub static SPEC: MetricSpec = MetricSpec {
     symmetric: true,
     identity: Some(1.0),
     params: &[],
-    build,
+    needs: Needs::Moments,
+    build: &build,
 };
 
 fn build(params: &Params) -> Result<Box<dyn Metric>> {
@@ -30,7 +31,8 @@ fn build(params: &Params) -> Result<Box<dyn Metric>> {
 struct Pearson;
 
 impl Metric for Pearson {
-    fn evaluate(&self, m: &Moments) -> MetricValue {
+    fn evaluate(&self, input: &Input<'_>) -> MetricValue {
+        let m = input.moments;
         if m.n == 0 {
             return MetricValue::Undefined(Undefined::Empty);
         }

@@ -3,7 +3,7 @@
 //! unknown parameters are rejected.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use weightkin_core::{MetricSpec, MetricValue, Moments, ParamValue, Params};
+use weightkin_core::{Input, MetricSpec, MetricValue, Moments, Needs, ParamValue, Params, Tensors};
 
 fn vec(n: usize, seed: u64, offset: f32) -> Vec<f32> {
     let mut s = seed;
@@ -18,9 +18,17 @@ fn vec(n: usize, seed: u64, offset: f32) -> Vec<f32> {
 }
 
 fn eval(spec: &MetricSpec, a: &[f32], b: &[f32]) -> MetricValue {
-    (spec.build)(&Params::new())
-        .unwrap()
-        .evaluate(&Moments::of_slices(a, b))
+    let moments = Moments::of_slices(a, b);
+    let shape = [a.len()];
+    let tensors = (spec.needs == Needs::Tensors).then_some(Tensors {
+        a,
+        b,
+        shape: &shape,
+    });
+    (spec.build)(&Params::new()).unwrap().evaluate(&Input {
+        moments: &moments,
+        tensors,
+    })
 }
 
 fn check_defined_in_range(spec: &MetricSpec, v: MetricValue) -> f64 {
