@@ -30,7 +30,9 @@ pub mod testing;
 
 pub use convert::to_f32;
 pub use dtype::Dtype;
-pub use error::{Error, HeaderProblem, ParamProblem, Result, TensorProblem};
+pub use error::{
+    ArchiveProblem, Error, HeaderProblem, ParamProblem, PickleProblem, Result, TensorProblem,
+};
 pub use limits::Limits;
 pub use metric::{
     Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,
