@@ -234,6 +234,14 @@ pub enum HeaderProblem {
         /// The limit.
         limit: usize,
     },
+    /// Walking a file's object graph reached more objects than allowed. Shared references
+    /// are followed once per path, so a small file of nested shared containers could
+    /// otherwise expand exponentially.
+    #[error("the object graph reaches more than {limit} objects (shared references expanded)")]
+    TooManyObjects {
+        /// The limit.
+        limit: u64,
+    },
     /// The file holds something the format recognises but weightkin cannot represent, such
     /// as a quantized or sparse tensor or an old container version.
     #[error("unsupported {what}: {reason}")]
