@@ -38,7 +38,7 @@ pub use metric::{
     Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,
 };
 pub use mmap::MappedFile;
-pub use moments::{pair_moments, Moments, CHUNK};
+pub use moments::{pair_moments, read_tensor, Moments, CHUNK};
 pub use registry::{Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, Transform, WeightSource};
 pub use tensor::{checked_numel, TensorInfo};

@@ -46,6 +46,12 @@ pub enum Undefined {
     ZeroNorm,
     /// At least one tensor is constant, so its variance is zero (Pearson).
     Constant,
+    /// The metric compares matrices and the tensors are one-dimensional (CKA).
+    NotAMatrix,
+    /// Too few examples (rows) for the estimator (debiased CKA needs at least 4).
+    TooFewExamples,
+    /// The matrix backend failed (for instance could not allocate a Gram matrix).
+    BackendFailed,
 }
 
 impl Undefined {
@@ -56,6 +62,9 @@ impl Undefined {
             Undefined::NonFinite => "tensor contains NaN or infinity",
             Undefined::ZeroNorm => "a tensor is all zeros (zero norm)",
             Undefined::Constant => "a tensor is constant (zero variance)",
+            Undefined::NotAMatrix => "needs matrices, the tensors are one-dimensional",
+            Undefined::TooFewExamples => "too few rows for the estimator",
+            Undefined::BackendFailed => "the matrix backend failed",
         }
     }
 }

@@ -159,6 +159,25 @@ impl Moments {
         .iter()
         .all(|v| v.is_finite())
     }
+
+    /// Moments of two in-memory tensors, chunked and merged exactly as [`pair_moments`] does,
+    /// so both paths give bit-identical results.
+    pub fn of_tensors(a: &[f32], b: &[f32]) -> Moments {
+        a.chunks(CHUNK)
+            .zip(b.chunks(CHUNK))
+            .map(|(x, y)| Moments::of_slices(x, y))
+            .fold(Moments::default(), Moments::merge)
+    }
+}
+
+/// Reads a whole tensor as f32 (for metrics that need [`crate::Needs::Tensors`]), in
+/// [`CHUNK`]-sized pieces converted in parallel.
+pub fn read_tensor(source: &dyn WeightSource, index: usize, numel: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; numel];
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .try_for_each(|(c, chunk)| source.read_f32(index, c * CHUNK, chunk))?;
+    Ok(out)
 }
 
 /// Streams tensor `ia` of `a` and tensor `ib` of `b` (same element count `numel`) once, in
@@ -254,6 +273,18 @@ mod tests {
         assert!(!m.is_finite());
         let m = Moments::of_slices(&[1.0, f32::INFINITY], &[1.0, 2.0]);
         assert!(!m.is_finite());
+    }
+
+    #[test]
+    fn in_memory_and_chunk_merged_paths_agree_bitwise() {
+        let a = data(3 * CHUNK + 17, 5, 1.0);
+        let b = data(3 * CHUNK + 17, 6, 1.0);
+        let by_hand = a
+            .chunks(CHUNK)
+            .zip(b.chunks(CHUNK))
+            .map(|(x, y)| Moments::of_slices(x, y))
+            .fold(Moments::default(), Moments::merge);
+        assert_eq!(Moments::of_tensors(&a, &b), by_hand);
     }
 
     #[test]

@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rayon::prelude::*;
-use weightkin_core::{pair_moments, Limits, MappedFile, Registry, WeightSource};
+use weightkin_core::{
+    pair_moments, read_tensor, Input, Limits, MappedFile, MetricValue, Moments, Needs, Registry,
+    Tensors, WeightSource,
+};
 
-use crate::pairing::{self, Kind, Pairing};
-use crate::recipe::{CompareSpec, Recipe};
+use crate::grid;
+use crate::pairing::{self, Kind};
+use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
 use crate::report::{
     round, stats, AuditInfo, ClassSummary, Comparison, FileReport, ModelReport, Report, Summary,
     TensorRow, Tool, SCHEMA_VERSION,
@@ -92,12 +96,12 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
             // Validation guarantees both names exist.
             return Err(Error::Internal("compare names a model that was not opened"));
         };
-        let pairing = pairing::pair(cmp, a.source.as_ref(), na, b.source.as_ref(), nb);
         comparisons.push(compare(
             cmp,
             a.source.as_ref(),
+            na,
             b.source.as_ref(),
-            pairing,
+            nb,
             opts,
         )?);
     }
@@ -169,14 +173,102 @@ fn describe(
     })
 }
 
+/// Measures one tensor pair with `metrics`: a single streaming pass for moment metrics, or
+/// both tensors read whole when any metric needs them (moments then come from the same
+/// in-memory data, merged exactly as the streaming pass merges them).
+pub(crate) fn measure(
+    cmp: &CompareSpec,
+    metrics: &[BuiltMetric],
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    name: &str,
+) -> Result<Vec<(&'static str, MetricValue)>, Error> {
+    let fail = |source| Error::Measure {
+        compare: cmp.name.clone(),
+        tensor: name.to_owned(),
+        source: Box::new(source),
+    };
+    let x = &a.tensors()[ia];
+    let numel = x.numel;
+    let evaluate = |input: &Input<'_>| {
+        metrics
+            .iter()
+            .map(|m| (m.spec.name, m.metric.evaluate(input)))
+            .collect()
+    };
+    if metrics.iter().any(|m| m.spec.needs == Needs::Tensors) {
+        let (va, vb) = rayon::join(
+            || read_tensor(a, ia, numel),
+            || read_tensor(b, ib, numel),
+        );
+        let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+        let moments = Moments::of_tensors(&va, &vb);
+        Ok(evaluate(&Input {
+            moments: &moments,
+            tensors: Some(Tensors {
+                a: &va,
+                b: &vb,
+                shape: &x.shape,
+            }),
+        }))
+    } else {
+        let moments = pair_moments(a, ia, b, ib, numel).map_err(fail)?;
+        Ok(evaluate(&Input {
+            moments: &moments,
+            tensors: None,
+        }))
+    }
+}
+
 fn compare(
     cmp: &CompareSpec,
     a: &dyn WeightSource,
+    names_a: &BTreeMap<String, usize>,
     b: &dyn WeightSource,
-    pairing: Pairing,
+    names_b: &BTreeMap<String, usize>,
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
     let (ta, tb) = (a.tensors(), b.tensors());
+
+    // Layer grids and alignment come first: `align = "auto"` pairs along the alignment.
+    let selected = |names: &'_ BTreeMap<String, usize>| -> BTreeMap<String, usize> {
+        names
+            .iter()
+            .filter(|(n, _)| cmp.selects(n))
+            .map(|(n, i)| (n.clone(), *i))
+            .collect()
+    };
+    let (grids, mut alignments) = match &cmp.grid {
+        Some(spec) => {
+            let (sa, sb) = (selected(names_a), selected(names_b));
+            let la = grid::layered(&sa);
+            let lb = grid::layered(&sb);
+            let grids = grid::grids(cmp, spec, a, &la, b, &lb, opts)?;
+            let alignments = grid::align(&grids);
+            (grids, alignments)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut remap: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    if cmp.align == Align::Auto {
+        for al in &mut alignments {
+            al.applied = true;
+            for m in &al.mapping {
+                remap.insert((al.stack.clone(), m.b), m.a);
+            }
+        }
+    }
+    let target = |name: &str| -> Option<String> {
+        let (Some(layer), class) = pairing::layer_and_class(name) else {
+            return None;
+        };
+        let to = remap.get(&(grid::stack_of(&class).to_owned(), layer))?;
+        (*to != layer).then(|| class.replacen('*', &to.to_string(), 1))
+    };
+    let pairing = pairing::pair(cmp, a, names_a, b, names_b, &target);
+
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
         .start(&format!("comparing {}", cmp.name), elements, "elements");
@@ -185,22 +277,14 @@ fn compare(
         .par_iter()
         .map(|p| {
             let (x, y) = (&ta[p.a], &tb[p.b]);
-            let m = pair_moments(a, p.a, b, p.b, x.numel).map_err(|source| Error::Measure {
-                compare: cmp.name.clone(),
-                tensor: p.name.clone(),
-                source: Box::new(source),
-            })?;
+            let measured = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name)?;
             opts.progress.advance(x.numel as u64);
             let mut values = BTreeMap::new();
             let mut undefined = BTreeMap::new();
-            for (name, metric) in &cmp.metrics {
-                let v = metric.evaluate(&weightkin_core::Input {
-                    moments: &m,
-                    tensors: None,
-                });
-                values.insert((*name).to_owned(), v.value().map(round));
-                if let weightkin_core::MetricValue::Undefined(why) = v {
-                    undefined.insert((*name).to_owned(), why);
+            for (name, v) in measured {
+                values.insert(name.to_owned(), v.value().map(round));
+                if let MetricValue::Undefined(why) = v {
+                    undefined.insert(name.to_owned(), why);
                 }
             }
             Ok(TensorRow {
@@ -219,7 +303,11 @@ fn compare(
         .collect::<Result<Vec<_>, Error>>()?;
     opts.progress.finish();
 
-    let metric_names: Vec<String> = cmp.metrics.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let metric_names: Vec<String> = cmp
+        .metrics
+        .iter()
+        .map(|m| m.spec.name.to_owned())
+        .collect();
     let mut by_class: BTreeMap<&str, Vec<&TensorRow>> = BTreeMap::new();
     for r in &rows {
         by_class.entry(&r.class).or_default().push(r);
@@ -288,5 +376,7 @@ fn compare(
         classes,
         tensors: rows,
         not_compared: pairing.unpaired,
+        grids,
+        alignments,
     })
 }

@@ -9,6 +9,7 @@
 
 pub mod demo;
 pub mod execute;
+pub mod grid;
 mod markdown;
 pub mod pairing;
 pub mod recipe;

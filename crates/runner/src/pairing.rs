@@ -5,7 +5,7 @@
 //! is compared only if shapes agree and both dtypes are floating point; every other tensor is
 //! returned in [`Pairing::unpaired`] with its [`Reason`], so nothing is dropped silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 use serde::Serialize;
@@ -106,13 +106,15 @@ fn shape_dtype(t: &TensorInfo) -> String {
     format!("{:?} {}", t.shape, t.dtype)
 }
 
-/// Pairs the renamed tensors of A and B for `spec`.
+/// Pairs the renamed tensors of A and B for `spec`. `target` maps a B name to the A name it
+/// pairs with when that differs (layer alignment); `None` pairs equal names.
 pub fn pair(
     spec: &CompareSpec,
     a: &dyn WeightSource,
     names_a: &BTreeMap<String, usize>,
     b: &dyn WeightSource,
     names_b: &BTreeMap<String, usize>,
+    target: &dyn Fn(&str) -> Option<String>,
 ) -> Pairing {
     let mut out = Pairing::default();
     let (ta, tb) = (a.tensors(), b.tensors());
@@ -123,26 +125,38 @@ pub fn pair(
             detail,
         })
     };
-    let mut pairs = Vec::new();
-    for (name, &ia) in names_a {
-        let t = &ta[ia];
+    let mut paired_a = BTreeSet::new();
+    for (name, &ib) in names_b {
+        let u = &tb[ib];
+        let name_a = target(name).unwrap_or_else(|| name.clone());
         if !spec.selects(name) {
-            push(name, Reason::Excluded, format!("A: {}", shape_dtype(t)));
+            // An excluded name both models have is reported once, from A's side below.
+            if !names_a.contains_key(name) {
+                push(name, Reason::Excluded, format!("B: {}", shape_dtype(u)));
+            }
             continue;
         }
-        let Some(&ib) = names_b.get(name) else {
-            push(name, Reason::OnlyInA, shape_dtype(t));
+        let Some(&ia) = names_a.get(&name_a) else {
+            push(name, Reason::OnlyInB, shape_dtype(u));
             continue;
         };
-        let u = &tb[ib];
-        let detail = || format!("A: {} · B: {}", shape_dtype(t), shape_dtype(u));
+        paired_a.insert(name_a.clone());
+        let t = &ta[ia];
+        let detail = || {
+            let a_name = if name_a == *name {
+                String::new()
+            } else {
+                format!(" ({name_a})")
+            };
+            format!("A{a_name}: {} · B: {}", shape_dtype(t), shape_dtype(u))
+        };
         if t.shape != u.shape {
             push(name, Reason::ShapeMismatch, detail());
         } else if !t.dtype.is_float() || !u.dtype.is_float() {
             push(name, Reason::NonFloatDtype, detail());
         } else {
             let (layer, class) = layer_and_class(name);
-            pairs.push(Pair {
+            out.pairs.push(Pair {
                 name: name.clone(),
                 a: ia,
                 b: ib,
@@ -151,20 +165,25 @@ pub fn pair(
             });
         }
     }
-    for (name, &ib) in names_b {
-        if names_a.contains_key(name) {
+    for (name, &ia) in names_a {
+        if paired_a.contains(name) {
             continue;
         }
-        let t = &tb[ib];
+        let t = &ta[ia];
         if !spec.selects(name) {
-            push(name, Reason::Excluded, format!("B: {}", shape_dtype(t)));
+            let detail = match names_b.get(name) {
+                Some(&ib) if !spec.selects(name) => {
+                    format!("A: {} · B: {}", shape_dtype(t), shape_dtype(&tb[ib]))
+                }
+                _ => format!("A: {}", shape_dtype(t)),
+            };
+            push(name, Reason::Excluded, detail);
         } else {
-            push(name, Reason::OnlyInB, shape_dtype(t));
+            push(name, Reason::OnlyInA, shape_dtype(t));
         }
     }
     out.unpaired
         .sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
-    out.pairs = pairs;
     out
 }
 
@@ -174,18 +193,13 @@ const LAYER_WORDS: &str = "layers|layer|blocks|blk|h";
 
 fn layer_regex() -> &'static Regex {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    // A constant pattern, compiled by every test that touches pairing: it cannot fail at
+    // run time, whatever the input.
+    #[allow(clippy::expect_used)]
     RE.get_or_init(|| {
-        // The pattern is a literal; failing to compile it is a programming error caught by
-        // every test, so fall back to a regex that never matches rather than panicking.
         Regex::new(&format!(r"(?:^|\.)(?:{LAYER_WORDS})\.(\d+)(?:\.|$)"))
-            .or_else(|_| Regex::new(r"[^\s\S]"))
-            .unwrap_or_else(|_| unreachable_regex())
+            .expect("constant layer regex compiles")
     })
-}
-
-#[allow(clippy::unwrap_used)] // `[^\s\S]` is a valid regex; this is never reached at runtime.
-fn unreachable_regex() -> Regex {
-    Regex::new("$^").unwrap()
 }
 
 /// The layer index in a tensor name (first `layers.N`-style segment) and the tensor's class:

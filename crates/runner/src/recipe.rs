@@ -16,7 +16,7 @@ use globset::{Glob, GlobMatcher};
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
-use weightkin_core::{Metric, ParamValue, Params, Registry};
+use weightkin_core::{Metric, MetricSpec, ParamValue, Params, Registry};
 
 use crate::report::ReportFormat;
 
@@ -85,6 +85,19 @@ struct RawCompare {
     metrics: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     params: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    grid: Option<Spanned<RawGrid>>,
+    #[serde(default)]
+    align: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGrid {
+    #[serde(default)]
+    metric: Option<Spanned<String>>,
+    #[serde(default)]
+    classes: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,7 +164,47 @@ pub struct CompareSpec {
     include_m: Vec<GlobMatcher>,
     exclude_m: Vec<GlobMatcher>,
     /// Metrics to compute, in recipe order, with their built runtime objects.
-    pub metrics: Vec<(&'static str, Box<dyn Metric>)>,
+    pub metrics: Vec<BuiltMetric>,
+    /// Layer × layer grids to compute, if asked for.
+    pub grid: Option<GridSpec>,
+    /// Whether to pair layers along the alignment recovered from the grids.
+    pub align: Align,
+}
+
+/// A metric as a compare uses it: its registered description and the runnable object built
+/// from the recipe's parameters.
+pub struct BuiltMetric {
+    /// The registered spec (name, range, needs, …).
+    pub spec: &'static MetricSpec,
+    /// The built metric.
+    pub metric: Box<dyn Metric>,
+}
+
+/// `grid = { … }` of a compare: which classes get a layer × layer grid, with which metric.
+pub struct GridSpec {
+    /// The metric computed in every cell.
+    pub metric: BuiltMetric,
+    /// Globs over class names (`model.layers.*.mlp.up_proj.weight`); empty: every class that
+    /// has at least two layers in both models.
+    pub classes: Vec<String>,
+    classes_m: Vec<GlobMatcher>,
+}
+
+impl GridSpec {
+    /// Whether a class gets a grid.
+    pub fn selects(&self, class: &str) -> bool {
+        let path = glob_path(class);
+        self.classes_m.is_empty() || self.classes_m.iter().any(|g| g.is_match(&path))
+    }
+}
+
+/// How a compare pairs layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Layer i of A with layer i of B (by name).
+    Index,
+    /// Layer f(j) of A with layer j of B, f the monotone alignment recovered from the grids.
+    Auto,
 }
 
 impl fmt::Debug for CompareSpec {
@@ -164,8 +217,10 @@ impl fmt::Debug for CompareSpec {
             .field("exclude", &self.exclude)
             .field(
                 "metrics",
-                &self.metrics.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                &self.metrics.iter().map(|m| m.spec.name).collect::<Vec<_>>(),
             )
+            .field("grid", &self.grid.as_ref().map(|g| g.metric.spec.name))
+            .field("align", &self.align)
             .finish()
     }
 }
@@ -425,7 +480,7 @@ fn validate(
                 );
             }
         }
-        let mut globs = |list: &[Spanned<String>], what: &str| -> Vec<GlobMatcher> {
+        let globs = |list: &[Spanned<String>], what: &str, diags: &mut Diagnostics<'_>| {
             list.iter()
                 .filter_map(|g| match compile_glob(g.get_ref()) {
                     Ok(m) => Some(m),
@@ -434,10 +489,10 @@ fn validate(
                         None
                     }
                 })
-                .collect()
+                .collect::<Vec<GlobMatcher>>()
         };
-        let include_m = globs(&cmp.include, "include");
-        let exclude_m = globs(&cmp.exclude, "exclude");
+        let include_m = globs(&cmp.include, "include", diags);
+        let exclude_m = globs(&cmp.exclude, "exclude", diags);
 
         let metric_names: Vec<Spanned<String>> = match cmp.metrics {
             Some(list) => {
@@ -451,9 +506,8 @@ fn validate(
                 .map(|m| Spanned::new(cmp_span.clone(), (*m).to_owned()))
                 .collect(),
         };
-        let mut seen = BTreeSet::new();
-        let mut metrics = Vec::new();
-        for m in &metric_names {
+        // Looks a metric up and builds it with the compare's `params.NAME` table.
+        let build = |m: &Spanned<String>, diags: &mut Diagnostics<'_>| -> Option<BuiltMetric> {
             let Some(spec) = registry.metric(m.get_ref()) else {
                 diags.push(
                     m.span(),
@@ -463,29 +517,82 @@ fn validate(
                         suggest(m.get_ref(), registry.metrics().iter().map(|s| s.name))
                     ),
                 );
-                continue;
+                return None;
             };
-            if !seen.insert(spec.name) {
-                diags.push(
-                    m.span(),
-                    format!("{which}: metric `{}` is listed twice", spec.name),
-                );
-                continue;
-            }
             let (params, span) = match cmp.params.get(spec.name) {
                 Some(t) => (to_params(t.get_ref()), t.span()),
                 None => (Ok(Params::new()), m.span()),
             };
             match params.and_then(|p| (spec.build)(&p).map_err(|e| e.to_string())) {
-                Ok(built) => metrics.push((spec.name, built)),
-                Err(e) => diags.push(span, format!("{which}: {e}")),
+                Ok(metric) => Some(BuiltMetric { spec, metric }),
+                Err(e) => {
+                    diags.push(span, format!("{which}: {e}"));
+                    None
+                }
             }
+        };
+        let mut seen = BTreeSet::new();
+        let mut metrics = Vec::new();
+        for m in &metric_names {
+            if !seen.insert(m.get_ref().clone()) {
+                diags.push(
+                    m.span(),
+                    format!("{which}: metric `{}` is listed twice", m.get_ref()),
+                );
+                continue;
+            }
+            metrics.extend(build(m, diags));
         }
+        let grid = cmp.grid.map(|g| {
+            let span = g.span();
+            let g = g.into_inner();
+            let metric_name = g.metric.unwrap_or_else(|| {
+                Spanned::new(span.clone(), weightkin_metrics::pearson::NAME.to_owned())
+            });
+            seen.insert(metric_name.get_ref().clone());
+            let classes_m = globs(&g.classes, "grid class", diags);
+            (
+                build(&metric_name, diags),
+                g.classes.into_iter().map(Spanned::into_inner).collect::<Vec<_>>(),
+                classes_m,
+            )
+        });
+        let align = match cmp.align {
+            None => Align::Index,
+            Some(a) => match a.get_ref().as_str() {
+                "index" => Align::Index,
+                "auto" => {
+                    if grid.is_none() {
+                        diags.push(
+                            a.span(),
+                            format!(
+                                "{which}: `align = \"auto\"` needs a `grid` to align from \
+                                 (add `grid = {{ metric = \"pearson\" }}`)"
+                            ),
+                        );
+                    }
+                    Align::Auto
+                }
+                other => {
+                    diags.push(
+                        a.span(),
+                        format!(
+                            "{which}: unknown `align` value `{other}`{}",
+                            suggest(other, ["index", "auto"])
+                        ),
+                    );
+                    Align::Index
+                }
+            },
+        };
         for (name, table) in &cmp.params {
             if !seen.contains(name.as_str()) {
                 diags.push(
                     table.span(),
-                    format!("{which}: `params.{name}` given, but `{name}` is not in `metrics`"),
+                    format!(
+                        "{which}: `params.{name}` given, but `{name}` is neither in `metrics` \
+                         nor the grid metric"
+                    ),
                 );
             }
         }
@@ -501,6 +608,14 @@ fn validate(
             include_m,
             exclude_m,
             metrics,
+            grid: grid.and_then(|(metric, classes, classes_m)| {
+                Some(GridSpec {
+                    metric: metric?,
+                    classes,
+                    classes_m,
+                })
+            }),
+            align,
         });
     }
 

@@ -170,6 +170,65 @@ pub struct Comparison {
     pub tensors: Vec<TensorRow>,
     /// Every tensor not compared, with its reason, sorted by name.
     pub not_compared: Vec<Unpaired>,
+    /// Layer × layer grids, sorted by class (empty unless the recipe asks for them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grids: Vec<Grid>,
+    /// Layer alignments recovered from the grids, one per layer stack.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alignments: Vec<Alignment>,
+}
+
+/// One metric for every (layer of A, layer of B) of one tensor class.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grid {
+    /// The class (`model.layers.*.mlp.up_proj.weight`).
+    pub class: String,
+    /// Its layer stack (`model.layers`).
+    pub stack: String,
+    /// The metric in every cell.
+    pub metric: String,
+    /// A's layers (rows), ascending.
+    pub layers_a: Vec<u32>,
+    /// B's layers (columns), ascending.
+    pub layers_b: Vec<u32>,
+    /// `values[i][j]`: metric of A's `layers_a[i]` against B's `layers_b[j]`.
+    pub values: Vec<Vec<Option<f64>>>,
+    /// Mean over cells with equal layer indices.
+    pub diagonal_mean: Option<f64>,
+    /// Mean over all other cells: what "same class, different layer" looks like.
+    pub off_diagonal_mean: Option<f64>,
+}
+
+/// B's layer `b` matched to A's layer `a`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerMatch {
+    /// Layer of B.
+    pub b: u32,
+    /// Layer of A.
+    pub a: u32,
+    /// The (class-averaged) grid value of the match.
+    pub score: Option<f64>,
+}
+
+/// The alignment of B's layers to A's for one layer stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alignment {
+    /// The stack (`model.layers`).
+    pub stack: String,
+    /// Metric of the grids it was computed from.
+    pub metric: String,
+    /// Classes whose grids were averaged.
+    pub classes: Vec<String>,
+    /// Best monotone (non-decreasing) mapping, one entry per layer of B.
+    pub mapping: Vec<LayerMatch>,
+    /// Mean grid value along the mapping.
+    pub score: Option<f64>,
+    /// Mean grid value off the mapping.
+    pub off_mapping_mean: Option<f64>,
+    /// The best A layer for each B layer, without the monotonicity constraint.
+    pub best_match: Vec<LayerMatch>,
+    /// Whether tensors were paired along `mapping` (`align = "auto"`).
+    pub applied: bool,
 }
 
 /// Counts for one comparison.

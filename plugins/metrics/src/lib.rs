@@ -1,4 +1,5 @@
-//! `weightkin-metrics`: the built-in moment metrics, `cosine` and `pearson`.
+//! `weightkin-metrics`: the built-in metrics: `cosine` and `pearson` (moment metrics) and
+//! `cka` (a matrix metric).
 //!
 //! Both read the same [`Moments`] that the executor accumulates in one fused pass per tensor
 //! pair, so asking for both costs one read of the data. Each metric is a [`MetricSpec`]
@@ -10,6 +11,7 @@
 //! ≈ 0.99 between *unrelated* models; Pearson (cosine of the centred tensors) removes the mean
 //! and falls to ≈ 0 for them. Reports show both so that the difference is visible.
 
+pub mod cka;
 pub mod cosine;
 pub mod pearson;
 
@@ -18,7 +20,7 @@ use weightkin_core::MetricSpec;
 pub use weightkin_core::Moments;
 
 /// Every metric in this crate, for the runner's registration list.
-pub const ALL: &[&MetricSpec] = &[&cosine::SPEC, &pearson::SPEC];
+pub const ALL: &[&MetricSpec] = &[&cosine::SPEC, &pearson::SPEC, &cka::SPEC];
 
 /// Clamps a ratio that is mathematically within [-1, 1] but may overshoot by rounding.
 fn clamp_unit(v: f64) -> f64 {

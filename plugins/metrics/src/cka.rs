@@ -1,0 +1,410 @@
+//! Linear centered kernel alignment (CKA) between two weight matrices.
+//!
+//! Rows are examples and columns features by default (`examples = "columns"` swaps them):
+//! for a weight `W[out, in]` that compares the `out` units' incoming weight vectors. Tensors
+//! of rank > 2 are flattened to `[shape[0], rest]`.
+//!
+//! **Estimator.** The default is the *debiased* estimator (unbiased HSIC, Song et al. 2012,
+//! as used by Kornblith et al. 2019 and Nguyen et al. 2021): biased linear CKA has a high
+//! floor on near-square weight matrices — 0.16–0.38 measured between a random and a trained
+//! 384×384 matrix — which is exactly the kind of number that misleads. `estimator = "biased"`
+//! gives the classic value.
+//!
+//! **Invariances.** CKA is invariant to orthogonal transforms and to isotropic scaling of the
+//! feature axis (columns): rotating the input space of a layer, or scaling a whole matrix,
+//! leaves it unchanged. It is *not* invariant to permuting the examples (rows): rows are
+//! matched by index, so a model whose hidden units were permuted compares as unrelated
+//! unless the permutation is undone first. Shifting a column is removed by centring.
+//!
+//! **Computation.** Columns are centred in f64; then the traces tr(KL), tr(KK), tr(LL) of the
+//! linear Gram matrices come from whichever form is cheaper — the feature form
+//! ‖XᵀY‖²_F (cost n·(p²+q²+pq)) or the sample form ⟨XXᵀ, YYᵀ⟩_F (cost n²·(p+q)) — with the
+//! matrix products in f32 through candle-core's CPU matmul (CUDA with the `cuda` feature) and
+//! every reduction in f64. The debiased correction (which subtracts nearly equal large terms)
+//! runs entirely in f64. Values are rounded to 6 decimals, the accuracy of f32 Gram products,
+//! so that reports do not carry matmul rounding noise.
+
+use candle_core::{Device, Tensor};
+use weightkin_core::{
+    Error, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue, Params,
+    Result, Undefined,
+};
+
+/// Name used in recipes.
+pub const NAME: &str = "cka";
+
+/// Registration entry.
+pub static SPEC: MetricSpec = MetricSpec {
+    name: NAME,
+    doc: "linear CKA of two weight matrices (rows = examples by default; debiased estimator by \
+          default); invariant to orthogonal transforms and isotropic scaling of the feature \
+          axis, not to permuting rows",
+    range: (-1.0, 1.0),
+    symmetric: true,
+    identity: Some(1.0),
+    params: &["estimator", "examples"],
+    needs: Needs::Tensors,
+    build: &build,
+};
+
+/// Which HSIC estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimator {
+    /// Unbiased HSIC (Song et al. 2012): no floor for unrelated matrices.
+    Debiased,
+    /// The classic biased HSIC.
+    Biased,
+}
+
+/// Which axis holds the examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Examples {
+    /// Rows are examples (`W[out, in]`: one example per output unit).
+    Rows,
+    /// Columns are examples.
+    Columns,
+}
+
+fn string_param<T>(
+    params: &Params,
+    key: &'static str,
+    expected: &'static str,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(ParamValue::String(s)) => parse(s).ok_or(Error::InvalidParam {
+            metric: NAME,
+            param: key.to_owned(),
+            problem: ParamProblem::BadValue { expected },
+        }),
+        Some(_) => Err(Error::InvalidParam {
+            metric: NAME,
+            param: key.to_owned(),
+            problem: ParamProblem::BadValue { expected },
+        }),
+    }
+}
+
+fn build(params: &Params) -> Result<Box<dyn Metric>> {
+    SPEC.check_param_names(params)?;
+    let estimator = string_param(
+        params,
+        "estimator",
+        "\"debiased\" or \"biased\"",
+        Estimator::Debiased,
+        |s| match s {
+            "debiased" => Some(Estimator::Debiased),
+            "biased" => Some(Estimator::Biased),
+            _ => None,
+        },
+    )?;
+    let examples = string_param(
+        params,
+        "examples",
+        "\"rows\" or \"columns\"",
+        Examples::Rows,
+        |s| match s {
+            "rows" => Some(Examples::Rows),
+            "columns" => Some(Examples::Columns),
+            _ => None,
+        },
+    )?;
+    Ok(Box::new(Cka {
+        estimator,
+        examples,
+    }))
+}
+
+/// The built metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Cka {
+    /// Estimator.
+    pub estimator: Estimator,
+    /// Example axis.
+    pub examples: Examples,
+}
+
+impl Metric for Cka {
+    fn evaluate(&self, input: &Input<'_>) -> MetricValue {
+        let Some(t) = input.tensors else {
+            return MetricValue::Undefined(Undefined::BackendFailed);
+        };
+        if t.a.is_empty() {
+            return MetricValue::Undefined(Undefined::Empty);
+        }
+        if !input.moments.is_finite() {
+            return MetricValue::Undefined(Undefined::NonFinite);
+        }
+        if t.shape.len() < 2 {
+            return MetricValue::Undefined(Undefined::NotAMatrix);
+        }
+        let rows = t.shape[0];
+        let cols = t.a.len() / rows.max(1);
+        match cka(t.a, t.b, rows, cols, self.examples, self.estimator) {
+            Ok(v) => v,
+            Err(_) => MetricValue::Undefined(Undefined::BackendFailed),
+        }
+    }
+}
+
+/// Column-centred copy of a row-major `n × p` matrix (examples × features), centred in f64.
+fn centred(x: &[f32], n: usize, p: usize, examples: Examples) -> Vec<f32> {
+    // Work in examples × features orientation.
+    let get = |i: usize, j: usize| match examples {
+        Examples::Rows => x[i * p + j],
+        Examples::Columns => x[j * n + i],
+    };
+    let mut means = vec![0f64; p];
+    for i in 0..n {
+        for (j, m) in means.iter_mut().enumerate() {
+            *m += f64::from(get(i, j));
+        }
+    }
+    for m in &mut means {
+        *m /= n as f64;
+    }
+    let mut out = vec![0f32; n * p];
+    for i in 0..n {
+        for j in 0..p {
+            out[i * p + j] = (f64::from(get(i, j)) - means[j]) as f32;
+        }
+    }
+    out
+}
+
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// Σ of squares of a tensor's elements, in f64.
+fn frob2(t: &Tensor) -> candle_core::Result<f64> {
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+}
+
+/// Σ of the element-wise product of two tensors, in f64.
+fn frob_dot(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+    let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum())
+}
+
+/// Traces tr(KL), tr(KK), tr(LL) of the linear Gram matrices of centred `x` (n × p) and
+/// `y` (n × q), from the cheaper form.
+fn traces(x: &[f32], y: &[f32], n: usize, p: usize, q: usize) -> candle_core::Result<(f64, f64, f64)> {
+    let dev = device();
+    let xt = Tensor::from_slice(x, (n, p), &dev)?;
+    let yt = Tensor::from_slice(y, (n, q), &dev)?;
+    let (n64, p64, q64) = (n as f64, p as f64, q as f64);
+    let feature_cost = n64 * (p64 * p64 + q64 * q64 + p64 * q64);
+    let sample_cost = n64 * n64 * (p64 + q64);
+    if feature_cost <= sample_cost {
+        let xtx = xt.t()?.matmul(&xt)?;
+        let yty = yt.t()?.matmul(&yt)?;
+        let xty = xt.t()?.matmul(&yt)?;
+        Ok((frob2(&xty)?, frob2(&xtx)?, frob2(&yty)?))
+    } else {
+        let k = xt.matmul(&xt.t()?)?;
+        let l = yt.matmul(&yt.t()?)?;
+        Ok((frob_dot(&k, &l)?, frob2(&k)?, frob2(&l)?))
+    }
+}
+
+/// Squared row norms of a row-major `n × p` matrix, in f64.
+fn row_norms(x: &[f32], p: usize) -> Vec<f64> {
+    x.chunks(p.max(1))
+        .map(|r| r.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+        .collect()
+}
+
+/// Linear CKA of two equally shaped row-major `rows × cols` matrices.
+pub fn cka(
+    a: &[f32],
+    b: &[f32],
+    rows: usize,
+    cols: usize,
+    examples: Examples,
+    estimator: Estimator,
+) -> candle_core::Result<MetricValue> {
+    let (n, p) = match examples {
+        Examples::Rows => (rows, cols),
+        Examples::Columns => (cols, rows),
+    };
+    if estimator == Estimator::Debiased && n < 4 {
+        return Ok(MetricValue::Undefined(Undefined::TooFewExamples));
+    }
+    if n < 2 {
+        return Ok(MetricValue::Undefined(Undefined::TooFewExamples));
+    }
+    let x = centred(a, n, p, examples);
+    let y = centred(b, n, p, examples);
+    let (t_xy, t_xx, t_yy) = traces(&x, &y, n, p, p)?;
+    let (h_xy, h_xx, h_yy) = match estimator {
+        Estimator::Biased => (t_xy, t_xx, t_yy),
+        Estimator::Debiased => {
+            // Kornblith et al.'s feature-space form of the unbiased HSIC for centred
+            // features (the common factor 1/(n(n−3)) cancels in the ratio):
+            // tr(KL) − n/(n−2)·⟨diag K, diag L⟩ + tr(K)·tr(L)/((n−1)(n−2)).
+            let (dx, dy) = (row_norms(&x, p), row_norms(&y, p));
+            let (sx, sy) = (dx.iter().sum::<f64>(), dy.iter().sum::<f64>());
+            let nf = n as f64;
+            let h = |t: f64, d1: &[f64], d2: &[f64], s1: f64, s2: f64| {
+                let dot: f64 = d1.iter().zip(d2).map(|(u, v)| u * v).sum();
+                t - nf / (nf - 2.0) * dot + s1 * s2 / ((nf - 1.0) * (nf - 2.0))
+            };
+            (
+                h(t_xy, &dx, &dy, sx, sy),
+                h(t_xx, &dx, &dx, sx, sx),
+                h(t_yy, &dy, &dy, sy, sy),
+            )
+        }
+    };
+    if !(h_xx > 0.0 && h_yy > 0.0) {
+        return Ok(MetricValue::Undefined(Undefined::Constant));
+    }
+    let v = (h_xy / (h_xx * h_yy).sqrt()).clamp(-1.0, 1.0);
+    Ok(MetricValue::Value((v * 1e6).round() / 1e6))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Reference: explicit n × n Gram matrices in f64 with Kornblith's `center_gram`.
+    fn reference(a: &[f32], b: &[f32], n: usize, p: usize, debiased: bool) -> f64 {
+        let gram = |x: &[f32]| {
+            let mut g = vec![0f64; n * n];
+            for i in 0..n {
+                for j in 0..n {
+                    g[i * n + j] = (0..p)
+                        .map(|k| f64::from(x[i * p + k]) * f64::from(x[j * p + k]))
+                        .sum();
+                }
+            }
+            g
+        };
+        let center = |mut g: Vec<f64>| {
+            let nf = n as f64;
+            if debiased {
+                for i in 0..n {
+                    g[i * n + i] = 0.0;
+                }
+                let mut means: Vec<f64> =
+                    (0..n).map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / (nf - 2.0)).collect();
+                let total: f64 = means.iter().sum::<f64>() / (2.0 * (nf - 1.0));
+                for m in &mut means {
+                    *m -= total;
+                }
+                for i in 0..n {
+                    for j in 0..n {
+                        g[i * n + j] -= means[i] + means[j];
+                    }
+                }
+                for i in 0..n {
+                    g[i * n + i] = 0.0;
+                }
+            } else {
+                let mut means: Vec<f64> =
+                    (0..n).map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / nf).collect();
+                let total: f64 = means.iter().sum::<f64>() / nf / 2.0;
+                for m in &mut means {
+                    *m -= total;
+                }
+                for i in 0..n {
+                    for j in 0..n {
+                        g[i * n + j] -= means[i] + means[j];
+                    }
+                }
+            }
+            g
+        };
+        let (k, l) = (center(gram(a)), center(gram(b)));
+        let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>();
+        dot(&k, &l) / (dot(&k, &k).sqrt() * dot(&l, &l).sqrt())
+    }
+
+    #[test]
+    fn matches_explicit_gram_reference_in_both_forms() {
+        // 40 × 12 uses the feature form, 12 × 40 the sample form.
+        for (n, p) in [(40usize, 12usize), (12, 40)] {
+            let a = lcg(n * p, 1);
+            let b: Vec<f32> = a.iter().zip(lcg(n * p, 2)).map(|(x, y)| x + 0.7 * y).collect();
+            for (est, debiased) in [(Estimator::Debiased, true), (Estimator::Biased, false)] {
+                let got = cka(&a, &b, n, p, Examples::Rows, est).unwrap().value().unwrap();
+                let want = reference(&a, &b, n, p, debiased);
+                assert!((got - want).abs() < 2e-6, "{n}x{p} {est:?}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn identity_and_invariances() {
+        let (n, p) = (64, 16);
+        let a = lcg(n * p, 3);
+        let v = |b: &[f32]| {
+            cka(&a, b, n, p, Examples::Rows, Estimator::Debiased)
+                .unwrap()
+                .value()
+                .unwrap()
+        };
+        assert_eq!(v(&a), 1.0);
+        // Isotropic scaling.
+        let scaled: Vec<f32> = a.iter().map(|x| 3.0 * x).collect();
+        assert!((v(&scaled) - 1.0).abs() < 1e-5);
+        // Orthogonal transform of the feature axis: swap and negate two columns.
+        let mut rot = a.clone();
+        for r in 0..n {
+            rot.swap(r * p, r * p + 1);
+            rot[r * p] = -rot[r * p];
+        }
+        assert!((v(&rot) - 1.0).abs() < 1e-5);
+        // Not invariant to permuting rows (examples).
+        let mut perm = a.clone();
+        perm.rotate_left(p);
+        assert!(v(&perm) < 0.5);
+    }
+
+    #[test]
+    fn debiased_has_no_floor_where_biased_does() {
+        let (n, p) = (96, 96);
+        let a = lcg(n * p, 5);
+        let b = lcg(n * p, 6);
+        let deb = cka(&a, &b, n, p, Examples::Rows, Estimator::Debiased).unwrap().value().unwrap();
+        let bia = cka(&a, &b, n, p, Examples::Rows, Estimator::Biased).unwrap().value().unwrap();
+        assert!(deb.abs() < 0.05, "debiased {deb}");
+        assert!(bia > 0.3, "biased {bia}");
+    }
+
+    #[test]
+    fn degenerate_inputs() {
+        assert_eq!(
+            cka(&[1.0; 6], &[1.0; 6], 3, 2, Examples::Rows, Estimator::Debiased).unwrap(),
+            MetricValue::Undefined(Undefined::TooFewExamples)
+        );
+        assert_eq!(
+            cka(&[1.0; 20], &lcg(20, 1), 10, 2, Examples::Rows, Estimator::Debiased).unwrap(),
+            MetricValue::Undefined(Undefined::Constant)
+        );
+    }
+}
