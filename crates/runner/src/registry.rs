@@ -5,7 +5,10 @@
 use weightkin_core::{Format, MetricSpec, Registry, Result};
 
 /// Built-in formats, in sniffing order.
-pub const FORMATS: &[&dyn Format] = &[&weightkin_core::safetensors::FORMAT];
+pub const FORMATS: &[&dyn Format] = &[
+    &weightkin_core::safetensors::FORMAT,
+    &weightkin_format_pytorch::FORMAT,
+];
 
 /// Built-in metrics.
 pub const METRICS: &[&MetricSpec] = weightkin_metrics::ALL;
