@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README and CI run it:
-#   1. fetch the real public model fixtures (sha256-pinned, cached outside the repo);
+#   1. fetch the real public model fixtures (sha256-pinned, cached outside the repo) and
+#      install headless Chromium if it is missing (the HTML test renders the report);
 #   2. run every test of every crate in release mode (snapshot tests included);
 #   3. fail on snapshot files no test referenced (stale snapshots) or left-over .snap.new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fetch-fixtures.sh >/dev/null
+
+# The HTML report is checked in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium for the HTML report test" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 refs=$(mktemp)
 trap 'rm -f "$refs"' EXIT

@@ -9,11 +9,20 @@ fn demo_runs_offline_and_shows_the_norm_trap() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("base vs fine-tuned copy"), "{text}");
-    assert!(text.contains("not compared: model.position_ids"), "{text}");
+    assert!(
+        text.contains("not compared: 1 tensor(s), non-float dtype"),
+        "{text}"
+    );
+    // The layer-subset model's alignment is recovered: B's layer j is A's layer 2j.
+    assert!(
+        text.contains("layer alignment of model.layers (B→A, from cka grids): 0→0 1→2 2→4 3→6"),
+        "{text}"
+    );
     for f in [
         "base.safetensors",
         "finetuned.safetensors",
         "independent.safetensors",
+        "subset.safetensors",
     ] {
         assert!(dir.path().join("family").join(f).exists(), "{f}");
     }
@@ -100,8 +109,8 @@ fn compare_prints_markdown_or_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
     let cmp = &v["comparisons"][0];
     assert_eq!(cmp["metrics"], serde_json::json!(["pearson"]));
-    // 4 layers × 3 MLP matrices.
-    assert_eq!(cmp["summary"]["compared"], 12);
+    // 8 layers × 3 MLP matrices.
+    assert_eq!(cmp["summary"]["compared"], 24);
     assert!(cmp["not_compared"]
         .as_array()
         .unwrap()
@@ -126,7 +135,7 @@ fn inspect_and_plugins() {
     let out = weightkin(dir.path(), &["inspect", "--json", "m/base.safetensors"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["format"], "safetensors");
-    assert_eq!(v["tensors"].as_array().unwrap().len(), 40);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 76);
 
     let out = weightkin(dir.path(), &["plugins"]);
     let text = stdout(&out);

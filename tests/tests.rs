@@ -14,5 +14,8 @@ mod configs;
 /// Broken recipes and broken model files: the error text users see, snapshotted.
 mod errors;
 
+/// The HTML report in a real browser (headless Chromium) and its structure.
+mod html;
+
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;

@@ -370,8 +370,20 @@ fn demo_summary(report: &Report) -> String {
                 med("pearson")
             );
         }
-        for u in &c.not_compared {
-            let _ = writeln!(o, "  not compared: {} ({})", u.name, u.reason.text());
+        for (reason, n) in &c.summary.not_compared_by_reason {
+            let _ = writeln!(o, "  not compared: {n} tensor(s), {reason}");
+        }
+        for a in &c.alignments {
+            let pairs: Vec<String> = a.mapping.iter().map(|m| format!("{}→{}", m.b, m.a)).collect();
+            let _ = writeln!(
+                o,
+                "  layer alignment of {} (B→A, from {} grids): {}  (mean {} on it, {} off it)",
+                a.stack,
+                a.metric,
+                pairs.join(" "),
+                a.score.map_or("—".to_owned(), |v| format!("{v:.4}")),
+                a.off_mapping_mean.map_or("—".to_owned(), |v| format!("{v:.4}")),
+            );
         }
         o.push('\n');
     }

@@ -213,8 +213,9 @@ pub enum HeaderProblem {
     /// A pickle stream is malformed.
     #[error("pickle `{stream}`, byte {offset}: {problem}")]
     Pickle {
-        /// Which pickle: an archive record such as `archive/data.pkl`, or a legacy stream part.
-        stream: String,
+        /// Which pickle: the archive record (`data.pkl`, `constants.pkl`) or the part of a
+        /// legacy stream (`legacy object`, …). A static name keeps [`Error`] small.
+        stream: &'static str,
         /// Offset of the offending opcode within the stream.
         offset: u64,
         /// What is wrong.

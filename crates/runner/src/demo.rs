@@ -3,11 +3,13 @@
 //! Everything is generated from fixed seeds with a self-contained PRNG, so the files, and
 //! therefore the report, are byte-identical on every machine. The family:
 //!
-//! * `base` — a 4-layer Llama-shaped model (F32) with "trained-looking" weights: Gaussian
+//! * `base` — an 8-layer Llama-shaped model (F32) with "trained-looking" weights: Gaussian
 //!   matrices and norm weights near 1.0 (1 + N(0, 0.1²)), plus a non-learned `position_ids`
 //!   buffer (I64);
 //! * `finetuned` — base plus small noise (10 % of each tensor's spread), stored as BF16;
-//! * `independent` — the same architecture and init statistics from another seed (F16).
+//! * `independent` — the same architecture and init statistics from another seed (F16);
+//! * `subset` — every second layer of base (layers 0, 2, 4, 6 renumbered 0–3), plus 5 % noise:
+//!   a layer-dropping distillation, which the grid and alignment recover.
 //!
 //! The report shows the lesson the README opens with: the independent model's norm weights
 //! have cosine ≈ 0.99 with base's (they all sit near 1), while Pearson is ≈ 0.
@@ -25,7 +27,7 @@ pub const RECIPE_FILE: &str = "demo.toml";
 const HIDDEN: usize = 128;
 const INTERMEDIATE: usize = 344;
 const VOCAB: usize = 512;
-const LAYERS: usize = 4;
+const LAYERS: usize = 8;
 const POSITIONS: usize = 64;
 
 /// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and fully specified, so the demo does
@@ -118,7 +120,27 @@ fn init(seed: u64) -> Vec<Tensor> {
         .collect()
 }
 
-fn fine_tune(base: &[Tensor], seed: u64) -> Vec<Tensor> {
+/// Keeps every second layer of `base`, renumbering them 0, 1, 2, …
+fn every_second_layer(base: &[Tensor]) -> Vec<Tensor> {
+    base.iter()
+        .filter_map(|t| match crate::pairing::layer_and_class(&t.name) {
+            (None, _) => Some(Tensor {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                data: t.data.clone(),
+            }),
+            (Some(layer), class) if layer % 2 == 0 => Some(Tensor {
+                name: class.replacen('*', &(layer / 2).to_string(), 1),
+                shape: t.shape.clone(),
+                data: t.data.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `base` plus Gaussian noise of `scale` times each tensor's standard deviation.
+fn fine_tune(base: &[Tensor], seed: u64, scale: f64) -> Vec<Tensor> {
     let mut rng = Rng(seed);
     base.iter()
         .map(|t| {
@@ -130,7 +152,7 @@ fn fine_tune(base: &[Tensor], seed: u64) -> Vec<Tensor> {
                 .map(|&x| (f64::from(x) - mean).powi(2))
                 .sum::<f64>()
                 / n;
-            let sd = 0.1 * var.sqrt();
+            let sd = scale * var.sqrt();
             Tensor {
                 name: t.name.clone(),
                 shape: t.shape.clone(),
@@ -214,10 +236,15 @@ pub fn generate(dir: &Path) -> std::io::Result<PathBuf> {
     write_model(&dir.join("base.safetensors"), &base, Store::F32)?;
     write_model(
         &dir.join("finetuned.safetensors"),
-        &fine_tune(&base, 2),
+        &fine_tune(&base, 2, 0.1),
         Store::Bf16,
     )?;
     write_model(&dir.join("independent.safetensors"), &init(3), Store::F16)?;
+    write_model(
+        &dir.join("subset.safetensors"),
+        &fine_tune(&every_second_layer(&base), 4, 0.05),
+        Store::F32,
+    )?;
     let recipe = dir.join(RECIPE_FILE);
     std::fs::write(&recipe, RECIPE)?;
     Ok(recipe)

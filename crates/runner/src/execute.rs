@@ -240,16 +240,16 @@ fn compare(
             .map(|(n, i)| (n.clone(), *i))
             .collect()
     };
-    let (grids, mut alignments) = match &cmp.grid {
+    let (grids, skipped_grids, mut alignments) = match &cmp.grid {
         Some(spec) => {
             let (sa, sb) = (selected(names_a), selected(names_b));
             let la = grid::layered(&sa);
             let lb = grid::layered(&sb);
-            let grids = grid::grids(cmp, spec, a, &la, b, &lb, opts)?;
+            let (grids, skipped) = grid::grids(cmp, spec, a, &la, b, &lb, opts)?;
             let alignments = grid::align(&grids);
-            (grids, alignments)
+            (grids, skipped, alignments)
         }
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let mut remap: BTreeMap<(String, u32), u32> = BTreeMap::new();
     if cmp.align == Align::Auto {
@@ -377,6 +377,7 @@ fn compare(
         tensors: rows,
         not_compared: pairing.unpaired,
         grids,
+        skipped_grids,
         alignments,
     })
 }

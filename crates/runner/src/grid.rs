@@ -18,7 +18,7 @@ use weightkin_core::WeightSource;
 use crate::execute::{measure, RunOptions};
 use crate::pairing::layer_and_class;
 use crate::recipe::{BuiltMetric, CompareSpec, GridSpec};
-use crate::report::{round, Alignment, Grid, LayerMatch};
+use crate::report::{round, Alignment, Grid, LayerMatch, SkippedGrid};
 use crate::Error;
 
 /// Tensors of one model by class, then by layer: class → layer → (name, tensor index).
@@ -44,6 +44,7 @@ pub fn stack_of(class: &str) -> &str {
 
 /// Computes a grid for every class `spec` selects that has at least two layers in one model
 /// and one in the other, and whose float tensors agree in shape across the two models.
+/// Selected classes that get no grid are returned with the reason.
 pub fn grids(
     cmp: &CompareSpec,
     spec: &GridSpec,
@@ -52,14 +53,26 @@ pub fn grids(
     b: &dyn WeightSource,
     lb: &Layered,
     opts: &RunOptions<'_>,
-) -> Result<Vec<Grid>, Error> {
+) -> Result<(Vec<Grid>, Vec<SkippedGrid>), Error> {
     let (ta, tb) = (a.tensors(), b.tensors());
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    let mut skip = |class: &str, reason: &str| {
+        skipped.push(SkippedGrid {
+            class: class.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
     for (class, layers_a) in la {
+        if !spec.selects(class) {
+            continue;
+        }
         let Some(layers_b) = lb.get(class) else {
+            skip(class, "only model A has this class");
             continue;
         };
-        if !spec.selects(class) || layers_a.len().max(layers_b.len()) < 2 {
+        if layers_a.len().max(layers_b.len()) < 2 {
+            skip(class, "fewer than two layers in both models");
             continue;
         }
         let comparable = layers_a.values().all(|(_, i)| ta[*i].dtype.is_float())
@@ -67,12 +80,31 @@ pub fn grids(
         let shape = layers_a.values().next().map(|(_, i)| ta[*i].shape.clone());
         let same_shape = layers_a.values().all(|(_, i)| Some(&ta[*i].shape) == shape.as_ref())
             && layers_b.values().all(|(_, i)| Some(&tb[*i].shape) == shape.as_ref());
-        if !comparable || !same_shape {
+        if !comparable {
+            skip(class, "non-float dtype");
             continue;
         }
-        out.push(grid(cmp, class, &spec.metric, a, layers_a, b, layers_b, opts)?);
+        if !same_shape {
+            skip(class, "shapes differ between layers or models");
+            continue;
+        }
+        let g = grid(cmp, class, &spec.metric, a, layers_a, b, layers_b, opts)?;
+        if g.values.iter().flatten().all(Option::is_none) {
+            skip(
+                class,
+                &format!("{} is undefined for every cell of this class", g.metric),
+            );
+            continue;
+        }
+        out.push(g);
     }
-    Ok(out)
+    for class in lb.keys() {
+        if spec.selects(class) && !la.contains_key(class) {
+            skip(class, "only model B has this class");
+        }
+    }
+    skipped.sort_by(|x, y| x.class.cmp(&y.class));
+    Ok((out, skipped))
 }
 
 #[allow(clippy::too_many_arguments)]

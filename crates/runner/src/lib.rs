@@ -10,6 +10,7 @@
 pub mod demo;
 pub mod execute;
 pub mod grid;
+mod html;
 mod markdown;
 pub mod pairing;
 pub mod recipe;

@@ -162,6 +162,71 @@ fn per_layer(o: &mut String, c: &Comparison) {
     }
 }
 
+/// Layer alignments, then one table per grid (rows: A's layers, columns: B's).
+fn grids(o: &mut String, c: &Comparison) {
+    for a in &c.alignments {
+        let _ = writeln!(
+            o,
+            "\n### Layer alignment: `{}`\n\nFrom the {} grids of {} class(es); mean {} along \
+             the alignment, {} off it.{}\n",
+            a.stack,
+            a.metric,
+            a.classes.len(),
+            num(a.score),
+            num(a.off_mapping_mean),
+            if a.applied {
+                " Tensors were paired along it (`align = \"auto\"`)."
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(o, "| B layer | A layer (monotone) | score | best A layer | score |");
+        let _ = writeln!(o, "|---:|---:|---:|---:|---:|");
+        for (m, b) in a.mapping.iter().zip(&a.best_match) {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                m.b,
+                m.a,
+                num(m.score),
+                b.a,
+                num(b.score)
+            );
+        }
+    }
+    for g in &c.grids {
+        let _ = writeln!(
+            o,
+            "\n### Grid: `{}` ({})\n\nRows: layers of A; columns: layers of B. Diagonal mean \
+             {}, off-diagonal mean {}.\n",
+            cell(&g.class),
+            g.metric,
+            num(g.diagonal_mean),
+            num(g.off_diagonal_mean)
+        );
+        let mut head = "| A \\ B |".to_owned();
+        let mut rule = "|---:|".to_owned();
+        for lb in &g.layers_b {
+            let _ = write!(head, " {lb} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(o, "{head}\n{rule}");
+        for (la, row) in g.layers_a.iter().zip(&g.values) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|v| v.map_or_else(|| "—".to_owned(), |x| format!("{x:.3}")))
+                .collect();
+            let _ = writeln!(o, "| {la} | {} |", cells.join(" | "));
+        }
+    }
+    if !c.skipped_grids.is_empty() {
+        let _ = writeln!(o, "\nClasses without a grid:\n");
+        for s in &c.skipped_grids {
+            let _ = writeln!(o, "- {}: {}", code(&s.class), s.reason);
+        }
+    }
+}
+
 fn comparison(o: &mut String, c: &Comparison) {
     let _ = writeln!(o, "\n## {}\n", c.name);
     let _ = writeln!(
@@ -232,6 +297,7 @@ fn comparison(o: &mut String, c: &Comparison) {
     }
 
     per_layer(o, c);
+    grids(o, c);
 
     let _ = writeln!(o, "\n### Per tensor\n");
     let mut head = "| tensor | shape | dtypes |".to_owned();

@@ -42,17 +42,21 @@ pub enum ReportFormat {
     Json,
     /// Markdown for people and pull requests (`report.md`).
     Markdown,
+    /// A self-contained HTML page with heatmaps and plots (`report.html`).
+    Html,
 }
 
 impl ReportFormat {
     /// Every format.
-    pub const ALL: &'static [ReportFormat] = &[ReportFormat::Json, ReportFormat::Markdown];
+    pub const ALL: &'static [ReportFormat] =
+        &[ReportFormat::Json, ReportFormat::Markdown, ReportFormat::Html];
 
     /// Name used in recipes and on the command line.
     pub const fn name(self) -> &'static str {
         match self {
             ReportFormat::Json => "json",
             ReportFormat::Markdown => "md",
+            ReportFormat::Html => "html",
         }
     }
 
@@ -66,6 +70,7 @@ impl ReportFormat {
         match self {
             ReportFormat::Json => "report.json",
             ReportFormat::Markdown => "report.md",
+            ReportFormat::Html => "report.html",
         }
     }
 
@@ -74,6 +79,7 @@ impl ReportFormat {
         match self {
             ReportFormat::Json => report.to_json(),
             ReportFormat::Markdown => crate::markdown::render(report),
+            ReportFormat::Html => crate::html::render(report),
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct Comparison {
     /// Layer × layer grids, sorted by class (empty unless the recipe asks for them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub grids: Vec<Grid>,
+    /// Classes the grid settings selected that got no grid, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_grids: Vec<SkippedGrid>,
     /// Layer alignments recovered from the grids, one per layer stack.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alignments: Vec<Alignment>,
@@ -197,6 +206,15 @@ pub struct Grid {
     pub diagonal_mean: Option<f64>,
     /// Mean over all other cells: what "same class, different layer" looks like.
     pub off_diagonal_mean: Option<f64>,
+}
+
+/// A class the grid settings selected that got no grid.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedGrid {
+    /// The class.
+    pub class: String,
+    /// Why it has no grid.
+    pub reason: String,
 }
 
 /// B's layer `b` matched to A's layer `a`.

@@ -1,0 +1,510 @@
+//! The HTML report: one self-contained file (no network, no JavaScript, no external CSS).
+//!
+//! Heatmaps of layer grids and per-layer line plots are inline SVG generated here; every
+//! number is formatted with fixed precision, so the bytes are as deterministic as the JSON.
+
+use std::fmt::Write;
+
+use crate::report::{Alignment, Comparison, Grid, Report};
+
+/// Escapes text for HTML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
+}
+
+/// Diverging colour for a value in [-1, 1]: blue (−1) – white (0) – red (+1).
+fn colour(v: Option<f64>) -> String {
+    let Some(v) = v else {
+        return "#bbbbbb".to_owned();
+    };
+    let t = v.clamp(-1.0, 1.0);
+    let (r, g, b) = if t >= 0.0 {
+        // white → #b2182b
+        (
+            255.0 - t * (255.0 - 178.0),
+            255.0 - t * (255.0 - 24.0),
+            255.0 - t * (255.0 - 43.0),
+        )
+    } else {
+        let t = -t;
+        // white → #2166ac
+        (
+            255.0 - t * (255.0 - 33.0),
+            255.0 - t * (255.0 - 102.0),
+            255.0 - t * (255.0 - 172.0),
+        )
+    };
+    format!("#{:02x}{:02x}{:02x}", r.round() as u8, g.round() as u8, b.round() as u8)
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;\
+max-width:1200px;padding:0 1rem;color:#222}h1{font-size:1.6rem}h2{margin-top:2.5rem;\
+border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.85rem}\
+th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:left}td.n{text-align:right;\
+font-variant-numeric:tabular-nums}code{font-size:.85em}.muted{color:#666}figure{display:inline-block;\
+margin:0 1.5rem 1.5rem 0;vertical-align:top}figcaption{font-size:.8rem;max-width:420px}\
+svg text{font-family:system-ui,sans-serif}details{margin:.5rem 0}";
+
+/// Renders the whole report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    // `write!` into a String cannot fail.
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>weightkin audit: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(&r.audit.name)
+    );
+    let _ = writeln!(o, "<h1>weightkin audit: {}</h1>", esc(&r.audit.name));
+    if let Some(d) = &r.audit.description {
+        let _ = writeln!(o, "<p>{}</p>", esc(d));
+    }
+    let _ = writeln!(
+        o,
+        "<p class=\"muted\">{} {} · report schema {} · recipe BLAKE3 <code>{}</code></p>",
+        r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
+    );
+
+    let _ = writeln!(o, "<h2>Summary</h2>\n<table>\n<tr><th>comparison</th><th>A</th><th>B</th>\
+         <th>pairs compared</th><th>not compared</th><th>alignment</th></tr>");
+    for c in &r.comparisons {
+        let align: Vec<String> = c
+            .alignments
+            .iter()
+            .map(|a| format!("{}: {}", a.stack, mapping_text(a)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td>{}</td></tr>",
+            esc(&c.name),
+            esc(&c.a),
+            esc(&c.b),
+            c.summary.compared,
+            c.summary.not_compared,
+            if align.is_empty() {
+                "—".to_owned()
+            } else {
+                esc(&align.join("; "))
+            }
+        );
+    }
+    let _ = writeln!(o, "</table>");
+
+    let _ = writeln!(o, "<h2>Models</h2>\n<table>\n<tr><th>model</th><th>path</th><th>format</th>\
+         <th>tensors</th><th>parameters</th><th>files (BLAKE3)</th></tr>");
+    for m in &r.models {
+        let files: Vec<String> = m
+            .files
+            .iter()
+            .map(|f| format!("<code>{}</code> {} B <code>{}</code>", esc(&f.path), f.bytes, f.blake3))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&m.name),
+            esc(&m.path),
+            m.format,
+            m.tensors,
+            m.parameters,
+            files.join("<br>")
+        );
+        for t in &m.transforms {
+            let _ = writeln!(
+                o,
+                "<tr><td></td><td colspan=\"5\">transform <code>{}</code> ({} tensors): {}</td></tr>",
+                esc(&t.name),
+                t.tensors,
+                esc(&t.detail)
+            );
+        }
+    }
+    let _ = writeln!(o, "</table>");
+
+    for c in &r.comparisons {
+        comparison(&mut o, c);
+    }
+    let _ = writeln!(o, "</body>\n</html>");
+    o
+}
+
+fn mapping_text(a: &Alignment) -> String {
+    let pairs: Vec<String> = a.mapping.iter().map(|m| format!("{}→{}", m.b, m.a)).collect();
+    format!("B→A {}", pairs.join(" "))
+}
+
+fn comparison(o: &mut String, c: &Comparison) {
+    let _ = writeln!(o, "<h2>{}</h2>", esc(&c.name));
+    let _ = writeln!(
+        o,
+        "<p>A = <code>{}</code>, B = <code>{}</code> · metrics: {} · compared <b>{}</b> tensor \
+         pairs ({} elements per side); <b>{}</b> tensors not compared.</p>",
+        esc(&c.a),
+        esc(&c.b),
+        esc(&c.metrics.join(", ")),
+        c.summary.compared,
+        c.summary.elements,
+        c.summary.not_compared
+    );
+
+    let _ = writeln!(o, "<h3>By tensor class</h3>\n<table>\n<tr><th>class</th><th>kind</th><th>n</th>");
+    for m in &c.metrics {
+        let _ = write!(o, "<th>{} median</th><th>min</th><th>max</th>", esc(m));
+    }
+    let _ = writeln!(o, "</tr>");
+    for k in &c.classes {
+        let kind = serde_json::to_value(k.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td>{kind}</td><td class=\"n\">{}</td>",
+            esc(&k.class),
+            k.count
+        );
+        for m in &c.metrics {
+            match k.stats.iter().find(|s| &s.metric == m) {
+                Some(s) => {
+                    let _ = write!(
+                        o,
+                        "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+                        num(s.median),
+                        num(s.min),
+                        num(s.max)
+                    );
+                }
+                None => o.push_str("<td></td><td></td><td></td>"),
+            }
+        }
+        let _ = writeln!(o, "</tr>");
+    }
+    let _ = writeln!(o, "</table>");
+
+    for a in &c.alignments {
+        let _ = writeln!(
+            o,
+            "<h3>Layer alignment: <code>{}</code></h3>\n<p>From the {} grids of {} class(es). \
+             Mean along the alignment {}, off it {}.{}</p>",
+            esc(&a.stack),
+            esc(&a.metric),
+            a.classes.len(),
+            num(a.score),
+            num(a.off_mapping_mean),
+            if a.applied {
+                " Tensors were paired along this alignment (<code>align = \"auto\"</code>)."
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(o, "<table>\n<tr><th>B layer</th><th>A layer (monotone)</th>\
+             <th>score</th><th>best A layer (unconstrained)</th><th>score</th></tr>");
+        for (m, b) in a.mapping.iter().zip(&a.best_match) {
+            let _ = writeln!(
+                o,
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                m.b,
+                m.a,
+                num(m.score),
+                b.a,
+                num(b.score)
+            );
+        }
+        let _ = writeln!(o, "</table>");
+    }
+
+    if !c.grids.is_empty() {
+        let _ = writeln!(o, "<h3>Layer × layer grids</h3>");
+        for g in &c.grids {
+            heatmap(o, g);
+        }
+    }
+    if !c.skipped_grids.is_empty() {
+        let _ = writeln!(o, "<p>Classes without a grid:</p>\n<ul>");
+        for s in &c.skipped_grids {
+            let _ = writeln!(o, "<li><code>{}</code>: {}</li>", esc(&s.class), esc(&s.reason));
+        }
+        let _ = writeln!(o, "</ul>");
+    }
+
+    line_plots(o, c);
+
+    let _ = writeln!(
+        o,
+        "<details><summary>Per tensor ({} pairs)</summary>\n<table>\n<tr><th>tensor</th>\
+         <th>shape</th><th>dtypes</th>",
+        c.tensors.len()
+    );
+    for m in &c.metrics {
+        let _ = write!(o, "<th>{}</th>", esc(m));
+    }
+    let _ = writeln!(o, "</tr>");
+    for t in &c.tensors {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code>{}</td><td>{:?}</td><td>{} / {}</td>",
+            esc(&t.name),
+            t.a_name
+                .as_ref()
+                .map(|n| format!("<br><span class=\"muted\">A: <code>{}</code></span>", esc(n)))
+                .unwrap_or_default(),
+            t.shape,
+            t.dtype_a,
+            t.dtype_b
+        );
+        for m in &c.metrics {
+            let cell = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
+                (Some(v), _) => num(Some(v)),
+                (None, Some(why)) => format!("undefined: {}", esc(why.reason())),
+                _ => "—".to_owned(),
+            };
+            let _ = write!(o, "<td class=\"n\">{cell}</td>");
+        }
+        let _ = writeln!(o, "</tr>");
+    }
+    let _ = writeln!(o, "</table>\n</details>");
+
+    let _ = writeln!(o, "<h3>Not compared ({})</h3>", c.not_compared.len());
+    if c.not_compared.is_empty() {
+        let _ = writeln!(o, "<p>Every tensor of both models was compared.</p>");
+    } else {
+        let _ = writeln!(o, "<table>\n<tr><th>tensor</th><th>reason</th><th>detail</th></tr>");
+        for u in &c.not_compared {
+            let _ = writeln!(
+                o,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&u.name),
+                u.reason.text(),
+                esc(&u.detail)
+            );
+        }
+        let _ = writeln!(o, "</table>");
+    }
+}
+
+/// An SVG heatmap of one grid: A's layers down, B's across, with a colour scale.
+fn heatmap(o: &mut String, g: &Grid) {
+    let (na, nb) = (g.layers_a.len(), g.layers_b.len());
+    let cell = (360 / na.max(nb).max(1)).clamp(8, 36);
+    let (left, top) = (48, 34);
+    let (w, h) = (left + nb * cell + 80, top + na * cell + 44);
+    let _ = writeln!(
+        o,
+        "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         role=\"img\" aria-label=\"{} grid of {}\">",
+        esc(&g.metric),
+        esc(&g.class)
+    );
+    let _ = writeln!(
+        o,
+        "<text x=\"{}\" y=\"12\" font-size=\"11\" text-anchor=\"middle\">layer of B</text>",
+        left + nb * cell / 2
+    );
+    let _ = writeln!(
+        o,
+        "<text x=\"12\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" \
+         transform=\"rotate(-90 12 {})\">layer of A</text>",
+        top + na * cell / 2,
+        top + na * cell / 2
+    );
+    let label_every = na.max(nb).div_ceil(16).max(1);
+    for (j, lb) in g.layers_b.iter().enumerate() {
+        if j % label_every == 0 {
+            let _ = writeln!(
+                o,
+                "<text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"middle\">{lb}</text>",
+                left + j * cell + cell / 2,
+                top - 4
+            );
+        }
+    }
+    for (i, la) in g.layers_a.iter().enumerate() {
+        if i % label_every == 0 {
+            let _ = writeln!(
+                o,
+                "<text x=\"{}\" y=\"{}\" font-size=\"9\" text-anchor=\"end\">{la}</text>",
+                left - 4,
+                top + i * cell + cell / 2 + 3
+            );
+        }
+        for j in 0..nb {
+            let v = g.values.get(i).and_then(|r| r.get(j)).copied().flatten();
+            let _ = writeln!(
+                o,
+                "<rect x=\"{}\" y=\"{}\" width=\"{cell}\" height=\"{cell}\" fill=\"{}\">\
+                 <title>A {la} × B {}: {}</title></rect>",
+                left + j * cell,
+                top + i * cell,
+                colour(v),
+                g.layers_b[j],
+                num(v)
+            );
+        }
+    }
+    // Colour scale from −1 (bottom) to +1 (top).
+    let (sx, sh) = (left + nb * cell + 24, (na * cell).max(60));
+    let steps = 20;
+    for s in 0..steps {
+        let v = 1.0 - 2.0 * (s as f64 + 0.5) / steps as f64;
+        let _ = writeln!(
+            o,
+            "<rect x=\"{sx}\" y=\"{}\" width=\"14\" height=\"{}\" fill=\"{}\"/>",
+            top + s * sh / steps,
+            sh / steps + 1,
+            colour(Some(v))
+        );
+    }
+    for (v, y) in [("+1", top + 8), ("0", top + sh / 2 + 3), ("−1", top + sh)] {
+        let _ = writeln!(
+            o,
+            "<text x=\"{}\" y=\"{y}\" font-size=\"9\">{v}</text>",
+            sx + 18
+        );
+    }
+    let _ = writeln!(
+        o,
+        "</svg><figcaption><code>{}</code> — {} · diagonal mean {} · off-diagonal mean {}\
+         </figcaption></figure>",
+        esc(&g.class),
+        esc(&g.metric),
+        num(g.diagonal_mean),
+        num(g.off_diagonal_mean)
+    );
+}
+
+/// One SVG line plot per metric: the metric against layer, one line per layered class.
+fn line_plots(o: &mut String, c: &Comparison) {
+    let layered: Vec<_> = c.classes.iter().filter(|k| k.layers.len() > 1).collect();
+    if layered.is_empty() {
+        return;
+    }
+    let max_layer = layered
+        .iter()
+        .filter_map(|k| k.layers.last())
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .max(1);
+    const PALETTE: [&str; 10] = [
+        "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+        "#1f78b4", "#b2df8a",
+    ];
+    let _ = writeln!(o, "<h3>Per layer</h3>");
+    for m in &c.metrics {
+        let series: Vec<(&str, Vec<(u32, f64)>)> = layered
+            .iter()
+            .map(|k| {
+                let pts = k
+                    .layers
+                    .iter()
+                    .zip(k.per_layer.get(m).into_iter().flatten())
+                    .filter_map(|(l, v)| v.map(|v| (*l, v)))
+                    .collect();
+                (k.class.as_str(), pts)
+            })
+            .collect();
+        let all: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|(_, v)| *v)).collect();
+        if all.is_empty() {
+            continue;
+        }
+        // Autoscale to the data (with 5 % padding) so per-layer differences are visible.
+        let min = all.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((max - min) * 0.05).max(1e-4);
+        let (lo, hi) = (min - pad, max + pad);
+        let (left, top, pw, ph) = (56.0, 16.0, 420.0, 200.0);
+        let x = |l: u32| left + pw * f64::from(l) / f64::from(max_layer);
+        let y = |v: f64| top + ph * (hi - v) / (hi - lo);
+        let _ = writeln!(
+            o,
+            "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" \
+             role=\"img\" aria-label=\"{} per layer\">",
+            left + pw + 20.0,
+            top + ph + 40.0,
+            esc(m)
+        );
+        let _ = writeln!(
+            o,
+            "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" \
+             stroke=\"#999\"/>"
+        );
+        for v in [lo, (lo + hi) / 2.0, hi] {
+            let _ = writeln!(
+                o,
+                "<text x=\"{}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"end\">{v:.4}</text>",
+                left - 4.0,
+                y(v) + 3.0
+            );
+        }
+        for l in [0, max_layer / 2, max_layer] {
+            let _ = writeln!(
+                o,
+                "<text x=\"{:.1}\" y=\"{}\" font-size=\"9\" text-anchor=\"middle\">{l}</text>",
+                x(l),
+                top + ph + 12.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">layer</text>",
+            left + pw / 2.0,
+            top + ph + 28.0
+        );
+        for (n, (class, pts)) in series.iter().enumerate() {
+            let colour = PALETTE[n % PALETTE.len()];
+            let path: Vec<String> = pts
+                .iter()
+                .map(|(l, v)| format!("{:.1},{:.1}", x(*l), y(*v)))
+                .collect();
+            let _ = writeln!(
+                o,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\">\
+                 <title>{}</title></polyline>",
+                path.join(" "),
+                esc(class)
+            );
+        }
+        let _ = writeln!(o, "</svg><figcaption><b>{}</b> per layer: ", esc(m));
+        for (n, (class, _)) in series.iter().enumerate() {
+            let _ = write!(
+                o,
+                "<span style=\"display:block\"><span style=\"color:{}\">■</span> <code>{}</code></span>",
+                PALETTE[n % PALETTE.len()],
+                esc(class)
+            );
+        }
+        let _ = writeln!(o, "</figcaption></figure>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_and_escaping() {
+        assert_eq!(colour(Some(0.0)), "#ffffff");
+        assert_eq!(colour(Some(1.0)), "#b2182b");
+        assert_eq!(colour(Some(-1.0)), "#2166ac");
+        assert_eq!(colour(None), "#bbbbbb");
+        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+    }
+}
