@@ -119,6 +119,79 @@ pub enum Error {
         /// What is wrong.
         problem: ParamProblem,
     },
+    /// A metric from a shared-library plugin tried to register a name that is taken. Unlike
+    /// [`Error::DuplicatePlugin`] (two built-ins, a bug in weightkin), this names the owner,
+    /// because the fix is to drop one of the plugins.
+    #[error("a {kind} named `{name}` is already registered by {owner}")]
+    NameTaken {
+        /// "format" or "metric".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// Who registered it first (boxed: it is large, and this error is rare).
+        owner: Box<crate::Origin>,
+    },
+    /// A shared-library plugin's own check refused a metric's parameters; the message is the
+    /// plugin's.
+    #[error("metric `{metric}`: parameters rejected by its plugin: {message}")]
+    ParamsRejected {
+        /// The metric.
+        metric: &'static str,
+        /// What the plugin said.
+        message: String,
+    },
+    /// A metric's code failed on a pair ([`crate::Metric::try_evaluate`]).
+    #[error("metric `{metric}` failed: {problem}")]
+    MetricFailed {
+        /// The metric.
+        metric: &'static str,
+        /// What went wrong.
+        problem: MetricFailure,
+    },
+}
+
+/// How a metric implemented by a shared-library plugin failed on a pair. The host checks
+/// every result a plugin returns; none of these reaches a report as a value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricFailure {
+    /// The plugin returned its error status; the text is its message (a caught panic reads
+    /// "the plugin panicked: …").
+    #[error("the plugin reported: {0}")]
+    Reported(String),
+    /// The plugin returned NaN or an infinity as a value.
+    #[error("the plugin returned {0}, which is not a finite number")]
+    NotFinite(f64),
+    /// The plugin returned a value outside the range it declared.
+    #[error("the plugin returned {value}, outside its declared range [{lo}, {hi}]")]
+    OutOfRange {
+        /// The value.
+        value: f64,
+        /// Declared lower end.
+        lo: f64,
+        /// Declared upper end.
+        hi: f64,
+    },
+    /// The plugin returned a status code the ABI does not define.
+    #[error("the plugin returned status {0}, which the plugin ABI does not define")]
+    UnknownStatus(i32),
+    /// The plugin said "undefined" with a reason code the ABI does not define.
+    #[error("the plugin returned undefined-reason code {0}, which the plugin ABI does not define")]
+    UnknownReason(u32),
+    /// The metric needs whole tensors and was given only moments.
+    #[error("it needs both whole tensors, but was given only their moments")]
+    NoTensors,
+    /// The two tensors do not have the same number of elements as their shape; the host
+    /// refuses to pass such buffers across the plugin boundary.
+    #[error("tensors of {a} and {b} elements do not both match shape {shape:?}")]
+    ShapeMismatch {
+        /// Elements of tensor A.
+        a: usize,
+        /// Elements of tensor B.
+        b: usize,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
 }
 
 /// What is wrong with a header or index file.

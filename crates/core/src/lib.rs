@@ -14,6 +14,7 @@
 //! arithmetic against a [`Limits`] value, never indexes untrusted data without a bound check,
 //! and returns an [`Error`] naming the file and tensor rather than panicking.
 
+pub mod conformance;
 mod convert;
 mod dtype;
 mod error;
@@ -31,7 +32,8 @@ pub mod testing;
 pub use convert::to_f32;
 pub use dtype::Dtype;
 pub use error::{
-    ArchiveProblem, Error, HeaderProblem, ParamProblem, PickleProblem, Result, TensorProblem,
+    ArchiveProblem, Error, HeaderProblem, MetricFailure, ParamProblem, PickleProblem, Result,
+    TensorProblem,
 };
 pub use limits::Limits;
 pub use metric::{
@@ -39,6 +41,6 @@ pub use metric::{
 };
 pub use mmap::MappedFile;
 pub use moments::{pair_moments, read_tensor, Moments, CHUNK};
-pub use registry::{Registry, SNIFF_BYTES};
+pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, Transform, WeightSource};
 pub use tensor::{checked_numel, TensorInfo};

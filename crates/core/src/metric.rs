@@ -52,6 +52,11 @@ pub enum Undefined {
     TooFewExamples,
     /// The matrix backend failed (for instance could not allocate a Gram matrix).
     BackendFailed,
+    /// A shared-library plugin's code failed on this pair: it reported an error, panicked,
+    /// or returned NaN or a value outside its declared range. Only reached through
+    /// [`Metric::evaluate`]; [`Metric::try_evaluate`] returns the failure itself, with the
+    /// plugin's message, as [`crate::Error::MetricFailed`].
+    PluginFailed,
 }
 
 impl Undefined {
@@ -65,6 +70,7 @@ impl Undefined {
             Undefined::NotAMatrix => "needs matrices, the tensors are one-dimensional",
             Undefined::TooFewExamples => "too few rows for the estimator",
             Undefined::BackendFailed => "the matrix backend failed",
+            Undefined::PluginFailed => "the metric's plugin failed on this pair",
         }
     }
 }
@@ -132,6 +138,19 @@ pub trait Metric: Send + Sync {
     /// Must not return NaN or a value outside the spec's declared range: a degenerate input
     /// gives [`MetricValue::Undefined`] with its reason.
     fn evaluate(&self, input: &Input<'_>) -> MetricValue;
+
+    /// Like [`evaluate`](Metric::evaluate), but a failure of the metric's own code is an
+    /// error that carries its message rather than [`Undefined::PluginFailed`]. The
+    /// [conformance kit](crate::conformance) calls this, and so should an executor that wants
+    /// to stop on a broken plugin.
+    ///
+    /// Built-in metrics keep the default, `Ok(self.evaluate(input))`. A metric that runs
+    /// foreign code (a shared-library plugin, which may report an error, panic, or return NaN
+    /// or a value outside its declared range) overrides it and returns
+    /// [`crate::Error::MetricFailed`].
+    fn try_evaluate(&self, input: &Input<'_>) -> Result<MetricValue> {
+        Ok(self.evaluate(input))
+    }
 }
 
 /// Static description of a metric, as registered.
