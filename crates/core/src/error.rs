@@ -291,8 +291,8 @@ pub enum HeaderProblem {
         stream: &'static str,
         /// Offset of the offending opcode within the stream.
         offset: u64,
-        /// What is wrong.
-        problem: PickleProblem,
+        /// What is wrong (boxed to keep [`Error`] small).
+        problem: Box<PickleProblem>,
     },
     /// A zip container is malformed or uses a feature weightkin does not read.
     #[error("archive: {0}")]
@@ -584,10 +584,10 @@ pub enum TensorProblem {
     StorageConflict {
         /// The storage key.
         storage: String,
-        /// The first declaration.
-        first: String,
+        /// The first declaration (boxed text keeps [`Error`] small).
+        first: Box<str>,
         /// The conflicting one.
-        second: String,
+        second: Box<str>,
     },
     /// The tensor's data could not be decompressed or failed its checksum.
     #[error("data record `{record}` is corrupt: {reason}")]

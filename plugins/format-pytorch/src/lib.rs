@@ -75,8 +75,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use weightkin_core::{
-    to_f32, ArchiveProblem, Error, FileInfo, Format, HeaderProblem, Limits, MappedFile,
-    Result, TensorInfo, TensorProblem, Transform, WeightSource,
+    to_f32, ArchiveProblem, Error, FileInfo, Format, HeaderProblem, Limits, MappedFile, Result,
+    TensorInfo, TensorProblem, Transform, WeightSource,
 };
 
 mod pickle;
@@ -110,7 +110,7 @@ const LEGACY_PROTOCOL: i64 = 1001;
 pub const MAX_INFLATED_BYTES: u64 = 4 << 30;
 
 /// File extensions PyTorch checkpoints commonly carry, used when a zip's first member name
-/// is too long for the sniffing window to show.
+/// is too long for the sniffing window to show (a long archive name).
 const EXTENSIONS: &[&str] = &["pt", "pth", "bin", "ckpt", "jit", "pkl", "tar", "model"];
 
 impl Format for PytorchFormat {
@@ -125,14 +125,14 @@ impl Format for PytorchFormat {
 
     fn sniff(&self, path: &Path, head: &[u8]) -> bool {
         if let Some((name, cut)) = zip::first_name(head) {
-            if !cut && is_torch_record(name) {
-                return true;
+            if !cut {
+                return is_torch_record(name);
             }
-            let known_ext = path
+            // The first member's name does not fit in the window: trust the extension.
+            return path
                 .extension()
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            return known_ext && name.contains(&b'/');
         }
         is_legacy(head)
     }
@@ -216,7 +216,7 @@ fn tensor_error(path: &Path, name: &str, problem: TensorProblem) -> Error {
 }
 
 /// Maps a pickle error to the format's error for the stream `stream`.
-fn pickle_error(path: &Path, stream: &str, e: pickle::Error) -> Error {
+fn pickle_error(path: &Path, stream: &'static str, e: pickle::Error) -> Error {
     header(
         path,
         match e {
@@ -224,9 +224,9 @@ fn pickle_error(path: &Path, stream: &str, e: pickle::Error) -> Error {
                 HeaderProblem::RefusedGlobal { module, name }
             }
             pickle::Error::At { offset, problem } => HeaderProblem::Pickle {
-                stream: stream.to_owned(),
+                stream,
                 offset,
-                problem,
+                problem: Box::new(problem),
             },
         },
     )
@@ -278,11 +278,11 @@ struct Source {
 /// Whether strides describe a row-major contiguous layout. Size-1 dimensions can take any
 /// stride (PyTorch ignores them too, `computeContiguous`).
 fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
     let mut expected = 1usize;
     for (&d, &s) in shape.iter().zip(stride).rev() {
-        if d == 0 {
-            return true;
-        }
         if d != 1 && s != expected {
             return false;
         }
@@ -447,7 +447,7 @@ fn gather(data: &[u8], layout: &Layout, start: usize, scratch: &mut [u8]) -> Opt
 /// A pickle found in an archive or stream, parsed.
 fn parse_pickle(
     path: &Path,
-    stream: &str,
+    stream: &'static str,
     data: &[u8],
     start: usize,
     torchscript: bool,
@@ -459,8 +459,8 @@ fn parse_pickle(
 fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
     let path = map.path().to_owned();
     let bytes = map.bytes();
-    let archive =
-        zip::read(bytes, limits.max_header_bytes).map_err(|p| header(&path, HeaderProblem::Archive(p)))?;
+    let archive = zip::read(bytes, limits.max_header_bytes)
+        .map_err(|p| header(&path, HeaderProblem::Archive(p)))?;
 
     // The archive's records share one top-level folder, whose name PyTorch takes from the
     // file name (`archive` in recent versions); `data.pkl` in it is the entry point.
@@ -468,10 +468,19 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
         .members
         .iter()
         .map(|m| m.name.as_str())
-        .filter(|n| *n == "data.pkl" || n.strip_suffix("/data.pkl").is_some_and(|p| !p.contains('/')))
+        .filter(|n| {
+            *n == "data.pkl"
+                || n.strip_suffix("/data.pkl")
+                    .is_some_and(|p| !p.contains('/'))
+        })
         .collect();
     let prefix = match pkls.as_slice() {
-        [] => return Err(header(&path, HeaderProblem::MissingRecord("<archive>/data.pkl".to_owned()))),
+        [] => {
+            return Err(header(
+                &path,
+                HeaderProblem::MissingRecord("<archive>/data.pkl".to_owned()),
+            ))
+        }
         [one] => one.strip_suffix("data.pkl").unwrap_or_default().to_owned(),
         several => {
             return Err(header(
@@ -485,18 +494,31 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
     };
     let record = |name: &str| format!("{prefix}{name}");
     let torchscript = archive.get(&record("constants.pkl")).is_some()
-        || archive.members.iter().any(|m| m.name.starts_with(&record("code/")));
+        || archive
+            .members
+            .iter()
+            .any(|m| m.name.starts_with(&record("code/")));
 
     let mut metadata = BTreeMap::new();
     metadata.insert(
         "pytorch.container".to_owned(),
-        if torchscript { "torchscript (torch.jit.save zip)" } else { "zip (torch.save)" }.to_owned(),
+        if torchscript {
+            "torchscript (torch.jit.save zip)"
+        } else {
+            "zip (torch.save)"
+        }
+        .to_owned(),
     );
     metadata.insert(
         "pytorch.archive".to_owned(),
         prefix.trim_end_matches('/').to_owned(),
     );
-    for small in ["version", ".data/version", ".format_version", ".storage_alignment"] {
+    for small in [
+        "version",
+        ".data/version",
+        ".format_version",
+        ".storage_alignment",
+    ] {
         if let Some(m) = archive.get(&record(small)) {
             if m.size <= 64 {
                 let text = small_record(&path, bytes, m)?;
@@ -534,10 +556,12 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
         if big_endian { "big" } else { "little" }.to_owned(),
     );
 
-    let data_name = record("data.pkl");
-    let data_pkl = pickle_record(&path, bytes, &archive, &data_name, limits)?;
-    let main = parse_pickle(&path, &data_name, &data_pkl, 0, torchscript)?;
-    metadata.insert("pytorch.pickle_protocol".to_owned(), main.protocol.to_string());
+    let data_pkl = pickle_record(&path, bytes, &archive, &record("data.pkl"), limits)?;
+    let main = parse_pickle(&path, "data.pkl", &data_pkl, 0, torchscript)?;
+    metadata.insert(
+        "pytorch.pickle_protocol".to_owned(),
+        main.protocol.to_string(),
+    );
     let strip = if torchscript {
         Vec::new()
     } else {
@@ -549,7 +573,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
         let name = record("constants.pkl");
         if archive.get(&name).is_some() {
             let data = pickle_record(&path, bytes, &archive, &name, limits)?;
-            let constants = parse_pickle(&path, &name, &data, 0, true)?;
+            let constants = parse_pickle(&path, "constants.pkl", &data, 0, true)?;
             let mut c = torch::walk(&constants, &path, limits, true)?;
             for t in &mut c.tensors {
                 // `constants.pkl` is a tuple; TorchScript code calls its items CONSTANTS.c<i>.
@@ -624,10 +648,20 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
                 found
             }
         };
-        layouts.push(layout_for(&path, t, stored, index, member_name, available, big_endian)?);
+        layouts.push(layout_for(
+            &path,
+            t,
+            stored,
+            index,
+            member_name,
+            available,
+            big_endian,
+        )?);
     }
     let size = map.len();
-    assemble(map, size, named, layouts, records, metadata, walked, transforms, limits)
+    assemble(
+        map, size, named, layouts, records, metadata, walked, transforms, limits,
+    )
 }
 
 /// The layout of a named tensor whose storage is record `index` of `available` bytes.
@@ -720,7 +754,9 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
     let path = map.path().to_owned();
     let bytes = map.bytes();
     // The five pickles are the stream's header: they must end within the header limit.
-    let window = &bytes[..bytes.len().min(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX))];
+    let window = &bytes[..bytes
+        .len()
+        .min(usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX))];
     let magic = parse_pickle(&path, "legacy magic number", window, 0, false)?;
     let is_magic = match magic.get(magic.root) {
         pickle::Value::BigInt(b) => **b == LEGACY_MAGIC,
@@ -753,8 +789,14 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
     let keys = parse_pickle(&path, "legacy storage keys", window, main.end, false)?;
 
     let mut metadata = BTreeMap::new();
-    metadata.insert("pytorch.container".to_owned(), "legacy (torch.save < 1.6)".to_owned());
-    metadata.insert("pytorch.pickle_protocol".to_owned(), main.protocol.to_string());
+    metadata.insert(
+        "pytorch.container".to_owned(),
+        "legacy (torch.save < 1.6)".to_owned(),
+    );
+    metadata.insert(
+        "pytorch.pickle_protocol".to_owned(),
+        main.protocol.to_string(),
+    );
     metadata.insert("pytorch.byteorder".to_owned(), "little".to_owned());
     if let pickle::Value::Dict { items, .. } = sys_info.get(sys_info.root) {
         for &(k, v) in items {
@@ -788,13 +830,13 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
             return Err(header(
                 &path,
                 HeaderProblem::Pickle {
-                    stream: "legacy storage keys".to_owned(),
+                    stream: "legacy storage keys",
                     offset: 0,
-                    problem: weightkin_core::PickleProblem::WrongType {
+                    problem: Box::new(weightkin_core::PickleProblem::WrongType {
                         opcode: "STOP",
                         expected: "a list of storage keys",
                         found: keys.get(keys.root).kind(),
-                    },
+                    }),
                 },
             ))
         }
@@ -847,13 +889,18 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
         let nbytes = count
             .checked_mul(torch::elsize(decl.dtype))
             .ok_or_else(|| truncated(u64::MAX))?;
-        let end = count_end.checked_add(nbytes).ok_or_else(|| truncated(u64::MAX))?;
+        let end = count_end
+            .checked_add(nbytes)
+            .ok_or_else(|| truncated(u64::MAX))?;
         if end > file_len {
             return Err(truncated(end));
         }
         // Both ends are within the file, so they fit in usize.
         records.push(Record::Mapped(count_end as usize..end as usize));
-        if record_index.insert(key.clone(), (records.len() - 1, nbytes)).is_some() {
+        if record_index
+            .insert(key.clone(), (records.len() - 1, nbytes))
+            .is_some()
+        {
             return Err(header(
                 &path,
                 HeaderProblem::Unsupported {
@@ -867,7 +914,10 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
     if pos < file_len {
         metadata.insert(
             "pytorch.trailing_bytes".to_owned(),
-            format!("{} bytes after the last storage belong to no tensor", file_len - pos),
+            format!(
+                "{} bytes after the last storage belong to no tensor",
+                file_len - pos
+            ),
         );
     }
 
@@ -893,7 +943,9 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
         )?);
     }
     let size = map.len();
-    assemble(map, size, named, layouts, records, metadata, walked, transforms, limits)
+    assemble(
+        map, size, named, layouts, records, metadata, walked, transforms, limits,
+    )
 }
 
 /// Builds the source: tensors sorted by name and unique, metadata merged.
@@ -1035,7 +1087,11 @@ mod tests {
             for len in 0..=(12 - start) {
                 let mut part = vec![0u8; len];
                 gather(&data, &l, start, &mut part).unwrap();
-                assert_eq!(part, expected[start..start + len], "start {start} len {len}");
+                assert_eq!(
+                    part,
+                    expected[start..start + len],
+                    "start {start} len {len}"
+                );
             }
         }
     }

@@ -318,10 +318,7 @@ pub fn resolve(module: &str, name: &str, torchscript: bool) -> Option<GlobalKind
             | "restore_type_tag",
         ) => K::JitIdentity,
         ("argparse", "Namespace") => K::Inert,
-        (
-            "numpy.core.multiarray" | "numpy._core.multiarray",
-            "scalar" | "_reconstruct",
-        )
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar" | "_reconstruct")
         | ("numpy", "dtype" | "ndarray") => K::Inert,
         ("numpy.dtypes", class) if class.ends_with("DType") => K::Inert,
         (m, _) if torchscript && (m == "__torch__" || m.starts_with("__torch__.")) => {
@@ -429,7 +426,11 @@ impl<'a> Machine<'a> {
 
     fn take(&mut self, n: usize) -> Step<&'a [u8]> {
         let data = self.data;
-        match self.pos.checked_add(n).and_then(|end| data.get(self.pos..end)) {
+        match self
+            .pos
+            .checked_add(n)
+            .and_then(|end| data.get(self.pos..end))
+        {
             Some(bytes) => {
                 self.pos += n;
                 Ok(bytes)
@@ -942,7 +943,11 @@ impl<'a> Machine<'a> {
                     self.push(Value::Bytes(bytes.into()))?;
                 }
                 0x8e | 0x96 => {
-                    let name = if op == 0x8e { "BINBYTES8" } else { "BYTEARRAY8" };
+                    let name = if op == 0x8e {
+                        "BINBYTES8"
+                    } else {
+                        "BYTEARRAY8"
+                    };
                     let n = u64::from_le_bytes(self.take_array()?);
                     let bytes = self.payload(name, n)?;
                     self.push(Value::Bytes(bytes.into()))?;
@@ -1266,7 +1271,8 @@ mod tests {
     #[test]
     fn protocol_0_text_opcodes() {
         // pickle.dumps({"n": -3, "f": 2.5, "t": True, "s": "a\\'b"}, protocol=0)
-        let p = parse_ok(b"(dp0\nVn\np1\nI-3\nsVf\np2\nF2.5\nsVt\np3\nI01\nsVs\np4\nS'a\\'b'\np5\ns.");
+        let p =
+            parse_ok(b"(dp0\nVn\np1\nI-3\nsVf\np2\nF2.5\nsVt\np3\nI01\nsVs\np4\nS'a\\'b'\np5\ns.");
         let Value::Dict { items, .. } = p.get(p.root) else {
             panic!("not a dict")
         };
@@ -1287,8 +1293,14 @@ mod tests {
         assert_eq!(long(&[0xff]), Value::Int(-1));
         assert_eq!(long(&[0x80, 0x00]), Value::Int(128));
         assert_eq!(long(&[]), Value::Int(0));
-        assert_eq!(long(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0xff]), Value::Int(i64::MIN));
-        assert!(matches!(long(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0x00]), Value::BigInt(_)));
+        assert_eq!(
+            long(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0xff]),
+            Value::Int(i64::MIN)
+        );
+        assert!(matches!(
+            long(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0x00]),
+            Value::BigInt(_)
+        ));
     }
 
     #[test]
@@ -1325,7 +1337,9 @@ mod tests {
             false,
         )
         .unwrap_err();
-        assert!(matches!(err, Error::Refused { module, name } if module == "builtins" && name == "eval"));
+        assert!(
+            matches!(err, Error::Refused { module, name } if module == "builtins" && name == "eval")
+        );
         // TorchScript classes only inside TorchScript archives.
         assert!(parse(b"c__torch__.m\nM\n).", 0, false).is_err());
         assert!(parse(b"c__torch__.m\nM\n).", 0, true).is_ok());
@@ -1341,7 +1355,13 @@ mod tests {
             (b"\x80\x06", PickleProblem::Protocol(6)),
             (b".", PickleProblem::StackUnderflow("STOP")),
             (b"t", PickleProblem::NoMark("TUPLE")),
-            (b"h\x05", PickleProblem::MissingMemo { opcode: "BINGET", key: 5 }),
+            (
+                b"h\x05",
+                PickleProblem::MissingMemo {
+                    opcode: "BINGET",
+                    key: 5,
+                },
+            ),
             (b"\x82\x01", PickleProblem::UnsupportedOpcode("EXT1")),
             (
                 b"X\xff\xff\xff\x7f",
@@ -1370,17 +1390,20 @@ mod tests {
         }
         // The offset is that of the failing opcode.
         assert_eq!(
-            parse(b"NN\xff", 0, false),
-            Err(Error::At {
+            parse(b"NN\xff", 0, false).unwrap_err(),
+            Error::At {
                 offset: 2,
                 problem: PickleProblem::UnknownOpcode(0xff)
-            })
+            }
         );
     }
 
     #[test]
     fn raw_unicode_escape_and_quotes() {
-        assert_eq!(raw_unicode_escape(b"a\\u00e9\\U0001F600\xe9").unwrap(), "aé😀é");
+        assert_eq!(
+            raw_unicode_escape(b"a\\u00e9\\U0001F600\xe9").unwrap(),
+            "aé😀é"
+        );
         assert_eq!(unquote(b"'a\\x41\\101\\n'").unwrap(), b"aAA\n");
         assert!(unquote(b"'unterminated").is_none());
     }

@@ -219,9 +219,9 @@ impl<'a> Walker<'a> {
                 .map(|(_, v)| *v)
                 .chain(attrs.iter().copied())
                 .collect(),
-            Value::Object { args, state, .. } => {
-                std::iter::once(*args).chain(state.iter().copied()).collect()
-            }
+            Value::Object { args, state, .. } => std::iter::once(*args)
+                .chain(state.iter().copied())
+                .collect(),
             _ => Vec::new(),
         };
         let mut found = false;
@@ -356,7 +356,12 @@ impl<'a> Walker<'a> {
     /// Attributes a `BUILD` set on a dict. PyTorch sets `_metadata` on every `state_dict()`
     /// (`torch.nn.Module.state_dict`: per-module version numbers); it is summarised in one
     /// metadata entry. Anything else is walked like the dict's items.
-    fn dict_attrs(&mut self, attrs: Id, segments: &mut Vec<String>, depth: usize) -> Result<(), Error> {
+    fn dict_attrs(
+        &mut self,
+        attrs: Id,
+        segments: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<(), Error> {
         let Value::Dict { items, .. } = self.value(attrs) else {
             return self.walk(attrs, segments, depth + 1);
         };
@@ -630,7 +635,11 @@ impl<'a> Walker<'a> {
         let Value::Global(g) = self.value(t[1]) else {
             return Err(malformed(self));
         };
-        let type_name = self.pickle.global(*g).map(|g| g.name.clone()).unwrap_or_default();
+        let type_name = self
+            .pickle
+            .global(*g)
+            .map(|g| g.name.clone())
+            .unwrap_or_default();
         let dtype = match self.global_kind(*g) {
             Some(GlobalKind::Storage(Some(d))) => d,
             Some(GlobalKind::Storage(None)) => {
@@ -660,8 +669,8 @@ impl<'a> Walker<'a> {
                     segments,
                     TensorProblem::StorageConflict {
                         storage: key,
-                        first: format!("{} of {} elements", first.type_name, first.numel),
-                        second: format!("{} of {} elements", decl.type_name, decl.numel),
+                        first: format!("{} of {} elements", first.type_name, first.numel).into(),
+                        second: format!("{} of {} elements", decl.type_name, decl.numel).into(),
                     },
                 ))
             }
@@ -719,22 +728,22 @@ impl<'a> Walker<'a> {
         };
         let numel = checked_numel(&shape).ok_or_else(|| overflow(&shape))?;
         let size = elsize(dtype);
-        let storage_bytes = s.numel.checked_mul(elsize(s.dtype)).ok_or_else(|| overflow(&shape))?;
+        let storage_bytes = s
+            .numel
+            .checked_mul(elsize(s.dtype))
+            .ok_or_else(|| overflow(&shape))?;
         // Bytes the view touches: offset + Σ (size_i − 1)·stride_i + 1 elements
         // (`at::detail::computeStorageNbytes`); nothing when it has no elements.
+        // Saturating: a view whose extent overflows u64 reaches past every storage, and is
+        // reported as such below.
         let needed = if numel == 0 {
             0
         } else {
             let mut last = offset;
             for (&d, &st) in shape.iter().zip(&stride) {
-                let step = (d as u64 - 1)
-                    .checked_mul(st as u64)
-                    .ok_or_else(|| overflow(&shape))?;
-                last = last.checked_add(step).ok_or_else(|| overflow(&shape))?;
+                last = last.saturating_add((d as u64 - 1).saturating_mul(st as u64));
             }
-            last.checked_add(1)
-                .and_then(|n| n.checked_mul(size))
-                .ok_or_else(|| overflow(&shape))?
+            last.saturating_add(1).saturating_mul(size)
         };
         if needed > storage_bytes {
             return Err(self.tensor_err(

@@ -260,7 +260,9 @@ fn central_entry(
         }
     };
     if method == Method::Stored && compressed != size {
-        return Err(bad("stored member whose compressed and uncompressed sizes differ"));
+        return Err(bad(
+            "stored member whose compressed and uncompressed sizes differ",
+        ));
     }
 
     // The local header repeats name and extra field with its own lengths.
@@ -384,7 +386,11 @@ pub fn crc32(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             t[i] = c;
@@ -412,7 +418,10 @@ mod tests {
 
     #[test]
     fn garbage_is_no_end_record() {
-        assert_eq!(read(b"PK\x03\x04 not really", 1 << 20).unwrap_err(), ArchiveProblem::NoEndRecord);
+        assert_eq!(
+            read(b"PK\x03\x04 not really", 1 << 20).unwrap_err(),
+            ArchiveProblem::NoEndRecord
+        );
         assert_eq!(read(b"", 1 << 20).unwrap_err(), ArchiveProblem::NoEndRecord);
     }
 
