@@ -63,7 +63,7 @@
 //!   (gathering strided views) on each read rather than streaming chunks, reports errors as
 //!   strings, and pulls the `zip` crate (with zopfli, getrandom, zeroize, indexmap) and `tar`.
 //!
-//! So this crate owns a reader: the pickle machine (≈ 900 lines), the zip subset PyTorch
+//! So this crate owns a reader: the pickle machine with its allowlist, the zip subset PyTorch
 //! writes (with `miniz_oxide` for deflate), and the torch interpretation, each returning
 //! weightkin's structured errors. It borrows pytorch-reader's good ideas: bounded nesting,
 //! treating only the rebuild functions as calls, and refusing tensor kinds it cannot
