@@ -15,7 +15,8 @@ use weightkin_core::{
 };
 
 use crate::grid;
-use crate::pairing::{self, Kind};
+use crate::pairing::{self, Kind, Pair};
+use crate::verdict::{self, NullKind, NullSamples};
 use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
 use crate::report::{
     round, stats, AuditInfo, ClassSummary, Comparison, FileReport, ModelReport, Report, Summary,
@@ -96,12 +97,20 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
             // Validation guarantees both names exist.
             return Err(Error::Internal("compare names a model that was not opened"));
         };
+        let mut references = Vec::new();
+        for r in &cmp.references {
+            let (Some(m), Some(names)) = (models.get(r), renamed.get(r)) else {
+                return Err(Error::Internal("reference names a model that was not opened"));
+            };
+            references.push((m.source.as_ref(), names));
+        }
         comparisons.push(compare(
             cmp,
             a.source.as_ref(),
             na,
             b.source.as_ref(),
             nb,
+            &references,
             opts,
         )?);
     }
@@ -184,7 +193,7 @@ pub(crate) fn measure(
     b: &dyn WeightSource,
     ib: usize,
     name: &str,
-) -> Result<Vec<(&'static str, MetricValue)>, Error> {
+) -> Result<(Moments, Vec<(&'static str, MetricValue)>), Error> {
     let fail = |source| Error::Measure {
         compare: cmp.name.clone(),
         tensor: name.to_owned(),
@@ -193,10 +202,11 @@ pub(crate) fn measure(
     let x = &a.tensors()[ia];
     let numel = x.numel;
     let evaluate = |input: &Input<'_>| {
-        metrics
+        let values = metrics
             .iter()
             .map(|m| (m.spec.name, m.metric.evaluate(input)))
-            .collect()
+            .collect();
+        (*input.moments, values)
     };
     if metrics.iter().any(|m| m.spec.needs == Needs::Tensors) {
         let (va, vb) = rayon::join(
@@ -222,12 +232,16 @@ pub(crate) fn measure(
     }
 }
 
+/// A reference model (declared independent of A) and its renamed tensor names.
+type Reference<'a> = (&'a dyn WeightSource, &'a BTreeMap<String, usize>);
+
 fn compare(
     cmp: &CompareSpec,
     a: &dyn WeightSource,
     names_a: &BTreeMap<String, usize>,
     b: &dyn WeightSource,
     names_b: &BTreeMap<String, usize>,
+    references: &[Reference<'_>],
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
     let (ta, tb) = (a.tensors(), b.tensors());
@@ -272,12 +286,12 @@ fn compare(
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
         .start(&format!("comparing {}", cmp.name), elements, "elements");
-    let rows = pairing
+    let measured_rows = pairing
         .pairs
         .par_iter()
         .map(|p| {
             let (x, y) = (&ta[p.a], &tb[p.b]);
-            let measured = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name)?;
+            let (moments, measured) = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name)?;
             opts.progress.advance(x.numel as u64);
             let mut values = BTreeMap::new();
             let mut undefined = BTreeMap::new();
@@ -287,7 +301,7 @@ fn compare(
                     undefined.insert(name.to_owned(), why);
                 }
             }
-            Ok(TensorRow {
+            let row = TensorRow {
                 name: p.name.clone(),
                 a_name: (x.name != p.name).then(|| x.name.clone()),
                 b_name: (y.name != p.name).then(|| y.name.clone()),
@@ -298,10 +312,31 @@ fn compare(
                 dtype_b: y.dtype.to_string(),
                 values,
                 undefined,
-            })
+                evidence: None,
+            };
+            Ok((row, moments))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     opts.progress.finish();
+    let (mut rows, moments): (Vec<TensorRow>, Vec<Moments>) = measured_rows.into_iter().unzip();
+
+    // Calibration and verdicts.
+    let nulls = nulls(cmp, a, names_a, b, &pairing.pairs, references, opts)?;
+    let measured: Vec<verdict::Measured<'_>> = pairing
+        .pairs
+        .iter()
+        .zip(&moments)
+        .map(|(pair, m)| verdict::Measured {
+            pair,
+            moments: *m,
+        })
+        .collect();
+    let structured = |p: &pairing::Pair| structured(a, p.a);
+    let (evidence, verdicts) =
+        verdict::judge(cmp, &measured, &structured, &nulls, &pairing.unpaired);
+    for (row, e) in rows.iter_mut().zip(evidence) {
+        row.evidence = Some(e);
+    }
 
     let metric_names: Vec<String> = cmp
         .metrics
@@ -379,5 +414,101 @@ fn compare(
         grids,
         skipped_grids,
         alignments,
+        verdicts,
     })
+}
+
+/// Largest tensor whose distinct values are counted to recognise a structured buffer.
+const STRUCTURE_CHECK_MAX: usize = 1 << 22;
+
+/// Whether tensor `i` of `source` takes few distinct values (at most max(16, n/50)): what a
+/// mask, an index table or a fixed basis looks like, and a trained weight does not. Only
+/// called for tensors identical in both models.
+fn structured(source: &dyn WeightSource, i: usize) -> bool {
+    let numel = source.tensors()[i].numel;
+    if numel > STRUCTURE_CHECK_MAX {
+        return false;
+    }
+    let Ok(values) = read_tensor(source, i, numel) else {
+        return false;
+    };
+    let mut bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits.len() <= (numel / 50).max(16)
+}
+
+/// Empirical nulls per class: reference models (declared independent of A) where they have
+/// the class, else cross-layer samples (A's layer i against B's layer j ≠ i, same class, at
+/// offsets 1 and ⌊L/2⌋ through the class's pairs).
+fn nulls(
+    cmp: &CompareSpec,
+    a: &dyn WeightSource,
+    names_a: &BTreeMap<String, usize>,
+    b: &dyn WeightSource,
+    pairs: &[Pair],
+    references: &[Reference<'_>],
+    opts: &RunOptions<'_>,
+) -> Result<NullSamples, Error> {
+    let (ta, tb) = (a.tensors(), b.tensors());
+    // (class, kind, source of the second tensor, index in A, index in the second source)
+    let mut jobs: Vec<(String, NullKind, &dyn WeightSource, usize, usize)> = Vec::new();
+    let mut by_class: BTreeMap<&str, Vec<&Pair>> = BTreeMap::new();
+    for p in pairs.iter().filter(|p| p.layer.is_some()) {
+        by_class.entry(&p.class).or_default().push(p);
+    }
+    for (class, members) in &by_class {
+        let l = members.len();
+        if l < 3 {
+            continue;
+        }
+        let mut offsets = vec![1, l / 2];
+        offsets.dedup();
+        for k in 0..l {
+            for &s in &offsets {
+                let (x, y) = (members[k], members[(k + s) % l]);
+                if x.a != y.a && ta[x.a].shape == tb[y.b].shape {
+                    jobs.push(((*class).to_owned(), NullKind::CrossLayer, b, x.a, y.b));
+                }
+            }
+        }
+    }
+    for (source, names) in references {
+        let ref_pairs = pairing::pair(cmp, a, names_a, *source, names, &|_| None);
+        for p in ref_pairs.pairs {
+            jobs.push((p.class, NullKind::Reference, *source, p.a, p.b));
+        }
+    }
+    let total: u64 = jobs.iter().map(|j| ta[j.3].numel as u64).sum();
+    opts.progress
+        .start(&format!("null samples {}", cmp.name), total, "elements");
+    let samples = jobs
+        .par_iter()
+        .map(|(class, kind, other, ia, ib)| {
+            let numel = ta[*ia].numel;
+            let m = pair_moments(a, *ia, *other, *ib, numel).map_err(|source| Error::Measure {
+                compare: cmp.name.clone(),
+                tensor: ta[*ia].name.clone(),
+                source: Box::new(source),
+            })?;
+            opts.progress.advance(numel as u64);
+            Ok((class.as_str(), *kind, verdict::pearson_of(&m)))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    opts.progress.finish();
+    let mut out: NullSamples = BTreeMap::new();
+    for (class, kind, r) in samples {
+        let Some(r) = r else { continue };
+        let entry = out
+            .entry(class.to_owned())
+            .or_insert_with(|| (kind, Vec::new()));
+        // A reference null replaces a cross-layer one for the same class.
+        if kind == NullKind::Reference && entry.0 != NullKind::Reference {
+            *entry = (kind, Vec::new());
+        }
+        if entry.0 == kind {
+            entry.1.push(r);
+        }
+    }
+    Ok(out)
 }

@@ -58,7 +58,8 @@ border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:.5rem 0 1rem;
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:left}td.n{text-align:right;\
 font-variant-numeric:tabular-nums}code{font-size:.85em}.muted{color:#666}figure{display:inline-block;\
 margin:0 1.5rem 1.5rem 0;vertical-align:top}figcaption{font-size:.8rem;max-width:420px}\
-svg text{font-family:system-ui,sans-serif}details{margin:.5rem 0}";
+svg text{font-family:system-ui,sans-serif}details{margin:.5rem 0}.v-derived{color:#b2182b}\
+.v-independent{color:#2166ac}.v-inconclusive{color:#8a6d00}";
 
 /// Renders the whole report.
 pub fn render(r: &Report) -> String {
@@ -80,6 +81,43 @@ pub fn render(r: &Report) -> String {
         "<p class=\"muted\">{} {} · report schema {} · recipe BLAKE3 <code>{}</code></p>",
         r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
     );
+
+    let _ = writeln!(o, "<h2>Verdicts</h2>");
+    for c in &r.comparisons {
+        let v = &c.verdicts;
+        let _ = writeln!(
+            o,
+            "<p><b>{}: <span class=\"v-{}\">{}</span>.</b> {}</p>\n<ul>",
+            esc(&c.name),
+            v.overall.name(),
+            v.overall.name(),
+            esc(&v.sentence)
+        );
+        for comp in &v.components {
+            let _ = writeln!(o, "<li>{}</li>", esc(&comp.sentence));
+        }
+        let _ = writeln!(o, "</ul>\n<details><summary>What this does not show</summary>\n<ul>");
+        for caveat in &v.caveats {
+            let _ = writeln!(o, "<li>{}</li>", esc(caveat));
+        }
+        let _ = writeln!(o, "</ul>\n</details>");
+    }
+    if let Some(c) = r.comparisons.first() {
+        let m = &c.verdicts.method;
+        let _ = writeln!(
+            o,
+            "<p class=\"muted\">Method: {}; nulls: {}; {} (α = {}); support needs a Pearson \
+             excess ≥ {} over the null mean; derived when ≥ {:.0} % of a component's evidence \
+             tensors support it. {}.</p>",
+            esc(m.statistic),
+            esc(m.nulls),
+            esc(m.correction),
+            m.alpha,
+            m.min_effect,
+            m.min_support_fraction * 100.0,
+            esc(m.combination)
+        );
+    }
 
     let _ = writeln!(o, "<h2>Summary</h2>\n<table>\n<tr><th>comparison</th><th>A</th><th>B</th>\
          <th>pairs compared</th><th>not compared</th><th>alignment</th></tr>");
@@ -163,6 +201,44 @@ fn comparison(o: &mut String, c: &Comparison) {
         c.summary.elements,
         c.summary.not_compared
     );
+
+    let _ = writeln!(
+        o,
+        "<h3>Evidence by component</h3>\n<table>\n<tr><th>component</th><th>verdict</th>\
+         <th>tensors</th><th>evidence</th><th>init-prior</th><th>supporting</th>\
+         <th>significant</th><th>identical</th><th>median Pearson</th><th>median z</th>\
+         <th>Stouffer z</th></tr>"
+    );
+    for k in &c.verdicts.components {
+        let z = |v: Option<f64>| v.map_or("—".to_owned(), |z| format!("{z:.1}"));
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td class=\"v-{}\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&k.name),
+            k.verdict.name(),
+            k.verdict.name(),
+            k.tensors,
+            k.evidence,
+            k.init_prior,
+            k.supporting,
+            k.significant,
+            k.identical,
+            num(k.median_pearson),
+            z(k.median_z),
+            z(k.stouffer_z)
+        );
+    }
+    let _ = writeln!(o, "</table>");
+    for k in c.verdicts.components.iter().filter(|k| !k.not_evidence.is_empty()) {
+        let _ = writeln!(o, "<p>Not evidence in {}:</p>\n<ul>", esc(&k.name));
+        for e in &k.not_evidence {
+            let _ = writeln!(o, "<li><code>{}</code>: {}</li>", esc(&e.tensor), esc(&e.reason));
+        }
+        let _ = writeln!(o, "</ul>");
+    }
 
     let _ = writeln!(o, "<h3>By tensor class</h3>\n<table>\n<tr><th>class</th><th>kind</th><th>n</th>");
     for m in &c.metrics {

@@ -16,6 +16,8 @@ pub mod pairing;
 pub mod recipe;
 pub mod registry;
 pub mod report;
+mod stats;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 

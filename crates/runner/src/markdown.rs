@@ -33,6 +33,87 @@ fn code(s: &str) -> String {
     format!("`{}`", cell(s))
 }
 
+/// The verdict section: first in the report, in plain sentences, then the caveats.
+fn verdicts(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "## Verdicts\n");
+    for c in &r.comparisons {
+        let v = &c.verdicts;
+        let _ = writeln!(o, "**{}: {}.** {}\n", c.name, v.overall.name(), v.sentence);
+        for comp in &v.components {
+            let _ = writeln!(o, "- {}", comp.sentence);
+        }
+        let _ = writeln!(o, "\nWhat this does not show:\n");
+        for caveat in &v.caveats {
+            let _ = writeln!(o, "- {caveat}");
+        }
+        o.push('\n');
+    }
+    if let Some(c) = r.comparisons.first() {
+        let m = &c.verdicts.method;
+        let _ = writeln!(
+            o,
+            "\nMethod: {}; nulls: {}; {} (α = {}); a tensor supports derivation when its \
+             adjusted p < α and Pearson exceeds the null mean by ≥ {}; a component is derived \
+             when ≥ {:.0} % of its evidence tensors do, independent when none is significant. \
+             {}.\n",
+            m.statistic,
+            m.nulls,
+            m.correction,
+            m.alpha,
+            m.min_effect,
+            m.min_support_fraction * 100.0,
+            m.combination
+        );
+    }
+}
+
+fn pvalue(p: Option<f64>) -> String {
+    match p {
+        None => "—".to_owned(),
+        Some(p) if p < 1e-300 => "<1e-300".to_owned(),
+        Some(p) => format!("{p:.1e}"),
+    }
+}
+
+/// Per component: the numbers behind the verdict, and what is not evidence.
+fn evidence(o: &mut String, c: &Comparison) {
+    let _ = writeln!(o, "### Evidence by component\n");
+    let _ = writeln!(
+        o,
+        "| component | verdict | tensors | evidence | init-prior | supporting | significant | \
+         identical | median Pearson | median z | min adj. p | Stouffer z |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for k in &c.verdicts.components {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&k.name),
+            k.verdict.name(),
+            k.tensors,
+            k.evidence,
+            k.init_prior,
+            k.supporting,
+            k.significant,
+            k.identical,
+            num(k.median_pearson),
+            k.median_z.map_or("—".to_owned(), |z| format!("{z:.1}")),
+            pvalue(k.min_p_adjusted),
+            k.stouffer_z.map_or("—".to_owned(), |z| format!("{z:.1}")),
+        );
+    }
+    for k in &c.verdicts.components {
+        if k.not_evidence.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\nNot evidence in {}:\n", k.name);
+        for e in &k.not_evidence {
+            let _ = writeln!(o, "- {}: {}", code(&e.tensor), e.reason);
+        }
+    }
+    o.push('\n');
+}
+
 /// Renders the whole report.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
@@ -46,6 +127,8 @@ pub fn render(r: &Report) -> String {
         "{} {} · report schema {} · recipe BLAKE3 `{}`\n",
         r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
     );
+
+    verdicts(&mut o, r);
 
     let _ = writeln!(o, "## Models\n");
     let _ = writeln!(
@@ -262,6 +345,8 @@ fn comparison(o: &mut String, c: &Comparison) {
         c.summary.not_compared
     );
 
+    evidence(o, c);
+
     let _ = writeln!(o, "### By tensor class\n");
     let mut head = "| class | kind | n | layers |".to_owned();
     let mut rule = "|---|---|---:|---|".to_owned();
@@ -300,8 +385,8 @@ fn comparison(o: &mut String, c: &Comparison) {
     grids(o, c);
 
     let _ = writeln!(o, "\n### Per tensor\n");
-    let mut head = "| tensor | shape | dtypes |".to_owned();
-    let mut rule = "|---|---|---|".to_owned();
+    let mut head = "| tensor | shape | dtypes | role | z |".to_owned();
+    let mut rule = "|---|---|---|---|---:|".to_owned();
     for m in &c.metrics {
         let _ = write!(head, " {m} |");
         rule.push_str("---:|");
@@ -313,7 +398,23 @@ fn comparison(o: &mut String, c: &Comparison) {
         } else {
             format!("{} / {}", t.dtype_a, t.dtype_b)
         };
-        let mut row = format!("| {} | {:?} | {} |", code(&t.name), t.shape, dtypes);
+        let (role, z) = match &t.evidence {
+            Some(e) => (
+                match &e.role {
+                    crate::verdict::Role::Evidence => "evidence",
+                    crate::verdict::Role::InitPrior => "init-prior",
+                    crate::verdict::Role::NotEvidence(_) => "not evidence",
+                },
+                e.z.map_or("—".to_owned(), |z| format!("{z:.1}")),
+            ),
+            None => ("—", "—".to_owned()),
+        };
+        let mut row = format!(
+            "| {} | {:?} | {} | {role} | {z} |",
+            code(&t.name),
+            t.shape,
+            dtypes
+        );
         for m in &c.metrics {
             let v = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
                 (Some(v), _) => num(Some(v)),

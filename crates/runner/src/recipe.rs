@@ -89,6 +89,21 @@ struct RawCompare {
     grid: Option<Spanned<RawGrid>>,
     #[serde(default)]
     align: Option<Spanned<String>>,
+    #[serde(default)]
+    references: Vec<Spanned<String>>,
+    #[serde(default)]
+    evidence: Vec<Spanned<String>>,
+    #[serde(default)]
+    not_evidence: Vec<Spanned<String>>,
+    #[serde(default)]
+    components: Vec<Spanned<RawComponent>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawComponent {
+    name: Spanned<String>,
+    include: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +184,33 @@ pub struct CompareSpec {
     pub grid: Option<GridSpec>,
     /// Whether to pair layers along the alignment recovered from the grids.
     pub align: Align,
+    /// Models declared independent of A, whose values form the null (`references`).
+    pub references: Vec<String>,
+    /// Globs of tensors that are evidence whatever the automatic checks say.
+    pub evidence: Vec<String>,
+    evidence_m: Vec<GlobMatcher>,
+    /// Globs of tensors that are never evidence.
+    pub not_evidence: Vec<String>,
+    not_evidence_m: Vec<GlobMatcher>,
+    /// Recipe-declared components, tried before the built-in patterns.
+    pub components: Vec<ComponentSpec>,
+}
+
+/// A recipe-declared component: a name and the globs of its tensors.
+pub struct ComponentSpec {
+    /// Component name.
+    pub name: String,
+    /// Globs as written.
+    pub include: Vec<String>,
+    include_m: Vec<GlobMatcher>,
+}
+
+impl ComponentSpec {
+    /// Whether a (renamed) tensor belongs to this component.
+    pub fn selects(&self, name: &str) -> bool {
+        let path = glob_path(name);
+        self.include_m.iter().any(|g| g.is_match(&path))
+    }
 }
 
 /// A metric as a compare uses it: its registered description and the runnable object built
@@ -226,6 +268,18 @@ impl fmt::Debug for CompareSpec {
 }
 
 impl CompareSpec {
+    /// Whether the recipe declares this tensor evidence.
+    pub fn forced_evidence(&self, name: &str) -> bool {
+        let path = glob_path(name);
+        self.evidence_m.iter().any(|g| g.is_match(&path))
+    }
+
+    /// Whether the recipe declares this tensor not evidence.
+    pub fn forced_not_evidence(&self, name: &str) -> bool {
+        let path = glob_path(name);
+        self.not_evidence_m.iter().any(|g| g.is_match(&path))
+    }
+
     /// Whether a (renamed) tensor name passes the include/exclude filters.
     pub fn selects(&self, name: &str) -> bool {
         let path = glob_path(name);
@@ -585,6 +639,47 @@ fn validate(
                 }
             },
         };
+        for r in &cmp.references {
+            if !models.contains_key(r.get_ref()) {
+                diags.push(
+                    r.span(),
+                    format!(
+                        "{which}: no model named `{}` for `references`{}",
+                        r.get_ref(),
+                        suggest(r.get_ref(), models.keys().map(String::as_str))
+                    ),
+                );
+            } else if r.get_ref() == cmp.a.get_ref() || r.get_ref() == cmp.b.get_ref() {
+                diags.push(
+                    r.span(),
+                    format!(
+                        "{which}: reference `{}` is a side of the comparison; a reference must \
+                         be a third model known to be independent of A",
+                        r.get_ref()
+                    ),
+                );
+            }
+        }
+        let evidence_m = globs(&cmp.evidence, "evidence", diags);
+        let not_evidence_m = globs(&cmp.not_evidence, "not-evidence", diags);
+        let components: Vec<ComponentSpec> = cmp
+            .components
+            .into_iter()
+            .map(|c| {
+                let c = c.into_inner();
+                if c.include.is_empty() {
+                    diags.push(
+                        c.name.span(),
+                        format!("{which}: component `{}` has no `include` globs", c.name.get_ref()),
+                    );
+                }
+                ComponentSpec {
+                    include_m: globs(&c.include, "component", diags),
+                    name: c.name.into_inner(),
+                    include: c.include.into_iter().map(Spanned::into_inner).collect(),
+                }
+            })
+            .collect();
         for (name, table) in &cmp.params {
             if !seen.contains(name.as_str()) {
                 diags.push(
@@ -616,6 +711,12 @@ fn validate(
                 })
             }),
             align,
+            references: cmp.references.into_iter().map(Spanned::into_inner).collect(),
+            evidence: cmp.evidence.into_iter().map(Spanned::into_inner).collect(),
+            evidence_m,
+            not_evidence: cmp.not_evidence.into_iter().map(Spanned::into_inner).collect(),
+            not_evidence_m,
+            components,
         });
     }
 

@@ -168,6 +168,8 @@ pub struct Comparison {
     pub include: Vec<String>,
     /// Exclude globs.
     pub exclude: Vec<String>,
+    /// Calibrated verdicts per component, with evidence and caveats.
+    pub verdicts: crate::verdict::Verdicts,
     /// Counts.
     pub summary: Summary,
     /// Per tensor class, sorted by class.
@@ -322,6 +324,8 @@ pub struct TensorRow {
     /// Why a metric is undefined, for those that are.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub undefined: BTreeMap<String, Undefined>,
+    /// How the pair counts for the verdict, and its statistics against the null.
+    pub evidence: Option<crate::verdict::Evidence>,
 }
 
 impl Report {
