@@ -131,6 +131,10 @@ pub mod reason {
     pub const ZERO_NORM: u32 = 3;
     /// A tensor is constant (zero variance).
     pub const CONSTANT: u32 = 4;
+    /// The metric compares matrices and the tensors are one-dimensional.
+    pub const NOT_A_MATRIX: u32 = 5;
+    /// Too few examples (rows) for the estimator.
+    pub const TOO_FEW_EXAMPLES: u32 = 6;
 }
 
 /// Bits of [`MetricDescriptor::flags`]. The host refuses unknown bits.
@@ -283,6 +287,10 @@ pub enum Undefined {
     ZeroNorm,
     /// A tensor is constant.
     Constant,
+    /// The metric compares matrices and the tensors are one-dimensional.
+    NotAMatrix,
+    /// Too few examples (rows) for the estimator.
+    TooFewExamples,
 }
 
 impl Undefined {
@@ -293,6 +301,8 @@ impl Undefined {
             Undefined::NonFinite => reason::NON_FINITE,
             Undefined::ZeroNorm => reason::ZERO_NORM,
             Undefined::Constant => reason::CONSTANT,
+            Undefined::NotAMatrix => reason::NOT_A_MATRIX,
+            Undefined::TooFewExamples => reason::TOO_FEW_EXAMPLES,
         }
     }
 
@@ -303,6 +313,8 @@ impl Undefined {
             reason::NON_FINITE => Some(Undefined::NonFinite),
             reason::ZERO_NORM => Some(Undefined::ZeroNorm),
             reason::CONSTANT => Some(Undefined::Constant),
+            reason::NOT_A_MATRIX => Some(Undefined::NotAMatrix),
+            reason::TOO_FEW_EXAMPLES => Some(Undefined::TooFewExamples),
             _ => None,
         }
     }

@@ -312,6 +312,8 @@ fn undefined_codes_round_trip() {
         Undefined::NonFinite,
         Undefined::ZeroNorm,
         Undefined::Constant,
+        Undefined::NotAMatrix,
+        Undefined::TooFewExamples,
     ] {
         assert_eq!(Undefined::from_code(u.code()), Some(u));
     }

@@ -5,9 +5,11 @@
 //! and column) → [`execute::run`] (open models, [`pairing`], one fused pass per tensor pair,
 //! summaries) → [`report::Report`] → JSON and Markdown renderers.
 //!
-//! The built-in plugins are registered in exactly one place, [`registry::builtin`].
+//! The built-in plugins are registered in exactly one place, [`registry::builtin`]; metrics
+//! from third-party shared libraries are added to that registry by [`dylib::load`].
 
 pub mod demo;
+pub mod dylib;
 pub mod execute;
 pub mod grid;
 mod html;
@@ -86,6 +88,15 @@ pub enum Error {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// A shared-library plugin could not be loaded ([`dylib::load`]).
+    #[error("cannot load plugin {}", path.display())]
+    Plugin {
+        /// The library, as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        problem: Box<dylib::LoadProblem>,
     },
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
