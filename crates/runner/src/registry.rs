@@ -7,6 +7,7 @@ use weightkin_core::{Format, MetricSpec, Registry, Result};
 /// Built-in formats, in sniffing order.
 pub const FORMATS: &[&dyn Format] = &[
     &weightkin_core::safetensors::FORMAT,
+    &weightkin_format_gguf::FORMAT,
     &weightkin_format_pytorch::FORMAT,
 ];
 

@@ -168,7 +168,8 @@ fn bert_gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{n}.{g}.{suffix}"))
 }
 
-/// A GGUF copy of a BERT safetensors model, as the converter lays it out: the tensors it
+/// A GGUF copy of a BERT safetensors model, as the converter (and
+/// `tests/golden/gen_minilm_copies.py`) lays it out: the tensors it
 /// keeps (not `position_ids`, not the pooler), 2-D weights in `quant` (except the position
 /// and token-type embeddings, which it always keeps in F32), everything else in F32.
 fn bert_copy(st: &dyn WeightSource, quant: Dtype) -> GgufBuilder {
@@ -202,6 +203,32 @@ fn bert_copy(st: &dyn WeightSource, quant: Dtype) -> GgufBuilder {
     b
 }
 
+/// CRC-32 (IEEE 802.3, as zlib's `crc32`), to compare whole files with what gguf-py wrote.
+fn crc32(bytes: &[u8]) -> u32 {
+    let table: Vec<u32> = (0..256u32)
+        .map(|n| {
+            (0..8).fold(n, |c, _| {
+                if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                }
+            })
+        })
+        .collect();
+    !bytes.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+/// Length and CRC-32 of the three copies as llama.cpp's gguf package writes them
+/// (`tests/golden/gen_minilm_copies.py`, gguf 0.19.0).
+const GGUF_PY_COPIES: [(Dtype, usize, u32); 3] = [
+    (Dtype::F32, 90_267_424, 0x79b2_2b6a),
+    (Dtype::Q8_0, 24_651_680, 0x69f3_5616),
+    (Dtype::Q4_0, 13_483_040, 0x8a0e_f6e2),
+];
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
@@ -229,9 +256,13 @@ fn minilm_safetensors_against_its_gguf_copies() {
         .open(&fixture(MINILM), &Limits::default())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for quant in [Dtype::F32, Dtype::Q8_0, Dtype::Q4_0] {
+    for (quant, len, crc) in GGUF_PY_COPIES {
         let path = dir.path().join(format!("minilm-{quant}.gguf"));
-        bert_copy(st.as_ref(), quant).write(&path).unwrap();
+        let bytes = bert_copy(st.as_ref(), quant).to_bytes().unwrap();
+        // The copy is byte for byte the file the gguf package writes.
+        assert_eq!((bytes.len(), crc32(&bytes)), (len, crc), "{quant}");
+        std::fs::write(&path, &bytes).unwrap();
+        drop(bytes);
         let gguf = weightkin_format_gguf::FORMAT
             .open(&path, &Limits::default())
             .unwrap();
