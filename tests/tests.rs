@@ -17,5 +17,9 @@ mod errors;
 /// The HTML report in a real browser (headless Chromium) and its structure.
 mod html;
 
+/// Shared-library metric plugins: loading, listing, a recipe using one, the conformance kit
+/// against the example and the deliberately broken plugins, and every load error.
+mod plugins;
+
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;

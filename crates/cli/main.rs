@@ -3,8 +3,15 @@
 //! Thin by design: argument parsing, thread-pool set-up, progress display and error printing.
 //! Everything that decides what a report says lives in `weightkin-runner`.
 //!
-//! Exit codes: 0 success; 1 the audit could not be completed (unreadable or invalid recipe or
-//! model file, I/O error); 2 invalid command-line usage.
+//! Plugins: `--plugin PATH` (repeatable, before or after the subcommand) and the
+//! `WEIGHTKIN_PLUGIN_PATH` variable (a list separated like `PATH`) name shared-library metric
+//! plugins, loaded before the command runs (`weightkin_runner::dylib`); loading one runs its
+//! code. `weightkin plugins` lists every format and metric with its origin;
+//! `weightkin plugins check PATH` runs the conformance kit against a plugin's metrics.
+//!
+//! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
+//! model file, a plugin that cannot be loaded, I/O error); 2 invalid command-line usage;
+//! 3 `plugins check` ran, and a metric failed a conformance check.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use weightkin_core::{Limits, Registry, WeightSource};
+use weightkin_core::{Limits, Origin, Registry, WeightSource};
 use weightkin_runner::{recipe, NoProgress, Progress, Report, ReportFormat, RunOptions};
 
 #[derive(Parser)]
@@ -21,13 +28,24 @@ use weightkin_runner::{recipe, NoProgress, Progress, Report, ReportFormat, RunOp
     name = "weightkin",
     version,
     about = "Audit neural-network weights for provenance: was model B derived from model A?",
-    after_help = "Exit codes: 0 success, 1 audit could not be completed (bad recipe, bad model \
-                  file, I/O error), 2 invalid usage."
+    after_help = "Plugins: --plugin PATH (repeatable) and WEIGHTKIN_PLUGIN_PATH (a list \
+                  separated like PATH) load shared-library metric plugins. Loading a plugin runs \
+                  its code: load only plugins you trust.\n\n\
+                  Exit codes: 0 success, 1 the command could not be completed (bad recipe, bad \
+                  model file, plugin that cannot be loaded, I/O error), 2 invalid usage, \
+                  3 `plugins check`: a metric failed a conformance check."
 )]
 struct Cli {
+    /// Load the metrics of the shared-library plugin at PATH (repeatable; also read from
+    /// WEIGHTKIN_PLUGIN_PATH). Loading a plugin runs its code.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    plugins: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
+
+/// Exit code of `plugins check` when a metric fails a conformance check.
+const EXIT_CHECK_FAILED: u8 = 3;
 
 #[derive(Subcommand)]
 enum Command {
@@ -73,8 +91,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the registered formats and metrics.
-    Plugins,
+    /// List the registered formats and metrics with their origin (built-in or plugin).
+    Plugins {
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
+    },
     /// Generate a small model family offline, audit it, and print the report.
     Demo {
         /// Keep the generated models, recipe and reports in this directory.
@@ -82,6 +103,16 @@ enum Command {
         keep: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsAction {
+    /// Load the plugin at PATH and run the conformance kit (the checks every built-in metric
+    /// passes) on each of its metrics; prints a pass/fail table, exit code 3 on a failure.
+    Check {
+        /// The shared library.
+        path: PathBuf,
     },
 }
 
@@ -149,7 +180,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "error: {e}");
@@ -171,8 +202,11 @@ fn set_threads(t: &Threads) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let registry = weightkin_runner::registry::builtin()?;
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut registry = weightkin_runner::registry::builtin()?;
+    let mut plugin_paths = weightkin_runner::dylib::env_paths();
+    plugin_paths.extend(cli.plugins);
+    weightkin_runner::dylib::load_all(&mut registry, &plugin_paths)?;
     let bar = Bar::default();
     let progress: &dyn Progress = if std::io::stderr().is_terminal() {
         &bar
@@ -225,7 +259,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open {}", model.display()))?;
             emit(&inspect(source.as_ref(), json))?;
         }
-        Command::Plugins => emit(&plugins(&registry))?,
+        Command::Plugins { action: None } => emit(&plugins(&registry))?,
+        Command::Plugins {
+            action: Some(PluginsAction::Check { path }),
+        } => {
+            let loaded = weightkin_runner::dylib::load(&mut registry, &path)?;
+            let reports: Vec<_> = loaded
+                .metrics
+                .iter()
+                .map(|m| weightkin_core::conformance::check(m))
+                .collect();
+            emit(&format!(
+                "plugin {} {} ({})\n\n{}",
+                loaded.name,
+                loaded.version,
+                loaded.path.display(),
+                weightkin_core::conformance::table(&reports)
+            ))?;
+            if !reports
+                .iter()
+                .all(weightkin_core::conformance::Report::passed)
+            {
+                return Ok(ExitCode::from(EXIT_CHECK_FAILED));
+            }
+        }
         Command::Demo { keep, threads } => {
             set_threads(&threads)?;
             let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -246,7 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes to stdout. A closed pipe (`weightkin compare … | head`) ends output quietly
@@ -314,23 +371,79 @@ fn inspect(source: &dyn WeightSource, json: bool) -> String {
     o
 }
 
+/// `weightkin plugins`: every format and metric with its origin (`built-in` or the name of the
+/// plugin it came from), then each loaded plugin with its version and path.
 fn plugins(registry: &Registry) -> String {
     use std::fmt::Write as _;
+    let metrics: Vec<_> = registry.metrics_with_origin().collect();
+    let origin = |o: &Origin| match o {
+        Origin::BuiltIn => "built-in".to_owned(),
+        Origin::Library { plugin, .. } => plugin.clone(),
+    };
+    let w_name = registry
+        .formats()
+        .iter()
+        .map(|f| f.name().len())
+        .chain(metrics.iter().map(|(m, _)| m.name.len()))
+        .max()
+        .unwrap_or(0);
+    let w_origin = metrics
+        .iter()
+        .map(|(_, o)| origin(o).len())
+        .chain(["built-in".len()])
+        .max()
+        .unwrap_or(0);
     let mut o = String::from("formats:\n");
     for f in registry.formats() {
-        let _ = writeln!(o, "  {:12} {}", f.name(), f.doc());
-    }
-    o.push_str("metrics:\n");
-    for m in registry.metrics() {
         let _ = writeln!(
             o,
-            "  {:12} {} [range {}..{}{}]",
+            "  {:w_name$}  {:w_origin$}  {}",
+            f.name(),
+            "built-in",
+            f.doc()
+        );
+    }
+    o.push_str("metrics:\n");
+    let mut libraries: Vec<(&Origin, Vec<&str>)> = Vec::new();
+    for (m, from) in &metrics {
+        let identity = m
+            .identity
+            .map(|v| format!(", m(a,a) = {v}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {:w_name$}  {:w_origin$}  {} [range {}..{}{}{identity}]",
             m.name,
+            origin(from),
             m.doc,
             m.range.0,
             m.range.1,
             if m.symmetric { ", symmetric" } else { "" }
         );
+        if matches!(from, Origin::Library { .. }) {
+            match libraries.iter_mut().find(|(l, _)| *l == *from) {
+                Some((_, names)) => names.push(m.name),
+                None => libraries.push((from, vec![m.name])),
+            }
+        }
+    }
+    if !libraries.is_empty() {
+        o.push_str("plugins (loading a plugin runs its code):\n");
+        for (lib, names) in libraries {
+            if let Origin::Library {
+                path,
+                plugin,
+                version,
+            } = lib
+            {
+                let _ = writeln!(
+                    o,
+                    "  {plugin} {version}: {} ({})",
+                    path.display(),
+                    names.join(", ")
+                );
+            }
+        }
     }
     o
 }
@@ -374,7 +487,11 @@ fn demo_summary(report: &Report) -> String {
             let _ = writeln!(o, "  not compared: {n} tensor(s), {reason}");
         }
         for a in &c.alignments {
-            let pairs: Vec<String> = a.mapping.iter().map(|m| format!("{}→{}", m.b, m.a)).collect();
+            let pairs: Vec<String> = a
+                .mapping
+                .iter()
+                .map(|m| format!("{}→{}", m.b, m.a))
+                .collect();
             let _ = writeln!(
                 o,
                 "  layer alignment of {} (B→A, from {} grids): {}  (mean {} on it, {} off it)",
@@ -382,7 +499,8 @@ fn demo_summary(report: &Report) -> String {
                 a.metric,
                 pairs.join(" "),
                 a.score.map_or("—".to_owned(), |v| format!("{v:.4}")),
-                a.off_mapping_mean.map_or("—".to_owned(), |v| format!("{v:.4}")),
+                a.off_mapping_mean
+                    .map_or("—".to_owned(), |v| format!("{v:.4}")),
             );
         }
         o.push('\n');

@@ -156,7 +156,7 @@ pub enum Error {
 #[non_exhaustive]
 pub enum MetricFailure {
     /// The plugin returned its error status; the text is its message (a caught panic reads
-    /// "the plugin panicked: …").
+    /// "panicked: …").
     #[error("the plugin reported: {0}")]
     Reported(String),
     /// The plugin returned NaN or an infinity as a value.

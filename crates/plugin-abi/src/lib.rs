@@ -570,7 +570,7 @@ pub mod __private {
             .unwrap_or_else(|| "a non-string payload".to_owned());
         // Dropping a payload can itself panic; that must not unwind out of here either.
         let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-        format!("the plugin panicked: {text}")
+        format!("panicked: {text}")
     }
 
     /// Body of every generated [`crate::ComputeFn`].

@@ -157,7 +157,7 @@ fn compute_returns_values_and_reasons() {
 fn panics_become_error_status_with_the_message() {
     let c = call(0, &[1.0; 3], &[1.0; 3], &[3], r#"{"explode": true}"#, 64);
     assert_eq!(c.status, status::ERROR);
-    assert_eq!(c.message, "the plugin panicked: boom 3");
+    assert_eq!(c.message, "panicked: boom 3");
 }
 
 #[test]

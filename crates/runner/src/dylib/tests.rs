@@ -221,7 +221,7 @@ fn every_misbehaviour_becomes_an_error_and_never_a_value() {
     };
     assert_eq!(
         problem("panic"),
-        MetricFailure::Reported("the plugin panicked: deliberate panic on 2 elements".into())
+        MetricFailure::Reported("panicked: deliberate panic on 2 elements".into())
     );
     assert!(matches!(problem("nan"), MetricFailure::NotFinite(v) if v.is_nan()));
     assert_eq!(
