@@ -151,6 +151,15 @@ pub trait Metric: Send + Sync {
     fn try_evaluate(&self, input: &Input<'_>) -> Result<MetricValue> {
         Ok(self.evaluate(input))
     }
+
+    /// Values of the metric under the metric's own null, for a z-score beside its value:
+    /// for example CKA recomputed with B's examples randomly permuted, which keeps every
+    /// marginal property of both matrices and destroys their correspondence. Empty (the
+    /// default) when the metric has no such null; deterministic for a given input.
+    fn null_samples(&self, input: &Input<'_>) -> Vec<f64> {
+        let _ = input;
+        Vec::new()
+    }
 }
 
 /// Static description of a metric, as registered.

@@ -16,6 +16,8 @@ use weightkin_core::{
 
 use crate::grid;
 use crate::pairing::{self, Kind, Pair};
+use crate::report::MetricNull;
+use crate::stats;
 use crate::verdict::{self, NullKind, NullSamples};
 use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
 use crate::report::{
@@ -182,6 +184,19 @@ fn describe(
     })
 }
 
+/// One metric's result on one pair.
+pub(crate) struct MetricResult {
+    /// Metric name.
+    pub name: &'static str,
+    /// Its value.
+    pub value: MetricValue,
+    /// Its values under the metric's own null (empty if it has none).
+    pub null: Vec<f64>,
+}
+
+/// Smallest null s.d. used for a metric's own null (a few permutations can agree closely).
+const METRIC_NULL_SD_FLOOR: f64 = 1e-3;
+
 /// Measures one tensor pair with `metrics`: a single streaming pass for moment metrics, or
 /// both tensors read whole when any metric needs them (moments then come from the same
 /// in-memory data, merged exactly as the streaming pass merges them).
@@ -193,7 +208,7 @@ pub(crate) fn measure(
     b: &dyn WeightSource,
     ib: usize,
     name: &str,
-) -> Result<(Moments, Vec<(&'static str, MetricValue)>), Error> {
+) -> Result<(Moments, Vec<MetricResult>), Error> {
     let fail = |source| Error::Measure {
         compare: cmp.name.clone(),
         tensor: name.to_owned(),
@@ -204,7 +219,11 @@ pub(crate) fn measure(
     let evaluate = |input: &Input<'_>| {
         let values = metrics
             .iter()
-            .map(|m| (m.spec.name, m.metric.evaluate(input)))
+            .map(|m| MetricResult {
+                name: m.spec.name,
+                value: m.metric.evaluate(input),
+                null: m.metric.null_samples(input),
+            })
             .collect();
         (*input.moments, values)
     };
@@ -295,10 +314,25 @@ fn compare(
             opts.progress.advance(x.numel as u64);
             let mut values = BTreeMap::new();
             let mut undefined = BTreeMap::new();
-            for (name, v) in measured {
-                values.insert(name.to_owned(), v.value().map(round));
-                if let MetricValue::Undefined(why) = v {
-                    undefined.insert(name.to_owned(), why);
+            let mut nulls = BTreeMap::new();
+            for r in measured {
+                values.insert(r.name.to_owned(), r.value.value().map(round));
+                if let MetricValue::Undefined(why) = r.value {
+                    undefined.insert(r.name.to_owned(), why);
+                }
+                if let (Some(v), Some((mean, sd))) = (r.value.value(), stats::mean_sd(&r.null)) {
+                    let sd = sd.max(METRIC_NULL_SD_FLOOR);
+                    let z = (v - mean) / sd;
+                    nulls.insert(
+                        r.name.to_owned(),
+                        MetricNull {
+                            samples: r.null.len(),
+                            mean: round(mean),
+                            sd: round(sd),
+                            z: (z * 1e3).round() / 1e3,
+                            p: stats::upper_tail(z),
+                        },
+                    );
                 }
             }
             let row = TensorRow {
@@ -312,6 +346,7 @@ fn compare(
                 dtype_b: y.dtype.to_string(),
                 values,
                 undefined,
+                metric_nulls: nulls,
                 evidence: None,
             };
             Ok((row, moments))

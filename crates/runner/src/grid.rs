@@ -140,7 +140,7 @@ fn grid(
         .map(|&(_, ia, _, ib, name)| {
             let v = measure(cmp, std::slice::from_ref(metric), a, ia, b, ib, name)?;
             opts.progress.advance(numel as u64);
-            Ok(v.1.into_iter().next().and_then(|(_, v)| v.value().map(round)))
+            Ok(v.1.into_iter().next().and_then(|r| r.value.value().map(round)))
         })
         .collect::<Result<Vec<Option<f64>>, Error>>()?;
     opts.progress.finish();

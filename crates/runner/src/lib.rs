@@ -19,6 +19,7 @@ pub mod recipe;
 pub mod registry;
 pub mod report;
 mod stats;
+pub mod synth;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

@@ -298,6 +298,21 @@ pub struct ClassSummary {
     pub per_layer: BTreeMap<String, Vec<Option<f64>>>,
 }
 
+/// A metric value against the metric's own null.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricNull {
+    /// Null samples (permutations).
+    pub samples: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// Their s.d. (floored at 0.001).
+    pub sd: f64,
+    /// (value − mean) / s.d.
+    pub z: f64,
+    /// One-sided normal p-value of z.
+    pub p: f64,
+}
+
 /// One compared tensor pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorRow {
@@ -324,6 +339,9 @@ pub struct TensorRow {
     /// Why a metric is undefined, for those that are.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub undefined: BTreeMap<String, Undefined>,
+    /// Metrics with a null of their own (CKA's row-permutation null): the value's z-score.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_nulls: BTreeMap<String, MetricNull>,
     /// How the pair counts for the verdict, and its statistics against the null.
     pub evidence: Option<crate::verdict::Evidence>,
 }

@@ -42,7 +42,7 @@ pub static SPEC: MetricSpec = MetricSpec {
     range: (-1.0, 1.0),
     symmetric: true,
     identity: Some(1.0),
-    params: &["estimator", "examples"],
+    params: &["estimator", "examples", "permutations"],
     needs: Needs::Tensors,
     build: &build,
 };
@@ -111,11 +111,31 @@ fn build(params: &Params) -> Result<Box<dyn Metric>> {
             _ => None,
         },
     )?;
+    let permutations = match params.get("permutations") {
+        None => DEFAULT_PERMUTATIONS,
+        Some(ParamValue::Integer(k)) if (0..=MAX_PERMUTATIONS).contains(k) => *k as usize,
+        Some(_) => {
+            return Err(Error::InvalidParam {
+                metric: NAME,
+                param: "permutations".to_owned(),
+                problem: ParamProblem::BadValue {
+                    expected: "an integer from 0 to 64",
+                },
+            })
+        }
+    };
     Ok(Box::new(Cka {
         estimator,
         examples,
+        permutations,
     }))
 }
+
+/// Row permutations for the permutation null, by default. Each costs one more CKA.
+pub const DEFAULT_PERMUTATIONS: usize = 4;
+
+/// Most permutations a recipe may ask for.
+pub const MAX_PERMUTATIONS: i64 = 64;
 
 /// The built metric.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +144,8 @@ pub struct Cka {
     pub estimator: Estimator,
     /// Example axis.
     pub examples: Examples,
+    /// Permutations of B's examples for the permutation null (0: none).
+    pub permutations: usize,
 }
 
 impl Metric for Cka {
@@ -147,6 +169,60 @@ impl Metric for Cka {
             Err(_) => MetricValue::Undefined(Undefined::BackendFailed),
         }
     }
+
+    /// CKA with B's examples permuted by `permutations` fixed pseudo-random permutations
+    /// (seeds 1, 2, …): the correspondence between A's and B's examples is destroyed, every
+    /// other property of both matrices kept.
+    fn null_samples(&self, input: &Input<'_>) -> Vec<f64> {
+        let Some(t) = input.tensors else {
+            return Vec::new();
+        };
+        if t.shape.len() < 2 || t.a.is_empty() || !input.moments.is_finite() {
+            return Vec::new();
+        }
+        let rows = t.shape[0];
+        let cols = t.a.len() / rows.max(1);
+        let (n, p) = match self.examples {
+            Examples::Rows => (rows, cols),
+            Examples::Columns => (cols, rows),
+        };
+        (1..=self.permutations as u64)
+            .filter_map(|seed| {
+                let perm = permutation(n, seed);
+                let mut b = vec![0f32; t.b.len()];
+                for (dst, &src) in perm.iter().enumerate() {
+                    for j in 0..p {
+                        let (d, s) = match self.examples {
+                            Examples::Rows => (dst * p + j, src * p + j),
+                            Examples::Columns => (j * n + dst, j * n + src),
+                        };
+                        b[d] = t.b[s];
+                    }
+                }
+                cka(t.a, &b, rows, cols, self.examples, self.estimator)
+                    .ok()
+                    .and_then(MetricValue::value)
+            })
+            .collect()
+    }
+}
+
+/// A fixed pseudo-random permutation of 0..n (SplitMix64 + Fisher–Yates).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
 }
 
 /// Column-centred copy of a row-major `n × p` matrix (examples × features), centred in f64.
@@ -394,6 +470,34 @@ mod tests {
         let bia = cka(&a, &b, n, p, Examples::Rows, Estimator::Biased).unwrap().value().unwrap();
         assert!(deb.abs() < 0.05, "debiased {deb}");
         assert!(bia > 0.3, "biased {bia}");
+    }
+
+    #[test]
+    fn permutation_null_is_centred_near_zero_for_related_matrices() {
+        let (n, p) = (64, 16);
+        let a = lcg(n * p, 7);
+        let b: Vec<f32> = a.iter().zip(lcg(n * p, 8)).map(|(x, y)| x + 0.5 * y).collect();
+        let shape = [n, p];
+        let m = weightkin_core::Moments::of_tensors(&a, &b);
+        let metric = Cka {
+            estimator: Estimator::Debiased,
+            examples: Examples::Rows,
+            permutations: 8,
+        };
+        let input = Input {
+            moments: &m,
+            tensors: Some(weightkin_core::Tensors {
+                a: &a,
+                b: &b,
+                shape: &shape,
+            }),
+        };
+        let value = metric.evaluate(&input).value().unwrap();
+        let null = metric.null_samples(&input);
+        assert_eq!(null.len(), 8);
+        let mean = null.iter().sum::<f64>() / 8.0;
+        assert!(value > 0.7 && mean.abs() < 0.1, "{value} vs null {null:?}");
+        assert_eq!(null, metric.null_samples(&input), "deterministic");
     }
 
     #[test]
