@@ -2,14 +2,14 @@
 //! shared-library plugin.
 //!
 //! A metric's [`MetricSpec`] makes promises — a range, symmetry, a value on identical inputs,
-//! the parameters it accepts — and the [`Metric`](crate::Metric) contract adds more: degenerate
+//! the parameters it accepts — and the [`Metric`] contract adds more: degenerate
 //! input gives a stated [`Undefined`](crate::Undefined) reason, never NaN, and the same input
 //! always gives the same bits. [`check`] tests each promise on fixed synthetic data and returns
 //! a [`Report`] with one row per [`Check`]. The built-in metrics' test suite and
 //! `weightkin plugins check PATH` both run exactly this code, so a third-party plugin is held
 //! to the same standard as the built-ins.
 //!
-//! Every evaluation goes through [`Metric::try_evaluate`](crate::Metric::try_evaluate) inside
+//! Every evaluation goes through [`Metric::try_evaluate`] inside
 //! `catch_unwind`, so a metric that panics, returns an error or breaks its range is reported
 //! as a failed row rather than stopping the run.
 
