@@ -145,6 +145,32 @@ fn inspect_and_plugins() {
 }
 
 #[test]
+fn fail_on_gates_on_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(weightkin(dir.path(), &["demo", "--keep", "m"]).status.success());
+    let cmp = |b: &str, fail_on: &str| {
+        weightkin(
+            dir.path(),
+            &["compare", "m/base.safetensors", b, "--fail-on", fail_on],
+        )
+    };
+    let out = cmp("m/finetuned.safetensors", "derived");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--fail-on: a ↔ b: derived"), "{}", stderr(&out));
+    assert_eq!(cmp("m/finetuned.safetensors", "independent").status.code(), Some(0));
+    assert_eq!(cmp("m/independent.safetensors", "derived").status.code(), Some(0));
+    assert_eq!(cmp("m/independent.safetensors", "independent").status.code(), Some(4));
+    // audit writes its reports first, then gates.
+    let out = weightkin(
+        dir.path(),
+        &["audit", "m/demo.toml", "--out", "r", "--fail-on", "derived"],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(dir.path().join("r/report.json").exists());
+    assert!(stdout(&out).contains("base vs independent model: independent."));
+}
+
+#[test]
 fn exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     // Usage error.

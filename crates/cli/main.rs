@@ -11,7 +11,8 @@
 //!
 //! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
 //! model file, a plugin that cannot be loaded, I/O error); 2 invalid command-line usage;
-//! 3 `plugins check` ran, and a metric failed a conformance check.
+//! 3 `plugins check` ran, and a metric failed a conformance check; 4 the audit ran and a
+//! comparison's overall verdict is one that `--fail-on` names.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ use weightkin_runner::{recipe, NoProgress, Progress, Report, ReportFormat, RunOp
                   its code: load only plugins you trust.\n\n\
                   Exit codes: 0 success, 1 the command could not be completed (bad recipe, bad \
                   model file, plugin that cannot be loaded, I/O error), 2 invalid usage, \
-                  3 `plugins check`: a metric failed a conformance check."
+                  3 `plugins check`: a metric failed a conformance check, 4 `--fail-on`: a \
+                  comparison's overall verdict matched."
 )]
 struct Cli {
     /// Load the metrics of the shared-library plugin at PATH (repeatable; also read from
@@ -47,6 +49,54 @@ struct Cli {
 /// Exit code of `plugins check` when a metric fails a conformance check.
 const EXIT_CHECK_FAILED: u8 = 3;
 
+/// Exit code of `audit`/`compare` when a comparison's overall verdict is one `--fail-on` names.
+const EXIT_VERDICT_MATCHED: u8 = 4;
+
+/// A verdict to gate on.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    /// Some component of B derives from A.
+    Derived,
+    /// Every component of B is independent of A.
+    Independent,
+    /// The evidence does not settle it.
+    Inconclusive,
+}
+
+impl FailOn {
+    fn matches(self, v: weightkin_runner::verdict::Verdict) -> bool {
+        use weightkin_runner::verdict::Verdict;
+        matches!(
+            (self, v),
+            (FailOn::Derived, Verdict::Derived)
+                | (FailOn::Independent, Verdict::Independent)
+                | (FailOn::Inconclusive, Verdict::Inconclusive)
+        )
+    }
+}
+
+/// Exit code 4 if any comparison's overall verdict is one of `fail_on`, with a line on
+/// stderr naming each match.
+fn gate(report: &Report, fail_on: &[FailOn]) -> ExitCode {
+    let mut matched = false;
+    for c in &report.comparisons {
+        if fail_on.iter().any(|f| f.matches(c.verdicts.overall)) {
+            eprintln!(
+                "--fail-on: {}: {} ({})",
+                c.name,
+                c.verdicts.overall.name(),
+                c.verdicts.sentence
+            );
+            matched = true;
+        }
+    }
+    if matched {
+        ExitCode::from(EXIT_VERDICT_MATCHED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run an audit recipe and write its reports.
@@ -56,6 +106,10 @@ enum Command {
         /// Directory the reports are written to.
         #[arg(long, default_value = "weightkin-report")]
         out: PathBuf,
+        /// Exit with code 4 if a comparison's overall verdict is this (repeatable), after
+        /// writing the reports: for CI gates.
+        #[arg(long, value_enum)]
+        fail_on: Vec<FailOn>,
         #[command(flatten)]
         threads: Threads,
     },
@@ -77,6 +131,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Md)]
         format: OutFormat,
+        /// Exit with code 4 if the overall verdict is this (repeatable), after printing.
+        #[arg(long, value_enum)]
+        fail_on: Vec<FailOn>,
         #[command(flatten)]
         threads: Threads,
     },
@@ -221,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             recipe,
             out,
+            fail_on,
             threads,
         } => {
             set_threads(&threads)?;
@@ -228,6 +286,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for path in report.write(&out, &recipe.formats)? {
                 emit(&format!("wrote {}\n", path.display()))?;
             }
+            for c in &report.comparisons {
+                emit(&format!(
+                    "{}: {}. {}\n",
+                    c.name,
+                    c.verdicts.overall.name(),
+                    c.verdicts.sentence
+                ))?;
+            }
+            return Ok(gate(&report, &fail_on));
         }
         Command::Compare {
             a,
@@ -236,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include,
             exclude,
             format,
+            fail_on,
             threads,
         } => {
             set_threads(&threads)?;
@@ -248,6 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 OutFormat::Json => ReportFormat::Json,
             };
             emit(&f.render(&report))?;
+            return Ok(gate(&report, &fail_on));
         }
         Command::Inspect {
             model,
@@ -459,6 +528,12 @@ fn demo_summary(report: &Report) -> String {
             o,
             "{}: {} tensor pairs compared, {} not compared",
             c.name, c.summary.compared, c.summary.not_compared
+        );
+        let _ = writeln!(
+            o,
+            "  verdict: {}. {}",
+            c.verdicts.overall.name(),
+            c.verdicts.sentence
         );
         let w = c.classes.iter().map(|k| k.class.len()).max().unwrap_or(5);
         let _ = writeln!(
