@@ -29,8 +29,8 @@
 //! reader rejects whole files over one unknown tensor type and copies tensors instead of
 //! mapping them, and its kernels cover 15 of the 31 types decoded here.
 //!
-//! With feature `testing`, [`testing`] offers a GGUF writer and gguf-py's reference Q8_0 and
-//! Q4_0 quantizers, for fixtures built in code.
+//! With feature `testing`, the `testing` module offers a GGUF writer and gguf-py's reference
+//! Q8_0 and Q4_0 quantizers, for fixtures built in code.
 
 use std::path::Path;
 
