@@ -18,7 +18,7 @@ fi
 
 refs=$(mktemp)
 trap 'rm -f "$refs"' EXIT
-INSTA_SNAPSHOT_REFERENCES_FILE="$refs" cargo test --release --workspace --all-features "$@"
+INSTA_SNAPSHOT_REFERENCES_FILE="$refs" cargo test --release --workspace "$@"
 
 # Only judge staleness on a full run (no filter arguments).
 if [[ $# -eq 0 ]]; then

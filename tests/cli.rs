@@ -147,7 +147,9 @@ fn inspect_and_plugins() {
 #[test]
 fn fail_on_gates_on_the_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(weightkin(dir.path(), &["demo", "--keep", "m"]).status.success());
+    assert!(weightkin(dir.path(), &["demo", "--keep", "m"])
+        .status
+        .success());
     let cmp = |b: &str, fail_on: &str| {
         weightkin(
             dir.path(),
@@ -156,10 +158,25 @@ fn fail_on_gates_on_the_verdict() {
     };
     let out = cmp("m/finetuned.safetensors", "derived");
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--fail-on: a ↔ b: derived"), "{}", stderr(&out));
-    assert_eq!(cmp("m/finetuned.safetensors", "independent").status.code(), Some(0));
-    assert_eq!(cmp("m/independent.safetensors", "derived").status.code(), Some(0));
-    assert_eq!(cmp("m/independent.safetensors", "independent").status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("--fail-on: a ↔ b: derived"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        cmp("m/finetuned.safetensors", "independent").status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        cmp("m/independent.safetensors", "derived").status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        cmp("m/independent.safetensors", "independent")
+            .status
+            .code(),
+        Some(4)
+    );
     // audit writes its reports first, then gates.
     let out = weightkin(
         dir.path(),

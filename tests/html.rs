@@ -22,7 +22,9 @@ fn outline(html: &str) -> String {
     let strip = regex::Regex::new("<[^>]+>").unwrap();
     tag.captures_iter(html)
         .map(|c| match (c.get(1), c.get(2), c.get(3), c.get(4)) {
-            (Some(h), Some(text), _, _) => format!("{}: {}", h.as_str(), strip.replace_all(text.as_str(), "")),
+            (Some(h), Some(text), _, _) => {
+                format!("{}: {}", h.as_str(), strip.replace_all(text.as_str(), ""))
+            }
             (_, _, Some(label), _) => format!("  svg: {}", label.as_str()),
             (_, _, _, Some(t)) => format!("  {}", t.as_str()),
             _ => String::new(),
@@ -37,8 +39,9 @@ fn html_structure() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     // Self-contained: no scripts, no external resources.
     for needle in ["<script", "http://", "https://", "<link", "@import", "url("] {
-        let allowed = needle == "http://" && html.matches("http://").count()
-            == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
+        let allowed = needle == "http://"
+            && html.matches("http://").count()
+                == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
         assert!(allowed || !html.contains(needle), "HTML contains {needle}");
     }
     insta::assert_snapshot!(outline(&html));
@@ -68,7 +71,11 @@ fn html_loads_in_headless_chromium_without_console_errors() {
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium is installed (scripts/test.sh installs Debian's `chromium` package)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<svg"), "the page did not render");
     assert!(dom.contains("Layer alignment"));

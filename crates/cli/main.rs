@@ -569,13 +569,18 @@ fn demo_summary(report: &Report) -> String {
                 .collect();
             let _ = writeln!(
                 o,
-                "  layer alignment of {} (B→A, from {} grids): {}  (mean {} on it, {} off it)",
+                "  layer alignment of {} (B→A, from {} grids): {}  (mean {} on it, {} off it{})",
                 a.stack,
                 a.metric,
                 pairs.join(" "),
                 a.score.map_or("—".to_owned(), |v| format!("{v:.4}")),
                 a.off_mapping_mean
                     .map_or("—".to_owned(), |v| format!("{v:.4}")),
+                if a.meaningful {
+                    ""
+                } else {
+                    ": no layer correspondence"
+                }
             );
         }
         o.push('\n');

@@ -17,8 +17,10 @@ use weightkin_runner::{recipe, registry, run, RunOptions};
 
 fn judge(a: &Model, b: &Model) -> weightkin_runner::report::Comparison {
     let dir = tempfile::tempdir().unwrap();
-    a.write(&dir.path().join("a.safetensors"), Store::F32).unwrap();
-    b.write(&dir.path().join("b.safetensors"), Store::F32).unwrap();
+    a.write(&dir.path().join("a.safetensors"), Store::F32)
+        .unwrap();
+    b.write(&dir.path().join("b.safetensors"), Store::F32)
+        .unwrap();
     let text = "[audit]\nname = \"fpr\"\n[models.a]\npath = \"a.safetensors\"\n\
                 [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n";
     let reg = registry::builtin().unwrap();
@@ -46,17 +48,25 @@ fn main() {
     let mut components: BTreeMap<(String, &str), u64> = BTreeMap::new();
     let (mut tensors, mut significant) = (0u64, 0u64);
     for i in 0..pairs {
-        let c = judge(&Model::init(&arch, 1000 + 2 * i), &Model::init(&arch, 1001 + 2 * i));
+        let c = judge(
+            &Model::init(&arch, 1000 + 2 * i),
+            &Model::init(&arch, 1001 + 2 * i),
+        );
         *overall.entry(c.verdicts.overall.name()).or_default() += 1;
         for k in &c.verdicts.components {
-            *components.entry((k.name.clone(), k.verdict.name())).or_default() += 1;
+            *components
+                .entry((k.name.clone(), k.verdict.name()))
+                .or_default() += 1;
             tensors += k.evidence as u64;
             significant += k.significant as u64;
         }
     }
     println!("independent pairs: {pairs}");
     for (v, n) in &overall {
-        println!("  overall {v}: {n} ({:.2} %)", 100.0 * *n as f64 / pairs as f64);
+        println!(
+            "  overall {v}: {n} ({:.2} %)",
+            100.0 * *n as f64 / pairs as f64
+        );
     }
     for ((c, v), n) in &components {
         println!("  {c} {v}: {n}");

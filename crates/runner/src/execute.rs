@@ -16,14 +16,14 @@ use weightkin_core::{
 
 use crate::grid;
 use crate::pairing::{self, Kind, Pair};
-use crate::report::MetricNull;
-use crate::stats;
-use crate::verdict::{self, NullKind, NullSamples};
 use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
+use crate::report::MetricNull;
 use crate::report::{
     round, stats, AuditInfo, ClassSummary, Comparison, FileReport, ModelReport, Report, Summary,
     TensorRow, Tool, SCHEMA_VERSION,
 };
+use crate::stats;
+use crate::verdict::{self, NullKind, NullSamples};
 use crate::Error;
 
 /// Receives progress events; the CLI draws a bar from them. Calls are cheap and may come from
@@ -102,7 +102,9 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
         let mut references = Vec::new();
         for r in &cmp.references {
             let (Some(m), Some(names)) = (models.get(r), renamed.get(r)) else {
-                return Err(Error::Internal("reference names a model that was not opened"));
+                return Err(Error::Internal(
+                    "reference names a model that was not opened",
+                ));
             };
             references.push((m.source.as_ref(), names));
         }
@@ -216,38 +218,39 @@ pub(crate) fn measure(
     };
     let x = &a.tensors()[ia];
     let numel = x.numel;
-    let evaluate = |input: &Input<'_>| {
+    // `try_evaluate`: a metric running foreign code (a shared-library plugin) that fails
+    // stops the audit with the plugin's own message, rather than leaving a silent gap.
+    let evaluate = |input: &Input<'_>| -> Result<(Moments, Vec<MetricResult>), Error> {
         let values = metrics
             .iter()
-            .map(|m| MetricResult {
-                name: m.spec.name,
-                value: m.metric.evaluate(input),
-                null: m.metric.null_samples(input),
+            .map(|m| {
+                Ok(MetricResult {
+                    name: m.spec.name,
+                    value: m.metric.try_evaluate(input).map_err(fail)?,
+                    null: m.metric.null_samples(input),
+                })
             })
-            .collect();
-        (*input.moments, values)
+            .collect::<Result<_, Error>>()?;
+        Ok((*input.moments, values))
     };
     if metrics.iter().any(|m| m.spec.needs == Needs::Tensors) {
-        let (va, vb) = rayon::join(
-            || read_tensor(a, ia, numel),
-            || read_tensor(b, ib, numel),
-        );
+        let (va, vb) = rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
         let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
         let moments = Moments::of_tensors(&va, &vb);
-        Ok(evaluate(&Input {
+        evaluate(&Input {
             moments: &moments,
             tensors: Some(Tensors {
                 a: &va,
                 b: &vb,
                 shape: &x.shape,
             }),
-        }))
+        })
     } else {
         let moments = pair_moments(a, ia, b, ib, numel).map_err(fail)?;
-        Ok(evaluate(&Input {
+        evaluate(&Input {
             moments: &moments,
             tensors: None,
-        }))
+        })
     }
 }
 
@@ -286,7 +289,7 @@ fn compare(
     };
     let mut remap: BTreeMap<(String, u32), u32> = BTreeMap::new();
     if cmp.align == Align::Auto {
-        for al in &mut alignments {
+        for al in alignments.iter_mut().filter(|al| al.meaningful) {
             al.applied = true;
             for m in &al.mapping {
                 remap.insert((al.stack.clone(), m.b), m.a);
@@ -361,10 +364,7 @@ fn compare(
         .pairs
         .iter()
         .zip(&moments)
-        .map(|(pair, m)| verdict::Measured {
-            pair,
-            moments: *m,
-        })
+        .map(|(pair, m)| verdict::Measured { pair, moments: *m })
         .collect();
     let structured = |p: &pairing::Pair| structured(a, p.a);
     let (evidence, verdicts) =
@@ -373,11 +373,7 @@ fn compare(
         row.evidence = Some(e);
     }
 
-    let metric_names: Vec<String> = cmp
-        .metrics
-        .iter()
-        .map(|m| m.spec.name.to_owned())
-        .collect();
+    let metric_names: Vec<String> = cmp.metrics.iter().map(|m| m.spec.name.to_owned()).collect();
     let mut by_class: BTreeMap<&str, Vec<&TensorRow>> = BTreeMap::new();
     for r in &rows {
         by_class.entry(&r.class).or_default().push(r);

@@ -78,8 +78,12 @@ pub fn grids(
         let comparable = layers_a.values().all(|(_, i)| ta[*i].dtype.is_float())
             && layers_b.values().all(|(_, i)| tb[*i].dtype.is_float());
         let shape = layers_a.values().next().map(|(_, i)| ta[*i].shape.clone());
-        let same_shape = layers_a.values().all(|(_, i)| Some(&ta[*i].shape) == shape.as_ref())
-            && layers_b.values().all(|(_, i)| Some(&tb[*i].shape) == shape.as_ref());
+        let same_shape = layers_a
+            .values()
+            .all(|(_, i)| Some(&ta[*i].shape) == shape.as_ref())
+            && layers_b
+                .values()
+                .all(|(_, i)| Some(&tb[*i].shape) == shape.as_ref());
         if !comparable {
             skip(class, "non-float dtype");
             continue;
@@ -140,7 +144,10 @@ fn grid(
         .map(|&(_, ia, _, ib, name)| {
             let v = measure(cmp, std::slice::from_ref(metric), a, ia, b, ib, name)?;
             opts.progress.advance(numel as u64);
-            Ok(v.1.into_iter().next().and_then(|r| r.value.value().map(round)))
+            Ok(v.1
+                .into_iter()
+                .next()
+                .and_then(|r| r.value.value().map(round)))
         })
         .collect::<Result<Vec<Option<f64>>, Error>>()?;
     opts.progress.finish();
@@ -224,14 +231,15 @@ pub fn align(grids: &[Grid]) -> Vec<Alignment> {
             .collect();
         let best_match = (0..nb)
             .map(|j| {
-                let (i, score) = (0..na)
-                    .map(|i| (i, m[i][j]))
-                    .fold((0, None), |best: (usize, Option<f64>), (i, v)| match (best.1, v) {
+                let (i, score) = (0..na).map(|i| (i, m[i][j])).fold(
+                    (0, None),
+                    |best: (usize, Option<f64>), (i, v)| match (best.1, v) {
                         (_, None) => best,
                         (None, Some(_)) => (i, v),
                         (Some(b), Some(x)) if x > b => (i, v),
                         _ => best,
-                    });
+                    },
+                );
                 LayerMatch {
                     b: first.layers_b[j],
                     a: first.layers_a[i],
@@ -246,6 +254,10 @@ pub fn align(grids: &[Grid]) -> Vec<Alignment> {
             metric: first.metric.clone(),
             classes,
             mapping,
+            meaningful: matches!(
+                (mean(&on), mean(&off)),
+                (Some(on), Some(off)) if on - off >= crate::verdict::MIN_EFFECT
+            ),
             score: mean(&on),
             off_mapping_mean: mean(&off),
             best_match,
@@ -268,8 +280,8 @@ fn monotone_path(m: &[Vec<Option<f64>>]) -> Vec<usize> {
     // best[j][i]: best total for columns 0..=j with column j on row i.
     let mut best = vec![vec![0.0f64; na]; nb];
     let mut from = vec![vec![0usize; na]; nb];
-    for i in 0..na {
-        best[0][i] = val(i, 0);
+    for (i, b) in best[0].iter_mut().enumerate() {
+        *b = val(i, 0);
     }
     for j in 1..nb {
         // Running argmax of best[j-1][0..=i].
@@ -283,7 +295,13 @@ fn monotone_path(m: &[Vec<Option<f64>>]) -> Vec<usize> {
             from[j][i] = arg;
         }
     }
-    let mut i = (0..na).fold(0, |arg, i| if best[nb - 1][i] > best[nb - 1][arg] { i } else { arg });
+    let mut i = (0..na).fold(0, |arg, i| {
+        if best[nb - 1][i] > best[nb - 1][arg] {
+            i
+        } else {
+            arg
+        }
+    });
     let mut path = vec![0; nb];
     for j in (0..nb).rev() {
         path[j] = i;
@@ -297,7 +315,10 @@ mod tests {
     use super::*;
 
     fn grid(values: Vec<Vec<f64>>) -> Vec<Vec<Option<f64>>> {
-        values.into_iter().map(|r| r.into_iter().map(Some).collect()).collect()
+        values
+            .into_iter()
+            .map(|r| r.into_iter().map(Some).collect())
+            .collect()
     }
 
     #[test]
@@ -333,7 +354,10 @@ mod tests {
 
     #[test]
     fn stacks() {
-        assert_eq!(stack_of("model.layers.*.mlp.up_proj.weight"), "model.layers");
+        assert_eq!(
+            stack_of("model.layers.*.mlp.up_proj.weight"),
+            "model.layers"
+        );
         assert_eq!(stack_of("visual.blocks.*.attn.qkv.weight"), "visual.blocks");
     }
 }

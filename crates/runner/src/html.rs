@@ -49,7 +49,12 @@ fn colour(v: Option<f64>) -> String {
             255.0 - t * (255.0 - 172.0),
         )
     };
-    format!("#{:02x}{:02x}{:02x}", r.round() as u8, g.round() as u8, b.round() as u8)
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        r.round() as u8,
+        g.round() as u8,
+        b.round() as u8
+    )
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;\
@@ -96,7 +101,10 @@ pub fn render(r: &Report) -> String {
         for comp in &v.components {
             let _ = writeln!(o, "<li>{}</li>", esc(&comp.sentence));
         }
-        let _ = writeln!(o, "</ul>\n<details><summary>What this does not show</summary>\n<ul>");
+        let _ = writeln!(
+            o,
+            "</ul>\n<details><summary>What this does not show</summary>\n<ul>"
+        );
         for caveat in &v.caveats {
             let _ = writeln!(o, "<li>{}</li>", esc(caveat));
         }
@@ -119,8 +127,11 @@ pub fn render(r: &Report) -> String {
         );
     }
 
-    let _ = writeln!(o, "<h2>Summary</h2>\n<table>\n<tr><th>comparison</th><th>A</th><th>B</th>\
-         <th>pairs compared</th><th>not compared</th><th>alignment</th></tr>");
+    let _ = writeln!(
+        o,
+        "<h2>Summary</h2>\n<table>\n<tr><th>comparison</th><th>A</th><th>B</th>\
+         <th>pairs compared</th><th>not compared</th><th>alignment</th></tr>"
+    );
     for c in &r.comparisons {
         let align: Vec<String> = c
             .alignments
@@ -145,13 +156,23 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(o, "</table>");
 
-    let _ = writeln!(o, "<h2>Models</h2>\n<table>\n<tr><th>model</th><th>path</th><th>format</th>\
-         <th>tensors</th><th>parameters</th><th>files (BLAKE3)</th></tr>");
+    let _ = writeln!(
+        o,
+        "<h2>Models</h2>\n<table>\n<tr><th>model</th><th>path</th><th>format</th>\
+         <th>tensors</th><th>parameters</th><th>files (BLAKE3)</th></tr>"
+    );
     for m in &r.models {
         let files: Vec<String> = m
             .files
             .iter()
-            .map(|f| format!("<code>{}</code> {} B <code>{}</code>", esc(&f.path), f.bytes, f.blake3))
+            .map(|f| {
+                format!(
+                    "<code>{}</code> {} B <code>{}</code>",
+                    esc(&f.path),
+                    f.bytes,
+                    f.blake3
+                )
+            })
             .collect();
         let _ = writeln!(
             o,
@@ -184,7 +205,11 @@ pub fn render(r: &Report) -> String {
 }
 
 fn mapping_text(a: &Alignment) -> String {
-    let pairs: Vec<String> = a.mapping.iter().map(|m| format!("{}→{}", m.b, m.a)).collect();
+    let pairs: Vec<String> = a
+        .mapping
+        .iter()
+        .map(|m| format!("{}→{}", m.b, m.a))
+        .collect();
     format!("B→A {}", pairs.join(" "))
 }
 
@@ -232,15 +257,28 @@ fn comparison(o: &mut String, c: &Comparison) {
         );
     }
     let _ = writeln!(o, "</table>");
-    for k in c.verdicts.components.iter().filter(|k| !k.not_evidence.is_empty()) {
+    for k in c
+        .verdicts
+        .components
+        .iter()
+        .filter(|k| !k.not_evidence.is_empty())
+    {
         let _ = writeln!(o, "<p>Not evidence in {}:</p>\n<ul>", esc(&k.name));
         for e in &k.not_evidence {
-            let _ = writeln!(o, "<li><code>{}</code>: {}</li>", esc(&e.tensor), esc(&e.reason));
+            let _ = writeln!(
+                o,
+                "<li><code>{}</code>: {}</li>",
+                esc(&e.tensor),
+                esc(&e.reason)
+            );
         }
         let _ = writeln!(o, "</ul>");
     }
 
-    let _ = writeln!(o, "<h3>By tensor class</h3>\n<table>\n<tr><th>class</th><th>kind</th><th>n</th>");
+    let _ = writeln!(
+        o,
+        "<h3>By tensor class</h3>\n<table>\n<tr><th>class</th><th>kind</th><th>n</th>"
+    );
     for m in &c.metrics {
         let _ = write!(o, "<th>{} median</th><th>min</th><th>max</th>", esc(m));
     }
@@ -286,12 +324,18 @@ fn comparison(o: &mut String, c: &Comparison) {
             num(a.off_mapping_mean),
             if a.applied {
                 " Tensors were paired along this alignment (<code>align = \"auto\"</code>)."
-            } else {
+            } else if a.meaningful {
                 ""
+            } else {
+                " <b>No layer correspondence</b>: no better than any other pairing of layers; \
+                 not applied."
             }
         );
-        let _ = writeln!(o, "<table>\n<tr><th>B layer</th><th>A layer (monotone)</th>\
-             <th>score</th><th>best A layer (unconstrained)</th><th>score</th></tr>");
+        let _ = writeln!(
+            o,
+            "<table>\n<tr><th>B layer</th><th>A layer (monotone)</th>\
+             <th>score</th><th>best A layer (unconstrained)</th><th>score</th></tr>"
+        );
         for (m, b) in a.mapping.iter().zip(&a.best_match) {
             let _ = writeln!(
                 o,
@@ -316,7 +360,12 @@ fn comparison(o: &mut String, c: &Comparison) {
     if !c.skipped_grids.is_empty() {
         let _ = writeln!(o, "<p>Classes without a grid:</p>\n<ul>");
         for s in &c.skipped_grids {
-            let _ = writeln!(o, "<li><code>{}</code>: {}</li>", esc(&s.class), esc(&s.reason));
+            let _ = writeln!(
+                o,
+                "<li><code>{}</code>: {}</li>",
+                esc(&s.class),
+                esc(&s.reason)
+            );
         }
         let _ = writeln!(o, "</ul>");
     }
@@ -340,7 +389,10 @@ fn comparison(o: &mut String, c: &Comparison) {
             esc(&t.name),
             t.a_name
                 .as_ref()
-                .map(|n| format!("<br><span class=\"muted\">A: <code>{}</code></span>", esc(n)))
+                .map(|n| format!(
+                    "<br><span class=\"muted\">A: <code>{}</code></span>",
+                    esc(n)
+                ))
                 .unwrap_or_default(),
             t.shape,
             t.dtype_a,
@@ -362,7 +414,10 @@ fn comparison(o: &mut String, c: &Comparison) {
     if c.not_compared.is_empty() {
         let _ = writeln!(o, "<p>Every tensor of both models was compared.</p>");
     } else {
-        let _ = writeln!(o, "<table>\n<tr><th>tensor</th><th>reason</th><th>detail</th></tr>");
+        let _ = writeln!(
+            o,
+            "<table>\n<tr><th>tensor</th><th>reason</th><th>detail</th></tr>"
+        );
         for u in &c.not_compared {
             let _ = writeln!(
                 o,
@@ -497,7 +552,10 @@ fn line_plots(o: &mut String, c: &Comparison) {
                 (k.class.as_str(), pts)
             })
             .collect();
-        let all: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|(_, v)| *v)).collect();
+        let all: Vec<f64> = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
+            .collect();
         if all.is_empty() {
             continue;
         }

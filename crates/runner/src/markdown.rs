@@ -83,7 +83,10 @@ fn evidence(o: &mut String, c: &Comparison) {
         "| component | verdict | tensors | evidence | init-prior | supporting | significant | \
          identical | median Pearson | median z | min adj. p | Stouffer z |"
     );
-    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for k in &c.verdicts.components {
         let _ = writeln!(
             o,
@@ -251,19 +254,28 @@ fn grids(o: &mut String, c: &Comparison) {
         let _ = writeln!(
             o,
             "\n### Layer alignment: `{}`\n\nFrom the {} grids of {} class(es); mean {} along \
-             the alignment, {} off it.{}\n",
+             the alignment, {} off it.{}{}\n",
             a.stack,
             a.metric,
             a.classes.len(),
             num(a.score),
             num(a.off_mapping_mean),
+            if a.meaningful {
+                ""
+            } else {
+                " **No layer correspondence**: the alignment is no better than any other \
+                 pairing of layers, and is not applied."
+            },
             if a.applied {
                 " Tensors were paired along it (`align = \"auto\"`)."
             } else {
                 ""
             }
         );
-        let _ = writeln!(o, "| B layer | A layer (monotone) | score | best A layer | score |");
+        let _ = writeln!(
+            o,
+            "| B layer | A layer (monotone) | score | best A layer | score |"
+        );
         let _ = writeln!(o, "|---:|---:|---:|---:|---:|");
         for (m, b) in a.mapping.iter().zip(&a.best_match) {
             let _ = writeln!(

@@ -607,7 +607,10 @@ fn validate(
             let classes_m = globs(&g.classes, "grid class", diags);
             (
                 build(&metric_name, diags),
-                g.classes.into_iter().map(Spanned::into_inner).collect::<Vec<_>>(),
+                g.classes
+                    .into_iter()
+                    .map(Spanned::into_inner)
+                    .collect::<Vec<_>>(),
                 classes_m,
             )
         });
@@ -670,7 +673,10 @@ fn validate(
                 if c.include.is_empty() {
                     diags.push(
                         c.name.span(),
-                        format!("{which}: component `{}` has no `include` globs", c.name.get_ref()),
+                        format!(
+                            "{which}: component `{}` has no `include` globs",
+                            c.name.get_ref()
+                        ),
                     );
                 }
                 ComponentSpec {
@@ -711,10 +717,18 @@ fn validate(
                 })
             }),
             align,
-            references: cmp.references.into_iter().map(Spanned::into_inner).collect(),
+            references: cmp
+                .references
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             evidence: cmp.evidence.into_iter().map(Spanned::into_inner).collect(),
             evidence_m,
-            not_evidence: cmp.not_evidence.into_iter().map(Spanned::into_inner).collect(),
+            not_evidence: cmp
+                .not_evidence
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             not_evidence_m,
             components,
         });

@@ -48,8 +48,11 @@ pub enum ReportFormat {
 
 impl ReportFormat {
     /// Every format.
-    pub const ALL: &'static [ReportFormat] =
-        &[ReportFormat::Json, ReportFormat::Markdown, ReportFormat::Html];
+    pub const ALL: &'static [ReportFormat] = &[
+        ReportFormat::Json,
+        ReportFormat::Markdown,
+        ReportFormat::Html,
+    ];
 
     /// Name used in recipes and on the command line.
     pub const fn name(self) -> &'static str {
@@ -247,7 +250,10 @@ pub struct Alignment {
     pub off_mapping_mean: Option<f64>,
     /// The best A layer for each B layer, without the monotonicity constraint.
     pub best_match: Vec<LayerMatch>,
-    /// Whether tensors were paired along `mapping` (`align = "auto"`).
+    /// Whether the alignment reflects a real correspondence: its mean exceeds the mean off it
+    /// by at least the verdict's minimum effect. A meaningless alignment is never applied.
+    pub meaningful: bool,
+    /// Whether tensors were paired along `mapping` (`align = "auto"` and `meaningful`).
     pub applied: bool,
 }
 

@@ -117,14 +117,22 @@ const POSITIONS: usize = 64;
 
 fn architecture(arch: &Arch) -> Vec<(String, Vec<usize>, bool)> {
     let (h, m) = (arch.hidden, arch.intermediate);
-    let mut t = vec![("model.embed_tokens.weight".to_owned(), vec![arch.vocab, h], false)];
+    let mut t = vec![(
+        "model.embed_tokens.weight".to_owned(),
+        vec![arch.vocab, h],
+        false,
+    )];
     for i in 0..arch.layers {
         let p = format!("model.layers.{i}");
         t.push((format!("{p}.input_layernorm.weight"), vec![h], true));
         for proj in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             t.push((format!("{p}.self_attn.{proj}.weight"), vec![h, h], false));
         }
-        t.push((format!("{p}.post_attention_layernorm.weight"), vec![h], true));
+        t.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            true,
+        ));
         for proj in ["gate_proj", "up_proj"] {
             t.push((format!("{p}.mlp.{proj}.weight"), vec![m, h], false));
         }
@@ -219,11 +227,9 @@ impl Model {
         let tensors = self
             .tensors
             .iter()
-            .map(|t| {
-                match other.tensors.iter().find(|o| o.name == t.name) {
-                    Some(o) if t.name.starts_with(prefix) => o.clone(),
-                    _ => t.clone(),
-                }
+            .map(|t| match other.tensors.iter().find(|o| o.name == t.name) {
+                Some(o) if t.name.starts_with(prefix) => o.clone(),
+                _ => t.clone(),
             })
             .collect();
         Model { tensors }
@@ -254,7 +260,11 @@ impl Model {
                 let mut data = vec![0f32; t.data.len()];
                 for r in 0..rows {
                     for c in 0..cols {
-                        let (sr, sc) = if kind == "down_proj" { (r, p[c]) } else { (p[r], c) };
+                        let (sr, sc) = if kind == "down_proj" {
+                            (r, p[c])
+                        } else {
+                            (p[r], c)
+                        };
                         data[r * cols + c] = t.data[sr * cols + sc];
                     }
                 }
@@ -309,7 +319,9 @@ impl Model {
             "model.position_ids".to_owned(),
             StDtype::I64,
             vec![1, POSITIONS],
-            (0..POSITIONS as i64).flat_map(|i| i.to_le_bytes()).collect(),
+            (0..POSITIONS as i64)
+                .flat_map(|i| i.to_le_bytes())
+                .collect(),
         ));
         let views = buffers
             .iter()
@@ -349,7 +361,10 @@ mod tests {
         let xs: Vec<f64> = (0..100_000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
     }
 
     #[test]

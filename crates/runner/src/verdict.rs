@@ -134,9 +134,13 @@ impl Verdict {
 
     /// Parses a name.
     pub fn parse(s: &str) -> Option<Verdict> {
-        [Verdict::Derived, Verdict::Independent, Verdict::Inconclusive]
-            .into_iter()
-            .find(|v| v.name() == s)
+        [
+            Verdict::Derived,
+            Verdict::Independent,
+            Verdict::Inconclusive,
+        ]
+        .into_iter()
+        .find(|v| v.name() == s)
     }
 }
 
@@ -371,7 +375,12 @@ pub fn judge(
         .map(|m| {
             let mo = &m.moments;
             let r = pearson(mo);
-            let role = role(spec, &m.pair.name, mo, mo.equal == mo.n && structured(m.pair));
+            let role = role(
+                spec,
+                &m.pair.name,
+                mo,
+                mo.equal == mo.n && structured(m.pair),
+            );
             let n = mo.n as f64;
             let analytic_sd = 1.0 / n.max(1.0).sqrt();
             let (null, null_mean, null_sd) = match nulls.get(&m.pair.class) {
@@ -445,10 +454,16 @@ fn summarise(
 ) -> Verdicts {
     let mut by_component: BTreeMap<String, Vec<(usize, &Evidence)>> = BTreeMap::new();
     for (i, e) in rows.iter().enumerate() {
-        by_component.entry(e.component.clone()).or_default().push((i, e));
+        by_component
+            .entry(e.component.clone())
+            .or_default()
+            .push((i, e));
     }
     let mut buffers: BTreeMap<String, Vec<Excluded>> = BTreeMap::new();
-    for u in unpaired.iter().filter(|u| u.reason == Reason::NonFloatDtype) {
+    for u in unpaired
+        .iter()
+        .filter(|u| u.reason == Reason::NonFloatDtype)
+    {
         buffers
             .entry(component_of(spec, &u.name))
             .or_default()

@@ -23,8 +23,10 @@ fn small() -> Arch {
 /// returns the comparison.
 fn audit(a: &Model, b: &Model, extra: &str) -> Comparison {
     let dir = tempfile::tempdir().unwrap();
-    a.write(&dir.path().join("a.safetensors"), Store::F32).unwrap();
-    b.write(&dir.path().join("b.safetensors"), Store::F32).unwrap();
+    a.write(&dir.path().join("a.safetensors"), Store::F32)
+        .unwrap();
+    b.write(&dir.path().join("b.safetensors"), Store::F32)
+        .unwrap();
     let text = format!(
         "[audit]\nname = \"case\"\n[models.a]\npath = \"a.safetensors\"\n\
          [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n{extra}\n"
@@ -56,20 +58,33 @@ fn fine_tuned_copies_are_derived_at_every_noise_level() {
     // Expected Pearson 1/√(1 + s²): 0.995, 0.894, 0.707, 0.447.
     for (seed, scale) in [(11, 0.1), (12, 0.5), (13, 1.0), (14, 2.0)] {
         let c = audit(&base, &base.fine_tune(seed, scale), "");
-        assert_eq!(c.verdicts.overall, Verdict::Derived, "noise {scale}: {}", c.verdicts.sentence);
+        assert_eq!(
+            c.verdicts.overall,
+            Verdict::Derived,
+            "noise {scale}: {}",
+            c.verdicts.sentence
+        );
         for k in &c.verdicts.components {
             assert_eq!(k.verdict, Verdict::Derived, "noise {scale}: {}", k.sentence);
         }
-        let expected = 1.0 / (1.0 + scale * scale as f64).sqrt();
+        let expected = 1.0 / (1.0f64 + scale * scale).sqrt();
         let r = pearson(&c, "model.layers.2.mlp.up_proj.weight");
-        assert!((r - expected).abs() < 0.02, "noise {scale}: pearson {r} vs {expected}");
+        assert!(
+            (r - expected).abs() < 0.02,
+            "noise {scale}: pearson {r} vs {expected}"
+        );
     }
 }
 
 #[test]
 fn independent_models_with_norm_weights_near_one_are_independent() {
     let c = audit(&Model::init(&small(), 1), &Model::init(&small(), 2), "");
-    assert_eq!(c.verdicts.overall, Verdict::Independent, "{:#?}", c.verdicts);
+    assert_eq!(
+        c.verdicts.overall,
+        Verdict::Independent,
+        "{:#?}",
+        c.verdicts
+    );
     // The LayerNorm trap is visible and named: cosine ≈ 0.99, Pearson ≈ 0, flagged.
     let norm = c
         .tensors
@@ -95,8 +110,17 @@ fn a_shared_deterministic_buffer_is_flagged_not_evidence() {
         m.with_tensor("model.rotary_emb.inv_freq", vec![32], inv_freq.clone())
             .with_tensor("model.causal_mask", vec![64, 64], mask.clone())
     };
-    let c = audit(&add(Model::init(&small(), 1)), &add(Model::init(&small(), 2)), "");
-    assert_eq!(c.verdicts.overall, Verdict::Independent, "{:#?}", c.verdicts);
+    let c = audit(
+        &add(Model::init(&small(), 1)),
+        &add(Model::init(&small(), 2)),
+        "",
+    );
+    assert_eq!(
+        c.verdicts.overall,
+        Verdict::Independent,
+        "{:#?}",
+        c.verdicts
+    );
     let roles: Vec<(&str, &Role)> = c
         .tensors
         .iter()
@@ -128,13 +152,31 @@ fn a_copied_vision_tower_is_derived_and_an_independent_decoder_is_not() {
         .with_component_from(&reference, "visual.")
         .fine_tune(5, 0.05);
     let c = audit(&reference, &candidate, "");
-    assert_eq!(component(&c, "vision tower"), Verdict::Derived, "{:#?}", c.verdicts);
-    assert_eq!(component(&c, "language model"), Verdict::Independent, "{:#?}", c.verdicts);
+    assert_eq!(
+        component(&c, "vision tower"),
+        Verdict::Derived,
+        "{:#?}",
+        c.verdicts
+    );
+    assert_eq!(
+        component(&c, "language model"),
+        Verdict::Independent,
+        "{:#?}",
+        c.verdicts
+    );
     assert_eq!(component(&c, "embeddings"), Verdict::Independent);
     assert_eq!(component(&c, "head"), Verdict::Independent);
     assert_eq!(c.verdicts.overall, Verdict::Derived);
-    assert!(c.verdicts.sentence.contains("vision tower"), "{}", c.verdicts.sentence);
-    assert!(c.verdicts.sentence.contains("Independent of"), "{}", c.verdicts.sentence);
+    assert!(
+        c.verdicts.sentence.contains("vision tower"),
+        "{}",
+        c.verdicts.sentence
+    );
+    assert!(
+        c.verdicts.sentence.contains("Independent of"),
+        "{}",
+        c.verdicts.sentence
+    );
 }
 
 #[test]
@@ -147,7 +189,12 @@ fn recipe_components_and_overrides_apply() {
          not-evidence = [\"lm_head.weight\"]",
     );
     assert_eq!(component(&c, "attention"), Verdict::Derived);
-    let head = c.verdicts.components.iter().find(|k| k.name == "head").unwrap();
+    let head = c
+        .verdicts
+        .components
+        .iter()
+        .find(|k| k.name == "head")
+        .unwrap();
     assert_eq!(head.verdict, Verdict::Inconclusive, "{head:#?}");
     assert_eq!(head.not_evidence.len(), 1);
 }
@@ -160,7 +207,11 @@ fn a_layer_subset_model_is_derived_with_its_alignment() {
     };
     let base = Model::init(&arch, 1);
     let subset = base.every_second_layer().fine_tune(6, 0.1);
-    let c = audit(&base, &subset, "grid = { metric = \"pearson\" }\nalign = \"auto\"");
+    let c = audit(
+        &base,
+        &subset,
+        "grid = { metric = \"pearson\" }\nalign = \"auto\"",
+    );
     assert_eq!(c.verdicts.overall, Verdict::Derived);
     assert_eq!(component(&c, "language model"), Verdict::Derived);
     let al = &c.alignments[0];
@@ -185,7 +236,11 @@ fn a_copy_with_permuted_hidden_units() {
     assert!(pearson(&c, up).abs() < 0.05, "{}", pearson(&c, up));
     assert_eq!(component(&c, "language model"), Verdict::Derived);
     let row = c.tensors.iter().find(|t| t.name == up).unwrap();
-    assert!(row.values["cka"].unwrap() < 0.1, "rows as examples: {:?}", row.values);
+    assert!(
+        row.values["cka"].unwrap() < 0.1,
+        "rows as examples: {:?}",
+        row.values
+    );
 
     let c = audit(
         &base,
@@ -194,7 +249,12 @@ fn a_copy_with_permuted_hidden_units() {
          [compare.params.cka]\nexamples = \"columns\"",
     );
     for t in &c.tensors {
-        assert!((t.values["cka"].unwrap() - 1.0).abs() < 1e-4, "{}: {:?}", t.name, t.values);
+        assert!(
+            (t.values["cka"].unwrap() - 1.0).abs() < 1e-4,
+            "{}: {:?}",
+            t.name,
+            t.values
+        );
     }
 }
 
@@ -214,12 +274,12 @@ fn no_false_positives_on_independent_pairs() {
     assert_eq!(derived, 0);
 }
 
-
 #[test]
 fn reference_models_calibrate_the_null() {
     let dir = tempfile::tempdir().unwrap();
     let base = Model::init(&small(), 1);
-    base.write(&dir.path().join("a.safetensors"), Store::F32).unwrap();
+    base.write(&dir.path().join("a.safetensors"), Store::F32)
+        .unwrap();
     base.fine_tune(2, 0.3)
         .write(&dir.path().join("b.safetensors"), Store::F32)
         .unwrap();
@@ -238,13 +298,22 @@ fn reference_models_calibrate_the_null() {
     for t in &c.tensors {
         let e = t.evidence.as_ref().unwrap();
         if !matches!(e.role, Role::NotEvidence(_)) {
-            assert_eq!(e.null, Some(weightkin_runner::verdict::NullKind::Reference), "{}", t.name);
+            assert_eq!(
+                e.null,
+                Some(weightkin_runner::verdict::NullKind::Reference),
+                "{}",
+                t.name
+            );
         }
     }
     // A reference that is a side of the comparison is refused.
     let bad = text.replace("references = [\"r\"]", "references = [\"a\"]");
     let err = recipe::parse(&dir.path().join("x.toml"), &bad, &reg).unwrap_err();
-    assert!(err.to_string().contains("a reference must be a third model"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("a reference must be a third model"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -22,7 +22,10 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     for (rows, cols) in [(4096usize, 4096usize), (11008, 4096)] {
         let name = format!("cka_debiased_{rows}x{cols}");
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {

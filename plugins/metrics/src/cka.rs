@@ -26,8 +26,8 @@
 
 use candle_core::{Device, Tensor};
 use weightkin_core::{
-    Error, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue, Params,
-    Result, Undefined,
+    Error, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue, Params, Result,
+    Undefined,
 };
 
 /// Name used in recipes.
@@ -266,7 +266,10 @@ fn frob2(t: &Tensor) -> candle_core::Result<f64> {
 
 /// Σ of the element-wise product of two tensors, in f64.
 fn frob_dot(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
-    let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+    let (a, b) = (
+        a.flatten_all()?.to_vec1::<f32>()?,
+        b.flatten_all()?.to_vec1::<f32>()?,
+    );
     Ok(a.iter()
         .zip(&b)
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
@@ -275,7 +278,13 @@ fn frob_dot(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
 
 /// Traces tr(KL), tr(KK), tr(LL) of the linear Gram matrices of centred `x` (n × p) and
 /// `y` (n × q), from the cheaper form.
-fn traces(x: &[f32], y: &[f32], n: usize, p: usize, q: usize) -> candle_core::Result<(f64, f64, f64)> {
+fn traces(
+    x: &[f32],
+    y: &[f32],
+    n: usize,
+    p: usize,
+    q: usize,
+) -> candle_core::Result<(f64, f64, f64)> {
     let dev = device();
     let xt = Tensor::from_slice(x, (n, p), &dev)?;
     let yt = Tensor::from_slice(y, (n, q), &dev)?;
@@ -386,8 +395,9 @@ mod tests {
                 for i in 0..n {
                     g[i * n + i] = 0.0;
                 }
-                let mut means: Vec<f64> =
-                    (0..n).map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / (nf - 2.0)).collect();
+                let mut means: Vec<f64> = (0..n)
+                    .map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / (nf - 2.0))
+                    .collect();
                 let total: f64 = means.iter().sum::<f64>() / (2.0 * (nf - 1.0));
                 for m in &mut means {
                     *m -= total;
@@ -401,8 +411,9 @@ mod tests {
                     g[i * n + i] = 0.0;
                 }
             } else {
-                let mut means: Vec<f64> =
-                    (0..n).map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / nf).collect();
+                let mut means: Vec<f64> = (0..n)
+                    .map(|j| (0..n).map(|i| g[i * n + j]).sum::<f64>() / nf)
+                    .collect();
                 let total: f64 = means.iter().sum::<f64>() / nf / 2.0;
                 for m in &mut means {
                     *m -= total;
@@ -425,11 +436,21 @@ mod tests {
         // 40 × 12 uses the feature form, 12 × 40 the sample form.
         for (n, p) in [(40usize, 12usize), (12, 40)] {
             let a = lcg(n * p, 1);
-            let b: Vec<f32> = a.iter().zip(lcg(n * p, 2)).map(|(x, y)| x + 0.7 * y).collect();
+            let b: Vec<f32> = a
+                .iter()
+                .zip(lcg(n * p, 2))
+                .map(|(x, y)| x + 0.7 * y)
+                .collect();
             for (est, debiased) in [(Estimator::Debiased, true), (Estimator::Biased, false)] {
-                let got = cka(&a, &b, n, p, Examples::Rows, est).unwrap().value().unwrap();
+                let got = cka(&a, &b, n, p, Examples::Rows, est)
+                    .unwrap()
+                    .value()
+                    .unwrap();
                 let want = reference(&a, &b, n, p, debiased);
-                assert!((got - want).abs() < 2e-6, "{n}x{p} {est:?}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 2e-6,
+                    "{n}x{p} {est:?}: {got} vs {want}"
+                );
             }
         }
     }
@@ -466,8 +487,14 @@ mod tests {
         let (n, p) = (96, 96);
         let a = lcg(n * p, 5);
         let b = lcg(n * p, 6);
-        let deb = cka(&a, &b, n, p, Examples::Rows, Estimator::Debiased).unwrap().value().unwrap();
-        let bia = cka(&a, &b, n, p, Examples::Rows, Estimator::Biased).unwrap().value().unwrap();
+        let deb = cka(&a, &b, n, p, Examples::Rows, Estimator::Debiased)
+            .unwrap()
+            .value()
+            .unwrap();
+        let bia = cka(&a, &b, n, p, Examples::Rows, Estimator::Biased)
+            .unwrap()
+            .value()
+            .unwrap();
         assert!(deb.abs() < 0.05, "debiased {deb}");
         assert!(bia > 0.3, "biased {bia}");
     }
@@ -476,7 +503,11 @@ mod tests {
     fn permutation_null_is_centred_near_zero_for_related_matrices() {
         let (n, p) = (64, 16);
         let a = lcg(n * p, 7);
-        let b: Vec<f32> = a.iter().zip(lcg(n * p, 8)).map(|(x, y)| x + 0.5 * y).collect();
+        let b: Vec<f32> = a
+            .iter()
+            .zip(lcg(n * p, 8))
+            .map(|(x, y)| x + 0.5 * y)
+            .collect();
         let shape = [n, p];
         let m = weightkin_core::Moments::of_tensors(&a, &b);
         let metric = Cka {
@@ -503,11 +534,27 @@ mod tests {
     #[test]
     fn degenerate_inputs() {
         assert_eq!(
-            cka(&[1.0; 6], &[1.0; 6], 3, 2, Examples::Rows, Estimator::Debiased).unwrap(),
+            cka(
+                &[1.0; 6],
+                &[1.0; 6],
+                3,
+                2,
+                Examples::Rows,
+                Estimator::Debiased
+            )
+            .unwrap(),
             MetricValue::Undefined(Undefined::TooFewExamples)
         );
         assert_eq!(
-            cka(&[1.0; 20], &lcg(20, 1), 10, 2, Examples::Rows, Estimator::Debiased).unwrap(),
+            cka(
+                &[1.0; 20],
+                &lcg(20, 1),
+                10,
+                2,
+                Examples::Rows,
+                Estimator::Debiased
+            )
+            .unwrap(),
             MetricValue::Undefined(Undefined::Constant)
         );
     }
