@@ -14,6 +14,9 @@ use crate::convention::{self, Remap};
 use crate::header::{self, Failure, Header};
 use crate::{dequant, ggml, metadata, names, NAME};
 
+/// The key gguf-split writes into every shard (`LLM_KV_SPLIT_COUNT` in llama.cpp).
+const SPLIT_COUNT_KEY: &str = "split.count";
+
 /// What [`read`] needs to know about one tensor beyond its [`TensorInfo`].
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -116,7 +119,7 @@ struct Checked {
 ///
 /// Order of checks, each failure a structured [`Error`]: the header ([`header::parse`]:
 /// magic, version, counts and lengths against the bytes present, metadata types and nesting,
-/// alignment, ranks); then each tensor in file order — known GGML type, dimensions that fit
+/// alignment, ranks); that the file is not one shard of a split model; then each tensor in file order — known GGML type, dimensions that fit
 /// and whose product does not overflow, rows of whole blocks, an aligned offset, data inside
 /// the file; then the layout — no two tensors share a byte and no gap between tensors is
 /// larger than alignment padding (llama.cpp's reader requires tensors packed in order, so any
@@ -127,6 +130,20 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
         Failure::Header(p) => header_error(path, p),
         Failure::Tensor(name, p) => tensor_error(path, &name, p),
     })?;
+    // One shard of a model split by llama.cpp's gguf-split holds only some tensors (and, past
+    // the first, no architecture): reading it alone would be a silently partial model.
+    if let Some(count) = header.get(SPLIT_COUNT_KEY).and_then(|v| v.as_u64()) {
+        if count > 1 {
+            return Err(header_error(
+                path,
+                HeaderProblem::Unsupported {
+                    what: format!("split GGUF (one of {count} shards)"),
+                    reason: "models split across files are not read yet; merge the shards \
+                             first with `llama-gguf-split --merge`",
+                },
+            ));
+        }
+    }
     let file_len = bytes.len() as u64;
     let data_len = file_len.saturating_sub(header.data_start);
 

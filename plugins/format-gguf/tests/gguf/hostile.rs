@@ -535,6 +535,21 @@ fn gaps_between_tensors() {
 }
 
 #[test]
+fn one_shard_of_a_split_model_is_refused_not_read_partially() {
+    let b = GgufBuilder::new("llama")
+        .kv("split.no", Meta::U16(0))
+        .kv("split.count", Meta::U16(3))
+        .kv("split.tensors.count", Meta::I32(10))
+        .to_bytes()
+        .unwrap();
+    let p = header_problem(&b);
+    assert!(matches!(&p, HeaderProblem::Unsupported { what, .. } if what.contains("3 shards")), "{p}");
+    // A "split" of one file is just a file.
+    let b = GgufBuilder::new("llama").kv("split.count", Meta::U16(1)).to_bytes().unwrap();
+    assert!(open_bytes(&b).is_ok());
+}
+
+#[test]
 fn duplicate_tensor_names() {
     let b = GgufBuilder::new("x")
         .tensor_f32("t", &[1], &[1.0])
