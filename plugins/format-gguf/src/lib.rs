@@ -6,8 +6,9 @@
 //!
 //! * **the header** (`header`): GGUF v2/v3 metadata of every value type, nested arrays up to
 //!   a fixed depth, alignment, tensor infos; every count and length is bounded by the bytes
-//!   present and by [`Limits`] before anything is allocated (v1 and big-endian files are
-//!   refused with a clear error);
+//!   present and by [`Limits`] before anything is allocated (v1 and big-endian files, and one
+//!   shard of a model split across files, are refused with a clear error rather than read
+//!   partially); tensors must not share bytes or hide bytes between them;
 //! * **every GGML type decoded to f32** ([`dequant`]), block by block, for exactly the blocks a
 //!   caller's chunk covers, bit-identical to gguf-py's `quants.dequantize` (checked against
 //!   golden files it generated); integer tensors are listed and not compared;
@@ -30,7 +31,9 @@
 //! mapping them, and its kernels cover 15 of the 31 types decoded here.
 //!
 //! With feature `testing`, the `testing` module offers a GGUF writer and gguf-py's reference
-//! Q8_0 and Q4_0 quantizers, for fixtures built in code.
+//! Q8_0 and Q4_0 quantizers, for fixtures built in code (both byte-identical to gguf-py's
+//! output). With feature `fuzzing`, `fuzz()` is the entry point of the cargo-fuzz target in
+//! `fuzz/` (outside the workspace).
 
 use std::path::Path;
 

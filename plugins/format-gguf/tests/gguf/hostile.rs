@@ -543,9 +543,15 @@ fn one_shard_of_a_split_model_is_refused_not_read_partially() {
         .to_bytes()
         .unwrap();
     let p = header_problem(&b);
-    assert!(matches!(&p, HeaderProblem::Unsupported { what, .. } if what.contains("3 shards")), "{p}");
+    assert!(
+        matches!(&p, HeaderProblem::Unsupported { what, .. } if what.contains("3 shards")),
+        "{p}"
+    );
     // A "split" of one file is just a file.
-    let b = GgufBuilder::new("llama").kv("split.count", Meta::U16(1)).to_bytes().unwrap();
+    let b = GgufBuilder::new("llama")
+        .kv("split.count", Meta::U16(1))
+        .to_bytes()
+        .unwrap();
     assert!(open_bytes(&b).is_ok());
 }
 
