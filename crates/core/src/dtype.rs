@@ -207,20 +207,20 @@ impl Dtype {
     pub const fn is_float(self) -> bool {
         self.block().is_some()
             || matches!(
-            self,
-            Dtype::F16
-                | Dtype::BF16
-                | Dtype::F32
-                | Dtype::F64
-                | Dtype::F8_E4M3
-                | Dtype::F8_E5M2
-                | Dtype::F8_E4M3FNUZ
-                | Dtype::F8_E5M2FNUZ
-                | Dtype::F8_E8M0
-                | Dtype::F6_E2M3
-                | Dtype::F6_E3M2
-                | Dtype::F4
-        )
+                self,
+                Dtype::F16
+                    | Dtype::BF16
+                    | Dtype::F32
+                    | Dtype::F64
+                    | Dtype::F8_E4M3
+                    | Dtype::F8_E5M2
+                    | Dtype::F8_E4M3FNUZ
+                    | Dtype::F8_E5M2FNUZ
+                    | Dtype::F8_E8M0
+                    | Dtype::F6_E2M3
+                    | Dtype::F6_E3M2
+                    | Dtype::F4
+            )
     }
 
     /// The name as safetensors writes it; for GGML block types, as gguf-py's
