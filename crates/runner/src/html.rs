@@ -23,6 +23,23 @@ fn esc(s: &str) -> String {
     o
 }
 
+/// Escapes `s` and renders its `backtick` spans (as the verdict sentences use them) as code.
+fn prose(s: &str) -> String {
+    let escaped = esc(s);
+    let mut out = String::with_capacity(escaped.len());
+    for (i, part) in escaped.split('`').enumerate() {
+        // An unmatched final backtick leaves the tail as code; harmless for our sentences.
+        if i % 2 == 1 {
+            out.push_str("<code>");
+            out.push_str(part);
+            out.push_str("</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
 }
@@ -96,17 +113,17 @@ pub fn render(r: &Report) -> String {
             esc(&c.name),
             v.overall.name(),
             v.overall.name(),
-            esc(&v.sentence)
+            prose(&v.sentence)
         );
         for comp in &v.components {
-            let _ = writeln!(o, "<li>{}</li>", esc(&comp.sentence));
+            let _ = writeln!(o, "<li>{}</li>", prose(&comp.sentence));
         }
         let _ = writeln!(
             o,
             "</ul>\n<details><summary>What this does not show</summary>\n<ul>"
         );
         for caveat in &v.caveats {
-            let _ = writeln!(o, "<li>{}</li>", esc(caveat));
+            let _ = writeln!(o, "<li>{}</li>", prose(caveat));
         }
         let _ = writeln!(o, "</ul>\n</details>");
     }
@@ -136,7 +153,18 @@ pub fn render(r: &Report) -> String {
         let align: Vec<String> = c
             .alignments
             .iter()
-            .map(|a| format!("{}: {}", a.stack, mapping_text(a)))
+            .map(|a| {
+                format!(
+                    "{}: {}{}",
+                    a.stack,
+                    mapping_text(a),
+                    if a.meaningful {
+                        ""
+                    } else {
+                        " (no layer correspondence)"
+                    }
+                )
+            })
             .collect();
         let _ = writeln!(
             o,
@@ -640,5 +668,6 @@ mod tests {
         assert_eq!(colour(Some(-1.0)), "#2166ac");
         assert_eq!(colour(None), "#bbbbbb");
         assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
+        assert_eq!(prose("`a<b` and `c`"), "<code>a&lt;b</code> and <code>c</code>");
     }
 }
