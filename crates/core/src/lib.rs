@@ -40,7 +40,9 @@ pub use metric::{
     Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,
 };
 pub use mmap::MappedFile;
-pub use moments::{pair_moments, read_tensor, Moments, CHUNK};
+pub use moments::{
+    pair_moments, pair_moments_sampled, read_tensor, Moments, CHUNK, RELEASE_CHUNKS,
+};
 pub use registry::{Origin, Registry, SNIFF_BYTES};
-pub use source::{FileInfo, Format, Transform, WeightSource};
+pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};
 pub use tensor::{checked_numel, TensorInfo};

@@ -7,6 +7,29 @@ use memmap2::Mmap;
 
 use crate::{Error, Result};
 
+/// Page size assumed when releasing pages. A larger real page size only makes
+/// [`MappedFile::release`] round to fewer whole pages (the kernel rejects unaligned ranges,
+/// which is then ignored); 4 KiB is the base page on x86-64 and most ARM64 Linux.
+const PAGE: usize = 4096;
+
+#[cfg(unix)]
+fn release_pages(map: &Mmap, start: usize, end: usize) {
+    let first = start.div_ceil(PAGE) * PAGE;
+    let last = end / PAGE * PAGE;
+    if last > first {
+        // SAFETY: `MADV_DONTNEED` on a read-only private file mapping that this process never
+        // writes discards no data: the pages are re-read from the file on the next access,
+        // so every `&[u8]` into the map keeps seeing the file's bytes (the same caveat as
+        // mapping at all: another process rewriting the file). The range lies within the map.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+        };
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_map: &Mmap, _start: usize, _end: usize) {}
+
 /// A read-only memory-mapped file.
 #[derive(Debug)]
 pub struct MappedFile {
@@ -48,6 +71,24 @@ impl MappedFile {
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.map
+    }
+
+    /// Tells the kernel this process is done with `part` (a slice of [`Self::bytes`]) for now:
+    /// the whole pages inside it are unmapped from this process (`MADV_DONTNEED`) and stop
+    /// counting towards its resident memory. They stay in the page cache, and a later read
+    /// of them simply faults them back in with the same contents, so this is only ever a
+    /// memory hint, whatever else reads the pages meanwhile. A part outside the map, a
+    /// failed call, or a non-Unix system changes nothing.
+    pub fn release(&self, part: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).wrapping_sub(base);
+        let Some(end) = start.checked_add(part.len()) else {
+            return;
+        };
+        if end > self.map.len() {
+            return;
+        }
+        release_pages(&self.map, start, end);
     }
 
     /// The file's length in bytes.

@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::{Result, WeightSource};
+use crate::{Dtype, Error, RawTensor, Result, WeightSource};
 
 /// Elements per streaming chunk: 16 Ki f32 = 64 KiB per side, so both sides of a chunk sit in
 /// L2 cache while they are reduced. Part of the numerical contract: changing it changes the
@@ -42,66 +42,284 @@ pub struct Moments {
     pub equal: u64,
 }
 
+/// Lanes of the fused kernel: element `i` of a chunk goes to lane `i % L`. Part of the
+/// numerical contract (like [`CHUNK`]): four f64 lanes are exactly one AVX2 register, so the
+/// vectorised and the portable builds of [`reduce`] do the same arithmetic and give the same
+/// bits.
+const L: usize = 4;
+
+/// Per-lane raw sums of one chunk.
+#[derive(Default)]
+struct Lanes {
+    sa: [f64; L],
+    sb: [f64; L],
+    saa: [f64; L],
+    sbb: [f64; L],
+    sab: [f64; L],
+    sdd: [f64; L],
+    eq: [u64; L],
+}
+
+impl Lanes {
+    /// Adds `L` element pairs, element `i` to lane `i`.
+    #[inline(always)]
+    fn add(&mut self, qa: [f32; L], qb: [f32; L]) {
+        for (i, (xa, xb)) in qa.into_iter().zip(qb).enumerate() {
+            self.add_lane(i, xa, xb);
+        }
+    }
+
+    /// Adds one element pair to lane `i`. Every product of two f32 values is exact in f64,
+    /// so the only rounding is in the sums; there is no fused multiply-add (Rust never
+    /// contracts `x * y + z`), so every build rounds identically.
+    #[inline(always)]
+    fn add_lane(&mut self, i: usize, xa: f32, xb: f32) {
+        let x = f64::from(xa);
+        let y = f64::from(xb);
+        self.sa[i] += x;
+        self.sb[i] += y;
+        self.saa[i] += x * x;
+        self.sbb[i] += y * y;
+        self.sab[i] += x * y;
+        let d = x - y;
+        self.sdd[i] += d * d;
+        // f32 → f64 is exact, so this is `xa == xb` (NaN never equal, -0 == +0).
+        self.eq[i] += u64::from(x == y);
+    }
+
+    /// Adds one element pair to lane 0 (the tail of a chunk).
+    #[inline(always)]
+    fn add_one(&mut self, xa: f32, xb: f32) {
+        self.add_lane(0, xa, xb);
+    }
+}
+
+/// The fused kernel: decodes `L` elements of each side at a time (`QA`/`QB` storage units
+/// each, via `quad_a`/`quad_b`; single elements of the tail are `WA`/`WB` units via
+/// `one_a`/`one_b`) and reduces them in registers, with no intermediate f32 buffer. Written
+/// as plain fixed-width loops so that it vectorises; `#[inline(always)]` so that each
+/// `dispatch!` instantiation is compiled for its own target features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn reduce<T, U, const QA: usize, const QB: usize, const WA: usize, const WB: usize>(
+    a: &[T],
+    b: &[U],
+    quad_a: impl Fn(&[T]) -> [f32; L],
+    quad_b: impl Fn(&[U]) -> [f32; L],
+    one_a: impl Fn(&[T]) -> f32,
+    one_b: impl Fn(&[U]) -> f32,
+) -> Moments {
+    let len = (a.len() / WA).min(b.len() / WB);
+    let (a, b) = (&a[..len * WA], &b[..len * WB]);
+    let mut s = Lanes::default();
+    let mut ca = a.chunks_exact(QA);
+    let mut cb = b.chunks_exact(QB);
+    for (xa, xb) in (&mut ca).zip(&mut cb) {
+        s.add(quad_a(xa), quad_b(xb));
+    }
+    for (xa, xb) in ca
+        .remainder()
+        .chunks_exact(WA)
+        .zip(cb.remainder().chunks_exact(WB))
+    {
+        s.add_one(one_a(xa), one_b(xb));
+    }
+    Moments::from_lanes(len, s)
+}
+
+/// A fixed-size array from a slice of known length. The fallback is unreachable (callers pass
+/// `chunks_exact` pieces) and the optimiser removes it; it exists so that no path panics.
+#[inline(always)]
+fn arr<const N: usize>(c: &[u8]) -> [u8; N] {
+    c.try_into().unwrap_or([0; N])
+}
+
+#[inline(always)]
+fn bf16(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+/// Kernels per stored dtype pair (both sides the same dtype). Each is `#[inline(always)]`
+/// and instantiated by [`dispatch!`].
+mod kernels {
+    use super::*;
+
+    #[inline(always)]
+    pub(super) fn slices(a: &[f32], b: &[f32]) -> Moments {
+        let q = |c: &[f32]| [c[0], c[1], c[2], c[3]];
+        let one = |c: &[f32]| c[0];
+        reduce::<f32, f32, 4, 4, 1, 1>(a, b, q, q, one, one)
+    }
+
+    #[inline(always)]
+    pub(super) fn bf16s(a: &[u8], b: &[u8]) -> Moments {
+        let q = |c: &[u8]| {
+            let w = u64::from_le_bytes(arr(c));
+            [
+                bf16(w as u32 & 0xffff),
+                bf16((w >> 16) as u32 & 0xffff),
+                bf16((w >> 32) as u32 & 0xffff),
+                bf16((w >> 48) as u32),
+            ]
+        };
+        let one = |c: &[u8]| bf16(u32::from(u16::from_le_bytes(arr(c))));
+        reduce::<u8, u8, 8, 8, 2, 2>(a, b, q, q, one, one)
+    }
+
+    #[inline(always)]
+    pub(super) fn f32s(a: &[u8], b: &[u8]) -> Moments {
+        let q = |c: &[u8]| {
+            let f = |i: usize| f32::from_le_bytes(arr(&c[4 * i..4 * i + 4]));
+            [f(0), f(1), f(2), f(3)]
+        };
+        let one = |c: &[u8]| f32::from_le_bytes(arr(c));
+        reduce::<u8, u8, 16, 16, 4, 4>(a, b, q, q, one, one)
+    }
+}
+
+/// AVX2 builds of the kernels, written with intrinsics (LLVM's vectoriser does not find the
+/// shape by itself): four f64 lanes in one `__m256d` per accumulator, the same lane
+/// assignment and operation order as [`Lanes::add`], so results are bit-identical to the
+/// portable build. Only the decoding (4 stored elements → `__m128`) differs per dtype.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Lanes, Moments, L};
+
+    macro_rules! kernel {
+        ($name:ident, $t:ty, $quad:expr, $width:expr, $one:expr, $load:expr) => {
+            /// # Safety
+            /// The CPU must support AVX2.
+            #[target_feature(enable = "avx2")]
+            #[allow(unused_unsafe)]
+            pub(super) unsafe fn $name(a: &[$t], b: &[$t]) -> Moments {
+                let len = (a.len() / $width).min(b.len() / $width);
+                let (a, b) = (&a[..len * $width], &b[..len * $width]);
+                let load: unsafe fn(&[$t]) -> __m256d = $load;
+                // SAFETY (whole block): AVX2 is enabled for this function; every load reads
+                // exactly one `chunks_exact($quad)` piece, which holds the bytes it reads.
+                unsafe {
+                    let z = _mm256_setzero_pd();
+                    let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut sdd) = (z, z, z, z, z, z);
+                    let mut eq = _mm256_setzero_si256();
+                    let mut ca = a.chunks_exact($quad);
+                    let mut cb = b.chunks_exact($quad);
+                    for (xa, xb) in (&mut ca).zip(&mut cb) {
+                        let x = load(xa);
+                        let y = load(xb);
+                        sa = _mm256_add_pd(sa, x);
+                        sb = _mm256_add_pd(sb, y);
+                        saa = _mm256_add_pd(saa, _mm256_mul_pd(x, x));
+                        sbb = _mm256_add_pd(sbb, _mm256_mul_pd(y, y));
+                        sab = _mm256_add_pd(sab, _mm256_mul_pd(x, y));
+                        let d = _mm256_sub_pd(x, y);
+                        sdd = _mm256_add_pd(sdd, _mm256_mul_pd(d, d));
+                        // An equal lane's mask is all ones, i.e. -1: subtracting counts it.
+                        let m = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, y));
+                        eq = _mm256_sub_epi64(eq, m);
+                    }
+                    let mut s = Lanes::default();
+                    let f = |v: __m256d| {
+                        let mut o = [0f64; L];
+                        _mm256_storeu_pd(o.as_mut_ptr(), v);
+                        o
+                    };
+                    (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) =
+                        (f(sa), f(sb), f(saa), f(sbb), f(sab), f(sdd));
+                    _mm256_storeu_si256(s.eq.as_mut_ptr().cast(), eq);
+                    let one: fn(&[$t]) -> f32 = $one;
+                    for (xa, xb) in ca
+                        .remainder()
+                        .chunks_exact($width)
+                        .zip(cb.remainder().chunks_exact($width))
+                    {
+                        s.add_one(one(xa), one(xb));
+                    }
+                    Moments::from_lanes(len, s)
+                }
+            }
+        };
+    }
+
+    kernel!(slices, f32, 4, 1, |c| c[0], |c| {
+        // SAFETY: `c` holds 4 f32s; unaligned load.
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr())) }
+    });
+    kernel!(
+        f32s,
+        u8,
+        16,
+        4,
+        |c| f32::from_le_bytes(super::arr(c)),
+        |c| {
+            // SAFETY: `c` holds 16 bytes; unaligned load (x86 is little-endian).
+            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr().cast())) }
+        }
+    );
+    kernel!(
+        bf16s,
+        u8,
+        8,
+        2,
+        |c| super::bf16(u32::from(u16::from_le_bytes(super::arr(c)))),
+        |c| {
+            // SAFETY: `c` holds 8 bytes; `_mm_loadl_epi64` reads 8 bytes, unaligned.
+            unsafe {
+                let h = _mm_loadl_epi64(c.as_ptr().cast());
+                let w = _mm_slli_epi32::<16>(_mm_cvtepu16_epi32(h));
+                _mm256_cvtps_pd(_mm_castsi128_ps(w))
+            }
+        }
+    );
+}
+
+/// Calls kernel `$k`: the AVX2 build when the CPU has it (checked once, cached by std),
+/// else the portable one. Both round identically (see [`L`]).
+macro_rules! dispatch {
+    ($k:ident::<$t:ty>($a:expr, $b:expr)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { avx2::$k($a, $b) }
+            } else {
+                kernels::$k($a, $b)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            kernels::$k($a, $b)
+        }
+    }};
+}
+
 impl Moments {
     /// Moments of two equally long slices (only the common prefix if they differ).
     pub fn of_slices(a: &[f32], b: &[f32]) -> Moments {
-        let len = a.len().min(b.len());
-        let (a, b) = (&a[..len], &b[..len]);
-        // Four independent lanes so the compiler can keep several f64 adds in flight.
-        const L: usize = 4;
-        let mut sa = [0f64; L];
-        let mut sb = [0f64; L];
-        let mut saa = [0f64; L];
-        let mut sbb = [0f64; L];
-        let mut sab = [0f64; L];
-        let mut sdd = [0f64; L];
-        let mut eq = [0u64; L];
-        let mut ca = a.chunks_exact(L);
-        let mut cb = b.chunks_exact(L);
-        for (xa, xb) in (&mut ca).zip(&mut cb) {
-            for i in 0..L {
-                let x = f64::from(xa[i]);
-                let y = f64::from(xb[i]);
-                sa[i] += x;
-                sb[i] += y;
-                saa[i] += x * x;
-                sbb[i] += y * y;
-                sab[i] += x * y;
-                let d = x - y;
-                sdd[i] += d * d;
-                eq[i] += u64::from(xa[i] == xb[i]);
-            }
-        }
-        for (&xa, &xb) in ca.remainder().iter().zip(cb.remainder()) {
-            let x = f64::from(xa);
-            let y = f64::from(xb);
-            sa[0] += x;
-            sb[0] += y;
-            saa[0] += x * x;
-            sbb[0] += y * y;
-            sab[0] += x * y;
-            let d = x - y;
-            sdd[0] += d * d;
-            eq[0] += u64::from(xa == xb);
-        }
+        dispatch!(slices::<f32>(a, b))
+    }
+
+    /// Raw moments of `len` elements given the per-lane sums (see [`reduce`]).
+    fn from_lanes(len: usize, s: Lanes) -> Moments {
         let fold = |v: [f64; L]| (v[0] + v[1]) + (v[2] + v[3]);
         let n = len as u64;
         if n == 0 {
             return Moments::default();
         }
         let nf = len as f64;
-        let (sa, sb) = (fold(sa), fold(sb));
+        let (sa, sb) = (fold(s.sa), fold(s.sb));
         let (mean_a, mean_b) = (sa / nf, sb / nf);
         Moments {
             n,
             mean_a,
             mean_b,
             // Clamp tiny negative results of rounding: a sum of squares is never negative.
-            m2_a: (fold(saa) - sa * mean_a).max(0.0),
-            m2_b: (fold(sbb) - sb * mean_b).max(0.0),
-            c_ab: fold(sab) - sa * mean_b,
-            sum_sq_diff: fold(sdd),
-            equal: eq.iter().sum(),
+            m2_a: (fold(s.saa) - sa * mean_a).max(0.0),
+            m2_b: (fold(s.sbb) - sb * mean_b).max(0.0),
+            c_ab: fold(s.sab) - sa * mean_b,
+            sum_sq_diff: fold(s.sdd),
+            equal: s.eq.iter().sum(),
         }
     }
 
@@ -181,10 +399,14 @@ pub fn read_tensor(source: &dyn WeightSource, index: usize, numel: usize) -> Res
 }
 
 /// Streams tensor `ia` of `a` and tensor `ib` of `b` (same element count `numel`) once, in
-/// [`CHUNK`]-sized pieces converted to f32, and returns their [`Moments`].
+/// [`CHUNK`]-sized pieces, and returns their [`Moments`].
 ///
 /// Chunks run in parallel on the current rayon pool; partial results are merged in chunk
-/// order, so the result does not depend on the thread count.
+/// order, so the result does not depend on the thread count. When both sources expose the
+/// stored bytes ([`WeightSource::raw`]) as BF16 or F32, the kernel decodes straight from the
+/// memory map, and every [`RELEASE_CHUNKS`] chunks the pages read are handed back
+/// ([`crate::MappedFile::release`]), so resident memory stays at a few megabytes per thread
+/// however large the model; the result is bit-identical to the buffered path.
 pub fn pair_moments(
     a: &dyn WeightSource,
     ia: usize,
@@ -192,20 +414,171 @@ pub fn pair_moments(
     ib: usize,
     numel: usize,
 ) -> Result<Moments> {
+    stream(a, ia, b, ib, numel, usize::MAX)
+}
+
+/// [`pair_moments`] on a deterministic subsample of at most `budget` elements (but at least
+/// one chunk): `s = ⌊budget / CHUNK⌋` chunks evenly strided through the tensor (sample `k`
+/// is chunk `⌊k·C / s⌋` of `C`), or every chunk when the tensor fits. The choice depends on
+/// `numel` and `budget` only, never on threads. For calibration samples (null
+/// distributions), whose statistic a subsample estimates without bias at a fraction of the
+/// cost of reading both tensors whole.
+pub fn pair_moments_sampled(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    budget: usize,
+) -> Result<Moments> {
+    stream(a, ia, b, ib, numel, budget)
+}
+
+/// Chunks per work item and page release of the fused path (512 Ki elements: 1 MiB of BF16
+/// per side): large enough that the `madvise` calls and TLB shoot-downs cost nothing
+/// measurable, small enough to split big tensors across threads and keep resident memory at
+/// a few MiB per thread.
+pub const RELEASE_CHUNKS: usize = 32;
+
+/// Linux maps up to this many bytes of page cache around a faulting page
+/// (`fault_around_bytes` in debugfs, default 64 KiB).
+const FAULT_AROUND_BYTES: usize = 64 << 10;
+
+/// Stored dtypes the fused kernel decodes itself.
+#[derive(Clone, Copy)]
+enum Stored {
+    Bf16,
+    F32,
+}
+
+/// Both tensors' stored bytes, when the fused path applies.
+struct Fused<'a> {
+    stored: Stored,
+    width: usize,
+    a: RawTensor<'a>,
+    b: RawTensor<'a>,
+}
+
+impl<'a> Fused<'a> {
+    fn of(
+        a: &'a dyn WeightSource,
+        ia: usize,
+        b: &'a dyn WeightSource,
+        ib: usize,
+        numel: usize,
+    ) -> Option<Fused<'a>> {
+        let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
+        let (stored, width) = match (ra.dtype, rb.dtype) {
+            (Dtype::BF16, Dtype::BF16) => (Stored::Bf16, 2),
+            (Dtype::F32, Dtype::F32) => (Stored::F32, 4),
+            _ => return None,
+        };
+        let bytes = numel.checked_mul(width)?;
+        (ra.bytes.len() == bytes && rb.bytes.len() == bytes).then_some(Fused {
+            stored,
+            width,
+            a: ra,
+            b: rb,
+        })
+    }
+
+    /// Moments of elements `start .. start + len`, or `None` outside the tensor.
+    fn chunk(&self, start: usize, len: usize) -> Option<Moments> {
+        let range = start * self.width..(start + len) * self.width;
+        let (x, y) = (self.a.bytes.get(range.clone())?, self.b.bytes.get(range)?);
+        Some(match self.stored {
+            Stored::Bf16 => dispatch!(bf16s::<u8>(x, y)),
+            Stored::F32 => dispatch!(f32s::<u8>(x, y)),
+        })
+    }
+
+    /// Hands back the pages of elements `start .. end`.
+    fn release(&self, start: usize, end: usize) {
+        let range = start * self.width..end * self.width;
+        if let (Some(x), Some(y)) = (self.a.bytes.get(range.clone()), self.b.bytes.get(range)) {
+            self.a.file.release(x);
+            self.b.file.release(y);
+        }
+    }
+}
+
+fn stream(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    budget: usize,
+) -> Result<Moments> {
     let chunks = numel.div_ceil(CHUNK);
-    let partials = (0..chunks)
-        .into_par_iter()
-        .map_init(
-            || (vec![0f32; CHUNK], vec![0f32; CHUNK]),
-            |(buf_a, buf_b), c| {
-                let start = c * CHUNK;
-                let len = CHUNK.min(numel - start);
-                a.read_f32(ia, start, &mut buf_a[..len])?;
-                b.read_f32(ib, start, &mut buf_b[..len])?;
-                Ok(Moments::of_slices(&buf_a[..len], &buf_b[..len]))
-            },
-        )
-        .collect::<Result<Vec<Moments>>>()?;
+    let take = (budget / CHUNK).clamp(1, chunks.max(1)).min(chunks);
+    let sampled = take < chunks;
+    // u128: `k * chunks` cannot overflow.
+    let chunk_of = |k: usize| -> usize {
+        if sampled {
+            (k as u128 * chunks as u128 / take as u128) as usize
+        } else {
+            k
+        }
+    };
+    let fused = Fused::of(a, ia, b, ib, numel);
+    let out_of_range = |start: usize, len: usize| Error::ReadOutOfRange {
+        tensor: a
+            .tensors()
+            .get(ia)
+            .map_or_else(String::new, |t| t.name.clone()),
+        start,
+        len,
+        numel,
+    };
+    let span = |c: usize| (c * CHUNK, CHUNK.min(numel - c * CHUNK));
+    let partials: Vec<Moments> = if let Some(f) = &fused {
+        // One work item per window of chunks, read front to back by one thread and then
+        // handed back: a window released while another thread still read it would be
+        // faulted back in and stay resident.
+        let windows = take.div_ceil(RELEASE_CHUNKS);
+        let per_window = (0..windows)
+            .into_par_iter()
+            .map(|w| {
+                let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
+                let mut out = Vec::with_capacity(ks.len());
+                for k in ks {
+                    let (start, len) = span(chunk_of(k));
+                    out.push(
+                        f.chunk(start, len)
+                            .ok_or_else(|| out_of_range(start, len))?,
+                    );
+                    if sampled {
+                        // Widened by the kernel's fault-around (up to 64 KiB mapped around a
+                        // faulting page), which would otherwise stay resident.
+                        let pad = FAULT_AROUND_BYTES / f.width;
+                        f.release(start.saturating_sub(pad), numel.min(start + len + pad));
+                    }
+                }
+                if !sampled {
+                    let first = w * RELEASE_CHUNKS * CHUNK;
+                    let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
+                    f.release(first, end);
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<Vec<Moments>>>>()?;
+        per_window.into_iter().flatten().collect()
+    } else {
+        (0..take)
+            .into_par_iter()
+            .map_init(
+                || (vec![0f32; CHUNK], vec![0f32; CHUNK]),
+                |(buf_a, buf_b), k| {
+                    let (start, len) = span(chunk_of(k));
+                    a.read_f32(ia, start, &mut buf_a[..len])?;
+                    b.read_f32(ib, start, &mut buf_b[..len])?;
+                    Ok(Moments::of_slices(&buf_a[..len], &buf_b[..len]))
+                },
+            )
+            .collect::<Result<Vec<Moments>>>()?
+    };
+    // Chunk order, whatever the thread count.
     Ok(partials
         .into_iter()
         .fold(Moments::default(), Moments::merge))
@@ -293,5 +666,40 @@ mod tests {
         let m = Moments::of_slices(&a, &a);
         assert_eq!(Moments::default().merge(m), m);
         assert_eq!(m.merge(Moments::default()), m);
+    }
+
+    /// The fused path (decoding from the map, with page releases) gives the same bits as
+    /// converting to f32 first, for BF16 and F32, full and sampled; a sample is a subset.
+    #[cfg(feature = "testing")]
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn fused_path_matches_buffered_bitwise() {
+        use crate::{Format, Limits};
+        let n = 40 * CHUNK + 123;
+        let (va, vb) = (data(n, 7, 0.5), data(n, 8, 0.5));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        crate::testing::SafetensorsBuilder::new()
+            .tensor_bf16("a", &[n], &va)
+            .tensor_bf16("b", &[n], &vb)
+            .tensor_f32("c", &[n], &va)
+            .tensor_f32("d", &[n], &vb)
+            .write(&path)
+            .unwrap();
+        let src = crate::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let src = src.as_ref();
+        for (x, y) in [(0, 1), (2, 3)] {
+            assert!(src.raw(x).is_some());
+            let fused = pair_moments(src, x, src, y, n).unwrap();
+            let ta = read_tensor(src, x, n).unwrap();
+            let tb = read_tensor(src, y, n).unwrap();
+            assert_eq!(fused, Moments::of_tensors(&ta, &tb));
+            let sampled = pair_moments_sampled(src, x, src, y, n, 8 * CHUNK).unwrap();
+            assert_eq!(sampled.n, 8 * CHUNK as u64);
+            let all = pair_moments_sampled(src, x, src, y, n, usize::MAX).unwrap();
+            assert_eq!(all, fused);
+        }
     }
 }

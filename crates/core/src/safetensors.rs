@@ -181,6 +181,16 @@ impl WeightSource for Source {
             .ok_or_else(out_of_range)?;
         convert::to_f32(info.dtype, data, start, out).ok_or_else(out_of_range)
     }
+
+    fn raw(&self, index: usize) -> Option<crate::RawTensor<'_>> {
+        let (info, range) = (self.tensors.get(index)?, self.ranges.get(index)?);
+        let file = self.maps.get(info.file)?;
+        Some(crate::RawTensor {
+            dtype: info.dtype,
+            bytes: file.bytes().get(range.clone())?,
+            file,
+        })
+    }
 }
 
 /// One opened, fully validated file.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{Limits, Result, TensorInfo};
+use crate::{Dtype, Limits, MappedFile, Result, TensorInfo};
 
 /// One file that belongs to an opened model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,18 @@ pub struct Transform {
     pub detail: String,
     /// How many tensors it touched.
     pub tensors: usize,
+}
+
+/// A tensor's stored bytes, borrowed from the memory map that holds them (see
+/// [`WeightSource::raw`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RawTensor<'a> {
+    /// The stored element type.
+    pub dtype: Dtype,
+    /// The tensor's bytes (all of them, little-endian).
+    pub bytes: &'a [u8],
+    /// The map `bytes` lies in.
+    pub file: &'a MappedFile,
 }
 
 /// An opened model: its tensors' metadata, eagerly; their data, lazily.
@@ -68,6 +80,18 @@ pub trait WeightSource: Send + Sync {
     /// range lies outside the tensor. Callers stream a tensor by calling this repeatedly with
     /// a chunk-sized buffer.
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()>;
+
+    /// The stored bytes of tensor `index`, when the source holds them contiguously in a
+    /// memory map in a layout [`crate::to_f32`] decodes to exactly what [`Self::read_f32`]
+    /// returns. The streaming kernels then decode while they reduce (no intermediate f32
+    /// buffer) and hand pages they are done with back to the kernel
+    /// ([`MappedFile::release`]), which keeps resident memory independent of model size.
+    /// The default (`None`: e.g. a format that dequantizes blocks) streams through
+    /// [`Self::read_f32`].
+    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
+        let _ = index;
+        None
+    }
 
     /// Looks a tensor up by name (binary search over the sorted list).
     fn find(&self, name: &str) -> Option<usize> {
