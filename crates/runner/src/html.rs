@@ -668,6 +668,9 @@ mod tests {
         assert_eq!(colour(Some(-1.0)), "#2166ac");
         assert_eq!(colour(None), "#bbbbbb");
         assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
-        assert_eq!(prose("`a<b` and `c`"), "<code>a&lt;b</code> and <code>c</code>");
+        assert_eq!(
+            prose("`a<b` and `c`"),
+            "<code>a&lt;b</code> and <code>c</code>"
+        );
     }
 }
