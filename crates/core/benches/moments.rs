@@ -52,8 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let src = src.as_ref();
     println!("{:<28} {:>10} {:>10}", "case", "Gpairs/s", "GB/s");
     for (dtype, width) in [("bf16", 2usize), ("f16", 2), ("f32", 4)] {
-        let (Some(ia), Some(ib)) = (src.find(&format!("{dtype}.a")), src.find(&format!("{dtype}.b")))
-        else {
+        let (Some(ia), Some(ib)) = (
+            src.find(&format!("{dtype}.a")),
+            src.find(&format!("{dtype}.b")),
+        ) else {
             return Err("tensor missing".into());
         };
         let secs = pool.install(|| {
