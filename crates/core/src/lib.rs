@@ -45,4 +45,4 @@ pub use moments::{
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};
-pub use tensor::{checked_numel, TensorInfo};
+pub use tensor::{checked_numel, checked_read, TensorInfo};

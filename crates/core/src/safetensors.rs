@@ -150,34 +150,16 @@ impl WeightSource for Source {
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
-        let (Some(info), Some(range)) = (self.tensors.get(index), self.ranges.get(index)) else {
-            return Err(Error::NoSuchTensor {
-                index,
-                count: self.tensors.len(),
-            });
-        };
-        if !info.dtype.is_float() {
-            return Err(Error::NotConvertible {
-                tensor: info.name.clone(),
-                dtype: info.dtype,
-            });
-        }
         let len = out.len();
-        let out_of_range = || Error::ReadOutOfRange {
-            tensor: info.name.clone(),
-            start,
-            len,
-            numel: info.numel,
-        };
-        if start.checked_add(len).is_none_or(|end| end > info.numel) {
-            return Err(out_of_range());
-        }
-        // The range was validated against the map at open time, so these lookups succeed;
+        let info = crate::checked_read(&self.tensors, index, start, len)?;
+        let out_of_range = || info.out_of_range(start, len);
+        // `ranges` parallels `tensors`, and the range was validated against the map at open time, so these lookups succeed;
         // they are checked anyway so that no path can panic.
         let data = self
-            .maps
-            .get(info.file)
-            .and_then(|m| m.bytes().get(range.clone()))
+            .ranges
+            .get(index)
+            .and_then(|range| Some((self.maps.get(info.file)?, range)))
+            .and_then(|(m, range)| m.bytes().get(range.clone()))
             .ok_or_else(out_of_range)?;
         convert::to_f32(info.dtype, data, start, out).ok_or_else(out_of_range)
     }

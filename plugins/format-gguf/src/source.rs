@@ -408,28 +408,11 @@ pub(crate) fn read(
     start: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    let (Some(info), Some(entry)) = (layout.tensors.get(index), layout.entries.get(index)) else {
-        return Err(Error::NoSuchTensor {
-            index,
-            count: layout.tensors.len(),
-        });
-    };
-    if !info.dtype.is_float() {
-        return Err(Error::NotConvertible {
-            tensor: info.name.clone(),
-            dtype: info.dtype,
-        });
-    }
     let len = out.len();
-    let out_of_range = || Error::ReadOutOfRange {
-        tensor: info.name.clone(),
-        start,
-        len,
-        numel: info.numel,
-    };
-    if start.checked_add(len).is_none_or(|end| end > info.numel) {
-        return Err(out_of_range());
-    }
+    let info = weightkin_core::checked_read(&layout.tensors, index, start, len)?;
+    let out_of_range = || info.out_of_range(start, len);
+    // `entries` parallels `tensors`.
+    let entry = layout.entries.get(index).ok_or_else(out_of_range)?;
     // Validated at open time against the same bytes; checked again so that nothing can panic.
     let data = bytes.get(entry.range.clone()).ok_or_else(out_of_range)?;
     match entry.remap {

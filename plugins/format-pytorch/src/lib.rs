@@ -313,29 +313,11 @@ impl WeightSource for Source {
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
-        let (Some(info), Some(layout)) = (self.tensors.get(index), self.layouts.get(index)) else {
-            return Err(Error::NoSuchTensor {
-                index,
-                count: self.tensors.len(),
-            });
-        };
-        if !info.dtype.is_float() {
-            return Err(Error::NotConvertible {
-                tensor: info.name.clone(),
-                dtype: info.dtype,
-            });
-        }
         let len = out.len();
-        let out_of_range = || Error::ReadOutOfRange {
-            tensor: info.name.clone(),
-            start,
-            len,
-            numel: info.numel,
-        };
-        let end = start.checked_add(len).filter(|&e| e <= info.numel);
-        if end.is_none() {
-            return Err(out_of_range());
-        }
+        let info = weightkin_core::checked_read(&self.tensors, index, start, len)?;
+        let out_of_range = || info.out_of_range(start, len);
+        // `layouts` parallels `tensors`.
+        let layout = self.layouts.get(index).ok_or_else(out_of_range)?;
         let data = self.record(layout, &info.name)?;
         if layout.contiguous && !layout.big_endian {
             // Validated at open: the whole view lies inside the record.
