@@ -28,6 +28,7 @@ mod source;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod ulp;
 
 pub use convert::to_f32;
 pub use dtype::Dtype;
@@ -46,3 +47,4 @@ pub use moments::{
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};
 pub use tensor::{checked_numel, checked_read, TensorInfo};
+pub use ulp::{bf16_ulp_sampled, UlpStats};

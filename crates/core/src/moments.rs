@@ -442,7 +442,7 @@ pub const RELEASE_CHUNKS: usize = 32;
 
 /// Linux maps up to this many bytes of page cache around a faulting page
 /// (`fault_around_bytes` in debugfs, default 64 KiB).
-const FAULT_AROUND_BYTES: usize = 64 << 10;
+pub(crate) const FAULT_AROUND_BYTES: usize = 64 << 10;
 
 /// Stored dtypes the fused kernel decodes itself.
 #[derive(Clone, Copy)]
@@ -502,6 +502,24 @@ impl<'a> Fused<'a> {
     }
 }
 
+/// The chunks a subsample of at most `budget` elements reads: `(take, chunk_of)` where
+/// sample `k < take` is chunk `chunk_of(k)`, evenly strided through the tensor's chunks (or
+/// every chunk when the tensor fits the budget). Depends on `numel` and `budget` only.
+pub(crate) fn sampled_chunks(numel: usize, budget: usize) -> (usize, impl Fn(usize) -> usize) {
+    let chunks = numel.div_ceil(CHUNK);
+    let take = (budget / CHUNK).clamp(1, chunks.max(1)).min(chunks);
+    let sampled = take < chunks;
+    // u128: `k * chunks` cannot overflow.
+    let chunk_of = move |k: usize| -> usize {
+        if sampled {
+            (k as u128 * chunks as u128 / take as u128) as usize
+        } else {
+            k
+        }
+    };
+    (take, chunk_of)
+}
+
 fn stream(
     a: &dyn WeightSource,
     ia: usize,
@@ -511,16 +529,8 @@ fn stream(
     budget: usize,
 ) -> Result<Moments> {
     let chunks = numel.div_ceil(CHUNK);
-    let take = (budget / CHUNK).clamp(1, chunks.max(1)).min(chunks);
+    let (take, chunk_of) = sampled_chunks(numel, budget);
     let sampled = take < chunks;
-    // u128: `k * chunks` cannot overflow.
-    let chunk_of = |k: usize| -> usize {
-        if sampled {
-            (k as u128 * chunks as u128 / take as u128) as usize
-        } else {
-            k
-        }
-    };
     let fused = Fused::of(a, ia, b, ib, numel);
     let out_of_range = |start: usize, len: usize| Error::ReadOutOfRange {
         tensor: a

@@ -369,11 +369,22 @@ fn compare(
 
     // Calibration and verdicts.
     let nulls = nulls(cmp, a, names_a, b, &pairing.pairs, references, opts)?;
+    // BF16 ULP distances on the stored bits, sampled like the null (a fraction of a pass).
+    let ulps: Vec<Option<weightkin_core::UlpStats>> = pairing
+        .pairs
+        .par_iter()
+        .map(|p| weightkin_core::bf16_ulp_sampled(a, p.a, b, p.b, NULL_SAMPLE_BUDGET))
+        .collect();
     let measured: Vec<verdict::Measured<'_>> = pairing
         .pairs
         .iter()
         .zip(&moments)
-        .map(|(pair, m)| verdict::Measured { pair, moments: *m })
+        .zip(ulps)
+        .map(|((pair, m), ulp)| verdict::Measured {
+            pair,
+            moments: *m,
+            ulp,
+        })
         .collect();
     let structured = |p: &pairing::Pair| structured(a, p.a);
     let (evidence, verdicts) =

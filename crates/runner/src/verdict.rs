@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 use serde::Serialize;
-use weightkin_core::Moments;
+use weightkin_core::{Moments, UlpStats};
 
 use crate::pairing::{Pair, Reason, Unpaired};
 use crate::recipe::CompareSpec;
@@ -189,6 +189,10 @@ pub struct Evidence {
     pub equal_fraction: f64,
     /// ‖a − b‖ / ‖a‖.
     pub relative_l2: Option<f64>,
+    /// Distance in BF16 units in the last place, on the stored bits of a subsample (both
+    /// tensors stored as BF16, in a format that exposes its bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16_ulp: Option<UlpStats>,
     /// The null the z-score is against.
     pub null: Option<NullKind>,
     /// Null mean.
@@ -248,6 +252,9 @@ pub struct ComponentVerdict {
     pub significant: usize,
     /// Evidence tensors byte-for-byte (value-for-value) identical to A's.
     pub identical: usize,
+    /// Mean fraction of sampled weights within 1 BF16 ULP of A's, over evidence tensors
+    /// stored as BF16 on both sides.
+    pub bf16_within_one_ulp: Option<f64>,
     /// Median Pearson over evidence tensors.
     pub median_pearson: Option<f64>,
     /// Median z.
@@ -304,6 +311,8 @@ pub struct Measured<'a> {
     pub pair: &'a Pair,
     /// Its moments.
     pub moments: Moments,
+    /// BF16 ULP statistics, when both sides are stored as BF16.
+    pub ulp: Option<UlpStats>,
 }
 
 /// Null samples by class: Pearson values of tensor pairs known not to share ancestry.
@@ -404,6 +413,10 @@ pub fn judge(
                 cosine: cosine(mo).map(round),
                 equal_fraction: round(if mo.n == 0 { 0.0 } else { mo.equal as f64 / n }),
                 relative_l2: (aa > 0.0).then(|| round((mo.sum_sq_diff / aa).sqrt())),
+                bf16_ulp: m.ulp.map(|u| UlpStats {
+                    within_one: round(u.within_one),
+                    ..u
+                }),
                 null: judged.then_some(null),
                 null_mean: judged.then(|| round(null_mean)),
                 null_sd: judged.then(|| round(null_sd)),
@@ -494,6 +507,11 @@ fn summarise(
             .filter(|(i, _)| measured[*i].moments.equal == measured[*i].moments.n)
             .count();
         let pearsons: Vec<f64> = ev.iter().filter_map(|(_, e)| e.pearson).collect();
+        let ulps: Vec<f64> = ev
+            .iter()
+            .filter_map(|(_, e)| e.bf16_ulp.map(|u| u.within_one))
+            .collect();
+        let within_one = stats::mean_sd(&ulps).map(|(m, _)| round(m));
         let zs: Vec<f64> = ev.iter().filter_map(|(_, e)| e.z).collect();
         let needed = ((ev.len() as f64) * MIN_SUPPORT_FRACTION).ceil().max(1.0) as usize;
         let verdict = if ev.is_empty() {
@@ -541,7 +559,8 @@ fn summarise(
             .min_by(f64::total_cmp);
         let max_z = zs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let sentence = match verdict {
-            Verdict::Derived => format!(
+            Verdict::Derived => {
+                format!(
                 "{name}: DERIVED. {supporting} of {} evidence tensors correlate with A far beyond \
                  what unrelated weights show (median Pearson {}, median z {}, smallest \
                  Holm-adjusted p {}){}.",
@@ -553,8 +572,17 @@ fn summarise(
                     format!("; {identical} are value-for-value identical to A's")
                 } else {
                     String::new()
-                }
-            ),
+                },
+            ) + &within_one
+                    .map(|w| {
+                        format!(
+                        " On the stored BF16 bits, {:.1} % of sampled weights are within 1 ULP \
+                         of A's.",
+                        100.0 * w
+                    )
+                    })
+                    .unwrap_or_default()
+            }
             Verdict::Independent => format!(
                 "{name}: INDEPENDENT. None of {} evidence tensors correlates with A beyond what \
                  unrelated weights show (median Pearson {}, largest z {:.1}).",
@@ -585,6 +613,7 @@ fn summarise(
             supporting,
             significant: significant_n,
             identical,
+            bf16_within_one_ulp: within_one,
             median_pearson,
             median_z: stats::median(&zs).map(|z| (z * 1e3).round() / 1e3),
             min_p_adjusted: min_p,

@@ -336,3 +336,51 @@ fn cka_values_carry_a_permutation_null() {
         .unwrap();
     assert!(n.metric_nulls.is_empty());
 }
+
+/// A light BF16 fine-tune moves most stored weights by at most 1 ULP; an independent model's
+/// weights are far apart.
+#[test]
+fn bf16_ulp_distance_separates_a_light_fine_tune_from_an_independent_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Model::init(&small(), 1);
+    base.write(&dir.path().join("a.safetensors"), Store::Bf16)
+        .unwrap();
+    base.fine_tune(2, 0.002)
+        .write(&dir.path().join("b.safetensors"), Store::Bf16)
+        .unwrap();
+    Model::init(&small(), 3)
+        .write(&dir.path().join("c.safetensors"), Store::Bf16)
+        .unwrap();
+    let text = "[audit]\nname = \"ulp\"\n[models.a]\npath = \"a.safetensors\"\n\
+                [models.b]\npath = \"b.safetensors\"\n[models.c]\npath = \"c.safetensors\"\n\
+                [[compare]]\na = \"a\"\nb = \"b\"\n[[compare]]\na = \"a\"\nb = \"c\"\n";
+    let reg = registry::builtin().unwrap();
+    let r = recipe::parse(&dir.path().join("x.toml"), text, &reg).unwrap();
+    let report = run(&r, &reg, &RunOptions::default()).unwrap();
+    let ulp = |c: usize, t: &str| {
+        report.comparisons[c]
+            .tensors
+            .iter()
+            .find(|r| r.name == t)
+            .unwrap()
+            .evidence
+            .as_ref()
+            .unwrap()
+            .bf16_ulp
+            .unwrap()
+    };
+    let t = "model.layers.1.mlp.up_proj.weight";
+    let (tuned, indep) = (ulp(0, t), ulp(1, t));
+    assert!(
+        tuned.within_one > 0.7 && tuned.median.unwrap() <= 1,
+        "{tuned:?}"
+    );
+    assert!(
+        indep.within_one < 0.05 && indep.median.is_none(),
+        "{indep:?}"
+    );
+    let lm = &report.comparisons[0].verdicts.components;
+    let lm = lm.iter().find(|k| k.name == "language model").unwrap();
+    assert!(lm.bf16_within_one_ulp.unwrap() > 0.7);
+    assert!(lm.sentence.contains("within 1 ULP"), "{}", lm.sentence);
+}

@@ -1,0 +1,140 @@
+//! How far apart two BF16 tensors are in units in the last place (ULP).
+//!
+//! A fine-tune in BF16 moves most weights by a few ULP and leaves many untouched; an
+//! independently trained tensor differs by thousands. The distance is measured on the stored
+//! bits (no conversion), on a deterministic subsample of at most `budget` elements chosen as
+//! the moment pass chooses its calibration samples, with the pages read handed back.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::moments::{sampled_chunks, FAULT_AROUND_BYTES};
+use crate::{Dtype, WeightSource, CHUNK};
+
+/// Histogram buckets: distances 0 ..= `ULP_BUCKETS - 2` exactly, the last bucket for larger.
+const ULP_BUCKETS: usize = 65;
+
+/// ULP distance statistics of a BF16 tensor pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct UlpStats {
+    /// Element pairs measured (NaN pairs excluded).
+    pub sampled: u64,
+    /// Median distance in BF16 ULP; `None` when it exceeds 63 (far apart).
+    pub median: Option<u32>,
+    /// Fraction of pairs at most 1 ULP apart.
+    pub within_one: f64,
+}
+
+/// Position of a BF16 bit pattern on the number line (±0 coincide).
+fn ordered(x: u16) -> i32 {
+    if x & 0x8000 != 0 {
+        0x8000 - i32::from(x & 0x7FFF)
+    } else {
+        0x8000 + i32::from(x)
+    }
+}
+
+fn is_nan(x: u16) -> bool {
+    x & 0x7F80 == 0x7F80 && x & 0x007F != 0
+}
+
+fn histogram(a: &[u8], b: &[u8]) -> [u64; ULP_BUCKETS] {
+    let mut h = [0u64; ULP_BUCKETS];
+    for (x, y) in a.chunks_exact(2).zip(b.chunks_exact(2)) {
+        let (x, y) = (
+            u16::from_le_bytes([x[0], x[1]]),
+            u16::from_le_bytes([y[0], y[1]]),
+        );
+        if is_nan(x) || is_nan(y) {
+            continue;
+        }
+        let d = (ordered(x) - ordered(y)).unsigned_abs() as usize;
+        h[d.min(ULP_BUCKETS - 1)] += 1;
+    }
+    h
+}
+
+/// ULP statistics of tensor `ia` of `a` against tensor `ib` of `b` when both are stored as
+/// BF16 and expose their bytes ([`WeightSource::raw`]); `None` otherwise.
+pub fn bf16_ulp_sampled(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    budget: usize,
+) -> Option<UlpStats> {
+    let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
+    if ra.dtype != Dtype::BF16 || rb.dtype != Dtype::BF16 || ra.bytes.len() != rb.bytes.len() {
+        return None;
+    }
+    let numel = ra.bytes.len() / 2;
+    let (take, chunk_of) = sampled_chunks(numel, budget);
+    let h = (0..take)
+        .into_par_iter()
+        .map(|k| {
+            let start = chunk_of(k) * CHUNK * 2;
+            let end = ra.bytes.len().min(start + CHUNK * 2);
+            let (Some(x), Some(y)) = (ra.bytes.get(start..end), rb.bytes.get(start..end)) else {
+                return [0u64; ULP_BUCKETS];
+            };
+            let h = histogram(x, y);
+            // Hand the pages back (with the kernel's fault-around) so that sampling many
+            // tensors does not make the models resident.
+            let (lo, hi) = (
+                start.saturating_sub(FAULT_AROUND_BYTES),
+                ra.bytes.len().min(end + FAULT_AROUND_BYTES),
+            );
+            if let (Some(x), Some(y)) = (ra.bytes.get(lo..hi), rb.bytes.get(lo..hi)) {
+                ra.file.release(x);
+                rb.file.release(y);
+            }
+            h
+        })
+        .reduce(
+            || [0u64; ULP_BUCKETS],
+            |mut s, h| {
+                for (a, b) in s.iter_mut().zip(h) {
+                    *a += b;
+                }
+                s
+            },
+        );
+    let sampled: u64 = h.iter().sum();
+    if sampled == 0 {
+        return None;
+    }
+    let mut seen = 0u64;
+    let median = h.iter().enumerate().find_map(|(d, &n)| {
+        seen += n;
+        (2 * seen >= sampled).then_some(d)
+    });
+    Some(UlpStats {
+        sampled,
+        median: median.filter(|&d| d < ULP_BUCKETS - 1).map(|d| d as u32),
+        within_one: (h[0] + h[1]) as f64 / sampled as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_and_distances() {
+        assert_eq!(ordered(0x0000), ordered(0x8000)); // +0 = -0
+        assert_eq!(ordered(0x3F81) - ordered(0x3F80), 1); // next after 1.0
+        assert_eq!(ordered(0x0001) - ordered(0x8001), 2); // smallest ± subnormals
+        assert!(is_nan(0x7FC0) && !is_nan(0x7F80));
+        let a: Vec<u8> = [0x3F80u16, 0x3F80, 0x3F80, 0x7FC0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b: Vec<u8> = [0x3F80u16, 0x3F81, 0x3F90, 0x3F80]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let h = histogram(&a, &b);
+        assert_eq!((h[0], h[1], h[16]), (1, 1, 1));
+        assert_eq!(h.iter().sum::<u64>(), 3); // the NaN pair is skipped
+    }
+}
