@@ -194,6 +194,27 @@ pub enum MetricFailure {
     },
 }
 
+impl Error {
+    /// An [`Error::InvalidHeader`]: `path`'s `format` header is wrong in the way `problem`
+    /// says. The one constructor every format's parser uses.
+    pub fn header(path: &std::path::Path, format: &'static str, problem: HeaderProblem) -> Error {
+        Error::InvalidHeader {
+            path: path.to_owned(),
+            format,
+            problem,
+        }
+    }
+
+    /// An [`Error::InvalidTensor`]: tensor `name` of `path` is wrong as `problem` says.
+    pub fn tensor(path: &std::path::Path, name: &str, problem: TensorProblem) -> Error {
+        Error::InvalidTensor {
+            path: path.to_owned(),
+            tensor: name.to_owned(),
+            problem,
+        }
+    }
+}
+
 /// What is wrong with a header or index file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

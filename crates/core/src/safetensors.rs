@@ -194,11 +194,7 @@ fn io(path: &Path, action: &'static str, source: std::io::Error) -> Error {
 }
 
 fn header(path: &Path, problem: HeaderProblem) -> Error {
-    Error::InvalidHeader {
-        path: path.to_owned(),
-        format: NAME,
-        problem,
-    }
+    Error::header(path, NAME, problem)
 }
 
 fn tensor(path: &Path, name: &str, problem: TensorProblem) -> Error {

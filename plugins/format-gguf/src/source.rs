@@ -88,19 +88,11 @@ impl WeightSource for Source {
 }
 
 fn header_error(path: &Path, problem: HeaderProblem) -> Error {
-    Error::InvalidHeader {
-        path: path.to_owned(),
-        format: NAME,
-        problem,
-    }
+    Error::header(path, NAME, problem)
 }
 
 fn tensor_error(path: &Path, name: &str, problem: TensorProblem) -> Error {
-    Error::InvalidTensor {
-        path: path.to_owned(),
-        tensor: name.to_owned(),
-        problem,
-    }
+    Error::tensor(path, name, problem)
 }
 
 /// A tensor whose info passed validation, before renaming.

@@ -200,19 +200,11 @@ fn is_legacy(head: &[u8]) -> bool {
 }
 
 fn header(path: &Path, problem: HeaderProblem) -> Error {
-    Error::InvalidHeader {
-        path: path.to_owned(),
-        format: NAME,
-        problem,
-    }
+    Error::header(path, NAME, problem)
 }
 
 fn tensor_error(path: &Path, name: &str, problem: TensorProblem) -> Error {
-    Error::InvalidTensor {
-        path: path.to_owned(),
-        tensor: name.to_owned(),
-        problem,
-    }
+    Error::tensor(path, name, problem)
 }
 
 /// Maps a pickle error to the format's error for the stream `stream`.

@@ -161,19 +161,11 @@ fn join(segments: &[String]) -> String {
 
 impl<'a> Walker<'a> {
     fn header(&self, problem: HeaderProblem) -> Error {
-        Error::InvalidHeader {
-            path: self.path.to_owned(),
-            format: crate::NAME,
-            problem,
-        }
+        Error::header(self.path, crate::NAME, problem)
     }
 
     fn tensor_err(&self, segments: &[String], problem: TensorProblem) -> Error {
-        Error::InvalidTensor {
-            path: self.path.to_owned(),
-            tensor: join(segments),
-            problem,
-        }
+        Error::tensor(self.path, &join(segments), problem)
     }
 
     fn value(&self, id: Id) -> &'a Value {
