@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use crate::Undefined;
 use crate::{Dtype, Error, RawTensor, Result, WeightSource};
 
 /// Elements per streaming chunk: 16 Ki f32 = 64 KiB per side, so both sides of a chunk sit in
@@ -362,6 +363,43 @@ impl Moments {
     /// Σ a·b (uncentred).
     pub fn sum_ab(&self) -> f64 {
         self.c_ab + self.n as f64 * self.mean_a * self.mean_b
+    }
+
+    /// Cosine similarity Σab / (‖a‖·‖b‖), or why it is undefined: no elements, a NaN or ±inf
+    /// in either tensor, or an all-zero tensor. Identical inputs give exactly 1.
+    pub fn cosine(&self) -> crate::MetricValue {
+        self.ratio(
+            self.sum_ab(),
+            self.sum_sq_a(),
+            self.sum_sq_b(),
+            Undefined::ZeroNorm,
+        )
+    }
+
+    /// Pearson correlation (cosine of the centred tensors), or why it is undefined: no
+    /// elements, a NaN or ±inf, or a constant tensor. Identical inputs give exactly 1.
+    pub fn pearson(&self) -> crate::MetricValue {
+        self.ratio(self.c_ab, self.m2_a, self.m2_b, Undefined::Constant)
+    }
+
+    /// `num / √(den_a·den_b)` clamped to [−1, 1], with the shared degenerate cases.
+    fn ratio(&self, num: f64, den_a: f64, den_b: f64, zero: Undefined) -> crate::MetricValue {
+        use crate::MetricValue;
+        if self.n == 0 {
+            return MetricValue::Undefined(Undefined::Empty);
+        }
+        if !self.is_finite() {
+            return MetricValue::Undefined(Undefined::NonFinite);
+        }
+        if den_a <= 0.0 || den_b <= 0.0 {
+            return MetricValue::Undefined(zero);
+        }
+        // Identical inputs: exactly 1 rather than 1 ± rounding, so a self-comparison reads
+        // as what it is.
+        if self.sum_sq_diff == 0.0 {
+            return MetricValue::Value(1.0);
+        }
+        MetricValue::Value((num / (den_a.sqrt() * den_b.sqrt())).clamp(-1.0, 1.0))
     }
 
     /// Whether every accumulated quantity is finite (false if either input held NaN/±inf).

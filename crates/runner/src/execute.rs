@@ -554,7 +554,7 @@ fn nulls(
                         source: Box::new(source),
                     })?;
                 opts.progress.advance(numel.min(NULL_SAMPLE_BUDGET) as u64);
-                Ok((class.as_str(), *kind, verdict::pearson_of(&m)))
+                Ok((class.as_str(), *kind, m.pearson().value()))
             })
             .collect::<Result<Vec<_>, Error>>()?;
     opts.progress.finish();

@@ -319,19 +319,7 @@ pub struct Measured<'a> {
 pub type NullSamples = BTreeMap<String, (NullKind, Vec<f64>)>;
 
 fn pearson(m: &Moments) -> Option<f64> {
-    (m.n > 0 && m.is_finite() && m.m2_a > 0.0 && m.m2_b > 0.0)
-        .then(|| (m.c_ab / (m.m2_a.sqrt() * m.m2_b.sqrt())).clamp(-1.0, 1.0))
-}
-
-fn cosine(m: &Moments) -> Option<f64> {
-    let (aa, bb) = (m.sum_sq_a(), m.sum_sq_b());
-    (m.n > 0 && m.is_finite() && aa > 0.0 && bb > 0.0)
-        .then(|| (m.sum_ab() / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0))
-}
-
-/// Pearson of a pair's moments (shared with null sampling).
-pub fn pearson_of(m: &Moments) -> Option<f64> {
-    pearson(m)
+    m.pearson().value()
 }
 
 /// Whether a tensor sits near a constant in both models (|mean| > 3 s.d.).
@@ -410,7 +398,7 @@ pub fn judge(
                 component: component_of(spec, &m.pair.name),
                 role,
                 pearson: r.map(round),
-                cosine: cosine(mo).map(round),
+                cosine: mo.cosine().value().map(round),
                 equal_fraction: round(if mo.n == 0 { 0.0 } else { mo.equal as f64 / n }),
                 relative_l2: (aa > 0.0).then(|| round((mo.sum_sq_diff / aa).sqrt())),
                 bf16_ulp: m.ulp.map(|u| UlpStats {

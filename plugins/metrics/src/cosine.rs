@@ -1,10 +1,10 @@
 //! Cosine similarity: Σab / (‖a‖·‖b‖).
 //!
 //! Defined for any two tensors with non-zero norm; if either is all zeros the result is
-//! [`Undefined::ZeroNorm`] (reported as such, never NaN). NaN or ±inf in either input gives
-//! [`Undefined::NonFinite`]. Not invariant to a shift of either tensor: see the crate docs.
+//! [`weightkin_core::Undefined::ZeroNorm`] (reported as such, never NaN). NaN or ±inf in either input gives
+//! [`weightkin_core::Undefined::NonFinite`]. Not invariant to a shift of either tensor: see the crate docs.
 
-use weightkin_core::{Input, Metric, MetricSpec, MetricValue, Needs, Params, Result, Undefined};
+use weightkin_core::{Input, Metric, MetricSpec, MetricValue, Needs, Params, Result};
 
 /// Name used in recipes.
 pub const NAME: &str = "cosine";
@@ -31,22 +31,6 @@ struct Cosine;
 
 impl Metric for Cosine {
     fn evaluate(&self, input: &Input<'_>) -> MetricValue {
-        let m = input.moments;
-        if m.n == 0 {
-            return MetricValue::Undefined(Undefined::Empty);
-        }
-        if !m.is_finite() {
-            return MetricValue::Undefined(Undefined::NonFinite);
-        }
-        let (aa, bb) = (m.sum_sq_a(), m.sum_sq_b());
-        if aa <= 0.0 || bb <= 0.0 {
-            return MetricValue::Undefined(Undefined::ZeroNorm);
-        }
-        // Identical inputs: report exactly 1 rather than 1 ± rounding, so a self-comparison
-        // reads as what it is.
-        if m.sum_sq_diff == 0.0 {
-            return MetricValue::Value(1.0);
-        }
-        MetricValue::Value(super::clamp_unit(m.sum_ab() / (aa.sqrt() * bb.sqrt())))
+        input.moments.cosine()
     }
 }

@@ -21,8 +21,3 @@ pub use weightkin_core::Moments;
 
 /// Every metric in this crate, for the runner's registration list.
 pub const ALL: &[&MetricSpec] = &[&cosine::SPEC, &pearson::SPEC, &cka::SPEC];
-
-/// Clamps a ratio that is mathematically within [-1, 1] but may overshoot by rounding.
-fn clamp_unit(v: f64) -> f64 {
-    v.clamp(-1.0, 1.0)
-}
