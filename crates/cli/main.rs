@@ -562,17 +562,12 @@ fn demo_summary(report: &Report) -> String {
             let _ = writeln!(o, "  not compared: {n} tensor(s), {reason}");
         }
         for a in &c.alignments {
-            let pairs: Vec<String> = a
-                .mapping
-                .iter()
-                .map(|m| format!("{}→{}", m.b, m.a))
-                .collect();
             let _ = writeln!(
                 o,
                 "  layer alignment of {} (B→A, from {} grids): {}  (mean {} on it, {} off it{})",
                 a.stack,
                 a.metric,
-                pairs.join(" "),
+                a.mapping_text(),
                 a.score.map_or("—".to_owned(), |v| format!("{v:.4}")),
                 a.off_mapping_mean
                     .map_or("—".to_owned(), |v| format!("{v:.4}")),

@@ -40,9 +40,7 @@ fn prose(s: &str) -> String {
     out
 }
 
-fn num(v: Option<f64>) -> String {
-    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
-}
+use crate::report::fixed as num;
 
 /// Diverging colour for a value in [-1, 1]: blue (−1) – white (0) – red (+1).
 fn colour(v: Option<f64>) -> String {
@@ -233,12 +231,7 @@ pub fn render(r: &Report) -> String {
 }
 
 fn mapping_text(a: &Alignment) -> String {
-    let pairs: Vec<String> = a
-        .mapping
-        .iter()
-        .map(|m| format!("{}→{}", m.b, m.a))
-        .collect();
-    format!("B→A {}", pairs.join(" "))
+    format!("B→A {}", a.mapping_text())
 }
 
 fn comparison(o: &mut String, c: &Comparison) {

@@ -7,9 +7,7 @@ use std::fmt::Write;
 use crate::report::{Comparison, Report, Stats};
 
 /// Formats a metric value with fixed precision.
-fn num(v: Option<f64>) -> String {
-    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
-}
+use crate::report::fixed as num;
 
 /// Integer with thousands separators.
 fn count(n: u64) -> String {

@@ -382,6 +382,24 @@ impl Report {
     }
 }
 
+/// A metric value with fixed precision (6 decimals) for the human-readable renderers;
+/// "—" when undefined.
+pub fn fixed(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
+}
+
+impl Alignment {
+    /// The mapping as text, one `b→a` per layer of B: `0→0 1→2 2→4`.
+    pub fn mapping_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .mapping
+            .iter()
+            .map(|m| format!("{}→{}", m.b, m.a))
+            .collect();
+        pairs.join(" ")
+    }
+}
+
 /// Median, min and max of `values` (already rounded).
 pub fn stats(metric: &str, values: &[Option<f64>]) -> Stats {
     let mut v: Vec<f64> = values.iter().flatten().copied().collect();
