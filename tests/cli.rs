@@ -1,6 +1,10 @@
 //! The `weightkin` binary end to end.
 
-use crate::util::{stderr, stdout, weightkin};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use crate::util::{command, stderr, stdout, weightkin};
 
 #[test]
 fn demo_runs_offline_and_shows_the_norm_trap() {
@@ -210,4 +214,192 @@ fn exit_codes() {
     assert!(stderr(&out).contains("no registered format recognises this file"));
     // --help is success.
     assert_eq!(weightkin(dir.path(), &["--help"]).status.code(), Some(0));
+}
+
+/// Runs the binary with its hash cache in `cache`.
+fn cached(dir: &Path, cache: &Path, args: &[&str]) -> Output {
+    let out = command(dir, args)
+        .env("WEIGHTKIN_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// The hash cache's entries (none if it was never created).
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(cache.join("blake3")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The BLAKE3 hash a JSON report gives to model `model`'s only file.
+fn file_hash(report: &Output, model: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let m = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == model)
+        .unwrap();
+    m["files"][0]["blake3"].as_str().unwrap().to_owned()
+}
+
+/// Generates the demo family in `dir/m` and waits until its files are old enough for the
+/// hash cache to store them: their ctime, which nothing can set back, must be 3 s older than
+/// the start of hashing.
+fn aged_demo_family(dir: &Path) {
+    let out = weightkin(dir, &["demo", "--keep", "m", "--no-hash-cache"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(3500));
+}
+
+#[test]
+fn hash_cache_skips_unchanged_files_and_never_serves_a_stale_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    aged_demo_family(dir.path());
+    let args = [
+        "compare",
+        "m/base.safetensors",
+        "m/finetuned.safetensors",
+        "--format",
+        "json",
+    ];
+    let uncached = [&args[..], &["--no-hash-cache"]].concat();
+    let run = |args: &[&str]| cached(dir.path(), &cache, args);
+
+    // First run hashes and stores both files; the second is served from the cache; the
+    // reports are byte-identical, and identical to one without the cache.
+    let first = run(&args);
+    assert_eq!(entries(&cache).len(), 2, "{:?}", entries(&cache));
+    let second = run(&args);
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(first.stdout, run(&uncached).stdout);
+
+    // The cache really is read: an entry with the right key and another hash is believed
+    // (which is why only a directory private to the user is used), and `--no-hash-cache`
+    // ignores it.
+    let real = file_hash(&first, "b");
+    let entry = entries(&cache)
+        .into_iter()
+        .find(|e| std::fs::read_to_string(e).unwrap().contains(&real))
+        .unwrap();
+    let good = std::fs::read_to_string(&entry).unwrap();
+    let forged = "f".repeat(64);
+    std::fs::write(&entry, good.replace(&real, &forged)).unwrap();
+    assert_eq!(file_hash(&run(&args), "b"), forged);
+    assert_eq!(file_hash(&run(&uncached), "b"), real);
+    // A corrupt entry is a miss, and the miss stores the entry again.
+    std::fs::write(&entry, &good[..good.len() - 10]).unwrap();
+    assert_eq!(run(&args).stdout, first.stdout);
+    assert_eq!(std::fs::read_to_string(&entry).unwrap(), good);
+
+    // Rewrite B in place: same size, same mtime (put back), one bit changed. Only the ctime
+    // tells the file changed, and the cached hash is not used.
+    let path = dir.path().join("m/finetuned.safetensors");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    // The low mantissa bit of the last element (every tensor's bytes are little-endian).
+    bytes[n - 2] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.len(), meta.modified().unwrap()), (n as u64, mtime));
+    let after = run(&args);
+    let changed = file_hash(&after, "b");
+    assert_ne!(changed, real);
+    assert_eq!(after.stdout, run(&uncached).stdout);
+    assert_eq!(file_hash(&after, "a"), file_hash(&first, "a"));
+}
+
+#[test]
+fn no_hash_cache_leaves_the_cache_alone_and_concurrent_runs_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    aged_demo_family(dir.path());
+
+    cached(
+        dir.path(),
+        &cache,
+        &["audit", "m/demo.toml", "--no-hash-cache"],
+    );
+    cached(
+        dir.path(),
+        &cache,
+        &[
+            "compare",
+            "m/base.safetensors",
+            "m/subset.safetensors",
+            "--no-hash-cache",
+        ],
+    );
+    cached(dir.path(), &cache, &["demo", "--no-hash-cache"]);
+    assert!(entries(&cache).is_empty(), "{:?}", entries(&cache));
+    // The same files are cached without the flag (so the check above can fail): one entry
+    // per model of the demo recipe.
+    let audit = |out: &str| {
+        cached(dir.path(), &cache, &["audit", "m/demo.toml", "--out", out]);
+        std::fs::read(dir.path().join(out).join("report.json")).unwrap()
+    };
+    let stored = audit("r1");
+    assert_eq!(entries(&cache).len(), 4, "{:?}", entries(&cache));
+    assert_eq!(audit("r2"), stored);
+
+    // Many processes at once on one fresh cache: all succeed with the same report, and the
+    // cache ends with whole entries and no temporary files.
+    let cache = dir.path().join("cache2");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            command(
+                dir.path(),
+                &[
+                    "compare",
+                    "m/base.safetensors",
+                    "m/independent.safetensors",
+                    "--format",
+                    "json",
+                ],
+            )
+            .env("WEIGHTKIN_CACHE_DIR", &cache)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert_eq!(o.stdout, outputs[0].stdout);
+    }
+    let names: Vec<_> = entries(&cache)
+        .iter()
+        .map(|e| e.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+    let again = cached(
+        dir.path(),
+        &cache,
+        &[
+            "compare",
+            "m/base.safetensors",
+            "m/independent.safetensors",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(again.stdout, outputs[0].stdout);
+    assert_eq!(stdout(&again).matches("\"blake3\"").count(), 2);
 }

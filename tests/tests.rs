@@ -5,7 +5,8 @@
 /// Shared helpers: running the binary, temp dirs, fixture paths.
 mod util;
 
-/// The binary: exit codes, `demo`, `compare`, `inspect`, `plugins`, thread-count determinism.
+/// The binary: exit codes, `demo`, `compare`, `inspect`, `plugins`, thread-count determinism,
+/// the hash cache.
 mod cli;
 
 /// One insta snapshot (JSON and Markdown) per recipe in `configs/`.

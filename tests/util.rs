@@ -3,12 +3,16 @@ use std::process::{Command, Output};
 
 /// Runs the `weightkin` binary with `args` in `dir`.
 pub fn weightkin(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weightkin"))
-        .args(args)
+    command(dir, args).output().expect("run weightkin")
+}
+
+/// The command [`weightkin`] runs, to add to (environment variables) or spawn.
+pub fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weightkin"));
+    cmd.args(args)
         .current_dir(dir)
-        .env_remove("WEIGHTKIN_PLUGIN_PATH")
-        .output()
-        .expect("run weightkin")
+        .env_remove("WEIGHTKIN_PLUGIN_PATH");
+    cmd
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -9,6 +9,11 @@
 //! code. `weightkin plugins` lists every format and metric with its origin;
 //! `weightkin plugins check PATH` runs the conformance kit against a plugin's metrics.
 //!
+//! Hash cache: `audit`, `compare` and `demo` take model files' BLAKE3 hashes from the cache
+//! in `$WEIGHTKIN_CACHE_DIR/blake3` (default `~/.cache/weightkin/blake3`) when the file is
+//! unchanged since it was hashed (`weightkin_runner::hashcache`); `--no-hash-cache` hashes
+//! every file and leaves the cache alone.
+//!
 //! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
 //! model file, a plugin that cannot be loaded, I/O error); 2 invalid command-line usage;
 //! 3 `plugins check` ran, and a metric failed a conformance check; 4 the audit ran and a
@@ -22,7 +27,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use weightkin_core::{Limits, Origin, Registry, WeightSource};
-use weightkin_runner::{recipe, NoProgress, Progress, Report, ReportFormat, RunOptions};
+use weightkin_runner::{recipe, HashCache, NoProgress, Progress, Report, ReportFormat, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +117,8 @@ enum Command {
         fail_on: Vec<FailOn>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// Compare two models without a recipe; prints the report to stdout.
     Compare {
@@ -136,6 +143,8 @@ enum Command {
         fail_on: Vec<FailOn>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// List a model's tensors, dtypes, shapes and format metadata.
     Inspect {
@@ -160,6 +169,8 @@ enum Command {
         keep: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        cache: CacheArg,
     },
 }
 
@@ -178,6 +189,25 @@ struct Threads {
     /// Worker threads (default: one per core). Reports are identical for any value.
     #[arg(long, short = 'j')]
     threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct CacheArg {
+    /// Hash every model file, neither reading nor writing the hash cache
+    /// ($WEIGHTKIN_CACHE_DIR/blake3, default ~/.cache/weightkin/blake3). Reports are
+    /// identical either way.
+    #[arg(long)]
+    no_hash_cache: bool,
+}
+
+impl CacheArg {
+    fn cache(&self) -> Option<HashCache> {
+        if self.no_hash_cache {
+            None
+        } else {
+            HashCache::from_env()
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -270,9 +300,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         &NoProgress
     };
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         limits: Limits::default(),
         progress,
+        hash_cache: None,
     };
     match cli.command {
         Command::Audit {
@@ -280,8 +311,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             fail_on,
             threads,
+            cache,
         } => {
             set_threads(&threads)?;
+            opts.hash_cache = cache.cache();
             let (recipe, report) = weightkin_runner::audit_file(&recipe, &registry, &opts)?;
             for path in report.write(&out, &recipe.formats)? {
                 emit(&format!("wrote {}\n", path.display()))?;
@@ -305,8 +338,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             fail_on,
             threads,
+            cache,
         } => {
             set_threads(&threads)?;
+            opts.hash_cache = cache.cache();
             let text = weightkin_runner::adhoc_recipe(&a, &b, &metrics, &include, &exclude);
             // Paths on the command line are relative to the current directory.
             let recipe = recipe::parse(Path::new("<command line>"), &text, &registry)?;
@@ -352,8 +387,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CHECK_FAILED));
             }
         }
-        Command::Demo { keep, threads } => {
+        Command::Demo {
+            keep,
+            threads,
+            cache,
+        } => {
             set_threads(&threads)?;
+            opts.hash_cache = cache.cache();
             let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
             let dir = keep.as_deref().unwrap_or(tmp.path());
             let recipe_path = weightkin_runner::demo::generate(dir)

@@ -15,6 +15,7 @@ use weightkin_core::{
 };
 
 use crate::grid;
+use crate::hashcache::HashCache;
 use crate::pairing::{self, Kind, Pair};
 use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
 use crate::report::MetricNull;
@@ -51,13 +52,20 @@ pub struct RunOptions<'a> {
     pub limits: Limits,
     /// Progress sink.
     pub progress: &'a dyn Progress,
+    /// Where model files' BLAKE3 hashes are looked up before hashing them, and stored after
+    /// (see [`HashCache`]); `None` hashes every file. A cached hash is the same string the
+    /// hash pass would give, so reports are byte-identical either way.
+    pub hash_cache: Option<HashCache>,
 }
 
 impl Default for RunOptions<'_> {
+    /// No progress, default limits, and no hash cache (so that library callers and tests
+    /// neither read nor write anything outside their inputs; the CLI turns the cache on).
     fn default() -> Self {
         RunOptions {
             limits: Limits::default(),
             progress: &NoProgress,
+            hash_cache: None,
         }
     }
 }
@@ -139,7 +147,8 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
 /// `update_rayon` still splits across the pool).
 const HASH_WINDOW: usize = 16 << 20;
 
-/// Builds a model's report entry, hashing its files.
+/// Builds a model's report entry, hashing its files (or taking their hashes from
+/// [`RunOptions::hash_cache`]).
 fn describe(
     name: &str,
     given: &str,
@@ -150,9 +159,8 @@ fn describe(
     let total: u64 = source.files().iter().map(|f| f.size).sum();
     opts.progress
         .start(&format!("hashing {name}"), total, "bytes");
-    let mut files = Vec::new();
-    for f in source.files() {
-        let map = MappedFile::open(&f.path).map_err(|source| Error::OpenModel {
+    let hash = |file: &Path| -> Result<String, Error> {
+        let map = MappedFile::open(file).map_err(|source| Error::OpenModel {
             model: name.to_owned(),
             path: given.to_owned(),
             source: Box::new(source),
@@ -165,6 +173,20 @@ fn describe(
             map.release(window);
             opts.progress.advance(window.len() as u64);
         }
+        Ok(hasher.finalize().to_hex().to_string())
+    };
+    let mut files = Vec::new();
+    for f in source.files() {
+        let blake3 = match &opts.hash_cache {
+            Some(cache) => {
+                let hashed = cache.get_or_hash(&f.path, hash)?;
+                if hashed.cached {
+                    opts.progress.advance(f.size);
+                }
+                hashed.blake3
+            }
+            None => hash(&f.path)?,
+        };
         let rel = f
             .path
             .strip_prefix(path)
@@ -175,7 +197,7 @@ fn describe(
         files.push(FileReport {
             path: rel.to_string_lossy().replace('\\', "/"),
             bytes: f.size,
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3,
         });
     }
     opts.progress.finish();
@@ -373,7 +395,7 @@ fn compare(
     let ulps: Vec<Option<weightkin_core::UlpStats>> = pairing
         .pairs
         .par_iter()
-        .map(|p| weightkin_core::bf16_ulp_sampled(a, p.a, b, p.b, NULL_SAMPLE_BUDGET))
+        .map(|p| weightkin_core::bf16_ulp_sampled(a, p.a, b, p.b, ULP_SAMPLE_BUDGET))
         .collect();
     let measured: Vec<verdict::Measured<'_>> = pairing
         .pairs
@@ -489,12 +511,18 @@ fn structured(source: &dyn WeightSource, i: usize) -> bool {
     bits.len() <= (numel / 50).max(16)
 }
 
-/// Elements each null sample reads at most (1 Mi: [`pair_moments_sampled`] takes 64 evenly
+/// Elements each null sample reads at most (128 Ki: [`pair_moments_sampled`] takes 8 evenly
 /// strided chunks of a larger tensor). Pearson on a subsample estimates the tensors' Pearson
-/// without bias, with sampling spread ≈ 1/√(1 Mi) ≈ 0.001 — far below the spread between
-/// layers that the null measures, and only ever widening it (conservative). Without it the
-/// cross-layer null re-read every layered tensor twice, tripling the cost of an audit.
-const NULL_SAMPLE_BUDGET: usize = 1 << 20;
+/// without bias, with sampling spread ≈ 1/√(128 Ki) ≈ 0.003 — far below the minimum effect
+/// size (0.1) a verdict asks for, and only ever widening the null (conservative). The
+/// cross-layer null takes two samples per layered tensor, so read whole it would cost twice
+/// the comparison itself; at this budget it costs about a tenth (measured in BENCHMARKS.md).
+const NULL_SAMPLE_BUDGET: usize = 1 << 17;
+
+/// Elements each BF16 ULP histogram reads at most (64 Ki: four evenly strided chunks). The
+/// statistics it feeds — the median distance and the fraction within one ULP — are quantiles
+/// of a per-element distribution, estimated from 64 Ki samples to about ±0.004.
+const ULP_SAMPLE_BUDGET: usize = 1 << 16;
 
 /// Empirical nulls per class: reference models (declared independent of A) where they have
 /// the class, else cross-layer samples (A's layer i against B's layer j ≠ i, same class, at

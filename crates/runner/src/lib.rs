@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dylib;
 pub mod execute;
 pub mod grid;
+pub mod hashcache;
 mod html;
 mod markdown;
 pub mod pairing;
@@ -25,6 +26,7 @@ pub mod verdict;
 use std::path::{Path, PathBuf};
 
 pub use execute::{run, NoProgress, Progress, RunOptions};
+pub use hashcache::HashCache;
 pub use recipe::{Recipe, RecipeError};
 pub use report::{Report, ReportFormat};
 
