@@ -44,10 +44,11 @@ pub struct Moments {
 }
 
 /// Lanes of the fused kernel: element `i` of a chunk goes to lane `i % L`. Part of the
-/// numerical contract (like [`CHUNK`]): four f64 lanes are exactly one AVX2 register, so the
-/// vectorised and the portable builds of [`reduce`] do the same arithmetic and give the same
-/// bits.
-const L: usize = 4;
+/// numerical contract (like [`CHUNK`]): eight f64 lanes are two AVX2 registers per
+/// accumulator — two independent dependency chains, so the adds and fused multiply-adds
+/// run at the units' throughput rather than their latency — and the vectorised and the
+/// portable builds of [`reduce`] do the same arithmetic and give the same bits.
+const L: usize = 8;
 
 /// Per-lane raw sums of one chunk.
 #[derive(Default)]
@@ -71,8 +72,10 @@ impl Lanes {
     }
 
     /// Adds one element pair to lane `i`. Every product of two f32 values is exact in f64,
-    /// so the only rounding is in the sums; there is no fused multiply-add (Rust never
-    /// contracts `x * y + z`), so every build rounds identically.
+    /// so `s + x * x` rounds once, exactly like the fused multiply-add of the AVX2 build;
+    /// `d * d` of the difference need not be exact, so it is a fused multiply-add in every
+    /// build (`mul_add`: one rounding, in hardware or in libm). Rust never contracts
+    /// `x * y + z` by itself, so every build rounds identically.
     #[inline(always)]
     fn add_lane(&mut self, i: usize, xa: f32, xb: f32) {
         let x = f64::from(xa);
@@ -83,7 +86,7 @@ impl Lanes {
         self.sbb[i] += y * y;
         self.sab[i] += x * y;
         let d = x - y;
-        self.sdd[i] += d * d;
+        self.sdd[i] = d.mul_add(d, self.sdd[i]);
         // f32 → f64 is exact, so this is `xa == xb` (NaN never equal, -0 == +0).
         self.eq[i] += u64::from(x == y);
     }
@@ -96,17 +99,17 @@ impl Lanes {
 }
 
 /// The fused kernel: decodes `L` elements of each side at a time (`QA`/`QB` storage units
-/// each, via `quad_a`/`quad_b`; single elements of the tail are `WA`/`WB` units via
-/// `one_a`/`one_b`) and reduces them in registers, with no intermediate f32 buffer. Written
-/// as plain fixed-width loops so that it vectorises; `#[inline(always)]` so that each
-/// `dispatch!` instantiation is compiled for its own target features.
+/// each, via `oct_a`/`oct_b`; single elements of the tail are `WA`/`WB` units via
+/// `one_a`/`one_b`) and reduces them in registers, with no intermediate f32 buffer.
+/// `#[inline(always)]` so that each `dispatch!` instantiation is compiled for its own target
+/// features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn reduce<T, U, const QA: usize, const QB: usize, const WA: usize, const WB: usize>(
     a: &[T],
     b: &[U],
-    quad_a: impl Fn(&[T]) -> [f32; L],
-    quad_b: impl Fn(&[U]) -> [f32; L],
+    oct_a: impl Fn(&[T]) -> [f32; L],
+    oct_b: impl Fn(&[U]) -> [f32; L],
     one_a: impl Fn(&[T]) -> f32,
     one_b: impl Fn(&[U]) -> f32,
 ) -> Moments {
@@ -116,7 +119,7 @@ fn reduce<T, U, const QA: usize, const QB: usize, const WA: usize, const WB: usi
     let mut ca = a.chunks_exact(QA);
     let mut cb = b.chunks_exact(QB);
     for (xa, xb) in (&mut ca).zip(&mut cb) {
-        s.add(quad_a(xa), quad_b(xb));
+        s.add(oct_a(xa), oct_b(xb));
     }
     for (xa, xb) in ca
         .remainder()
@@ -147,88 +150,100 @@ mod kernels {
 
     #[inline(always)]
     pub(super) fn slices(a: &[f32], b: &[f32]) -> Moments {
-        let q = |c: &[f32]| [c[0], c[1], c[2], c[3]];
+        let oct = |c: &[f32]| std::array::from_fn(|i| c[i]);
         let one = |c: &[f32]| c[0];
-        reduce::<f32, f32, 4, 4, 1, 1>(a, b, q, q, one, one)
+        reduce::<f32, f32, L, L, 1, 1>(a, b, oct, oct, one, one)
     }
 
     #[inline(always)]
     pub(super) fn bf16s(a: &[u8], b: &[u8]) -> Moments {
-        let q = |c: &[u8]| {
-            let w = u64::from_le_bytes(arr(c));
-            [
-                bf16(w as u32 & 0xffff),
-                bf16((w >> 16) as u32 & 0xffff),
-                bf16((w >> 32) as u32 & 0xffff),
-                bf16((w >> 48) as u32),
-            ]
+        let oct = |c: &[u8]| {
+            let w = u128::from_le_bytes(arr(c));
+            std::array::from_fn(|i| bf16((w >> (16 * i)) as u32 & 0xffff))
         };
         let one = |c: &[u8]| bf16(u32::from(u16::from_le_bytes(arr(c))));
-        reduce::<u8, u8, 8, 8, 2, 2>(a, b, q, q, one, one)
+        reduce::<u8, u8, 16, 16, 2, 2>(a, b, oct, oct, one, one)
     }
 
     #[inline(always)]
     pub(super) fn f32s(a: &[u8], b: &[u8]) -> Moments {
-        let q = |c: &[u8]| {
-            let f = |i: usize| f32::from_le_bytes(arr(&c[4 * i..4 * i + 4]));
-            [f(0), f(1), f(2), f(3)]
-        };
+        let oct = |c: &[u8]| std::array::from_fn(|i| f32::from_le_bytes(arr(&c[4 * i..4 * i + 4])));
         let one = |c: &[u8]| f32::from_le_bytes(arr(c));
-        reduce::<u8, u8, 16, 16, 4, 4>(a, b, q, q, one, one)
+        reduce::<u8, u8, 32, 32, 4, 4>(a, b, oct, oct, one, one)
     }
 }
 
-/// AVX2 builds of the kernels, written with intrinsics (LLVM's vectoriser does not find the
-/// shape by itself): four f64 lanes in one `__m256d` per accumulator, the same lane
-/// assignment and operation order as [`Lanes::add`], so results are bit-identical to the
-/// portable build. Only the decoding (4 stored elements → `__m128`) differs per dtype.
+/// AVX2 + FMA builds of the kernels, written with intrinsics (LLVM's vectoriser does not find
+/// the shape by itself): eight f64 lanes in two `__m256d` per accumulator, the same lane
+/// assignment and rounding as [`Lanes::add`], so results are bit-identical to the portable
+/// build. Only the decoding (8 stored elements → two `__m256d`) differs per dtype.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{Lanes, Moments, L};
 
+    /// Stores one accumulator (lanes 0–3 and 4–7) as `L` values.
+    #[target_feature(enable = "avx")]
+    fn lanes(v: [__m256d; 2]) -> [f64; L] {
+        let mut o = [0f64; L];
+        for (h, v) in v.into_iter().enumerate() {
+            // SAFETY: `o` holds 8 f64s and `4 * h + 4 <= 8`; unaligned store.
+            unsafe { _mm256_storeu_pd(o.as_mut_ptr().add(4 * h), v) };
+        }
+        o
+    }
+
     macro_rules! kernel {
-        ($name:ident, $t:ty, $quad:expr, $width:expr, $one:expr, $load:expr) => {
+        ($name:ident, $t:ty, $oct:expr, $width:expr, $one:expr, $load:expr) => {
             /// # Safety
-            /// The CPU must support AVX2.
-            #[target_feature(enable = "avx2")]
+            /// The CPU must support AVX2, FMA and POPCNT.
+            #[target_feature(enable = "avx2,fma,popcnt")]
             #[allow(unused_unsafe)]
             pub(super) unsafe fn $name(a: &[$t], b: &[$t]) -> Moments {
                 let len = (a.len() / $width).min(b.len() / $width);
                 let (a, b) = (&a[..len * $width], &b[..len * $width]);
-                let load: unsafe fn(&[$t]) -> __m256d = $load;
-                // SAFETY (whole block): AVX2 is enabled for this function; every load reads
-                // exactly one `chunks_exact($quad)` piece, which holds the bytes it reads.
+                // Lanes `4h .. 4h + 4` of one `$oct`-unit piece, as f64.
+                let load: unsafe fn(&[$t], usize) -> __m256d = $load;
+                // SAFETY (whole block): AVX2, FMA and POPCNT are enabled for this function;
+                // every load reads within one `chunks_exact($oct)` piece.
                 unsafe {
-                    let z = _mm256_setzero_pd();
+                    let z = [_mm256_setzero_pd(); 2];
                     let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut sdd) = (z, z, z, z, z, z);
-                    let mut eq = _mm256_setzero_si256();
-                    let mut ca = a.chunks_exact($quad);
-                    let mut cb = b.chunks_exact($quad);
+                    let mut eq = 0u64;
+                    let mut ca = a.chunks_exact($oct);
+                    let mut cb = b.chunks_exact($oct);
                     for (xa, xb) in (&mut ca).zip(&mut cb) {
-                        let x = load(xa);
-                        let y = load(xb);
-                        sa = _mm256_add_pd(sa, x);
-                        sb = _mm256_add_pd(sb, y);
-                        saa = _mm256_add_pd(saa, _mm256_mul_pd(x, x));
-                        sbb = _mm256_add_pd(sbb, _mm256_mul_pd(y, y));
-                        sab = _mm256_add_pd(sab, _mm256_mul_pd(x, y));
-                        let d = _mm256_sub_pd(x, y);
-                        sdd = _mm256_add_pd(sdd, _mm256_mul_pd(d, d));
-                        // An equal lane's mask is all ones, i.e. -1: subtracting counts it.
-                        let m = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, y));
-                        eq = _mm256_sub_epi64(eq, m);
+                        // One half at a time, so that the twelve accumulators, the two
+                        // inputs and a temporary fit the sixteen registers.
+                        for h in 0..2 {
+                            let x = load(xa, h);
+                            let y = load(xb, h);
+                            sa[h] = _mm256_add_pd(sa[h], x);
+                            sb[h] = _mm256_add_pd(sb[h], y);
+                            // Exact products: one rounding, as `s + x * x` in the portable
+                            // build.
+                            saa[h] = _mm256_fmadd_pd(x, x, saa[h]);
+                            sbb[h] = _mm256_fmadd_pd(y, y, sbb[h]);
+                            sab[h] = _mm256_fmadd_pd(x, y, sab[h]);
+                            let d = _mm256_sub_pd(x, y);
+                            sdd[h] = _mm256_fmadd_pd(d, d, sdd[h]);
+                            // Equal lanes as mask bits, counted on the scalar units.
+                            let m = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_EQ_OQ>(x, y));
+                            eq += u64::from(m.count_ones());
+                        }
                     }
                     let mut s = Lanes::default();
-                    let f = |v: __m256d| {
-                        let mut o = [0f64; L];
-                        _mm256_storeu_pd(o.as_mut_ptr(), v);
-                        o
-                    };
-                    (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) =
-                        (f(sa), f(sb), f(saa), f(sbb), f(sab), f(sdd));
-                    _mm256_storeu_si256(s.eq.as_mut_ptr().cast(), eq);
+                    (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) = (
+                        lanes(sa),
+                        lanes(sb),
+                        lanes(saa),
+                        lanes(sbb),
+                        lanes(sab),
+                        lanes(sdd),
+                    );
+                    // Only the total of `eq` is used (an integer: any split is exact).
+                    s.eq[0] = eq;
                     let one: fn(&[$t]) -> f32 = $one;
                     for (xa, xb) in ca
                         .remainder()
@@ -243,46 +258,51 @@ mod avx2 {
         };
     }
 
-    kernel!(slices, f32, 4, 1, |c| c[0], |c| {
-        // SAFETY: `c` holds 4 f32s; unaligned load.
-        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr())) }
+    kernel!(slices, f32, 8, 1, |c| c[0], |c, h| {
+        // SAFETY: `c` holds 8 f32s and `h < 2`; unaligned load.
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr().add(4 * h))) }
     });
     kernel!(
         f32s,
         u8,
-        16,
+        32,
         4,
         |c| f32::from_le_bytes(super::arr(c)),
-        |c| {
-            // SAFETY: `c` holds 16 bytes; unaligned load (x86 is little-endian).
-            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr().cast())) }
+        |c, h| {
+            // SAFETY: `c` holds 32 bytes and `h < 2`; unaligned load (x86 is little-endian).
+            unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c.as_ptr().cast::<f32>().add(4 * h))) }
         }
     );
     kernel!(
         bf16s,
         u8,
-        8,
+        16,
         2,
         |c| super::bf16(u32::from(u16::from_le_bytes(super::arr(c)))),
-        |c| {
-            // SAFETY: `c` holds 8 bytes; `_mm_loadl_epi64` reads 8 bytes, unaligned.
+        |c, h| {
+            // SAFETY: `c` holds 16 bytes and `h < 2`; `_mm_loadl_epi64` reads 8 of them,
+            // unaligned. A BF16 value is the high half of an f32: zero-extended and shifted
+            // up 16 bits, it is exactly that f32.
             unsafe {
-                let h = _mm_loadl_epi64(c.as_ptr().cast());
-                let w = _mm_slli_epi32::<16>(_mm_cvtepu16_epi32(h));
+                let v = _mm_loadl_epi64(c.as_ptr().add(8 * h).cast());
+                let w = _mm_slli_epi32::<16>(_mm_cvtepu16_epi32(v));
                 _mm256_cvtps_pd(_mm_castsi128_ps(w))
             }
         }
     );
 }
 
-/// Calls kernel `$k`: the AVX2 build when the CPU has it (checked once, cached by std),
-/// else the portable one. Both round identically (see [`L`]).
+/// Calls kernel `$k`: the AVX2 + FMA build when the CPU has both (checked once, cached by
+/// std), else the portable one. Both round identically (see [`L`]).
 macro_rules! dispatch {
     ($k:ident::<$t:ty>($a:expr, $b:expr)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                // SAFETY: the CPU supports AVX2, FMA and POPCNT, checked just above.
                 unsafe { avx2::$k($a, $b) }
             } else {
                 kernels::$k($a, $b)
@@ -303,7 +323,7 @@ impl Moments {
 
     /// Raw moments of `len` elements given the per-lane sums (see [`reduce`]).
     fn from_lanes(len: usize, s: Lanes) -> Moments {
-        let fold = |v: [f64; L]| (v[0] + v[1]) + (v[2] + v[3]);
+        let fold = |v: [f64; L]| ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
         let n = len as u64;
         if n == 0 {
             return Moments::default();
@@ -476,11 +496,7 @@ pub fn pair_moments_sampled(
 /// per side): large enough that the `madvise` calls and TLB shoot-downs cost nothing
 /// measurable, small enough to split big tensors across threads and keep resident memory at
 /// a few MiB per thread.
-pub const RELEASE_CHUNKS: usize = 32;
-
-/// Linux maps up to this many bytes of page cache around a faulting page
-/// (`fault_around_bytes` in debugfs, default 64 KiB).
-pub(crate) const FAULT_AROUND_BYTES: usize = 64 << 10;
+pub const RELEASE_CHUNKS: usize = 128;
 
 /// Stored dtypes the fused kernel decodes itself.
 #[derive(Clone, Copy)]
@@ -596,12 +612,6 @@ fn stream(
                         f.chunk(start, len)
                             .ok_or_else(|| out_of_range(start, len))?,
                     );
-                    if sampled {
-                        // Widened by the kernel's fault-around (up to 64 KiB mapped around a
-                        // faulting page), which would otherwise stay resident.
-                        let pad = FAULT_AROUND_BYTES / f.width;
-                        f.release(start.saturating_sub(pad), numel.min(start + len + pad));
-                    }
                 }
                 if !sampled {
                     let first = w * RELEASE_CHUNKS * CHUNK;
@@ -611,6 +621,12 @@ fn stream(
                 Ok(out)
             })
             .collect::<Result<Vec<Vec<Moments>>>>()?;
+        if sampled {
+            // A subsample touches a few chunks (plus the kernel's fault-around) spread over
+            // the whole tensor: one release of the tensor afterwards, rather than one
+            // `madvise` (and TLB shoot-down) per chunk.
+            f.release(0, numel);
+        }
         per_window.into_iter().flatten().collect()
     } else {
         (0..take)
@@ -706,6 +722,75 @@ mod tests {
             .map(|(x, y)| Moments::of_slices(x, y))
             .fold(Moments::default(), Moments::merge);
         assert_eq!(Moments::of_tensors(&a, &b), by_hand);
+    }
+
+    /// Bit patterns of every kind: wide-range normals, subnormals, ±0, ±∞, NaNs, and
+    /// near-equal neighbours (so that `d * d` is inexact and the equal count is non-trivial).
+    fn hostile_bits(n: usize, seed: u32) -> Vec<u32> {
+        let mut s = seed;
+        let mut next = move || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            s
+        };
+        (0..n)
+            .map(|i| {
+                let r = next();
+                match i % 16 {
+                    0 => 0x8000_0000,
+                    1 => 0x7F80_0000 | (r & 0x8000_0000),
+                    2 => 0x7FC0_0001,
+                    3 => r & 0x807F_FFFF,
+                    4 | 5 => 0x3F80_0000 | (r & 0x8000_FFFF),
+                    _ => r & 0xBFFF_FFFF,
+                }
+            })
+            .collect()
+    }
+
+    /// The AVX2 + FMA kernels round exactly like the portable ones, for every stored dtype,
+    /// on hostile values and on lengths that leave tails of every size.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_and_portable_kernels_agree_bitwise() {
+        let simd = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("popcnt");
+        if !simd {
+            return; // nothing to compare on this CPU
+        }
+        let (ba, bb) = (hostile_bits(4099, 5), hostile_bits(4099, 6));
+        // Every third element of b equals a's (counts equal positions, ±0 and NaN included).
+        let bb: Vec<u32> = bb
+            .iter()
+            .zip(&ba)
+            .enumerate()
+            .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
+            .collect();
+        let same = |x: Moments, y: Moments| {
+            let bits = |m: Moments| {
+                [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(f64::to_bits)
+            };
+            assert_eq!((x.n, x.equal, bits(x)), (y.n, y.equal, bits(y)));
+        };
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
+            let fa: Vec<f32> = ba[..len].iter().map(|&b| f32::from_bits(b)).collect();
+            let fb: Vec<f32> = bb[..len].iter().map(|&b| f32::from_bits(b)).collect();
+            // SAFETY: AVX2, FMA and POPCNT were detected above.
+            same(unsafe { avx2::slices(&fa, &fb) }, kernels::slices(&fa, &fb));
+            let f32_bytes =
+                |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|b| b.to_le_bytes()).collect() };
+            let (xa, xb) = (f32_bytes(&ba[..len]), f32_bytes(&bb[..len]));
+            // SAFETY: as above.
+            same(unsafe { avx2::f32s(&xa, &xb) }, kernels::f32s(&xa, &xb));
+            let bf16_bytes = |v: &[u32]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|b| ((b >> 16) as u16).to_le_bytes())
+                    .collect()
+            };
+            let (ha, hb) = (bf16_bytes(&ba[..len]), bf16_bytes(&bb[..len]));
+            // SAFETY: as above.
+            same(unsafe { avx2::bf16s(&ha, &hb) }, kernels::bf16s(&ha, &hb));
+        }
     }
 
     #[test]
