@@ -13,6 +13,7 @@
 
 use rayon::prelude::*;
 
+use crate::ulp::{self, UlpStats};
 use crate::Undefined;
 use crate::{Dtype, Error, RawTensor, Result, WeightSource};
 
@@ -472,7 +473,104 @@ pub fn pair_moments(
     ib: usize,
     numel: usize,
 ) -> Result<Moments> {
-    stream(a, ia, b, ib, numel, usize::MAX)
+    Ok(pair_pass(a, ia, b, ib, numel, &Taps::default())?.moments)
+}
+
+/// What a full pass ([`pair_pass`]) keeps of the data it streams, besides the moments, while
+/// that data is in cache: nothing is read twice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Taps {
+    /// Keep the [`Samples`] of this budget (as [`pair_moments_sampled`] would choose them).
+    pub samples: Option<usize>,
+    /// Histogram the BF16 ULP distances of the chunks a subsample of this budget would
+    /// choose (when both tensors are stored as BF16 and expose their bytes).
+    pub ulp: Option<usize>,
+}
+
+/// The result of [`pair_pass`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairPass {
+    /// Moments of the whole pair.
+    pub moments: Moments,
+    /// The subsample asked for by [`Taps::samples`].
+    pub samples: Option<Samples>,
+    /// The ULP statistics asked for by [`Taps::ulp`], when they apply.
+    pub ulp: Option<UlpStats>,
+}
+
+/// A deterministic subsample of a tensor pair: the chunks [`pair_moments_sampled`] reads for
+/// the same `numel` and budget, in chunk order, as stored (BF16 or F32 bytes, as the fused
+/// kernel reads them). Lets calibration pair one tensor's sample with another's (A's layer
+/// `i` against B's layer `j`) without reading either tensor again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Samples {
+    numel: usize,
+    budget: usize,
+    stored: Stored,
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+impl Samples {
+    fn empty(numel: usize, budget: usize, stored: Stored) -> Samples {
+        Samples {
+            numel,
+            budget,
+            stored,
+            a: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+
+    /// The subsample of two tensors already in memory (equally long, else `None`): the same
+    /// chunks a pass with [`Taps::samples`] = `budget` keeps.
+    pub fn of_tensors(a: &[f32], b: &[f32], budget: usize) -> Option<Samples> {
+        if a.len() != b.len() {
+            return None;
+        }
+        let numel = a.len();
+        let (take, chunk_of) = sampled_chunks(numel, budget);
+        let mut s = Samples::empty(numel, budget, Stored::F32);
+        for k in 0..take {
+            let start = chunk_of(k) * CHUNK;
+            let end = numel.min(start + CHUNK);
+            s.a.extend(a.get(start..end)?.iter().flat_map(|v| v.to_le_bytes()));
+            s.b.extend(b.get(start..end)?.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        Some(s)
+    }
+
+    /// Moments of the `a` side of `x` against the `b` side of `y`: bit-identical to
+    /// [`pair_moments_sampled`] on the two tensors they came from. `None` when the two were
+    /// not sampled alike (different element counts or budgets).
+    pub fn cross(x: &Samples, y: &Samples) -> Option<Moments> {
+        if (x.numel, x.budget) != (y.numel, y.budget) {
+            return None;
+        }
+        let (take, chunk_of) = sampled_chunks(x.numel, x.budget);
+        let (mut at_a, mut at_b) = (0, 0);
+        let (mut fa, mut fb) = (Vec::new(), Vec::new());
+        let mut m = Moments::default();
+        for k in 0..take {
+            let len = CHUNK.min(x.numel - chunk_of(k) * CHUNK);
+            let (wa, wb) = (x.stored.width() * len, y.stored.width() * len);
+            let (pa, pb) = (x.a.get(at_a..at_a + wa)?, y.b.get(at_b..at_b + wb)?);
+            (at_a, at_b) = (at_a + wa, at_b + wb);
+            m = m.merge(match (x.stored, y.stored) {
+                (Stored::Bf16, Stored::Bf16) => dispatch!(bf16s::<u8>(pa, pb)),
+                (Stored::F32, Stored::F32) => dispatch!(f32s::<u8>(pa, pb)),
+                // Mixed: decode both (exactly) and reduce, as the buffered path does.
+                _ => {
+                    fa.resize(len, 0f32);
+                    fb.resize(len, 0f32);
+                    x.stored.decode(pa, &mut fa)?;
+                    y.stored.decode(pb, &mut fb)?;
+                    Moments::of_slices(&fa, &fb)
+                }
+            });
+        }
+        (at_a == x.a.len() && at_b == y.b.len()).then_some(m)
+    }
 }
 
 /// [`pair_moments`] on a deterministic subsample of at most `budget` elements (but at least
@@ -489,20 +587,57 @@ pub fn pair_moments_sampled(
     numel: usize,
     budget: usize,
 ) -> Result<Moments> {
-    stream(a, ia, b, ib, numel, budget)
+    stream(a, ia, b, ib, numel, budget, &Taps::default()).map(|(m, _, _)| m)
 }
 
-/// Chunks per work item and page release of the fused path (512 Ki elements: 1 MiB of BF16
-/// per side): large enough that the `madvise` calls and TLB shoot-downs cost nothing
-/// measurable, small enough to split big tensors across threads and keep resident memory at
-/// a few MiB per thread.
+/// [`pair_moments`], keeping what `taps` asks for on the way (see [`Taps`]).
+pub fn pair_pass(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    taps: &Taps,
+) -> Result<PairPass> {
+    let (moments, samples, ulp) = stream(a, ia, b, ib, numel, usize::MAX, taps)?;
+    Ok(PairPass {
+        moments,
+        samples,
+        ulp,
+    })
+}
+
+/// Chunks per work item and page release of the fused path (2 Mi elements: 4 MiB of BF16
+/// per side): large enough that the `madvise` calls and TLB shoot-downs cost little, small
+/// enough to split big tensors across threads and keep resident memory at a few tens of MiB.
 pub const RELEASE_CHUNKS: usize = 128;
 
 /// Stored dtypes the fused kernel decodes itself.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Stored {
     Bf16,
     F32,
+}
+
+impl Stored {
+    fn dtype(self) -> Dtype {
+        match self {
+            Stored::Bf16 => Dtype::BF16,
+            Stored::F32 => Dtype::F32,
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Stored::Bf16 => 2,
+            Stored::F32 => 4,
+        }
+    }
+
+    /// Decodes stored bytes into `out` (exactly `out.len()` elements).
+    fn decode(self, bytes: &[u8], out: &mut [f32]) -> Option<()> {
+        crate::to_f32(self.dtype(), bytes, 0, out)
+    }
 }
 
 /// Both tensors' stored bytes, when the fused path applies.
@@ -522,11 +657,12 @@ impl<'a> Fused<'a> {
         numel: usize,
     ) -> Option<Fused<'a>> {
         let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
-        let (stored, width) = match (ra.dtype, rb.dtype) {
-            (Dtype::BF16, Dtype::BF16) => (Stored::Bf16, 2),
-            (Dtype::F32, Dtype::F32) => (Stored::F32, 4),
+        let stored = match (ra.dtype, rb.dtype) {
+            (Dtype::BF16, Dtype::BF16) => Stored::Bf16,
+            (Dtype::F32, Dtype::F32) => Stored::F32,
             _ => return None,
         };
+        let width = stored.width();
         let bytes = numel.checked_mul(width)?;
         (ra.bytes.len() == bytes && rb.bytes.len() == bytes).then_some(Fused {
             stored,
@@ -536,14 +672,19 @@ impl<'a> Fused<'a> {
         })
     }
 
-    /// Moments of elements `start .. start + len`, or `None` outside the tensor.
-    fn chunk(&self, start: usize, len: usize) -> Option<Moments> {
+    /// The stored bytes of elements `start .. start + len` on both sides, or `None` outside
+    /// the tensor.
+    fn bytes(&self, start: usize, len: usize) -> Option<(&'a [u8], &'a [u8])> {
         let range = start * self.width..(start + len) * self.width;
-        let (x, y) = (self.a.bytes.get(range.clone())?, self.b.bytes.get(range)?);
-        Some(match self.stored {
+        Some((self.a.bytes.get(range.clone())?, self.b.bytes.get(range)?))
+    }
+
+    /// Moments of stored bytes from [`Self::bytes`].
+    fn moments(&self, x: &[u8], y: &[u8]) -> Moments {
+        match self.stored {
             Stored::Bf16 => dispatch!(bf16s::<u8>(x, y)),
             Stored::F32 => dispatch!(f32s::<u8>(x, y)),
-        })
+        }
     }
 
     /// Hands back the pages of elements `start .. end`.
@@ -574,6 +715,19 @@ pub(crate) fn sampled_chunks(numel: usize, budget: usize) -> (usize, impl Fn(usi
     (take, chunk_of)
 }
 
+/// Whether chunk `c` is one of those [`sampled_chunks`] picks: the inverse of `chunk_of`
+/// (the smallest `k` with `⌊k·C / s⌋ ≥ c` is `⌈c·s / C⌉`).
+fn is_sampled(numel: usize, budget: usize, c: usize) -> bool {
+    let chunks = numel.div_ceil(CHUNK);
+    let take = (budget / CHUNK).clamp(1, chunks.max(1)).min(chunks);
+    let k = (c as u128 * take as u128).div_ceil(chunks.max(1) as u128);
+    k < take as u128 && k * chunks as u128 / take as u128 == c as u128
+}
+
+/// What one chunk of a pass yields: its moments, its decoded elements when a tap keeps
+/// them, its ULP histogram when a tap asks for one.
+type ChunkOut = (Moments, Option<(Vec<u8>, Vec<u8>)>, Option<ulp::Histogram>);
+
 fn stream(
     a: &dyn WeightSource,
     ia: usize,
@@ -581,7 +735,8 @@ fn stream(
     ib: usize,
     numel: usize,
     budget: usize,
-) -> Result<Moments> {
+    taps: &Taps,
+) -> Result<(Moments, Option<Samples>, Option<UlpStats>)> {
     let chunks = numel.div_ceil(CHUNK);
     let (take, chunk_of) = sampled_chunks(numel, budget);
     let sampled = take < chunks;
@@ -596,7 +751,11 @@ fn stream(
         numel,
     };
     let span = |c: usize| (c * CHUNK, CHUNK.min(numel - c * CHUNK));
-    let partials: Vec<Moments> = if let Some(f) = &fused {
+    let keep = |c: usize| taps.samples.is_some_and(|s| is_sampled(numel, s, c));
+    let ulp_budget = taps
+        .ulp
+        .filter(|_| fused.as_ref().is_some_and(|f| f.stored == Stored::Bf16));
+    let partials: Vec<ChunkOut> = if let Some(f) = &fused {
         // One work item per window of chunks, read front to back by one thread and then
         // handed back: a window released while another thread still read it would be
         // faulted back in and stay resident.
@@ -607,11 +766,18 @@ fn stream(
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
                 let mut out = Vec::with_capacity(ks.len());
                 for k in ks {
-                    let (start, len) = span(chunk_of(k));
-                    out.push(
-                        f.chunk(start, len)
-                            .ok_or_else(|| out_of_range(start, len))?,
-                    );
+                    let c = chunk_of(k);
+                    let (start, len) = span(c);
+                    let (x, y) = f
+                        .bytes(start, len)
+                        .ok_or_else(|| out_of_range(start, len))?;
+                    let m = f.moments(x, y);
+                    // Copied now: the window's pages are handed back below.
+                    let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
+                    let hist = ulp_budget
+                        .filter(|&u| is_sampled(numel, u, c))
+                        .map(|_| ulp::histogram(x, y));
+                    out.push((m, kept, hist));
                 }
                 if !sampled {
                     let first = w * RELEASE_CHUNKS * CHUNK;
@@ -620,7 +786,7 @@ fn stream(
                 }
                 Ok(out)
             })
-            .collect::<Result<Vec<Vec<Moments>>>>()?;
+            .collect::<Result<Vec<Vec<ChunkOut>>>>()?;
         if sampled {
             // A subsample touches a few chunks (plus the kernel's fault-around) spread over
             // the whole tensor: one release of the tensor afterwards, rather than one
@@ -634,18 +800,43 @@ fn stream(
             .map_init(
                 || (vec![0f32; CHUNK], vec![0f32; CHUNK]),
                 |(buf_a, buf_b), k| {
-                    let (start, len) = span(chunk_of(k));
-                    a.read_f32(ia, start, &mut buf_a[..len])?;
-                    b.read_f32(ib, start, &mut buf_b[..len])?;
-                    Ok(Moments::of_slices(&buf_a[..len], &buf_b[..len]))
+                    let c = chunk_of(k);
+                    let (start, len) = span(c);
+                    let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
+                    a.read_f32(ia, start, buf_a)?;
+                    b.read_f32(ib, start, buf_b)?;
+                    let bytes =
+                        |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+                    let kept = keep(c).then(|| (bytes(buf_a), bytes(buf_b)));
+                    Ok((Moments::of_slices(buf_a, buf_b), kept, None))
                 },
             )
-            .collect::<Result<Vec<Moments>>>()?
+            .collect::<Result<Vec<ChunkOut>>>()?
     };
     // Chunk order, whatever the thread count.
-    Ok(partials
-        .into_iter()
-        .fold(Moments::default(), Moments::merge))
+    let mut moments = Moments::default();
+    let stored = fused.as_ref().map_or(Stored::F32, |f| f.stored);
+    let mut samples = taps.samples.map(|budget| {
+        let mut s = Samples::empty(numel, budget, stored);
+        let bytes = sampled_chunks(numel, budget).0 * CHUNK * stored.width();
+        s.a.reserve_exact(bytes);
+        s.b.reserve_exact(bytes);
+        s
+    });
+    let mut hist = ulp_budget.map(|_| [0u64; ulp::BUCKETS]);
+    for (m, kept, h) in partials {
+        moments = moments.merge(m);
+        if let (Some(s), Some((xa, xb))) = (samples.as_mut(), kept) {
+            s.a.extend_from_slice(&xa);
+            s.b.extend_from_slice(&xb);
+        }
+        if let (Some(total), Some(h)) = (hist.as_mut(), h) {
+            for (t, n) in total.iter_mut().zip(h) {
+                *t += n;
+            }
+        }
+    }
+    Ok((moments, samples, hist.and_then(|h| ulp::stats(&h))))
 }
 
 #[cfg(test)]
@@ -833,6 +1024,61 @@ mod tests {
             assert_eq!(sampled.n, 8 * CHUNK as u64);
             let all = pair_moments_sampled(src, x, src, y, n, usize::MAX).unwrap();
             assert_eq!(all, fused);
+        }
+        // Taps: one pass keeps the sample and the ULP histogram that separate passes would
+        // read, bit for bit, and pairs samples across tensors like `pair_moments_sampled`.
+        let taps = Taps {
+            samples: Some(8 * CHUNK),
+            ulp: Some(4 * CHUNK),
+        };
+        for (x, y, bf16) in [(0, 1, true), (2, 3, false)] {
+            let pass = pair_pass(src, x, src, y, n, &taps).unwrap();
+            assert_eq!(pass.moments, pair_moments(src, x, src, y, n).unwrap());
+            let ulp = crate::bf16_ulp_sampled(src, x, src, y, 4 * CHUNK);
+            assert_eq!(pass.ulp, ulp);
+            assert_eq!(pass.ulp.is_some(), bf16);
+            let flipped = pair_pass(src, y, src, x, n, &taps).unwrap();
+            let (sx, sy) = (pass.samples.unwrap(), flipped.samples.unwrap());
+            // a side of (x, y) against b side of (y, x): x against x.
+            let cross = Samples::cross(&sx, &sy).unwrap();
+            assert_eq!(
+                cross,
+                pair_moments_sampled(src, x, src, x, n, 8 * CHUNK).unwrap()
+            );
+            let cross = Samples::cross(&sy, &sx).unwrap();
+            assert_eq!(
+                cross,
+                pair_moments_sampled(src, y, src, y, n, 8 * CHUNK).unwrap()
+            );
+            let (ta, tb) = (
+                read_tensor(src, x, n).unwrap(),
+                read_tensor(src, y, n).unwrap(),
+            );
+            // Decoded samples pair with stored ones bit-identically (the mixed path).
+            let decoded = Samples::of_tensors(&ta, &tb, 8 * CHUNK).unwrap();
+            assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));
+            assert_eq!(Samples::cross(&sy, &decoded), Samples::cross(&sy, &sx));
+        }
+    }
+
+    #[test]
+    fn is_sampled_inverts_sampled_chunks() {
+        for numel in [
+            1,
+            CHUNK,
+            CHUNK + 1,
+            7 * CHUNK + 5,
+            100 * CHUNK,
+            1000 * CHUNK + 3,
+        ] {
+            for budget in [0, 1, CHUNK, 3 * CHUNK, 8 * CHUNK, 64 * CHUNK, usize::MAX] {
+                let (take, chunk_of) = sampled_chunks(numel, budget);
+                let picked: Vec<usize> = (0..take).map(&chunk_of).collect();
+                let inverse: Vec<usize> = (0..numel.div_ceil(CHUNK))
+                    .filter(|&c| is_sampled(numel, budget, c))
+                    .collect();
+                assert_eq!(picked, inverse, "numel {numel} budget {budget}");
+            }
         }
     }
 }

@@ -11,8 +11,11 @@ use serde::Serialize;
 use crate::moments::sampled_chunks;
 use crate::{Dtype, WeightSource, CHUNK};
 
-/// Histogram buckets: distances 0 ..= `ULP_BUCKETS - 2` exactly, the last bucket for larger.
-const ULP_BUCKETS: usize = 65;
+/// Histogram buckets: distances 0 ..= `BUCKETS - 2` exactly, the last bucket for larger.
+pub(crate) const BUCKETS: usize = 65;
+
+/// Counts of pairs per ULP distance (see [`BUCKETS`]).
+pub(crate) type Histogram = [u64; BUCKETS];
 
 /// ULP distance statistics of a BF16 tensor pair.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -51,20 +54,50 @@ fn ordered_fast(x: u16) -> (i32, bool) {
     ((m ^ s) - s, m > 0x7F80)
 }
 
-fn histogram(a: &[u8], b: &[u8]) -> [u64; ULP_BUCKETS] {
-    // Four interleaved histograms: consecutive pairs mostly land in the same bucket, and
-    // incrementing one counter back to back would serialise every pair on the store-to-load
-    // latency of that counter. NaN pairs go to an extra bucket that is dropped.
-    let mut hs = [[0u64; ULP_BUCKETS + 1]; 4];
-    let pairs = a.chunks_exact(2).zip(b.chunks_exact(2));
-    for (i, (x, y)) in pairs.enumerate() {
-        let (ox, nx) = ordered_fast(u16::from_le_bytes([x[0], x[1]]));
-        let (oy, ny) = ordered_fast(u16::from_le_bytes([y[0], y[1]]));
-        let d = ((ox - oy).unsigned_abs() as usize).min(ULP_BUCKETS - 1);
-        let bucket = if nx | ny { ULP_BUCKETS } else { d };
-        hs[i % 4][bucket] += 1;
+/// The ULP histogram of two equally long runs of BF16 bytes.
+pub(crate) fn histogram(a: &[u8], b: &[u8]) -> Histogram {
+    // Two steps per block: the distances (branch-free arithmetic the compiler vectorises)
+    // into a small buffer, then the counting. Counting goes to eight interleaved histograms:
+    // consecutive pairs mostly land in the same bucket, and incrementing one counter back to
+    // back would serialise every pair on the store-to-load latency of that counter. NaN
+    // pairs go to an extra bucket that is dropped.
+    const BLOCK: usize = 256;
+    let mut hs = [[0u32; BUCKETS + 1]; 8];
+    let mut total = [0u64; BUCKETS + 1];
+    let mut d = [0u8; BLOCK];
+    let mut blocks = 0u64;
+    for (xa, xb) in a.chunks(2 * BLOCK).zip(b.chunks(2 * BLOCK)) {
+        let pairs = xa.chunks_exact(2).zip(xb.chunks_exact(2));
+        let mut n = 0;
+        for (slot, (x, y)) in d.iter_mut().zip(pairs) {
+            let (ox, nx) = ordered_fast(u16::from_le_bytes([x[0], x[1]]));
+            let (oy, ny) = ordered_fast(u16::from_le_bytes([y[0], y[1]]));
+            let dist = (ox - oy).unsigned_abs().min(BUCKETS as u32 - 1);
+            *slot = if nx | ny { BUCKETS as u8 } else { dist as u8 };
+            n += 1;
+        }
+        for (i, &k) in d[..n].iter().enumerate() {
+            hs[i % 8][usize::from(k)] += 1;
+        }
+        // A u32 counter gains at most BLOCK / 8 per block: flush long before it could
+        // overflow.
+        blocks += 1;
+        if blocks % (1 << 20) == 0 {
+            flush(&mut hs, &mut total);
+        }
     }
-    std::array::from_fn(|k| hs.iter().map(|h| h[k]).sum())
+    flush(&mut hs, &mut total);
+    std::array::from_fn(|k| total[k])
+}
+
+/// Adds the interleaved histograms into `total` and clears them.
+fn flush(hs: &mut [[u32; BUCKETS + 1]; 8], total: &mut [u64; BUCKETS + 1]) {
+    for h in hs.iter_mut() {
+        for (t, c) in total.iter_mut().zip(h.iter_mut()) {
+            *t += u64::from(*c);
+            *c = 0;
+        }
+    }
 }
 
 /// ULP statistics of tensor `ia` of `a` against tensor `ib` of `b` when both are stored as
@@ -88,12 +121,12 @@ pub fn bf16_ulp_sampled(
             let start = chunk_of(k) * CHUNK * 2;
             let end = ra.bytes.len().min(start + CHUNK * 2);
             let (Some(x), Some(y)) = (ra.bytes.get(start..end), rb.bytes.get(start..end)) else {
-                return [0u64; ULP_BUCKETS];
+                return [0u64; BUCKETS];
             };
             histogram(x, y)
         })
         .reduce(
-            || [0u64; ULP_BUCKETS],
+            || [0u64; BUCKETS],
             |mut s, h| {
                 for (a, b) in s.iter_mut().zip(h) {
                     *a += b;
@@ -105,6 +138,11 @@ pub fn bf16_ulp_sampled(
     // one release per tensor (a subsample's chunks and their fault-around lie inside it).
     ra.file.release(ra.bytes);
     rb.file.release(rb.bytes);
+    stats(&h)
+}
+
+/// The statistics of a histogram; `None` when it counts no pair.
+pub(crate) fn stats(h: &Histogram) -> Option<UlpStats> {
     let sampled: u64 = h.iter().sum();
     if sampled == 0 {
         return None;
@@ -116,7 +154,7 @@ pub fn bf16_ulp_sampled(
     });
     Some(UlpStats {
         sampled,
-        median: median.filter(|&d| d < ULP_BUCKETS - 1).map(|d| d as u32),
+        median: median.filter(|&d| d < BUCKETS - 1).map(|d| d as u32),
         within_one: (h[0] + h[1]) as f64 / sampled as f64,
     })
 }

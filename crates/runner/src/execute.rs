@@ -10,8 +10,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use weightkin_core::{
-    pair_moments, pair_moments_sampled, read_tensor, Input, Limits, MappedFile, MetricValue,
-    Moments, Needs, Registry, Tensors, WeightSource,
+    pair_moments_sampled, pair_pass, read_tensor, Input, Limits, MappedFile, MetricValue, Moments,
+    Needs, Registry, Samples, Taps, Tensors, WeightSource,
 };
 
 use crate::grid;
@@ -230,9 +230,23 @@ pub(crate) struct MetricResult {
 /// Smallest null s.d. used for a metric's own null (a few permutations can agree closely).
 const METRIC_NULL_SD_FLOOR: f64 = 1e-3;
 
-/// Measures one tensor pair with `metrics`: a single streaming pass for moment metrics, or
-/// both tensors read whole when any metric needs them (moments then come from the same
-/// in-memory data, merged exactly as the streaming pass merges them).
+/// What [`measure`] gives for one tensor pair.
+pub(crate) struct Measurement {
+    /// Moments of the whole pair.
+    pub moments: Moments,
+    /// One result per metric, in the order asked.
+    pub results: Vec<MetricResult>,
+    /// The calibration subsample, when asked for ([`Taps::samples`]).
+    pub samples: Option<Samples>,
+    /// BF16 ULP statistics, when asked for ([`Taps::ulp`]) and both sides are BF16.
+    pub ulp: Option<weightkin_core::UlpStats>,
+}
+
+/// Measures one tensor pair with `metrics`: a single streaming pass for moment metrics
+/// (keeping what `taps` asks for on the way), or both tensors read whole when any metric
+/// needs them (moments and samples then come from the same in-memory data, exactly as the
+/// streaming pass computes them).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn measure(
     cmp: &CompareSpec,
     metrics: &[BuiltMetric],
@@ -241,7 +255,8 @@ pub(crate) fn measure(
     b: &dyn WeightSource,
     ib: usize,
     name: &str,
-) -> Result<(Moments, Vec<MetricResult>), Error> {
+    taps: &Taps,
+) -> Result<Measurement, Error> {
     let fail = |source| Error::Measure {
         compare: cmp.name.clone(),
         tensor: name.to_owned(),
@@ -251,8 +266,8 @@ pub(crate) fn measure(
     let numel = x.numel;
     // `try_evaluate`: a metric running foreign code (a shared-library plugin) that fails
     // stops the audit with the plugin's own message, rather than leaving a silent gap.
-    let evaluate = |input: &Input<'_>| -> Result<(Moments, Vec<MetricResult>), Error> {
-        let values = metrics
+    let evaluate = |input: &Input<'_>| -> Result<Vec<MetricResult>, Error> {
+        metrics
             .iter()
             .map(|m| {
                 Ok(MetricResult {
@@ -261,26 +276,41 @@ pub(crate) fn measure(
                     null: m.metric.null_samples(input),
                 })
             })
-            .collect::<Result<_, Error>>()?;
-        Ok((*input.moments, values))
+            .collect()
     };
     if metrics.iter().any(|m| m.spec.needs == Needs::Tensors) {
         let (va, vb) = rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
         let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
         let moments = Moments::of_tensors(&va, &vb);
-        evaluate(&Input {
+        let results = evaluate(&Input {
             moments: &moments,
             tensors: Some(Tensors {
                 a: &va,
                 b: &vb,
                 shape: &x.shape,
             }),
+        })?;
+        Ok(Measurement {
+            moments,
+            results,
+            samples: taps
+                .samples
+                .and_then(|budget| Samples::of_tensors(&va, &vb, budget)),
+            ulp: taps
+                .ulp
+                .and_then(|budget| weightkin_core::bf16_ulp_sampled(a, ia, b, ib, budget)),
         })
     } else {
-        let moments = pair_moments(a, ia, b, ib, numel).map_err(fail)?;
-        evaluate(&Input {
-            moments: &moments,
+        let pass = pair_pass(a, ia, b, ib, numel, taps).map_err(fail)?;
+        let results = evaluate(&Input {
+            moments: &pass.moments,
             tensors: None,
+        })?;
+        Ok(Measurement {
+            moments: pass.moments,
+            results,
+            samples: pass.samples,
+            ulp: pass.ulp,
         })
     }
 }
@@ -339,64 +369,151 @@ fn compare(
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
         .start(&format!("comparing {}", cmp.name), elements, "elements");
-    let measured_rows = pairing
-        .pairs
-        .par_iter()
-        .map(|p| {
-            let (x, y) = (&ta[p.a], &tb[p.b]);
-            let (moments, measured) = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name)?;
-            opts.progress.advance(x.numel as u64);
-            let mut values = BTreeMap::new();
-            let mut undefined = BTreeMap::new();
-            let mut nulls = BTreeMap::new();
-            for r in measured {
-                values.insert(r.name.to_owned(), r.value.value().map(round));
-                if let MetricValue::Undefined(why) = r.value {
-                    undefined.insert(r.name.to_owned(), why);
+    // One pass per pair measures it, keeps its calibration subsample and histograms its
+    // ULP distances while the data is in cache. Pairs run in batches of whole classes (all
+    // of a batch's pairs in parallel) holding at most `SAMPLE_MEMORY` bytes of subsamples:
+    // each class's cross-layer null is computed when its batch is done, and the subsamples
+    // dropped, so memory stays bounded however many tensors a model has.
+    let pairs = &pairing.pairs;
+    let mut classes_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        classes_of.entry(&p.class).or_default().push(i);
+    }
+    // (class, its layered members in pair order, whether it gets a cross-layer null)
+    let classes: Vec<(&str, Vec<usize>, bool)> = classes_of
+        .iter()
+        .map(|(class, members)| {
+            let layered: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| pairs[i].layer.is_some())
+                .collect();
+            let calibrate = layered.len() >= CROSS_LAYER_MIN;
+            (*class, layered, calibrate)
+        })
+        .collect();
+    // Upper bound of a class's subsample bytes (f32, both sides).
+    let sample_bytes = |(_, layered, calibrate): &(&str, Vec<usize>, bool)| -> usize {
+        if !*calibrate {
+            return 0;
+        }
+        layered
+            .iter()
+            .map(|&i| 8 * ta[pairs[i].a].numel.min(NULL_SAMPLE_BUDGET))
+            .sum()
+    };
+    let mut batches: Vec<Vec<usize>> = Vec::new(); // indices into `classes`
+    let mut held = 0;
+    for (c, class) in classes.iter().enumerate() {
+        let bytes = sample_bytes(class);
+        match batches.last_mut() {
+            Some(batch) if held + bytes <= SAMPLE_MEMORY => {
+                batch.push(c);
+                held += bytes;
+            }
+            _ => {
+                batches.push(vec![c]);
+                held = bytes;
+            }
+        }
+    }
+    let mut slots: Vec<Option<(TensorRow, Moments, Option<weightkin_core::UlpStats>)>> =
+        (0..pairs.len()).map(|_| None).collect();
+    let mut cross_layer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for batch in &batches {
+        let members: Vec<(usize, bool)> = batch
+            .iter()
+            .flat_map(|&c| {
+                let calibrate = classes[c].2;
+                classes_of[classes[c].0]
+                    .iter()
+                    .map(move |&i| (i, calibrate))
+            })
+            .collect();
+        let done = members
+            .par_iter()
+            .map(|&(i, calibrate)| {
+                let p = &pairs[i];
+                let (x, y) = (&ta[p.a], &tb[p.b]);
+                let taps = Taps {
+                    samples: (calibrate && p.layer.is_some()).then_some(NULL_SAMPLE_BUDGET),
+                    ulp: Some(ULP_SAMPLE_BUDGET),
+                };
+                let m = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name, &taps)?;
+                opts.progress.advance(x.numel as u64);
+                let mut values = BTreeMap::new();
+                let mut undefined = BTreeMap::new();
+                let mut nulls = BTreeMap::new();
+                for r in m.results {
+                    values.insert(r.name.to_owned(), r.value.value().map(round));
+                    if let MetricValue::Undefined(why) = r.value {
+                        undefined.insert(r.name.to_owned(), why);
+                    }
+                    if let (Some(v), Some((mean, sd))) = (r.value.value(), stats::mean_sd(&r.null))
+                    {
+                        let sd = sd.max(METRIC_NULL_SD_FLOOR);
+                        let z = (v - mean) / sd;
+                        nulls.insert(
+                            r.name.to_owned(),
+                            MetricNull {
+                                samples: r.null.len(),
+                                mean: round(mean),
+                                sd: round(sd),
+                                z: (z * 1e3).round() / 1e3,
+                                p: stats::upper_tail(z),
+                            },
+                        );
+                    }
                 }
-                if let (Some(v), Some((mean, sd))) = (r.value.value(), stats::mean_sd(&r.null)) {
-                    let sd = sd.max(METRIC_NULL_SD_FLOOR);
-                    let z = (v - mean) / sd;
-                    nulls.insert(
-                        r.name.to_owned(),
-                        MetricNull {
-                            samples: r.null.len(),
-                            mean: round(mean),
-                            sd: round(sd),
-                            z: (z * 1e3).round() / 1e3,
-                            p: stats::upper_tail(z),
-                        },
-                    );
+                let row = TensorRow {
+                    name: p.name.clone(),
+                    a_name: (x.name != p.name).then(|| x.name.clone()),
+                    b_name: (y.name != p.name).then(|| y.name.clone()),
+                    class: p.class.clone(),
+                    layer: p.layer,
+                    shape: x.shape.clone(),
+                    dtype_a: x.dtype.to_string(),
+                    dtype_b: y.dtype.to_string(),
+                    values,
+                    undefined,
+                    metric_nulls: nulls,
+                    evidence: None,
+                };
+                Ok((i, row, m.moments, m.ulp, m.samples))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut samples: BTreeMap<usize, Samples> = BTreeMap::new();
+        for (i, row, moments, ulp, kept) in done {
+            if let Some(kept) = kept {
+                samples.insert(i, kept);
+            }
+            slots[i] = Some((row, moments, ulp));
+        }
+        for &c in batch {
+            let (class, layered, calibrate) = &classes[c];
+            if *calibrate {
+                let values = cross_layer_null(layered, pairs, ta, tb, &samples)?;
+                if !values.is_empty() {
+                    cross_layer.insert((*class).to_owned(), values);
                 }
             }
-            let row = TensorRow {
-                name: p.name.clone(),
-                a_name: (x.name != p.name).then(|| x.name.clone()),
-                b_name: (y.name != p.name).then(|| y.name.clone()),
-                class: p.class.clone(),
-                layer: p.layer,
-                shape: x.shape.clone(),
-                dtype_a: x.dtype.to_string(),
-                dtype_b: y.dtype.to_string(),
-                values,
-                undefined,
-                metric_nulls: nulls,
-                evidence: None,
-            };
-            Ok((row, moments))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+        }
+    }
     opts.progress.finish();
-    let (mut rows, moments): (Vec<TensorRow>, Vec<Moments>) = measured_rows.into_iter().unzip();
+    let mut rows = Vec::with_capacity(pairs.len());
+    let mut moments = Vec::with_capacity(pairs.len());
+    let mut ulps = Vec::with_capacity(pairs.len());
+    for slot in slots {
+        let Some((row, m, ulp)) = slot else {
+            return Err(Error::Internal("a tensor pair was not measured"));
+        };
+        rows.push(row);
+        moments.push(m);
+        ulps.push(ulp);
+    }
 
     // Calibration and verdicts.
-    let nulls = nulls(cmp, a, names_a, b, &pairing.pairs, references, opts)?;
-    // BF16 ULP distances on the stored bits, sampled like the null (a fraction of a pass).
-    let ulps: Vec<Option<weightkin_core::UlpStats>> = pairing
-        .pairs
-        .par_iter()
-        .map(|p| weightkin_core::bf16_ulp_sampled(a, p.a, b, p.b, ULP_SAMPLE_BUDGET))
-        .collect();
+    let nulls = nulls(cmp, a, names_a, cross_layer, references, opts)?;
     let measured: Vec<verdict::Measured<'_>> = pairing
         .pairs
         .iter()
@@ -511,69 +628,91 @@ fn structured(source: &dyn WeightSource, i: usize) -> bool {
     bits.len() <= (numel / 50).max(16)
 }
 
-/// Elements each null sample reads at most (128 Ki: [`pair_moments_sampled`] takes 8 evenly
-/// strided chunks of a larger tensor). Pearson on a subsample estimates the tensors' Pearson
-/// without bias, with sampling spread ≈ 1/√(128 Ki) ≈ 0.003 — far below the minimum effect
-/// size (0.1) a verdict asks for, and only ever widening the null (conservative). The
-/// cross-layer null takes two samples per layered tensor, so read whole it would cost twice
-/// the comparison itself; at this budget it costs about a tenth (measured in BENCHMARKS.md).
-const NULL_SAMPLE_BUDGET: usize = 1 << 17;
+/// Elements each cross-layer null sample keeps at most (32 Ki: two chunks, kept by the
+/// comparison's own pass — [`Taps::samples`] — so the null reads nothing again; a reference
+/// null reads the same chunks with [`pair_moments_sampled`]). Pearson on a subsample
+/// estimates the tensors' Pearson without bias, with sampling spread ≈ 1/√(32 Ki) ≈ 0.006:
+/// far below the minimum effect size (0.1) a verdict asks for, and only ever widening the
+/// null (conservative). Larger budgets cost memory and copying for no change in any
+/// verdict (BENCHMARKS.md, "Compare throughput").
+const NULL_SAMPLE_BUDGET: usize = 1 << 15;
 
 /// Elements each BF16 ULP histogram reads at most (64 Ki: four evenly strided chunks). The
 /// statistics it feeds — the median distance and the fraction within one ULP — are quantiles
 /// of a per-element distribution, estimated from 64 Ki samples to about ±0.004.
 const ULP_SAMPLE_BUDGET: usize = 1 << 16;
 
+/// Layered tensors a class needs for a cross-layer null.
+const CROSS_LAYER_MIN: usize = 3;
+
+/// Most bytes of calibration subsamples held at once (see `compare`): 64 MiB, a batch of
+/// about 128 layered tensors at the default budget; a single larger class is a batch of its
+/// own.
+const SAMPLE_MEMORY: usize = 64 << 20;
+
+/// The cross-layer null of one class from its pairs' subsamples: A's layer `i` against B's
+/// layer `j ≠ i`, at offsets 1 and ⌊L/2⌋ through the class's `members` (pair indices in
+/// pair order), wherever the shapes agree. Pearson of each, in that order.
+fn cross_layer_null(
+    members: &[usize],
+    pairs: &[Pair],
+    ta: &[weightkin_core::TensorInfo],
+    tb: &[weightkin_core::TensorInfo],
+    samples: &BTreeMap<usize, Samples>,
+) -> Result<Vec<f64>, Error> {
+    let l = members.len();
+    let mut offsets = vec![1, l / 2];
+    offsets.dedup();
+    let mut values = Vec::new();
+    for k in 0..l {
+        for &s in &offsets {
+            let (ix, iy) = (members[k], members[(k + s) % l]);
+            let (x, y) = (&pairs[ix], &pairs[iy]);
+            if x.a == y.a || ta[x.a].shape != tb[y.b].shape {
+                continue;
+            }
+            let (Some(sx), Some(sy)) = (samples.get(&ix), samples.get(&iy)) else {
+                return Err(Error::Internal("a calibration subsample was not kept"));
+            };
+            let m = Samples::cross(sx, sy)
+                .ok_or(Error::Internal("calibration subsamples of different sizes"))?;
+            if let Some(r) = m.pearson().value() {
+                values.push(r);
+            }
+        }
+    }
+    Ok(values)
+}
+
 /// Empirical nulls per class: reference models (declared independent of A) where they have
-/// the class, else cross-layer samples (A's layer i against B's layer j ≠ i, same class, at
-/// offsets 1 and ⌊L/2⌋ through the class's pairs).
+/// the class, else the cross-layer samples measured with the comparison
+/// ([`cross_layer_null`]).
 fn nulls(
     cmp: &CompareSpec,
     a: &dyn WeightSource,
     names_a: &BTreeMap<String, usize>,
-    b: &dyn WeightSource,
-    pairs: &[Pair],
+    cross_layer: BTreeMap<String, Vec<f64>>,
     references: &[Reference<'_>],
     opts: &RunOptions<'_>,
 ) -> Result<NullSamples, Error> {
-    let (ta, tb) = (a.tensors(), b.tensors());
-    // (class, kind, source of the second tensor, index in A, index in the second source)
-    let mut jobs: Vec<(String, NullKind, &dyn WeightSource, usize, usize)> = Vec::new();
-    let mut by_class: BTreeMap<&str, Vec<&Pair>> = BTreeMap::new();
-    for p in pairs.iter().filter(|p| p.layer.is_some()) {
-        by_class.entry(&p.class).or_default().push(p);
-    }
-    for (class, members) in &by_class {
-        let l = members.len();
-        if l < 3 {
-            continue;
-        }
-        let mut offsets = vec![1, l / 2];
-        offsets.dedup();
-        for k in 0..l {
-            for &s in &offsets {
-                let (x, y) = (members[k], members[(k + s) % l]);
-                if x.a != y.a && ta[x.a].shape == tb[y.b].shape {
-                    jobs.push(((*class).to_owned(), NullKind::CrossLayer, b, x.a, y.b));
-                }
-            }
-        }
-    }
+    let ta = a.tensors();
+    // (class, source of the second tensor, index in A, index in the second source)
+    let mut jobs: Vec<(String, &dyn WeightSource, usize, usize)> = Vec::new();
     for (source, names) in references {
         let ref_pairs = pairing::pair(cmp, a, names_a, *source, names, &|_| None);
         for p in ref_pairs.pairs {
-            jobs.push((p.class, NullKind::Reference, *source, p.a, p.b));
+            jobs.push((p.class, *source, p.a, p.b));
         }
     }
     let total: u64 = jobs
         .iter()
-        .map(|j| ta[j.3].numel.min(NULL_SAMPLE_BUDGET) as u64)
+        .map(|j| ta[j.2].numel.min(NULL_SAMPLE_BUDGET) as u64)
         .sum();
     opts.progress
         .start(&format!("null samples {}", cmp.name), total, "elements");
     let samples =
         jobs.par_iter()
-            .map(|(class, kind, other, ia, ib)| {
+            .map(|(class, other, ia, ib)| {
                 let numel = ta[*ia].numel;
                 let m = pair_moments_sampled(a, *ia, *other, *ib, numel, NULL_SAMPLE_BUDGET)
                     .map_err(|source| Error::Measure {
@@ -582,23 +721,24 @@ fn nulls(
                         source: Box::new(source),
                     })?;
                 opts.progress.advance(numel.min(NULL_SAMPLE_BUDGET) as u64);
-                Ok((class.as_str(), *kind, m.pearson().value()))
+                Ok((class.as_str(), m.pearson().value()))
             })
             .collect::<Result<Vec<_>, Error>>()?;
     opts.progress.finish();
-    let mut out: NullSamples = BTreeMap::new();
-    for (class, kind, r) in samples {
+    let mut out: NullSamples = cross_layer
+        .into_iter()
+        .map(|(class, values)| (class, (NullKind::CrossLayer, values)))
+        .collect();
+    for (class, r) in samples {
         let Some(r) = r else { continue };
         let entry = out
             .entry(class.to_owned())
-            .or_insert_with(|| (kind, Vec::new()));
+            .or_insert_with(|| (NullKind::Reference, Vec::new()));
         // A reference null replaces a cross-layer one for the same class.
-        if kind == NullKind::Reference && entry.0 != NullKind::Reference {
-            *entry = (kind, Vec::new());
+        if entry.0 != NullKind::Reference {
+            *entry = (NullKind::Reference, Vec::new());
         }
-        if entry.0 == kind {
-            entry.1.push(r);
-        }
+        entry.1.push(r);
     }
     Ok(out)
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use weightkin_core::WeightSource;
+use weightkin_core::{Taps, WeightSource};
 
 use crate::execute::{measure, RunOptions};
 use crate::pairing::layer_and_class;
@@ -142,9 +142,10 @@ fn grid(
     let values = cells
         .par_iter()
         .map(|&(_, ia, _, ib, name)| {
-            let v = measure(cmp, std::slice::from_ref(metric), a, ia, b, ib, name)?;
+            let taps = Taps::default();
+            let v = measure(cmp, std::slice::from_ref(metric), a, ia, b, ib, name, &taps)?;
             opts.progress.advance(numel as u64);
-            Ok(v.1
+            Ok(v.results
                 .into_iter()
                 .next()
                 .and_then(|r| r.value.value().map(round)))
