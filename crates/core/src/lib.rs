@@ -18,6 +18,7 @@ pub mod conformance;
 mod convert;
 mod dtype;
 mod error;
+mod filehash;
 mod limits;
 mod metric;
 mod mmap;
@@ -36,6 +37,7 @@ pub use error::{
     ArchiveProblem, Error, HeaderProblem, MetricFailure, ParamProblem, PickleProblem, Result,
     TensorProblem,
 };
+pub use filehash::{FileHasher, FileHashers};
 pub use limits::Limits;
 pub use metric::{
     Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,

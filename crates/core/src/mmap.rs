@@ -80,15 +80,17 @@ impl MappedFile {
     /// memory hint, whatever else reads the pages meanwhile. A part outside the map, a
     /// failed call, or a non-Unix system changes nothing.
     pub fn release(&self, part: &[u8]) {
+        if let Some(start) = self.offset_of(part) {
+            release_pages(&self.map, start, start + part.len());
+        }
+    }
+
+    /// Where `part` starts in the file, if it is a slice of [`Self::bytes`].
+    pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
         let base = self.map.as_ptr() as usize;
         let start = (part.as_ptr() as usize).wrapping_sub(base);
-        let Some(end) = start.checked_add(part.len()) else {
-            return;
-        };
-        if end > self.map.len() {
-            return;
-        }
-        release_pages(&self.map, start, end);
+        let end = start.checked_add(part.len())?;
+        (end <= self.map.len()).then_some(start)
     }
 
     /// The file's length in bytes.

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::ulp::{self, UlpStats};
 use crate::Undefined;
-use crate::{Dtype, Error, RawTensor, Result, WeightSource};
+use crate::{Dtype, Error, FileHashers, RawTensor, Result, WeightSource};
 
 /// Elements per streaming chunk: 16 Ki f32 = 64 KiB per side, so both sides of a chunk sit in
 /// L2 cache while they are reduced. Part of the numerical contract: changing it changes the
@@ -479,12 +479,17 @@ pub fn pair_moments(
 /// What a full pass ([`pair_pass`]) keeps of the data it streams, besides the moments, while
 /// that data is in cache: nothing is read twice.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Taps {
+pub struct Taps<'a> {
     /// Keep the [`Samples`] of this budget (as [`pair_moments_sampled`] would choose them).
     pub samples: Option<usize>,
     /// Histogram the BF16 ULP distances of the chunks a subsample of this budget would
     /// choose (when both tensors are stored as BF16 and expose their bytes).
     pub ulp: Option<usize>,
+    /// Hand the stored bytes read to these files' hashers (when the fused path reads them
+    /// straight from the memory map; anything else is hashed by [`FileHasher::finish`]).
+    ///
+    /// [`FileHasher::finish`]: crate::FileHasher::finish
+    pub hash: Option<&'a FileHashers>,
 }
 
 /// The result of [`pair_pass`].
@@ -597,7 +602,7 @@ pub fn pair_pass(
     b: &dyn WeightSource,
     ib: usize,
     numel: usize,
-    taps: &Taps,
+    taps: &Taps<'_>,
 ) -> Result<PairPass> {
     let (moments, samples, ulp) = stream(a, ia, b, ib, numel, usize::MAX, taps)?;
     Ok(PairPass {
@@ -735,7 +740,7 @@ fn stream(
     ib: usize,
     numel: usize,
     budget: usize,
-    taps: &Taps,
+    taps: &Taps<'_>,
 ) -> Result<(Moments, Option<Samples>, Option<UlpStats>)> {
     let chunks = numel.div_ceil(CHUNK);
     let (take, chunk_of) = sampled_chunks(numel, budget);
@@ -782,6 +787,11 @@ fn stream(
                 if !sampled {
                     let first = w * RELEASE_CHUNKS * CHUNK;
                     let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
+                    if let (Some(hashers), Some((x, y))) = (taps.hash, f.bytes(first, end - first))
+                    {
+                        hashers.absorb(f.a.file, x);
+                        hashers.absorb(f.b.file, y);
+                    }
                     f.release(first, end);
                 }
                 Ok(out)
@@ -1027,9 +1037,13 @@ mod tests {
         }
         // Taps: one pass keeps the sample and the ULP histogram that separate passes would
         // read, bit for bit, and pairs samples across tensors like `pair_moments_sampled`.
+        let mut hashers = crate::FileHashers::new();
+        let len = std::fs::metadata(&path).unwrap().len();
+        hashers.add(&path, len);
         let taps = Taps {
             samples: Some(8 * CHUNK),
             ulp: Some(4 * CHUNK),
+            hash: Some(&hashers),
         };
         for (x, y, bf16) in [(0, 1, true), (2, 3, false)] {
             let pass = pair_pass(src, x, src, y, n, &taps).unwrap();
@@ -1059,6 +1073,18 @@ mod tests {
             assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));
             assert_eq!(Samples::cross(&sy, &decoded), Samples::cross(&sy, &sx));
         }
+        // The passes hashed most of the file on the way; the rest is hashed at the end.
+        let hasher = hashers.get(&path).unwrap();
+        let (done, units) = hasher.progress();
+        assert!(
+            done * 10 > units * 8,
+            "{done} of {units} units hashed by the passes"
+        );
+        let map = crate::MappedFile::open(&path).unwrap();
+        let want = blake3::hash(&std::fs::read(&path).unwrap())
+            .to_hex()
+            .to_string();
+        assert_eq!(hasher.finish(&map).unwrap(), want);
     }
 
     #[test]

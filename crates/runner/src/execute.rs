@@ -6,16 +6,16 @@
 //! and chunks merge in chunk order, so the report does not depend on the thread count.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use weightkin_core::{
-    pair_moments_sampled, pair_pass, read_tensor, Input, Limits, MappedFile, MetricValue, Moments,
-    Needs, Registry, Samples, Taps, Tensors, WeightSource,
+    pair_moments_sampled, pair_pass, read_tensor, FileHashers, Input, Limits, MappedFile,
+    MetricValue, Moments, Needs, Registry, Samples, Taps, Tensors, WeightSource,
 };
 
 use crate::grid;
-use crate::hashcache::HashCache;
+use crate::hashcache::{HashCache, Lookup, Pending};
 use crate::pairing::{self, Kind, Pair};
 use crate::recipe::{Align, BuiltMetric, CompareSpec, Recipe};
 use crate::report::MetricNull;
@@ -86,8 +86,31 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
                 path: spec.path_as_given.clone(),
                 source: Box::new(source),
             })?;
-        let report = describe(name, &spec.path_as_given, &spec.path, source.as_ref(), opts)?;
+        let report = describe(name, &spec.path_as_given, &spec.path, source.as_ref());
         models.insert(name.clone(), Opened { source, report });
+    }
+
+    // Files' hashes: from the cache where it has them, else collected piecewise by the
+    // comparisons' passes and completed after them (see `FileHashers`).
+    let mut hashers = FileHashers::new();
+    let mut pending = BTreeMap::new();
+    for m in models.values_mut() {
+        for (f, report) in m.source.files().iter().zip(&mut m.report.files) {
+            let miss = match &opts.hash_cache {
+                Some(cache) => match cache.begin(&f.path) {
+                    Lookup::Hit(blake3) => {
+                        report.blake3 = blake3;
+                        continue;
+                    }
+                    Lookup::Miss(p) => Some(p),
+                },
+                None => None,
+            };
+            hashers.add(&f.path, f.size);
+            if let Some(p) = miss {
+                pending.insert(f.path.clone(), p);
+            }
+        }
     }
 
     let mut renamed = BTreeMap::new();
@@ -118,14 +141,14 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
         }
         comparisons.push(compare(
             cmp,
-            a.source.as_ref(),
-            na,
-            b.source.as_ref(),
-            nb,
+            (a.source.as_ref(), na),
+            (b.source.as_ref(), nb),
             &references,
+            &hashers,
             opts,
         )?);
     }
+    finish_hashes(&mut models, &hashers, pending, opts)?;
 
     Ok(Report {
         schema_version: SCHEMA_VERSION,
@@ -143,69 +166,31 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
     })
 }
 
-/// Bytes hashed between page releases (16 MiB: many BLAKE3 subtrees per thread, so
-/// `update_rayon` still splits across the pool).
-const HASH_WINDOW: usize = 16 << 20;
-
-/// Builds a model's report entry, hashing its files (or taking their hashes from
-/// [`RunOptions::hash_cache`]).
-fn describe(
-    name: &str,
-    given: &str,
-    path: &Path,
-    source: &dyn WeightSource,
-    opts: &RunOptions<'_>,
-) -> Result<ModelReport, Error> {
-    let total: u64 = source.files().iter().map(|f| f.size).sum();
-    opts.progress
-        .start(&format!("hashing {name}"), total, "bytes");
-    let hash = |file: &Path| -> Result<String, Error> {
-        let map = MappedFile::open(file).map_err(|source| Error::OpenModel {
-            model: name.to_owned(),
-            path: given.to_owned(),
-            source: Box::new(source),
-        })?;
-        let mut hasher = blake3::Hasher::new();
-        // In windows, handing each back once hashed, so that hashing a file does not make
-        // it resident in this process (the hash is the same for any split of the input).
-        for window in map.bytes().chunks(HASH_WINDOW) {
-            hasher.update_rayon(window);
-            map.release(window);
-            opts.progress.advance(window.len() as u64);
-        }
-        Ok(hasher.finalize().to_hex().to_string())
-    };
-    let mut files = Vec::new();
-    for f in source.files() {
-        let blake3 = match &opts.hash_cache {
-            Some(cache) => {
-                let hashed = cache.get_or_hash(&f.path, hash)?;
-                if hashed.cached {
-                    opts.progress.advance(f.size);
-                }
-                hashed.blake3
+/// Builds a model's report entry; file hashes are filled in by [`finish_hashes`].
+fn describe(name: &str, given: &str, path: &Path, source: &dyn WeightSource) -> ModelReport {
+    let files = source
+        .files()
+        .iter()
+        .map(|f| {
+            let rel = f
+                .path
+                .strip_prefix(path)
+                .ok()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(|| f.path.file_name().map(Path::new))
+                .unwrap_or(&f.path);
+            FileReport {
+                path: rel.to_string_lossy().replace('\\', "/"),
+                bytes: f.size,
+                blake3: String::new(),
             }
-            None => hash(&f.path)?,
-        };
-        let rel = f
-            .path
-            .strip_prefix(path)
-            .ok()
-            .filter(|p| !p.as_os_str().is_empty())
-            .or_else(|| f.path.file_name().map(Path::new))
-            .unwrap_or(&f.path);
-        files.push(FileReport {
-            path: rel.to_string_lossy().replace('\\', "/"),
-            bytes: f.size,
-            blake3,
-        });
-    }
-    opts.progress.finish();
+        })
+        .collect();
     let mut dtypes = BTreeMap::new();
     for t in source.tensors() {
         *dtypes.entry(t.dtype.to_string()).or_insert(0) += 1;
     }
-    Ok(ModelReport {
+    ModelReport {
         name: name.to_owned(),
         path: given.to_owned(),
         format: source.format(),
@@ -214,7 +199,58 @@ fn describe(
         parameters: source.tensors().iter().map(|t| t.numel as u64).sum(),
         dtypes,
         transforms: source.transforms().to_vec(),
-    })
+    }
+}
+
+/// Completes every file hash the cache did not have: hashes what the comparisons' passes did
+/// not read ([`weightkin_core::FileHasher::finish`]), stores the results in the cache, and
+/// writes them into the model reports.
+fn finish_hashes(
+    models: &mut BTreeMap<String, Opened>,
+    hashers: &FileHashers,
+    mut pending: BTreeMap<PathBuf, Pending>,
+    opts: &RunOptions<'_>,
+) -> Result<(), Error> {
+    let mut done: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let total: u64 = models
+        .values()
+        .flat_map(|m| m.source.files())
+        .filter(|f| hashers.get(&f.path).is_some())
+        .map(|f| f.size)
+        .sum();
+    opts.progress.start("hashing", total, "bytes");
+    for (name, m) in models.iter_mut() {
+        for (f, report) in m.source.files().iter().zip(&mut m.report.files) {
+            let Some(hasher) = hashers.get(&f.path) else {
+                continue; // from the cache
+            };
+            if let Some(blake3) = done.get(&f.path) {
+                report.blake3.clone_from(blake3);
+                continue;
+            }
+            let open_error = |source| Error::OpenModel {
+                model: name.clone(),
+                path: m.report.path.clone(),
+                source: Box::new(source),
+            };
+            let map = MappedFile::open(&f.path).map_err(open_error)?;
+            let blake3 = hasher.finish(&map).ok_or_else(|| {
+                open_error(weightkin_core::Error::Io {
+                    path: f.path.clone(),
+                    action: "hash (its size changed while it was audited)",
+                    source: std::io::ErrorKind::InvalidData.into(),
+                })
+            })?;
+            opts.progress.advance(f.size);
+            if let (Some(cache), Some(p)) = (&opts.hash_cache, pending.remove(&f.path)) {
+                cache.complete(p, &blake3);
+            }
+            report.blake3.clone_from(&blake3);
+            done.insert(f.path.clone(), blake3);
+        }
+    }
+    opts.progress.finish();
+    Ok(())
 }
 
 /// One metric's result on one pair.
@@ -315,16 +351,18 @@ pub(crate) fn measure(
     }
 }
 
-/// A reference model (declared independent of A) and its renamed tensor names.
-type Reference<'a> = (&'a dyn WeightSource, &'a BTreeMap<String, usize>);
+/// A model and its renamed tensor names.
+type Named<'a> = (&'a dyn WeightSource, &'a BTreeMap<String, usize>);
+
+/// A reference model (declared independent of A).
+type Reference<'a> = Named<'a>;
 
 fn compare(
     cmp: &CompareSpec,
-    a: &dyn WeightSource,
-    names_a: &BTreeMap<String, usize>,
-    b: &dyn WeightSource,
-    names_b: &BTreeMap<String, usize>,
+    (a, names_a): Named<'_>,
+    (b, names_b): Named<'_>,
     references: &[Reference<'_>],
+    hashers: &FileHashers,
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
     let (ta, tb) = (a.tensors(), b.tensors());
@@ -438,6 +476,7 @@ fn compare(
                 let taps = Taps {
                     samples: (calibrate && p.layer.is_some()).then_some(NULL_SAMPLE_BUDGET),
                     ulp: Some(ULP_SAMPLE_BUDGET),
+                    hash: Some(hashers),
                 };
                 let m = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name, &taps)?;
                 opts.progress.advance(x.numel as u64);

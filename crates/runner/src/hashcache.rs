@@ -66,6 +66,31 @@ pub struct Hashed {
     pub cached: bool,
 }
 
+/// The result of [`HashCache::begin`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// The cached hash (64 lowercase hex digits).
+    Hit(String),
+    /// No usable entry; hash the file, then hand this to [`HashCache::complete`].
+    Miss(Pending),
+}
+
+/// A missed lookup waiting for its hash (see [`HashCache::begin`]).
+#[derive(Debug)]
+pub struct Pending {
+    /// The file's key when it was looked up (`None`: no key, nothing will be stored).
+    key: Option<Key>,
+    /// When the lookup began: the file must be older than this by the minimum age.
+    started: SystemTime,
+}
+
+impl Pending {
+    /// The file's canonical path, when it has a key.
+    pub fn path(&self) -> Option<&Path> {
+        self.key.as_ref().map(|k| k.path.as_path())
+    }
+}
+
 impl HashCache {
     /// A cache whose entries live directly in `dir` (created on the first store).
     pub fn new(dir: impl Into<PathBuf>) -> HashCache {
@@ -114,29 +139,44 @@ impl HashCache {
         path: &Path,
         compute: impl FnOnce(&Path) -> Result<String, E>,
     ) -> Result<Hashed, E> {
-        let started = SystemTime::now();
-        let Some(before) = Key::of(path) else {
-            return compute(path).map(|blake3| Hashed {
-                blake3,
-                cached: false,
-            });
-        };
-        if let Some(blake3) = self.lookup(&before) {
-            return Ok(Hashed {
+        match self.begin(path) {
+            Lookup::Hit(blake3) => Ok(Hashed {
                 blake3,
                 cached: true,
-            });
+            }),
+            Lookup::Miss(pending) => {
+                let blake3 = compute(pending.path().unwrap_or(path))?;
+                self.complete(pending, &blake3);
+                Ok(Hashed {
+                    blake3,
+                    cached: false,
+                })
+            }
         }
-        let blake3 = compute(&before.path)?;
+    }
+
+    /// The first half of [`Self::get_or_hash`], for callers that compute the hash later (or
+    /// piecewise): the cached hash of the file at `path`, or what [`Self::complete`] needs to
+    /// store it once computed.
+    pub fn begin(&self, path: &Path) -> Lookup {
+        let started = SystemTime::now();
+        let key = Key::of(path);
+        if let Some(blake3) = key.as_ref().and_then(|k| self.lookup(k)) {
+            return Lookup::Hit(blake3);
+        }
+        Lookup::Miss(Pending { key, started })
+    }
+
+    /// The second half of [`Self::get_or_hash`]: stores `blake3`, the hash of the file a
+    /// missed lookup was for, if the file is old enough and its `stat` has not changed since
+    /// the lookup (so it did not change while it was hashed).
+    pub fn complete(&self, pending: Pending, blake3: &str) {
+        let Some(before) = pending.key else { return };
         let unchanged = Key::of(&before.path).is_some_and(|after| after == before);
-        if unchanged && before.older_than(started, self.min_age) && is_hex_hash(&blake3) {
+        if unchanged && before.older_than(pending.started, self.min_age) && is_hex_hash(blake3) {
             // Ignored on failure: a missing entry only costs a hash next time.
-            let _ = self.store(&before, &blake3);
+            let _ = self.store(&before, blake3);
         }
-        Ok(Hashed {
-            blake3,
-            cached: false,
-        })
     }
 
     /// The entry file for `key`'s path.
