@@ -111,7 +111,7 @@ fn array<const N: usize>(c: &[u8]) -> [u8; N] {
 /// Branch-free, so that the loop vectorises, and without arithmetic on subnormal floats,
 /// which costs a microcode assist per element on many x86 cores.
 #[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     const EXP: u32 = 0x7c00 << 13; // the f16 exponent field, shifted into f32 position
     let h = u32::from(h);
     let shifted = (h & 0x7fff) << 13;

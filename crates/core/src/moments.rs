@@ -48,7 +48,9 @@ pub struct Moments {
 /// numerical contract (like [`CHUNK`]): eight f64 lanes are two AVX2 registers per
 /// accumulator — two independent dependency chains, so the adds and fused multiply-adds
 /// run at the units' throughput rather than their latency — and the vectorised and the
-/// portable builds of [`reduce`] do the same arithmetic and give the same bits.
+/// portable builds of [`reduce`] do the same arithmetic and give the same bits (for a
+/// non-finite result, which reports never show, only NaN-ness is guaranteed, not the NaN's
+/// payload).
 const L: usize = 8;
 
 /// Per-lane raw sums of one chunk.
@@ -167,6 +169,13 @@ mod kernels {
     }
 
     #[inline(always)]
+    pub(super) fn f16s(a: &[u8], b: &[u8]) -> Moments {
+        let half = |c: &[u8]| crate::convert::f16_to_f32(u16::from_le_bytes(arr(c)));
+        let oct = |c: &[u8]| std::array::from_fn(|i| half(&c[2 * i..2 * i + 2]));
+        reduce::<u8, u8, 16, 16, 2, 2>(a, b, oct, oct, half, half)
+    }
+
+    #[inline(always)]
     pub(super) fn f32s(a: &[u8], b: &[u8]) -> Moments {
         let oct = |c: &[u8]| std::array::from_fn(|i| f32::from_le_bytes(arr(&c[4 * i..4 * i + 4])));
         let one = |c: &[u8]| f32::from_le_bytes(arr(c));
@@ -198,15 +207,15 @@ mod avx2 {
     macro_rules! kernel {
         ($name:ident, $t:ty, $oct:expr, $width:expr, $one:expr, $load:expr) => {
             /// # Safety
-            /// The CPU must support AVX2, FMA and POPCNT.
-            #[target_feature(enable = "avx2,fma,popcnt")]
+            /// The CPU must support AVX2, FMA, POPCNT and F16C.
+            #[target_feature(enable = "avx2,fma,popcnt,f16c")]
             #[allow(unused_unsafe)]
             pub(super) unsafe fn $name(a: &[$t], b: &[$t]) -> Moments {
                 let len = (a.len() / $width).min(b.len() / $width);
                 let (a, b) = (&a[..len * $width], &b[..len * $width]);
                 // Lanes `4h .. 4h + 4` of one `$oct`-unit piece, as f64.
                 let load: unsafe fn(&[$t], usize) -> __m256d = $load;
-                // SAFETY (whole block): AVX2, FMA and POPCNT are enabled for this function;
+                // SAFETY (whole block): AVX2, FMA, POPCNT and F16C are enabled here;
                 // every load reads within one `chunks_exact($oct)` piece.
                 unsafe {
                     let z = [_mm256_setzero_pd(); 2];
@@ -291,6 +300,22 @@ mod avx2 {
             }
         }
     );
+    kernel!(
+        f16s,
+        u8,
+        16,
+        2,
+        |c| crate::convert::f16_to_f32(u16::from_le_bytes(super::arr(c))),
+        |c, h| {
+            // SAFETY: `c` holds 16 bytes and `h < 2`; `_mm_loadl_epi64` reads 8 of them,
+            // unaligned. F16C widens four halves exactly (NaNs quieted, as the portable
+            // conversion does).
+            unsafe {
+                let v = _mm_loadl_epi64(c.as_ptr().add(8 * h).cast());
+                _mm256_cvtps_pd(_mm_cvtph_ps(v))
+            }
+        }
+    );
 }
 
 /// Calls kernel `$k`: the AVX2 + FMA build when the CPU has both (checked once, cached by
@@ -302,8 +327,9 @@ macro_rules! dispatch {
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("popcnt")
+                && std::arch::is_x86_feature_detected!("f16c")
             {
-                // SAFETY: the CPU supports AVX2, FMA and POPCNT, checked just above.
+                // SAFETY: the CPU supports AVX2, FMA, POPCNT and F16C, checked just above.
                 unsafe { avx2::$k($a, $b) }
             } else {
                 kernels::$k($a, $b)
@@ -462,7 +488,7 @@ pub fn read_tensor(source: &dyn WeightSource, index: usize, numel: usize) -> Res
 ///
 /// Chunks run in parallel on the current rayon pool; partial results are merged in chunk
 /// order, so the result does not depend on the thread count. When both sources expose the
-/// stored bytes ([`WeightSource::raw`]) as BF16 or F32, the kernel decodes straight from the
+/// stored bytes ([`WeightSource::raw`]) as BF16, F16 or F32, the kernel decodes straight from the
 /// memory map, and every [`RELEASE_CHUNKS`] chunks the pages read are handed back
 /// ([`crate::MappedFile::release`]), so resident memory stays at a few megabytes per thread
 /// however large the model; the result is bit-identical to the buffered path.
@@ -504,7 +530,7 @@ pub struct PairPass {
 }
 
 /// A deterministic subsample of a tensor pair: the chunks [`pair_moments_sampled`] reads for
-/// the same `numel` and budget, in chunk order, as stored (BF16 or F32 bytes, as the fused
+/// the same `numel` and budget, in chunk order, as stored (BF16, F16 or F32 bytes, as the fused
 /// kernel reads them). Lets calibration pair one tensor's sample with another's (A's layer
 /// `i` against B's layer `j`) without reading either tensor again.
 #[derive(Debug, Clone, PartialEq)]
@@ -562,8 +588,7 @@ impl Samples {
             let (pa, pb) = (x.a.get(at_a..at_a + wa)?, y.b.get(at_b..at_b + wb)?);
             (at_a, at_b) = (at_a + wa, at_b + wb);
             m = m.merge(match (x.stored, y.stored) {
-                (Stored::Bf16, Stored::Bf16) => dispatch!(bf16s::<u8>(pa, pb)),
-                (Stored::F32, Stored::F32) => dispatch!(f32s::<u8>(pa, pb)),
+                (sx, sy) if sx == sy => sx.moments(pa, pb),
                 // Mixed: decode both (exactly) and reduce, as the buffered path does.
                 _ => {
                     fa.resize(len, 0f32);
@@ -621,6 +646,7 @@ pub const RELEASE_CHUNKS: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stored {
     Bf16,
+    F16,
     F32,
 }
 
@@ -628,14 +654,24 @@ impl Stored {
     fn dtype(self) -> Dtype {
         match self {
             Stored::Bf16 => Dtype::BF16,
+            Stored::F16 => Dtype::F16,
             Stored::F32 => Dtype::F32,
         }
     }
 
     fn width(self) -> usize {
         match self {
-            Stored::Bf16 => 2,
+            Stored::Bf16 | Stored::F16 => 2,
             Stored::F32 => 4,
+        }
+    }
+
+    /// Moments of two runs of stored bytes of this dtype (the fused kernels).
+    fn moments(self, x: &[u8], y: &[u8]) -> Moments {
+        match self {
+            Stored::Bf16 => dispatch!(bf16s::<u8>(x, y)),
+            Stored::F16 => dispatch!(f16s::<u8>(x, y)),
+            Stored::F32 => dispatch!(f32s::<u8>(x, y)),
         }
     }
 
@@ -664,6 +700,7 @@ impl<'a> Fused<'a> {
         let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
         let stored = match (ra.dtype, rb.dtype) {
             (Dtype::BF16, Dtype::BF16) => Stored::Bf16,
+            (Dtype::F16, Dtype::F16) => Stored::F16,
             (Dtype::F32, Dtype::F32) => Stored::F32,
             _ => return None,
         };
@@ -686,10 +723,7 @@ impl<'a> Fused<'a> {
 
     /// Moments of stored bytes from [`Self::bytes`].
     fn moments(&self, x: &[u8], y: &[u8]) -> Moments {
-        match self.stored {
-            Stored::Bf16 => dispatch!(bf16s::<u8>(x, y)),
-            Stored::F32 => dispatch!(f32s::<u8>(x, y)),
-        }
+        self.stored.moments(x, y)
     }
 
     /// Hands back the pages of elements `start .. end`.
@@ -955,7 +989,8 @@ mod tests {
     fn simd_and_portable_kernels_agree_bitwise() {
         let simd = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("popcnt");
+            && std::arch::is_x86_feature_detected!("popcnt")
+            && std::arch::is_x86_feature_detected!("f16c");
         if !simd {
             return; // nothing to compare on this CPU
         }
@@ -968,15 +1003,24 @@ mod tests {
             .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
             .collect();
         let same = |x: Moments, y: Moments| {
+            // Bits, except that every NaN is one NaN: which NaN payload a sum propagates is
+            // not specified (LLVM may commute an addition), and no report shows one — a
+            // non-finite moment makes a metric undefined.
             let bits = |m: Moments| {
-                [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(f64::to_bits)
+                [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+                    if v.is_nan() {
+                        f64::NAN.to_bits()
+                    } else {
+                        v.to_bits()
+                    }
+                })
             };
             assert_eq!((x.n, x.equal, bits(x)), (y.n, y.equal, bits(y)));
         };
         for len in [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
             let fa: Vec<f32> = ba[..len].iter().map(|&b| f32::from_bits(b)).collect();
             let fb: Vec<f32> = bb[..len].iter().map(|&b| f32::from_bits(b)).collect();
-            // SAFETY: AVX2, FMA and POPCNT were detected above.
+            // SAFETY: AVX2, FMA, POPCNT and F16C were detected above.
             same(unsafe { avx2::slices(&fa, &fb) }, kernels::slices(&fa, &fb));
             let f32_bytes =
                 |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|b| b.to_le_bytes()).collect() };
@@ -991,6 +1035,13 @@ mod tests {
             let (ha, hb) = (bf16_bytes(&ba[..len]), bf16_bytes(&bb[..len]));
             // SAFETY: as above.
             same(unsafe { avx2::bf16s(&ha, &hb) }, kernels::bf16s(&ha, &hb));
+            // The low halves as F16: every class of half (subnormal, ∞, NaN) occurs.
+            let f16_bytes = |v: &[u32]| -> Vec<u8> {
+                v.iter().flat_map(|b| (*b as u16).to_le_bytes()).collect()
+            };
+            let (ha, hb) = (f16_bytes(&ba[..len]), f16_bytes(&bb[..len]));
+            // SAFETY: as above.
+            same(unsafe { avx2::f16s(&ha, &hb) }, kernels::f16s(&ha, &hb));
         }
     }
 
@@ -1018,13 +1069,15 @@ mod tests {
             .tensor_bf16("b", &[n], &vb)
             .tensor_f32("c", &[n], &va)
             .tensor_f32("d", &[n], &vb)
+            .tensor_f16("e", &[n], &va)
+            .tensor_f16("f", &[n], &vb)
             .write(&path)
             .unwrap();
         let src = crate::safetensors::FORMAT
             .open(&path, &Limits::default())
             .unwrap();
         let src = src.as_ref();
-        for (x, y) in [(0, 1), (2, 3)] {
+        for (x, y) in [(0, 1), (2, 3), (4, 5)] {
             assert!(src.raw(x).is_some());
             let fused = pair_moments(src, x, src, y, n).unwrap();
             let ta = read_tensor(src, x, n).unwrap();
@@ -1045,7 +1098,7 @@ mod tests {
             ulp: Some(4 * CHUNK),
             hash: Some(&hashers),
         };
-        for (x, y, bf16) in [(0, 1, true), (2, 3, false)] {
+        for (x, y, bf16) in [(0, 1, true), (2, 3, false), (4, 5, false)] {
             let pass = pair_pass(src, x, src, y, n, &taps).unwrap();
             assert_eq!(pass.moments, pair_moments(src, x, src, y, n).unwrap());
             let ulp = crate::bf16_ulp_sampled(src, x, src, y, 4 * CHUNK);
