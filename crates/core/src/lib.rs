@@ -26,6 +26,7 @@ mod moments;
 mod registry;
 pub mod safetensors;
 mod source;
+mod subsample;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -40,7 +41,8 @@ pub use error::{
 pub use filehash::{FileHasher, FileHashers};
 pub use limits::Limits;
 pub use metric::{
-    Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors, Undefined,
+    ExampleAxis, Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors,
+    Undefined, DEFAULT_MAX_ELEMENTS,
 };
 pub use mmap::MappedFile;
 pub use moments::{
@@ -49,5 +51,6 @@ pub use moments::{
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};
+pub use subsample::{read_examples, ExampleSample};
 pub use tensor::{checked_numel, checked_read, TensorInfo};
 pub use ulp::{bf16_ulp_sampled, UlpStats};

@@ -52,6 +52,10 @@ pub enum Undefined {
     TooFewExamples,
     /// The matrix backend failed (for instance could not allocate a Gram matrix).
     BackendFailed,
+    /// A single example (one row, or one column for a column-example metric) holds more
+    /// elements than the metric's [`Metric::max_elements`], so not even one whole example
+    /// fits the memory bound. Set by the executor, which then does not call the metric.
+    ExampleTooLarge,
     /// A shared-library plugin's code failed on this pair: it reported an error, panicked,
     /// or returned NaN or a value outside its declared range. Only reached through
     /// [`Metric::evaluate`]; [`Metric::try_evaluate`] returns the failure itself, with the
@@ -70,6 +74,9 @@ impl Undefined {
             Undefined::NotAMatrix => "needs matrices, the tensors are one-dimensional",
             Undefined::TooFewExamples => "too few rows for the estimator",
             Undefined::BackendFailed => "the matrix backend failed",
+            Undefined::ExampleTooLarge => {
+                "one example holds more elements than the metric's max-elements"
+            }
             Undefined::PluginFailed => "the metric's plugin failed on this pair",
         }
     }
@@ -106,12 +113,15 @@ impl MetricValue {
 pub enum Needs {
     /// Only the pair's [`Moments`]: one streaming pass, memory independent of tensor size.
     Moments,
-    /// Both whole tensors as f32 (matrix metrics such as CKA): memory of two f32 copies of
-    /// the pair, on top of the moments.
+    /// Both tensors as f32 (matrix metrics such as CKA): whole up to the metric's
+    /// [`Metric::max_elements`] per side, else a deterministic subset of whole examples of
+    /// that size ([`ExampleAxis`]), on top of the moments of the whole pair.
     Tensors,
 }
 
-/// Both tensors of a pair, whole, converted to f32, row-major.
+/// Both tensors of a pair, converted to f32, row-major: whole, or (above the metric's
+/// [`Metric::max_elements`]) the same evenly strided subset of whole examples of each, with
+/// `shape` the subset's shape (see [`ExampleAxis`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Tensors<'a> {
     /// Tensor A.
@@ -122,12 +132,40 @@ pub struct Tensors<'a> {
     pub shape: &'a [usize],
 }
 
+/// Which axis of a tensor holds a [`Needs::Tensors`] metric's *examples* (the rest of the
+/// tensor being their features), as the metric declares with [`Metric::example_axis`].
+///
+/// A tensor is viewed as a matrix `[shape[0], numel / shape[0]]` (a tensor of rank < 2 as
+/// `[numel, 1]`, rows being its only axis). When a pair holds more elements per side than
+/// the metric's [`Metric::max_elements`], the executor hands the metric an evenly strided,
+/// deterministic subset of whole examples of both tensors instead of the whole tensors:
+/// `k = ⌊max_elements / features⌋` of the `n` examples, example `i < k` being example
+/// `⌊i·n / k⌋`. A metric whose value is an expectation over examples (CKA's debiased
+/// estimator is unbiased on a subset of examples) then estimates the same quantity within a
+/// fixed memory bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExampleAxis {
+    /// Rows are examples: a subsample keeps whole rows, and its shape is the tensor's with
+    /// `shape[0]` replaced by the rows kept.
+    Rows,
+    /// Columns (of the `[shape[0], rest]` matrix) are examples: a subsample keeps whole
+    /// columns, and its shape is `[shape[0], columns kept]`.
+    Columns,
+}
+
+/// Elements per side a [`Needs::Tensors`] metric is given at most, unless it says otherwise
+/// ([`Metric::max_elements`]): 16 Mi (64 MiB of f32 per tensor). A 4096 × 4096 matrix is
+/// still read whole.
+pub const DEFAULT_MAX_ELEMENTS: usize = 1 << 24;
+
 /// What a metric is evaluated on.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// Moments of the pair (always present).
     pub moments: &'a Moments,
-    /// The whole tensors: present exactly when the metric's spec declares [`Needs::Tensors`].
+    /// The tensors (whole, or a subset of whole examples above [`Metric::max_elements`]):
+    /// present exactly when the metric's spec declares [`Needs::Tensors`].
     pub tensors: Option<Tensors<'a>>,
 }
 
@@ -159,6 +197,22 @@ pub trait Metric: Send + Sync {
     fn null_samples(&self, input: &Input<'_>) -> Vec<f64> {
         let _ = input;
         Vec::new()
+    }
+
+    /// For a [`Needs::Tensors`] metric: which axis holds its examples, along which the
+    /// executor subsamples a pair larger than [`Self::max_elements`]. The default, rows, is
+    /// what shared-library plugins get (the plugin ABI has no way to say otherwise).
+    fn example_axis(&self) -> ExampleAxis {
+        ExampleAxis::Rows
+    }
+
+    /// For a [`Needs::Tensors`] metric: the most elements of each tensor it is handed. A pair
+    /// with more is given as an evenly strided subset of whole examples ([`ExampleAxis`]),
+    /// which bounds the memory the metric's input takes whatever the tensor size; its moments
+    /// still come from a streaming pass over the whole pair. The default is
+    /// [`DEFAULT_MAX_ELEMENTS`]; a metric may make it a parameter (CKA's `max-elements`).
+    fn max_elements(&self) -> usize {
+        DEFAULT_MAX_ELEMENTS
     }
 }
 

@@ -30,6 +30,10 @@
 //!   [`export_plugin!`] wraps the author's function in `catch_unwind`, so a Rust panic becomes
 //!   [`status::ERROR`] with the panic message. Plugins must therefore be built with the default
 //!   `panic = "unwind"`.
+//! * Tensors larger than 2²⁴ elements each arrive as the same evenly strided subset of whole
+//!   rows of both (`shape[0]` reduced to the rows kept; a 1-D tensor's elements), at most 2²⁴
+//!   elements each, which bounds the host's memory; its report marks such a value as
+//!   subsampled.
 //! * The host never unloads a plugin, so every pointer in the descriptor must stay valid for
 //!   the life of the process (string literals and statics do).
 //! * The host checks every value it gets back: NaN, infinities and values outside the declared

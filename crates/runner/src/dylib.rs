@@ -605,6 +605,11 @@ fn message_text(buf: &[u8], len: usize, status: i32) -> String {
 }
 
 /// A plugin metric, built with its parameters.
+///
+/// It keeps the [`Metric`] defaults for [`Metric::example_axis`] (rows) and
+/// [`Metric::max_elements`] ([`weightkin_core::DEFAULT_MAX_ELEMENTS`]): the ABI has no way to
+/// declare either, so a pair larger than the bound reaches the plugin as an evenly strided
+/// subset of whole rows of both tensors, with `shape[0]` reduced to match.
 struct PluginMetric {
     name: &'static str,
     range: (f64, f64),

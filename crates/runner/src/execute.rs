@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use weightkin_core::{
-    pair_moments_sampled, pair_pass, read_tensor, FileHashers, Input, Limits, MappedFile,
-    MetricValue, Moments, Needs, Registry, Samples, Taps, Tensors, WeightSource,
+    pair_moments_sampled, pair_pass, read_examples, read_tensor, ExampleSample, FileHashers, Input,
+    Limits, MappedFile, MetricValue, Moments, Needs, Registry, Samples, Taps, Tensors, Undefined,
+    WeightSource,
 };
 
 use crate::grid;
@@ -261,6 +262,10 @@ pub(crate) struct MetricResult {
     pub value: MetricValue,
     /// Its values under the metric's own null (empty if it has none).
     pub null: Vec<f64>,
+    /// The subset of examples a tensor metric was evaluated on, when the pair was larger
+    /// than the metric's [`weightkin_core::Metric::max_elements`] (`None`: whole tensors, or
+    /// a moment metric).
+    pub subsample: Option<ExampleSample>,
 }
 
 /// Smallest null s.d. used for a metric's own null (a few permutations can agree closely).
@@ -278,10 +283,19 @@ pub(crate) struct Measurement {
     pub ulp: Option<weightkin_core::UlpStats>,
 }
 
-/// Measures one tensor pair with `metrics`: a single streaming pass for moment metrics
-/// (keeping what `taps` asks for on the way), or both tensors read whole when any metric
-/// needs them (moments and samples then come from the same in-memory data, exactly as the
-/// streaming pass computes them).
+/// Measures one tensor pair with `metrics`.
+///
+/// * Moment metrics only: one streaming pass ([`pair_pass`]), keeping what `taps` asks for
+///   on the way.
+/// * A metric that needs tensors, and the pair fits every such metric's
+///   [`weightkin_core::Metric::max_elements`]: both tensors read whole; moments and samples
+///   come from the same in-memory data, exactly as the streaming pass computes them.
+/// * A pair larger than some tensor metric's bound: the streaming pass, exactly as for
+///   moment metrics (so moments, samples, ULP statistics and hashing do not depend on the
+///   metrics asked for), then each tensor metric on the tensors whole if they fit its bound,
+///   else on the same evenly strided subset of whole examples of both
+///   ([`ExampleSample`], read by [`read_examples`]). One metric's input is held at a time, so
+///   the working memory is bounded by the largest bound, whatever the tensor size.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn measure(
     cmp: &CompareSpec,
@@ -302,19 +316,27 @@ pub(crate) fn measure(
     let numel = x.numel;
     // `try_evaluate`: a metric running foreign code (a shared-library plugin) that fails
     // stops the audit with the plugin's own message, rather than leaving a silent gap.
+    let evaluate_one = |m: &BuiltMetric, input: &Input<'_>, subsample| {
+        Ok(MetricResult {
+            name: m.spec.name,
+            value: m.metric.try_evaluate(input).map_err(fail)?,
+            null: m.metric.null_samples(input),
+            subsample,
+        })
+    };
     let evaluate = |input: &Input<'_>| -> Result<Vec<MetricResult>, Error> {
         metrics
             .iter()
-            .map(|m| {
-                Ok(MetricResult {
-                    name: m.spec.name,
-                    value: m.metric.try_evaluate(input).map_err(fail)?,
-                    null: m.metric.null_samples(input),
-                })
-            })
+            .map(|m| evaluate_one(m, input, None))
             .collect()
     };
-    if metrics.iter().any(|m| m.spec.needs == Needs::Tensors) {
+    let needs_tensors = |m: &&BuiltMetric| m.spec.needs == Needs::Tensors;
+    // How each tensor metric sees this pair: `None` whole, else a subsample.
+    let plan = |m: &BuiltMetric| {
+        ExampleSample::plan(&x.shape, m.metric.example_axis(), m.metric.max_elements())
+    };
+    let tensor_metrics: Vec<&BuiltMetric> = metrics.iter().filter(needs_tensors).collect();
+    if !tensor_metrics.is_empty() && tensor_metrics.iter().all(|m| plan(m).is_none()) {
         let (va, vb) = rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
         let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
         let moments = Moments::of_tensors(&va, &vb);
@@ -326,7 +348,7 @@ pub(crate) fn measure(
                 shape: &x.shape,
             }),
         })?;
-        Ok(Measurement {
+        return Ok(Measurement {
             moments,
             results,
             samples: taps
@@ -335,20 +357,71 @@ pub(crate) fn measure(
             ulp: taps
                 .ulp
                 .and_then(|budget| weightkin_core::bf16_ulp_sampled(a, ia, b, ib, budget)),
-        })
-    } else {
-        let pass = pair_pass(a, ia, b, ib, numel, taps).map_err(fail)?;
-        let results = evaluate(&Input {
-            moments: &pass.moments,
-            tensors: None,
-        })?;
-        Ok(Measurement {
-            moments: pass.moments,
-            results,
-            samples: pass.samples,
-            ulp: pass.ulp,
-        })
+        });
     }
+    let pass = pair_pass(a, ia, b, ib, numel, taps).map_err(fail)?;
+    let moments_only = Input {
+        moments: &pass.moments,
+        tensors: None,
+    };
+    let results = metrics
+        .iter()
+        .map(|m| {
+            if m.spec.needs != Needs::Tensors {
+                return evaluate_one(m, &moments_only, None);
+            }
+            let Some(sample) = plan(m) else {
+                // Within this metric's bound (another's is smaller): whole tensors.
+                let (va, vb) =
+                    rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
+                let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+                return evaluate_one(
+                    m,
+                    &Input {
+                        moments: &pass.moments,
+                        tensors: Some(Tensors {
+                            a: &va,
+                            b: &vb,
+                            shape: &x.shape,
+                        }),
+                    },
+                    None,
+                );
+            };
+            if sample.is_empty() {
+                return Ok(MetricResult {
+                    name: m.spec.name,
+                    value: MetricValue::Undefined(Undefined::ExampleTooLarge),
+                    null: Vec::new(),
+                    subsample: None,
+                });
+            }
+            let (va, vb) = rayon::join(
+                || read_examples(a, ia, &sample),
+                || read_examples(b, ib, &sample),
+            );
+            let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+            let shape = sample.shape(&x.shape);
+            evaluate_one(
+                m,
+                &Input {
+                    moments: &pass.moments,
+                    tensors: Some(Tensors {
+                        a: &va,
+                        b: &vb,
+                        shape: &shape,
+                    }),
+                },
+                Some(sample),
+            )
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Measurement {
+        moments: pass.moments,
+        results,
+        samples: pass.samples,
+        ulp: pass.ulp,
+    })
 }
 
 /// A model and its renamed tensor names.
@@ -483,8 +556,12 @@ fn compare(
                 let mut values = BTreeMap::new();
                 let mut undefined = BTreeMap::new();
                 let mut nulls = BTreeMap::new();
+                let mut subsampled = BTreeMap::new();
                 for r in m.results {
                     values.insert(r.name.to_owned(), r.value.value().map(round));
+                    if let Some(s) = r.subsample {
+                        subsampled.insert(r.name.to_owned(), s.into());
+                    }
                     if let MetricValue::Undefined(why) = r.value {
                         undefined.insert(r.name.to_owned(), why);
                     }
@@ -516,6 +593,7 @@ fn compare(
                     values,
                     undefined,
                     metric_nulls: nulls,
+                    subsampled,
                     evidence: None,
                 };
                 Ok((i, row, m.moments, m.ulp, m.samples))
@@ -780,4 +858,95 @@ fn nulls(
         entry.1.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use weightkin_core::testing::SafetensorsBuilder;
+
+    /// Above CKA's `max-elements`, a pair's moments, calibration samples and ULP statistics
+    /// are exactly those of the moment-only pass, and only CKA sees a subsample; at or below
+    /// it, the whole tensors are read, as before.
+    #[test]
+    fn above_the_cap_the_measurement_is_the_moment_only_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (96, 40);
+        let data = |seed: u32| -> Vec<f32> {
+            let mut s = seed;
+            (0..rows * cols)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (x, e) = (data(1), data(2));
+        let y: Vec<f32> = x.iter().zip(&e).map(|(x, e)| x + 0.3 * e).collect();
+        for (name, v) in [("a", &x), ("b", &y)] {
+            SafetensorsBuilder::new()
+                .tensor_bf16("w", &[rows, cols], v)
+                .write(&dir.path().join(format!("{name}.safetensors")))
+                .unwrap();
+        }
+        let registry = crate::registry::builtin().unwrap();
+        let text = |cap: usize| {
+            format!(
+                "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                 [models.b]\npath = \"b.safetensors\"\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\nmetrics = [\"cosine\", \"pearson\", \"cka\"]\n\
+                 [compare.params.cka]\nmax-elements = {cap}\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\nmetrics = [\"cosine\", \"pearson\"]\n"
+            )
+        };
+        let path = dir.path().join("r.toml");
+        let open = |m: &str| {
+            registry
+                .open(&dir.path().join(m), None, &Limits::default())
+                .unwrap()
+        };
+        let (a, b) = (open("a.safetensors"), open("b.safetensors"));
+        let taps = Taps {
+            samples: Some(CHUNK_BUDGET),
+            ulp: Some(CHUNK_BUDGET),
+            hash: None,
+        };
+        for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
+            let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();
+            let [with_cka, moments_only] = &recipe.compares[..] else {
+                panic!("two compares");
+            };
+            let m = |c: &CompareSpec| {
+                measure(c, &c.metrics, a.as_ref(), 0, b.as_ref(), 0, "w", &taps).unwrap()
+            };
+            let (got, want) = (m(with_cka), m(moments_only));
+            let pass = pair_pass(a.as_ref(), 0, b.as_ref(), 0, rows * cols, &taps).unwrap();
+            assert_eq!(got.moments, want.moments, "cap {cap}");
+            assert_eq!(got.moments, pass.moments, "cap {cap}");
+            assert_eq!(got.ulp, want.ulp);
+            assert!(got.ulp.is_some());
+            for (r, w) in got.results.iter().zip(&want.results) {
+                assert_eq!((r.name, r.value), (w.name, w.value));
+                assert!(r.subsample.is_none());
+            }
+            let cka = &got.results[2];
+            assert_eq!(cka.subsample.is_some(), subsampled, "cap {cap}");
+            if subsampled {
+                // The pass's own samples (stored BF16), not a copy of in-memory tensors.
+                assert_eq!(got.samples, pass.samples);
+                let s = cka.subsample.unwrap();
+                assert_eq!((s.kept, s.examples, s.features), (25, 96, 40));
+            } else {
+                let (va, vb) = (
+                    read_tensor(a.as_ref(), 0, rows * cols).unwrap(),
+                    read_tensor(b.as_ref(), 0, rows * cols).unwrap(),
+                );
+                assert_eq!(got.samples, Samples::of_tensors(&va, &vb, CHUNK_BUDGET));
+            }
+            assert!(cka.value.value().is_some());
+        }
+    }
+
+    const CHUNK_BUDGET: usize = weightkin_core::CHUNK;
 }

@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use weightkin_core::{Taps, WeightSource};
+use weightkin_core::{ExampleSample, Taps, WeightSource};
 
 use crate::execute::{measure, RunOptions};
 use crate::pairing::layer_and_class;
 use crate::recipe::{BuiltMetric, CompareSpec, GridSpec};
-use crate::report::{round, Alignment, Grid, LayerMatch, SkippedGrid};
+use crate::report::{round, Alignment, Grid, LayerMatch, SkippedGrid, Subsampled};
 use crate::Error;
 
 /// Tensors of one model by class, then by layer: class → layer → (name, tensor index).
@@ -148,9 +148,12 @@ fn grid(
             Ok(v.results
                 .into_iter()
                 .next()
-                .and_then(|r| r.value.value().map(round)))
+                .map_or((None, None), |r| (r.value.value().map(round), r.subsample)))
         })
-        .collect::<Result<Vec<Option<f64>>, Error>>()?;
+        .collect::<Result<Vec<(Option<f64>, Option<ExampleSample>)>, Error>>()?;
+    // Every cell has the class's shape, so every subsampled cell kept the same examples.
+    let subsampled = values.iter().find_map(|(_, s)| *s).map(Subsampled::from);
+    let values: Vec<Option<f64>> = values.into_iter().map(|(v, _)| v).collect();
     opts.progress.finish();
     let nb = layers_b.len();
     let rows: Vec<Vec<Option<f64>>> = values.chunks(nb).map(<[_]>::to_vec).collect();
@@ -173,6 +176,7 @@ fn grid(
         values: rows,
         diagonal_mean: mean(&diag),
         off_diagonal_mean: mean(&off),
+        subsampled,
     })
 }
 

@@ -420,11 +420,19 @@ fn comparison(o: &mut String, c: &Comparison) {
             t.dtype_b
         );
         for m in &c.metrics {
-            let cell = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
+            let mut cell = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
                 (Some(v), _) => num(Some(v)),
                 (None, Some(why)) => format!("undefined: {}", esc(why.reason())),
                 _ => "—".to_owned(),
             };
+            if let Some(s) = t.subsampled.get(m) {
+                let _ = write!(
+                    cell,
+                    "<br><span class=\"muted\">on {} (evenly strided; the pair exceeds \
+                     <code>max-elements</code>)</span>",
+                    esc(&s.text())
+                );
+            }
             let _ = write!(o, "<td class=\"n\">{cell}</td>");
         }
         let _ = writeln!(o, "</tr>");
@@ -533,12 +541,16 @@ fn heatmap(o: &mut String, g: &Grid) {
     }
     let _ = writeln!(
         o,
-        "</svg><figcaption><code>{}</code> — {} · diagonal mean {} · off-diagonal mean {}\
+        "</svg><figcaption><code>{}</code> — {} · diagonal mean {} · off-diagonal mean {}{}\
          </figcaption></figure>",
         esc(&g.class),
         esc(&g.metric),
         num(g.diagonal_mean),
-        num(g.off_diagonal_mean)
+        num(g.off_diagonal_mean),
+        g.subsampled.map_or_else(String::new, |s| format!(
+            " · every cell on {} (evenly strided; the tensors exceed <code>max-elements</code>)",
+            esc(&s.text())
+        ))
     );
 }
 

@@ -10,17 +10,7 @@ use crate::report::{Comparison, Report, Stats};
 use crate::report::fixed as num;
 
 /// Integer with thousands separators.
-fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+use crate::report::thousands as count;
 
 /// Escapes text for a table cell.
 fn cell(s: &str) -> String {
@@ -291,11 +281,16 @@ fn grids(o: &mut String, c: &Comparison) {
         let _ = writeln!(
             o,
             "\n### Grid: `{}` ({})\n\nRows: layers of A; columns: layers of B. Diagonal mean \
-             {}, off-diagonal mean {}.\n",
+             {}, off-diagonal mean {}.{}\n",
             cell(&g.class),
             g.metric,
             num(g.diagonal_mean),
-            num(g.off_diagonal_mean)
+            num(g.off_diagonal_mean),
+            g.subsampled.map_or_else(String::new, |s| format!(
+                " Every cell on an evenly strided subset of {} of each tensor (the tensors \
+                 are larger than the metric's `max-elements`).",
+                s.text()
+            ))
         );
         let mut head = "| A \\ B |".to_owned();
         let mut rule = "|---:|".to_owned();
@@ -426,14 +421,26 @@ fn comparison(o: &mut String, c: &Comparison) {
             dtypes
         );
         for m in &c.metrics {
-            let v = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
+            let mut v = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
                 (Some(v), _) => num(Some(v)),
                 (None, Some(why)) => format!("undefined: {why}"),
                 (None, None) => "—".to_owned(),
             };
+            if let Some(s) = t.subsampled.get(m) {
+                let _ = write!(v, " (on {})", s.text());
+            }
             let _ = write!(row, " {v} |");
         }
         let _ = writeln!(o, "{row}");
+    }
+    if c.tensors.iter().any(|t| !t.subsampled.is_empty()) {
+        let _ = writeln!(
+            o,
+            "
+A value marked \"on k of n rows\" (or columns) was computed on an evenly strided \
+             subset of k whole examples of both tensors, because the pair is larger than the \
+             metric's `max-elements`; cosine and Pearson always use every element."
+        );
     }
 
     let _ = writeln!(o, "\n### Not compared\n");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use weightkin_core::Undefined;
+use weightkin_core::{ExampleAxis, ExampleSample, Undefined};
 
 use crate::pairing::{Kind, Unpaired};
 use crate::Error;
@@ -211,6 +211,11 @@ pub struct Grid {
     pub diagonal_mean: Option<f64>,
     /// Mean over all other cells: what "same class, different layer" looks like.
     pub off_diagonal_mean: Option<f64>,
+    /// The subset of examples every cell's metric was evaluated on, when the class's tensors
+    /// are larger than the metric's `max-elements` (all cells share one shape, hence one
+    /// subset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsampled: Option<Subsampled>,
 }
 
 /// A class the grid settings selected that got no grid.
@@ -319,6 +324,57 @@ pub struct MetricNull {
     pub p: f64,
 }
 
+/// The subset of examples a tensor metric was evaluated on: `examples` of the tensor's `of`
+/// rows (or columns), evenly strided (example `i` is `⌊i · of / examples⌋`), the same in A and
+/// B. Taken when a pair holds more elements per side than the metric's `max-elements`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Subsampled {
+    /// The axis holding the examples: "rows" or "columns".
+    pub axis: ExampleAxis,
+    /// Examples kept.
+    pub examples: usize,
+    /// Examples in the tensor.
+    pub of: usize,
+}
+
+impl From<ExampleSample> for Subsampled {
+    fn from(s: ExampleSample) -> Subsampled {
+        Subsampled {
+            axis: s.axis,
+            examples: s.kept,
+            of: s.examples,
+        }
+    }
+}
+
+impl Subsampled {
+    /// In words, for the human-readable renderers: "2,048 of 32,768 rows".
+    pub fn text(&self) -> String {
+        let axis = match self.axis {
+            ExampleAxis::Rows => "rows",
+            ExampleAxis::Columns => "columns",
+        };
+        format!(
+            "{} of {} {axis}",
+            thousands(self.examples as u64),
+            thousands(self.of as u64)
+        )
+    }
+}
+
+/// Integer with thousands separators: `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One compared tensor pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorRow {
@@ -348,6 +404,10 @@ pub struct TensorRow {
     /// Metrics with a null of their own (CKA's row-permutation null): the value's z-score.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metric_nulls: BTreeMap<String, MetricNull>,
+    /// Tensor metrics evaluated on a subset of examples, because the pair is larger than the
+    /// metric's `max-elements`: which subset. Absent for metrics that saw whole tensors.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub subsampled: BTreeMap<String, Subsampled>,
     /// How the pair counts for the verdict, and its statistics against the null.
     pub evidence: Option<crate::verdict::Evidence>,
 }

@@ -23,11 +23,19 @@
 //! every reduction in f64. The debiased correction (which subtracts nearly equal large terms)
 //! runs entirely in f64. Values are rounded to 6 decimals, the accuracy of f32 Gram products,
 //! so that reports do not carry matmul rounding noise.
+//!
+//! **Memory bound.** CKA is given at most `max-elements` elements per tensor (default
+//! [`DEFAULT_MAX_ELEMENTS`], 16 Mi). A larger pair is measured on the same evenly strided
+//! subset of whole examples of both tensors — rows, or columns with `examples = "columns"` —
+//! chosen and read by the executor ([`weightkin_core::ExampleSample`]); the debiased
+//! estimator is unbiased on a subset of examples, so the value estimates the same quantity,
+//! and the report marks it. Each Gram matrix (the cheaper of n × n and p × p) then holds at
+//! most 1.5 × `max-elements` elements.
 
 use candle_core::{Device, Tensor};
 use weightkin_core::{
-    Error, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue, Params, Result,
-    Undefined,
+    Error, ExampleAxis, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue,
+    Params, Result, Undefined, DEFAULT_MAX_ELEMENTS,
 };
 
 /// Name used in recipes.
@@ -42,7 +50,7 @@ pub static SPEC: MetricSpec = MetricSpec {
     range: (-1.0, 1.0),
     symmetric: true,
     identity: Some(1.0),
-    params: &["estimator", "examples", "permutations"],
+    params: &["estimator", "examples", "permutations", "max-elements"],
     needs: Needs::Tensors,
     build: &build,
 };
@@ -124,12 +132,31 @@ fn build(params: &Params) -> Result<Box<dyn Metric>> {
             })
         }
     };
+    let max_elements = match params.get("max-elements") {
+        None => DEFAULT_MAX_ELEMENTS,
+        Some(ParamValue::Integer(k)) if *k >= MIN_MAX_ELEMENTS => {
+            usize::try_from(*k).unwrap_or(usize::MAX)
+        }
+        Some(_) => {
+            return Err(Error::InvalidParam {
+                metric: NAME,
+                param: "max-elements".to_owned(),
+                problem: ParamProblem::BadValue {
+                    expected: "an integer of at least 1024 (elements per tensor)",
+                },
+            })
+        }
+    };
     Ok(Box::new(Cka {
         estimator,
         examples,
         permutations,
+        max_elements,
     }))
 }
+
+/// Smallest `max-elements` a recipe may set.
+pub const MIN_MAX_ELEMENTS: i64 = 1024;
 
 /// Row permutations for the permutation null, by default. Each costs one more CKA.
 pub const DEFAULT_PERMUTATIONS: usize = 4;
@@ -146,9 +173,24 @@ pub struct Cka {
     pub examples: Examples,
     /// Permutations of B's examples for the permutation null (0: none).
     pub permutations: usize,
+    /// Most elements per tensor CKA is given: a larger pair is measured on an evenly strided
+    /// subset of whole examples (see [`Metric::max_elements`]). Parameter `max-elements`,
+    /// default [`DEFAULT_MAX_ELEMENTS`].
+    pub max_elements: usize,
 }
 
 impl Metric for Cka {
+    fn example_axis(&self) -> ExampleAxis {
+        match self.examples {
+            Examples::Rows => ExampleAxis::Rows,
+            Examples::Columns => ExampleAxis::Columns,
+        }
+    }
+
+    fn max_elements(&self) -> usize {
+        self.max_elements
+    }
+
     fn evaluate(&self, input: &Input<'_>) -> MetricValue {
         let Some(t) = input.tensors else {
             return MetricValue::Undefined(Undefined::BackendFailed);
@@ -258,48 +300,54 @@ fn device() -> Device {
     Device::Cpu
 }
 
-/// Σ of squares of a tensor's elements, in f64.
-fn frob2(t: &Tensor) -> candle_core::Result<f64> {
-    let v = t.flatten_all()?.to_vec1::<f32>()?;
-    Ok(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum())
+/// A tensor's elements (flattened); the tensor itself is dropped once they are copied out.
+fn into_vec(t: Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Σ of the element-wise product of two tensors, in f64.
-fn frob_dot(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
-    let (a, b) = (
-        a.flatten_all()?.to_vec1::<f32>()?,
-        b.flatten_all()?.to_vec1::<f32>()?,
-    );
-    Ok(a.iter()
-        .zip(&b)
+/// Σ of squares, in f64.
+fn frob2(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+}
+
+/// Σ of the element-wise product, in f64.
+fn frob_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum())
+        .sum()
 }
 
 /// Traces tr(KL), tr(KK), tr(LL) of the linear Gram matrices of centred `x` (n × p) and
-/// `y` (n × q), from the cheaper form.
+/// `y` (n × q), from the cheaper form. Each matrix is dropped as soon as it is no longer
+/// needed, so that at most two Gram-sized buffers live at once besides the inputs.
 fn traces(
-    x: &[f32],
-    y: &[f32],
+    x: Vec<f32>,
+    y: Vec<f32>,
     n: usize,
     p: usize,
     q: usize,
 ) -> candle_core::Result<(f64, f64, f64)> {
     let dev = device();
-    let xt = Tensor::from_slice(x, (n, p), &dev)?;
-    let yt = Tensor::from_slice(y, (n, q), &dev)?;
+    // `from_vec`: on the CPU the matrices are moved in, not copied.
+    let xt = Tensor::from_vec(x, (n, p), &dev)?;
+    let yt = Tensor::from_vec(y, (n, q), &dev)?;
     let (n64, p64, q64) = (n as f64, p as f64, q as f64);
     let feature_cost = n64 * (p64 * p64 + q64 * q64 + p64 * q64);
     let sample_cost = n64 * n64 * (p64 + q64);
     if feature_cost <= sample_cost {
-        let xtx = xt.t()?.matmul(&xt)?;
-        let yty = yt.t()?.matmul(&yt)?;
-        let xty = xt.t()?.matmul(&yt)?;
-        Ok((frob2(&xty)?, frob2(&xtx)?, frob2(&yty)?))
+        let xx = frob2(&into_vec(xt.t()?.matmul(&xt)?)?);
+        let yy = frob2(&into_vec(yt.t()?.matmul(&yt)?)?);
+        let xy = frob2(&into_vec(xt.t()?.matmul(&yt)?)?);
+        Ok((xy, xx, yy))
     } else {
         let k = xt.matmul(&xt.t()?)?;
+        drop(xt);
+        let k = into_vec(k)?;
         let l = yt.matmul(&yt.t()?)?;
-        Ok((frob_dot(&k, &l)?, frob2(&k)?, frob2(&l)?))
+        drop(yt);
+        let l = into_vec(l)?;
+        Ok((frob_dot(&k, &l), frob2(&k), frob2(&l)))
     }
 }
 
@@ -331,14 +379,15 @@ pub fn cka(
     }
     let x = centred(a, n, p, examples);
     let y = centred(b, n, p, examples);
-    let (t_xy, t_xx, t_yy) = traces(&x, &y, n, p, p)?;
-    let (h_xy, h_xx, h_yy) = match estimator {
-        Estimator::Biased => (t_xy, t_xx, t_yy),
-        Estimator::Debiased => {
+    // Squared row norms of the centred examples, for the debiased estimator.
+    let norms = (estimator == Estimator::Debiased).then(|| (row_norms(&x, p), row_norms(&y, p)));
+    let (t_xy, t_xx, t_yy) = traces(x, y, n, p, p)?;
+    let (h_xy, h_xx, h_yy) = match norms {
+        None => (t_xy, t_xx, t_yy),
+        Some((dx, dy)) => {
             // Kornblith et al.'s feature-space form of the unbiased HSIC for centred
             // features (the common factor 1/(n(n−3)) cancels in the ratio):
             // tr(KL) − n/(n−2)·⟨diag K, diag L⟩ + tr(K)·tr(L)/((n−1)(n−2)).
-            let (dx, dy) = (row_norms(&x, p), row_norms(&y, p));
             let (sx, sy) = (dx.iter().sum::<f64>(), dy.iter().sum::<f64>());
             let nf = n as f64;
             let h = |t: f64, d1: &[f64], d2: &[f64], s1: f64, s2: f64| {
@@ -514,6 +563,7 @@ mod tests {
             estimator: Estimator::Debiased,
             examples: Examples::Rows,
             permutations: 8,
+            max_elements: DEFAULT_MAX_ELEMENTS,
         };
         let input = Input {
             moments: &m,

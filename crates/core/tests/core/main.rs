@@ -3,3 +3,4 @@
 
 mod convert;
 mod safetensors;
+mod subsample;
