@@ -230,10 +230,19 @@ impl Progress for Bar {
             let template = if unit == "bytes" {
                 "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
             } else {
-                "{msg:30!} [{bar:30}] {human_pos}/{human_len} {unit} {per_sec}"
+                "{msg:30!} [{bar:30}] {human_pos}/{human_len} {unit} {rate}"
             };
             if let Ok(style) = ProgressStyle::with_template(&template.replace("{unit}", unit)) {
-                pb.set_style(style.progress_chars("=> "));
+                // Throughput with an SI prefix ("1.85 G/s"), not indicatif's raw `{per_sec}`.
+                let rate = |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let r = state.per_sec();
+                    let (v, prefix) = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+                        .into_iter()
+                        .find(|(scale, _)| r >= *scale)
+                        .map_or((r, ""), |(scale, p)| (r / scale, p));
+                    let _ = write!(w, "{v:.2} {prefix}/s");
+                };
+                pb.set_style(style.with_key("rate", rate).progress_chars("=> "));
             }
             *bar = Some(pb);
         }
