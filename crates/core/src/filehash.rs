@@ -29,9 +29,11 @@ use crate::MappedFile;
 /// Smallest unit: 64 KiB (64 chunks, enough for BLAKE3's widest SIMD to run at full speed).
 const MIN_UNIT: u64 = 64 << 10;
 
-/// Most units per file: the unit doubles until the file fits (64 Ki units: 2 MiB of chaining
-/// values for a file of any size; 64 KiB units up to 4 GiB, 128 KiB up to 8 GiB, …).
-const MAX_UNITS: u64 = 64 << 10;
+/// Most units per file: the unit doubles until the file fits (16 Ki units: at most 0.6 MB of
+/// chaining values per file, so even a checkpoint of hundreds of shards keeps them under
+/// 100 MB; 64 KiB units up to 1 GiB, 256 KiB up to 4 GiB, …). A larger unit only means more
+/// of the bytes at the edges of the pass's windows are hashed again by [`FileHasher::finish`].
+const MAX_UNITS: u64 = 16 << 10;
 
 /// Bytes hashed between page releases in [`FileHasher::finish`].
 const FINISH_WINDOW: usize = 16 << 20;

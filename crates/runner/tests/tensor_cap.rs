@@ -14,15 +14,8 @@ use weightkin_runner::{recipe, registry, run, Report, ReportFormat, RunOptions};
 const CAP: usize = 1024;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect()
+    let v = weightkin_core::conformance::synthetic(n, seed, 0.0);
+    v.into_iter().map(|x| x * 0.1).collect()
 }
 
 /// Tensors of both models: name, shape. `[100, 48]` holds 4800 elements (above the cap of

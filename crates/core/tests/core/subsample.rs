@@ -6,15 +6,7 @@ use weightkin_core::testing::SafetensorsBuilder;
 use weightkin_core::{read_examples, read_tensor, ExampleAxis, ExampleSample, Format, Limits};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    weightkin_core::conformance::synthetic(n, seed, 0.0)
 }
 
 /// The kept examples picked out of the whole tensor by hand.
