@@ -538,8 +538,9 @@ pub struct Samples {
     numel: usize,
     budget: usize,
     stored: Stored,
-    a: Vec<u8>,
-    b: Vec<u8>,
+    /// One entry per sampled chunk, in chunk order.
+    a: Vec<Vec<u8>>,
+    b: Vec<Vec<u8>>,
 }
 
 impl Samples {
@@ -565,8 +566,8 @@ impl Samples {
         for k in 0..take {
             let start = chunk_of(k) * CHUNK;
             let end = numel.min(start + CHUNK);
-            s.a.extend(a.get(start..end)?.iter().flat_map(|v| v.to_le_bytes()));
-            s.b.extend(b.get(start..end)?.iter().flat_map(|v| v.to_le_bytes()));
+            s.a.push(f32_le_bytes(a.get(start..end)?));
+            s.b.push(f32_le_bytes(b.get(start..end)?));
         }
         Some(s)
     }
@@ -575,18 +576,16 @@ impl Samples {
     /// [`pair_moments_sampled`] on the two tensors they came from. `None` when the two were
     /// not sampled alike (different element counts or budgets).
     pub fn cross(x: &Samples, y: &Samples) -> Option<Moments> {
-        if (x.numel, x.budget) != (y.numel, y.budget) {
+        if (x.numel, x.budget) != (y.numel, y.budget) || x.a.len() != y.b.len() {
             return None;
         }
-        let (take, chunk_of) = sampled_chunks(x.numel, x.budget);
-        let (mut at_a, mut at_b) = (0, 0);
         let (mut fa, mut fb) = (Vec::new(), Vec::new());
         let mut m = Moments::default();
-        for k in 0..take {
-            let len = CHUNK.min(x.numel - chunk_of(k) * CHUNK);
-            let (wa, wb) = (x.stored.width() * len, y.stored.width() * len);
-            let (pa, pb) = (x.a.get(at_a..at_a + wa)?, y.b.get(at_b..at_b + wb)?);
-            (at_a, at_b) = (at_a + wa, at_b + wb);
+        for (pa, pb) in x.a.iter().zip(&y.b) {
+            let len = pa.len() / x.stored.width();
+            if pb.len() != len * y.stored.width() {
+                return None;
+            }
             m = m.merge(match (x.stored, y.stored) {
                 (sx, sy) if sx == sy => sx.moments(pa, pb),
                 // Mixed: decode both (exactly) and reduce, as the buffered path does.
@@ -599,8 +598,13 @@ impl Samples {
                 }
             });
         }
-        (at_a == x.a.len() && at_b == y.b.len()).then_some(m)
+        Some(m)
     }
+}
+
+/// f32 values as little-endian bytes (how F32 is stored).
+fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// [`pair_moments`] on a deterministic subsample of at most `budget` elements (but at least
@@ -849,9 +853,7 @@ fn stream(
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
                     a.read_f32(ia, start, buf_a)?;
                     b.read_f32(ib, start, buf_b)?;
-                    let bytes =
-                        |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-                    let kept = keep(c).then(|| (bytes(buf_a), bytes(buf_b)));
+                    let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
                     Ok((Moments::of_slices(buf_a, buf_b), kept, None))
                 },
             )
@@ -860,24 +862,18 @@ fn stream(
     // Chunk order, whatever the thread count.
     let mut moments = Moments::default();
     let stored = fused.as_ref().map_or(Stored::F32, |f| f.stored);
-    let mut samples = taps.samples.map(|budget| {
-        let mut s = Samples::empty(numel, budget, stored);
-        let bytes = sampled_chunks(numel, budget).0 * CHUNK * stored.width();
-        s.a.reserve_exact(bytes);
-        s.b.reserve_exact(bytes);
-        s
-    });
+    let mut samples = taps
+        .samples
+        .map(|budget| Samples::empty(numel, budget, stored));
     let mut hist = ulp_budget.map(|_| [0u64; ulp::BUCKETS]);
     for (m, kept, h) in partials {
         moments = moments.merge(m);
         if let (Some(s), Some((xa, xb))) = (samples.as_mut(), kept) {
-            s.a.extend_from_slice(&xa);
-            s.b.extend_from_slice(&xb);
+            s.a.push(xa);
+            s.b.push(xb);
         }
         if let (Some(total), Some(h)) = (hist.as_mut(), h) {
-            for (t, n) in total.iter_mut().zip(h) {
-                *t += n;
-            }
+            ulp::add(total, &h);
         }
     }
     Ok((moments, samples, hist.and_then(|h| ulp::stats(&h))))

@@ -159,9 +159,7 @@ pub fn bf16_ulp_sampled(
         .reduce(
             || [0u64; BUCKETS],
             |mut s, h| {
-                for (a, b) in s.iter_mut().zip(h) {
-                    *a += b;
-                }
+                add(&mut s, &h);
                 s
             },
         );
@@ -170,6 +168,13 @@ pub fn bf16_ulp_sampled(
     ra.file.release(ra.bytes);
     rb.file.release(rb.bytes);
     stats(&h)
+}
+
+/// Adds histogram `h` into `total`.
+pub(crate) fn add(total: &mut Histogram, h: &Histogram) {
+    for (t, n) in total.iter_mut().zip(h) {
+        *t += n;
+    }
 }
 
 /// The statistics of a histogram; `None` when it counts no pair.

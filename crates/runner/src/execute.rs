@@ -335,10 +335,14 @@ pub(crate) fn measure(
     let plan = |m: &BuiltMetric| {
         ExampleSample::plan(&x.shape, m.metric.example_axis(), m.metric.max_elements())
     };
+    // Both tensors whole, as f32.
+    let read_both = || -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let (va, vb) = rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
+        Ok((va.map_err(fail)?, vb.map_err(fail)?))
+    };
     let tensor_metrics: Vec<&BuiltMetric> = metrics.iter().filter(needs_tensors).collect();
     if !tensor_metrics.is_empty() && tensor_metrics.iter().all(|m| plan(m).is_none()) {
-        let (va, vb) = rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
-        let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+        let (va, vb) = read_both()?;
         let moments = Moments::of_tensors(&va, &vb);
         let results = evaluate(&Input {
             moments: &moments,
@@ -372,9 +376,7 @@ pub(crate) fn measure(
             }
             let Some(sample) = plan(m) else {
                 // Within this metric's bound (another's is smaller): whole tensors.
-                let (va, vb) =
-                    rayon::join(|| read_tensor(a, ia, numel), || read_tensor(b, ib, numel));
-                let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+                let (va, vb) = read_both()?;
                 return evaluate_one(
                     m,
                     &Input {
@@ -490,8 +492,10 @@ fn compare(
     for (i, p) in pairs.iter().enumerate() {
         classes_of.entry(&p.class).or_default().push(i);
     }
-    // (class, its layered members in pair order, whether it gets a cross-layer null)
-    let classes: Vec<(&str, Vec<usize>, bool)> = classes_of
+    // (class, its members and its layered members in pair order, whether it gets a
+    // cross-layer null)
+    type Class<'c> = (&'c str, &'c [usize], Vec<usize>, bool);
+    let classes: Vec<Class<'_>> = classes_of
         .iter()
         .map(|(class, members)| {
             let layered: Vec<usize> = members
@@ -500,11 +504,11 @@ fn compare(
                 .filter(|&i| pairs[i].layer.is_some())
                 .collect();
             let calibrate = layered.len() >= CROSS_LAYER_MIN;
-            (*class, layered, calibrate)
+            (*class, &members[..], layered, calibrate)
         })
         .collect();
     // Upper bound of a class's subsample bytes (f32, both sides).
-    let sample_bytes = |(_, layered, calibrate): &(&str, Vec<usize>, bool)| -> usize {
+    let sample_bytes = |(_, _, layered, calibrate): &Class<'_>| -> usize {
         if !*calibrate {
             return 0;
         }
@@ -535,10 +539,8 @@ fn compare(
         let members: Vec<(usize, bool)> = batch
             .iter()
             .flat_map(|&c| {
-                let calibrate = classes[c].2;
-                classes_of[classes[c].0]
-                    .iter()
-                    .map(move |&i| (i, calibrate))
+                let (_, members, _, calibrate) = &classes[c];
+                members.iter().map(move |&i| (i, *calibrate))
             })
             .collect();
         let done = members
@@ -607,7 +609,7 @@ fn compare(
             slots[i] = Some((row, moments, ulp));
         }
         for &c in batch {
-            let (class, layered, calibrate) = &classes[c];
+            let (class, _, layered, calibrate) = &classes[c];
             if *calibrate {
                 let values = cross_layer_null(layered, pairs, ta, tb, &samples)?;
                 if !values.is_empty() {
@@ -764,9 +766,9 @@ const ULP_SAMPLE_BUDGET: usize = 1 << 15;
 /// Layered tensors a class needs for a cross-layer null.
 const CROSS_LAYER_MIN: usize = 3;
 
-/// Most bytes of calibration subsamples held at once (see `compare`): 64 MiB, a batch of
-/// about 128 layered tensors at the default budget; a single larger class is a batch of its
-/// own.
+/// Most bytes of calibration subsamples held at once (see `compare`), counted as f32 on both
+/// sides: 64 MiB, a batch of 512 layered tensors at the default budget; a single larger class
+/// is a batch of its own.
 const SAMPLE_MEMORY: usize = 64 << 20;
 
 /// The cross-layer null of one class from its pairs' subsamples: A's layer `i` against B's
