@@ -11,7 +11,7 @@
 //!
 //! Hash cache: `audit`, `compare` and `demo` take model files' BLAKE3 hashes from the cache
 //! in `$WEIGHTKIN_CACHE_DIR/blake3` (default `~/.cache/weightkin/blake3`) when the file is
-//! unchanged since it was hashed (`weightkin_runner::hashcache`); `--no-hash-cache` hashes
+//! unchanged since it was hashed (`weightkin_runner::HashCache`); `--no-hash-cache` hashes
 //! every file and leaves the cache alone.
 //!
 //! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
@@ -69,8 +69,8 @@ enum FailOn {
 }
 
 impl FailOn {
-    fn matches(self, v: weightkin_runner::verdict::Verdict) -> bool {
-        use weightkin_runner::verdict::Verdict;
+    fn matches(self, v: weightkin_runner::judge::Verdict) -> bool {
+        use weightkin_runner::judge::Verdict;
         matches!(
             (self, v),
             (FailOn::Derived, Verdict::Derived)
@@ -607,7 +607,7 @@ fn demo_summary(report: &Report) -> String {
                 med("pearson")
             );
         }
-        for (reason, n) in &c.summary.not_compared_by_reason {
+        for (reason, n) in c.summary.not_compared_by_text() {
             let _ = writeln!(o, "  not compared: {n} tensor(s), {reason}");
         }
         for a in &c.alignments {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use weightkin_runner::synth::{Arch, Model, Store};
+use weightkin_runner::demo::synth::{Arch, Model, Store};
 use weightkin_runner::{recipe, registry, run, RunOptions};
 
 fn judge(a: &Model, b: &Model) -> weightkin_runner::report::Comparison {

@@ -1,110 +1,49 @@
 //! `weightkin-runner`: from an audit recipe to a deterministic report.
 //!
-//! The data flow is the design card's: recipe TOML → [`recipe::parse`] (raw structs, then
-//! validation against the [`weightkin_core::Registry`] collecting every error with its line
-//! and column) → [`execute::run`] (open models, [`pairing`], one fused pass per tensor pair,
-//! summaries) → [`report::Report`] → JSON and Markdown renderers.
+//! One module per stage of the design's data flow, in the order an audit runs them, wired
+//! together by [`run`] (`run.rs`, the pipeline):
+//!
+//! | stage | module | what it does |
+//! |---|---|---|
+//! | recipe | [`recipe`] | TOML → raw structs → validated [`Recipe`] (every problem with its line and column) |
+//! | open | [`open`] | models opened by their format (headers only), renamed, described; file hashes ([`HashCache`]) |
+//! | plan | [`plan`] | which tensor of B is compared with which of A, and why anything is not |
+//! | align | [`align`] | layer alignment from the layer grids (`align = "auto"` re-pairs along it) |
+//! | measure | [`measure`] | one streaming pass per pair, tensor metrics, layer × layer grids |
+//! | calibrate | [`calibrate`] | nulls: reference models, cross-layer |
+//! | judge | [`judge`] | roles, z and p per tensor, verdicts per component |
+//! | report | [`report`] | the report model (a leaf: it imports no other stage) and its JSON, Markdown and HTML renderers |
+//!
+//! Each stage imports only stages before it (`report` none); a test reads the sources and
+//! fails on any import cycle between them.
 //!
 //! The built-in plugins are registered in exactly one place, [`registry::builtin`]; metrics
 //! from third-party shared libraries are added to that registry by [`dylib::load`].
 
+pub mod align;
+pub mod calibrate;
 pub mod demo;
 pub mod dylib;
-pub mod execute;
-pub mod grid;
-pub mod hashcache;
-mod html;
-mod markdown;
-pub mod pairing;
+mod error;
+pub mod judge;
+pub mod measure;
+pub mod open;
+mod options;
+pub mod plan;
 pub mod recipe;
 pub mod registry;
 pub mod report;
+mod run;
 mod stats;
-pub mod synth;
-pub mod verdict;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub use execute::{run, NoProgress, Progress, RunOptions};
-pub use hashcache::HashCache;
-pub use recipe::{Recipe, RecipeError};
+pub use error::Error;
+pub use open::HashCache;
+pub use options::{NoProgress, Progress, RunOptions};
+pub use recipe::{adhoc_recipe, Recipe, RecipeError};
 pub use report::{Report, ReportFormat};
-
-/// Errors from running an audit.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The recipe file could not be read.
-    #[error("cannot read recipe {}", path.display())]
-    ReadRecipe {
-        /// The recipe path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The recipe is invalid; the error lists every problem.
-    #[error(transparent)]
-    Recipe(#[from] RecipeError),
-    /// A model could not be opened.
-    #[error("cannot open model `{model}` ({path})")]
-    OpenModel {
-        /// Model name in the recipe.
-        model: String,
-        /// Its path as written.
-        path: String,
-        /// Why.
-        #[source]
-        source: Box<weightkin_core::Error>,
-    },
-    /// Rename rules mapped two tensors of one model to the same name.
-    #[error(
-        "model `{model}`: rename rules map both `{first}` and `{second}` to `{renamed}`; \
-         make the rules more specific"
-    )]
-    RenameCollision {
-        /// Model name.
-        model: String,
-        /// The name both became.
-        renamed: String,
-        /// First original name.
-        first: String,
-        /// Second original name.
-        second: String,
-    },
-    /// Reading or converting tensor data failed during a comparison.
-    #[error("comparison `{compare}`: tensor `{tensor}`")]
-    Measure {
-        /// The comparison.
-        compare: String,
-        /// The (renamed) tensor.
-        tensor: String,
-        /// Why.
-        #[source]
-        source: Box<weightkin_core::Error>,
-    },
-    /// A report file could not be written.
-    #[error("cannot write report {}", path.display())]
-    WriteReport {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A shared-library plugin could not be loaded ([`dylib::load`]).
-    #[error("cannot load plugin {}", path.display())]
-    Plugin {
-        /// The library, as given.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        problem: Box<dylib::LoadProblem>,
-    },
-    /// A broken invariant inside weightkin (a bug, not bad input).
-    #[error("internal error: {0}")]
-    Internal(&'static str),
-}
+pub use run::run;
 
 /// Reads, validates and runs the recipe at `path`.
 pub fn audit_file(
@@ -119,45 +58,4 @@ pub fn audit_file(
     let recipe = recipe::parse(path, &source, registry)?;
     let report = run(&recipe, registry, opts)?;
     Ok((recipe, report))
-}
-
-/// The recipe `weightkin compare A B` runs: two models named `a` and `b` and one comparison.
-/// Built as TOML text so that ad-hoc comparisons go through exactly the same validation as
-/// recipes (and their report carries a recipe hash like any other).
-pub fn adhoc_recipe(
-    a: &str,
-    b: &str,
-    metrics: &[String],
-    include: &[String],
-    exclude: &[String],
-) -> String {
-    let mut root = toml::Table::new();
-    let mut audit = toml::Table::new();
-    audit.insert("name".into(), format!("compare {a} {b}").into());
-    root.insert("audit".into(), audit.into());
-    let mut models = toml::Table::new();
-    for (name, path) in [("a", a), ("b", b)] {
-        let mut m = toml::Table::new();
-        m.insert("path".into(), path.into());
-        models.insert(name.into(), m.into());
-    }
-    root.insert("models".into(), models.into());
-    let mut cmp = toml::Table::new();
-    cmp.insert("a".into(), "a".into());
-    cmp.insert("b".into(), "b".into());
-    let list = |v: &[String]| toml::Value::Array(v.iter().map(|s| s.as_str().into()).collect());
-    if !metrics.is_empty() {
-        cmp.insert("metrics".into(), list(metrics));
-    }
-    if !include.is_empty() {
-        cmp.insert("include".into(), list(include));
-    }
-    if !exclude.is_empty() {
-        cmp.insert("exclude".into(), list(exclude));
-    }
-    root.insert(
-        "compare".into(),
-        toml::Value::Array(vec![toml::Value::Table(cmp)]),
-    );
-    toml::to_string(&root).unwrap_or_default()
 }

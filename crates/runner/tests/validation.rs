@@ -3,9 +3,9 @@
 //! by `cargo run --release -p weightkin-runner --example fpr` and recorded in VALIDATION.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use weightkin_runner::demo::synth::{Arch, Model, Store};
+use weightkin_runner::judge::{Role, Verdict};
 use weightkin_runner::report::Comparison;
-use weightkin_runner::synth::{Arch, Model, Store};
-use weightkin_runner::verdict::{Role, Verdict};
 use weightkin_runner::{recipe, registry, run, RunOptions};
 
 fn small() -> Arch {
@@ -300,7 +300,7 @@ fn reference_models_calibrate_the_null() {
         if !matches!(e.role, Role::NotEvidence(_)) {
             assert_eq!(
                 e.null,
-                Some(weightkin_runner::verdict::NullKind::Reference),
+                Some(weightkin_runner::judge::NullKind::Reference),
                 "{}",
                 t.name
             );

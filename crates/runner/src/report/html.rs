@@ -290,7 +290,7 @@ fn comparison(o: &mut String, c: &Comparison) {
                 o,
                 "<li><code>{}</code>: {}</li>",
                 esc(&e.tensor),
-                esc(&e.reason)
+                esc(e.reason.text())
             );
         }
         let _ = writeln!(o, "</ul>");
@@ -305,10 +305,7 @@ fn comparison(o: &mut String, c: &Comparison) {
     }
     let _ = writeln!(o, "</tr>");
     for k in &c.classes {
-        let kind = serde_json::to_value(k.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let kind = k.kind.name();
         let _ = write!(
             o,
             "<tr><td><code>{}</code></td><td>{kind}</td><td class=\"n\">{}</td>",
@@ -385,7 +382,7 @@ fn comparison(o: &mut String, c: &Comparison) {
                 o,
                 "<li><code>{}</code>: {}</li>",
                 esc(&s.class),
-                esc(&s.reason)
+                esc(&s.reason.to_string())
             );
         }
         let _ = writeln!(o, "</ul>");

@@ -35,12 +35,17 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
-use serde::Serialize;
 use weightkin_core::{Moments, UlpStats};
 
-use crate::pairing::{Pair, Reason, Unpaired};
+use crate::calibrate::Nulls;
+use crate::plan::Pair;
 use crate::recipe::CompareSpec;
-use crate::report::round;
+use crate::report::{round, Reason, Unpaired};
+pub use crate::report::{
+    Cited, ComponentVerdict, Evidence, Excluded, Exclusion, Method, NullKind, Role, Verdict,
+    Verdicts,
+};
+
 use crate::stats;
 
 /// Family-wise error rate for the Holm-adjusted p-values.
@@ -114,197 +119,6 @@ pub fn component_of(spec: &CompareSpec, name: &str) -> String {
         .to_owned()
 }
 
-/// A verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    /// B (or this component of B) shares ancestry with A.
-    Derived,
-    /// Nothing in B's weights shows shared ancestry with A.
-    Independent,
-    /// The evidence does not settle it.
-    Inconclusive,
-}
-
-impl Verdict {
-    /// Name used on the command line and in reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Verdict::Derived => "derived",
-            Verdict::Independent => "independent",
-            Verdict::Inconclusive => "inconclusive",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Verdict> {
-        [
-            Verdict::Derived,
-            Verdict::Independent,
-            Verdict::Inconclusive,
-        ]
-        .into_iter()
-        .find(|v| v.name() == s)
-    }
-}
-
-/// How a tensor counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "role", content = "reason")]
-pub enum Role {
-    /// Evidence, judged by Pearson against its null.
-    Evidence,
-    /// Evidence judged by Pearson only: the tensor sits near a constant in both models
-    /// (norm weights), so raw cosine would be high for unrelated models too.
-    InitPrior,
-    /// Not evidence, with the reason.
-    NotEvidence(String),
-}
-
-/// Which null a tensor's z-score is against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NullKind {
-    /// Pearson of independent n-vectors: mean 0, s.d. 1/√n.
-    Analytic,
-    /// A's other layers against B's, same class.
-    CrossLayer,
-    /// Reference models declared independent of A, same class.
-    Reference,
-}
-
-/// The evidence statistics of one compared pair (in the report's per-tensor table).
-#[derive(Debug, Clone, Serialize)]
-pub struct Evidence {
-    /// Component of B the tensor belongs to.
-    pub component: String,
-    /// How it counts.
-    #[serde(flatten)]
-    pub role: Role,
-    /// Pearson correlation (the deciding statistic).
-    pub pearson: Option<f64>,
-    /// Raw cosine, for comparison with what others report.
-    pub cosine: Option<f64>,
-    /// Fraction of elements exactly equal (as f32) in A and B.
-    pub equal_fraction: f64,
-    /// ‖a − b‖ / ‖a‖.
-    pub relative_l2: Option<f64>,
-    /// Distance in BF16 units in the last place, on the stored bits of a subsample (both
-    /// tensors stored as BF16, in a format that exposes its bytes).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bf16_ulp: Option<UlpStats>,
-    /// The null the z-score is against.
-    pub null: Option<NullKind>,
-    /// Null mean.
-    pub null_mean: Option<f64>,
-    /// Null s.d. (floored at 1/√n).
-    pub null_sd: Option<f64>,
-    /// (pearson − null mean) / null s.d.
-    pub z: Option<f64>,
-    /// One-sided p-value of z.
-    pub p: Option<f64>,
-    /// Holm-adjusted p across the comparison's evidence tensors.
-    pub p_adjusted: Option<f64>,
-}
-
-/// One tensor cited as evidence or counter-evidence.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cited {
-    /// Tensor.
-    pub tensor: String,
-    /// Pearson.
-    pub pearson: Option<f64>,
-    /// z against its null.
-    pub z: Option<f64>,
-    /// Holm-adjusted p.
-    pub p_adjusted: Option<f64>,
-    /// Null used.
-    pub null: Option<NullKind>,
-}
-
-/// A tensor that is not evidence, with the reason.
-#[derive(Debug, Clone, Serialize)]
-pub struct Excluded {
-    /// Tensor.
-    pub tensor: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// The verdict on one component.
-#[derive(Debug, Clone, Serialize)]
-pub struct ComponentVerdict {
-    /// Component name.
-    pub name: String,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// A sentence a journalist can quote.
-    pub sentence: String,
-    /// Compared tensors in the component.
-    pub tensors: usize,
-    /// Of which evidence (including init-prior).
-    pub evidence: usize,
-    /// Of which init-prior (judged by Pearson only).
-    pub init_prior: usize,
-    /// Evidence tensors supporting derivation (adjusted p < α and effect ≥ minimum).
-    pub supporting: usize,
-    /// Evidence tensors with adjusted p < α at all.
-    pub significant: usize,
-    /// Evidence tensors byte-for-byte (value-for-value) identical to A's.
-    pub identical: usize,
-    /// Mean fraction of sampled weights within 1 BF16 ULP of A's, over evidence tensors
-    /// stored as BF16 on both sides.
-    pub bf16_within_one_ulp: Option<f64>,
-    /// Median Pearson over evidence tensors.
-    pub median_pearson: Option<f64>,
-    /// Median z.
-    pub median_z: Option<f64>,
-    /// Smallest Holm-adjusted p.
-    pub min_p_adjusted: Option<f64>,
-    /// Stouffer's combined z (assumes independent tensors; a summary, not the decision).
-    pub stouffer_z: Option<f64>,
-    /// The strongest evidence tensors (up to 5, by z).
-    pub deciding: Vec<Cited>,
-    /// The weakest evidence tensors (up to 5, by z): the counter-evidence to `derived`.
-    pub counter: Vec<Cited>,
-    /// Tensors of the component that are not evidence.
-    pub not_evidence: Vec<Excluded>,
-}
-
-/// The verdict section of a comparison.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verdicts {
-    /// Overall verdict: derived if any component is, independent if all are.
-    pub overall: Verdict,
-    /// The overall sentence.
-    pub sentence: String,
-    /// How the verdict was reached.
-    pub method: Method,
-    /// Per component, sorted by name.
-    pub components: Vec<ComponentVerdict>,
-    /// What this does not show: caveats that applied to this comparison.
-    pub caveats: Vec<String>,
-}
-
-/// The decision rule, stated in the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Method {
-    /// Deciding statistic.
-    pub statistic: &'static str,
-    /// Multiple-testing correction.
-    pub correction: &'static str,
-    /// Family-wise error rate.
-    pub alpha: f64,
-    /// Minimum Pearson excess over the null mean.
-    pub min_effect: f64,
-    /// Fraction of evidence tensors that must support derivation.
-    pub min_support_fraction: f64,
-    /// Combination reported per component.
-    pub combination: &'static str,
-    /// Nulls, in order of preference.
-    pub nulls: &'static str,
-}
-
 /// Everything the judge needs about one compared pair.
 pub struct Measured<'a> {
     /// The pair.
@@ -314,9 +128,6 @@ pub struct Measured<'a> {
     /// BF16 ULP statistics, when both sides are stored as BF16.
     pub ulp: Option<UlpStats>,
 }
-
-/// Null samples by class: Pearson values of tensor pairs known not to share ancestry.
-pub type NullSamples = BTreeMap<String, (NullKind, Vec<f64>)>;
 
 fn pearson(m: &Moments) -> Option<f64> {
     m.pearson().value()
@@ -336,22 +147,16 @@ fn role(spec: &CompareSpec, name: &str, m: &Moments, structured: bool) -> Role {
         return Role::Evidence;
     }
     if spec.forced_not_evidence(name) {
-        return Role::NotEvidence("declared not evidence in the recipe".to_owned());
+        return Role::NotEvidence(Exclusion::Declared);
     }
     if regexes().1.is_match(name) {
-        return Role::NotEvidence(
-            "deterministic buffer (computed, not learned: same in unrelated models)".to_owned(),
-        );
+        return Role::NotEvidence(Exclusion::DeterministicBuffer);
     }
     if m.equal == m.n && structured {
-        return Role::NotEvidence(
-            "identical in both models and takes few distinct values: a structured, likely \
-             non-learned tensor (declare it `evidence` in the recipe if it is learned)"
-                .to_owned(),
-        );
+        return Role::NotEvidence(Exclusion::StructuredIdentical);
     }
     if pearson(m).is_none() {
-        return Role::NotEvidence("constant or zero tensor: Pearson undefined".to_owned());
+        return Role::NotEvidence(Exclusion::Constant);
     }
     if init_prior(m) {
         return Role::InitPrior;
@@ -367,7 +172,7 @@ pub fn judge(
     spec: &CompareSpec,
     measured: &[Measured<'_>],
     structured: &dyn Fn(&Pair) -> bool,
-    nulls: &NullSamples,
+    nulls: &Nulls,
     unpaired: &[Unpaired],
 ) -> (Vec<Evidence>, Verdicts) {
     // Per tensor: role, statistics, z and p.
@@ -385,9 +190,9 @@ pub fn judge(
             let n = mo.n as f64;
             let analytic_sd = 1.0 / n.max(1.0).sqrt();
             let (null, null_mean, null_sd) = match nulls.get(&m.pair.class) {
-                Some((kind, samples)) if !samples.is_empty() => {
-                    let (mu, sd) = stats::mean_sd(samples).unwrap_or((0.0, analytic_sd));
-                    (*kind, mu, sd.max(analytic_sd))
+                Some(null) if !null.samples.is_empty() => {
+                    let (mu, sd) = stats::mean_sd(&null.samples).unwrap_or((0.0, analytic_sd));
+                    (null.kind, mu, sd.max(analytic_sd))
                 }
                 _ => (NullKind::Analytic, 0.0, analytic_sd),
             };
@@ -474,7 +279,7 @@ fn summarise(
             .or_default()
             .push(Excluded {
                 tensor: u.name.clone(),
-                reason: "integer or boolean buffer (listed, not compared)".to_owned(),
+                reason: Exclusion::NonFloatBuffer,
             });
     }
     for name in buffers.keys() {
@@ -533,7 +338,7 @@ fn summarise(
             .filter_map(|(i, e)| match &e.role {
                 Role::NotEvidence(reason) => Some(Excluded {
                     tensor: measured[*i].pair.name.clone(),
-                    reason: reason.clone(),
+                    reason: *reason,
                 }),
                 _ => None,
             })

@@ -369,10 +369,7 @@ fn comparison(o: &mut String, c: &Comparison) {
         let mut row = format!(
             "| {} | {} | {} | {} |",
             code(&k.class),
-            serde_json::to_value(k.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            k.kind.name(),
             k.count,
             layers
         );
@@ -406,9 +403,9 @@ fn comparison(o: &mut String, c: &Comparison) {
         let (role, z) = match &t.evidence {
             Some(e) => (
                 match &e.role {
-                    crate::verdict::Role::Evidence => "evidence",
-                    crate::verdict::Role::InitPrior => "init-prior",
-                    crate::verdict::Role::NotEvidence(_) => "not evidence",
+                    crate::report::Role::Evidence => "evidence",
+                    crate::report::Role::InitPrior => "init-prior",
+                    crate::report::Role::NotEvidence(_) => "not evidence",
                 },
                 e.z.map_or("—".to_owned(), |z| format!("{z:.1}")),
             ),

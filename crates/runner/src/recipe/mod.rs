@@ -20,6 +20,10 @@ use weightkin_core::{Metric, MetricSpec, ParamValue, Params, Registry};
 
 use crate::report::ReportFormat;
 
+mod adhoc;
+
+pub use adhoc::adhoc_recipe;
+
 /// Metrics a `[[compare]]` uses when it lists none.
 pub const DEFAULT_METRICS: &[&str] = &[
     weightkin_metrics::cosine::NAME,

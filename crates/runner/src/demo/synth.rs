@@ -209,7 +209,7 @@ impl Model {
         let tensors = self
             .tensors
             .iter()
-            .filter_map(|t| match crate::pairing::layer_and_class(&t.name) {
+            .filter_map(|t| match crate::plan::layer_and_class(&t.name) {
                 (Some(layer), class) if class.starts_with("model.layers.") => (layer % 2 == 0)
                     .then(|| Tensor {
                         name: class.replacen('*', &(layer / 2).to_string(), 1),

@@ -8,13 +8,22 @@
 //! any incompatible change.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use weightkin_core::{ExampleAxis, ExampleSample, Undefined};
 
-use crate::pairing::{Kind, Unpaired};
-use crate::Error;
+mod html;
+mod markdown;
+mod pairing;
+mod verdict;
+
+pub use pairing::{Kind, Reason, Unpaired};
+pub use verdict::{
+    Cited, ComponentVerdict, Evidence, Excluded, Exclusion, Method, NullKind, Role, Verdict,
+    Verdicts,
+};
 
 /// Version of the JSON report schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -81,8 +90,8 @@ impl ReportFormat {
     pub fn render(self, report: &Report) -> String {
         match self {
             ReportFormat::Json => report.to_json(),
-            ReportFormat::Markdown => crate::markdown::render(report),
-            ReportFormat::Html => crate::html::render(report),
+            ReportFormat::Markdown => markdown::render(report),
+            ReportFormat::Html => html::render(report),
         }
     }
 }
@@ -172,7 +181,7 @@ pub struct Comparison {
     /// Exclude globs.
     pub exclude: Vec<String>,
     /// Calibrated verdicts per component, with evidence and caveats.
-    pub verdicts: crate::verdict::Verdicts,
+    pub verdicts: Verdicts,
     /// Counts.
     pub summary: Summary,
     /// Per tensor class, sorted by class.
@@ -224,7 +233,49 @@ pub struct SkippedGrid {
     /// The class.
     pub class: String,
     /// Why it has no grid.
-    pub reason: String,
+    pub reason: GridSkip,
+}
+
+/// Why a selected class got no layer grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GridSkip {
+    /// Only model A has the class.
+    OnlyInA,
+    /// Only model B has the class.
+    OnlyInB,
+    /// Neither model has two layers of it.
+    FewerThanTwoLayers,
+    /// Some layer is not a floating-point tensor.
+    NonFloat,
+    /// Shapes differ between layers or models.
+    ShapesDiffer,
+    /// The grid metric is undefined in every cell.
+    Undefined {
+        /// The grid metric.
+        metric: String,
+    },
+}
+
+impl fmt::Display for GridSkip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GridSkip::OnlyInA => f.write_str("only model A has this class"),
+            GridSkip::OnlyInB => f.write_str("only model B has this class"),
+            GridSkip::FewerThanTwoLayers => f.write_str("fewer than two layers in both models"),
+            GridSkip::NonFloat => f.write_str("non-float dtype"),
+            GridSkip::ShapesDiffer => f.write_str("shapes differ between layers or models"),
+            GridSkip::Undefined { metric } => {
+                write!(f, "{metric} is undefined for every cell of this class")
+            }
+        }
+    }
+}
+
+/// Serialised as its text: the report states the reason in words.
+impl Serialize for GridSkip {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// B's layer `b` matched to A's layer `a`.
@@ -271,8 +322,29 @@ pub struct Summary {
     pub elements: u64,
     /// Tensors not compared (both sides counted).
     pub not_compared: usize,
-    /// Tensors not compared, by reason.
-    pub not_compared_by_reason: BTreeMap<String, usize>,
+    /// Tensors not compared, by reason (serialised keyed by the reason's text, in text
+    /// order).
+    #[serde(serialize_with = "by_reason_text")]
+    pub not_compared_by_reason: BTreeMap<Reason, usize>,
+}
+
+impl Summary {
+    /// Tensors not compared, keyed by the reason's text, in text order (the report's order).
+    pub fn not_compared_by_text(&self) -> BTreeMap<&'static str, usize> {
+        by_text(&self.not_compared_by_reason)
+    }
+}
+
+fn by_text(counts: &BTreeMap<Reason, usize>) -> BTreeMap<&'static str, usize> {
+    counts.iter().map(|(r, n)| (r.text(), *n)).collect()
+}
+
+/// Serialises counts by reason as a map keyed by each reason's text, sorted by that text.
+fn by_reason_text<S: Serializer>(
+    counts: &BTreeMap<Reason, usize>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(by_text(counts))
 }
 
 /// Statistics of one metric over the tensors of a class.
@@ -409,7 +481,7 @@ pub struct TensorRow {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub subsampled: BTreeMap<String, Subsampled>,
     /// How the pair counts for the verdict, and its statistics against the null.
-    pub evidence: Option<crate::verdict::Evidence>,
+    pub evidence: Option<Evidence>,
 }
 
 impl Report {
@@ -424,10 +496,10 @@ impl Report {
 
     /// Writes each format into `dir` (created if missing), atomically: each file is written
     /// to a temporary name in the same directory and renamed into place.
-    pub fn write(&self, dir: &Path, formats: &[ReportFormat]) -> Result<Vec<PathBuf>, Error> {
+    pub fn write(&self, dir: &Path, formats: &[ReportFormat]) -> Result<Vec<PathBuf>, WriteError> {
         let err = |path: &Path| {
             let path = path.to_owned();
-            move |source| Error::WriteReport { path, source }
+            move |source| WriteError { path, source }
         };
         std::fs::create_dir_all(dir).map_err(err(dir))?;
         let mut written = Vec::new();
@@ -440,6 +512,17 @@ impl Report {
         }
         Ok(written)
     }
+}
+
+/// A report file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write report {}", path.display())]
+pub struct WriteError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// A metric value with fixed precision (6 decimals) for the human-readable renderers;
@@ -476,6 +559,55 @@ pub fn stats(metric: &str, values: &[Option<f64>]) -> Stats {
         max: v.last().copied(),
         undefined: values.len() - v.len(),
     }
+}
+
+/// Per-class summaries of a comparison's rows, sorted by class: the metric statistics over the
+/// class's tensors and, for layered classes, each metric layer by layer.
+pub fn class_summaries(rows: &[TensorRow], metrics: &[String]) -> Vec<ClassSummary> {
+    let mut by_class: BTreeMap<&str, Vec<&TensorRow>> = BTreeMap::new();
+    for r in rows {
+        by_class.entry(&r.class).or_default().push(r);
+    }
+    by_class
+        .into_iter()
+        .map(|(class, members)| {
+            // Within a class, names differ only in the layer index, so layers are unique.
+            let mut layered: Vec<(u32, &TensorRow)> = members
+                .iter()
+                .filter_map(|r| r.layer.map(|l| (l, *r)))
+                .collect();
+            layered.sort_by_key(|(l, _)| *l);
+            let layers: Vec<u32> = layered.iter().map(|(l, _)| *l).collect();
+            let value = |r: &TensorRow, m: &str| r.values.get(m).copied().flatten();
+            let per_layer = if layered.is_empty() {
+                BTreeMap::new()
+            } else {
+                metrics
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.clone(),
+                            layered.iter().map(|(_, r)| value(r, m)).collect(),
+                        )
+                    })
+                    .collect()
+            };
+            ClassSummary {
+                per_layer,
+                class: class.to_owned(),
+                kind: Kind::of(class),
+                count: members.len(),
+                layers,
+                stats: metrics
+                    .iter()
+                    .map(|m| {
+                        let vals: Vec<Option<f64>> = members.iter().map(|r| value(r, m)).collect();
+                        stats(m, &vals)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Pairing tensors of two models: rename, filter, match, and say why anything was not matched.
+//! Plan: which tensor of B is compared with which of A, and why anything is not compared.
 //!
 //! Names are normalised by the recipe's rename rules (applied in order, `replace_all`), then
 //! filtered by the compare's include/exclude globs, then matched by equal name. A matched pair
@@ -8,11 +8,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
-use serde::Serialize;
 use weightkin_core::{TensorInfo, WeightSource};
 
 use crate::recipe::{CompareSpec, RenameRule};
+pub use crate::report::{Kind, Reason, Unpaired};
 use crate::Error;
+
+/// A model as the plan sees it: its tensors under their renamed names.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    /// The weights.
+    pub source: &'a dyn WeightSource,
+    /// Renamed tensor name → tensor index.
+    pub names: &'a BTreeMap<String, usize>,
+}
 
 /// A tensor pair that will be compared.
 #[derive(Debug, Clone)]
@@ -27,46 +36,6 @@ pub struct Pair {
     pub layer: Option<u32>,
     /// Class: the name with its layer index replaced by `*`.
     pub class: String,
-}
-
-/// Why a tensor was not compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// The recipe's include/exclude globs leave it out.
-    Excluded,
-    /// Model B has no tensor of this name.
-    OnlyInA,
-    /// Model A has no tensor of this name.
-    OnlyInB,
-    /// Both models have it, with different shapes.
-    ShapeMismatch,
-    /// At least one side is an integer, boolean or complex tensor.
-    NonFloatDtype,
-}
-
-impl Reason {
-    /// Human-readable text for reports.
-    pub const fn text(self) -> &'static str {
-        match self {
-            Reason::Excluded => "excluded by the compare's include/exclude globs",
-            Reason::OnlyInA => "only in A",
-            Reason::OnlyInB => "only in B",
-            Reason::ShapeMismatch => "shape mismatch",
-            Reason::NonFloatDtype => "non-float dtype (listed, not compared)",
-        }
-    }
-}
-
-/// A tensor that was not compared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Unpaired {
-    /// Normalised name.
-    pub name: String,
-    /// Why.
-    pub reason: Reason,
-    /// Specifics: the shapes or dtypes on each side, or the original name.
-    pub detail: String,
 }
 
 /// The outcome of pairing two models for one comparison.
@@ -110,14 +79,13 @@ fn shape_dtype(t: &TensorInfo) -> String {
 /// pairs with when that differs (layer alignment); `None` pairs equal names.
 pub fn pair(
     spec: &CompareSpec,
-    a: &dyn WeightSource,
-    names_a: &BTreeMap<String, usize>,
-    b: &dyn WeightSource,
-    names_b: &BTreeMap<String, usize>,
+    a: Model<'_>,
+    b: Model<'_>,
     target: &dyn Fn(&str) -> Option<String>,
 ) -> Pairing {
     let mut out = Pairing::default();
-    let (ta, tb) = (a.tensors(), b.tensors());
+    let (ta, tb) = (a.source.tensors(), b.source.tensors());
+    let (names_a, names_b) = (a.names, b.names);
     let mut push = |name: &str, reason, detail: String| {
         out.unpaired.push(Unpaired {
             name: name.to_owned(),
@@ -223,60 +191,28 @@ pub fn layer_and_class(name: &str) -> (Option<u32>, String) {
     }
 }
 
-/// Broad role of a tensor class, from its name: what kind of evidence it can be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// LayerNorm / RMSNorm parameters: sit near their init constant in every model.
-    Norm,
-    /// Token, position or patch embeddings.
-    Embedding,
-    /// Attention projections.
-    Attention,
-    /// Feed-forward / MLP projections.
-    Mlp,
-    /// Output head.
-    Head,
-    /// Anything else.
-    Other,
-}
+/// One class's tensors in one model by layer: layer → (name, tensor index).
+pub type LayerTensors = BTreeMap<u32, (String, usize)>;
 
-impl Kind {
-    /// Classifies a tensor name.
-    pub fn of(name: &str) -> Kind {
-        let lower = name.to_ascii_lowercase();
-        let segs: Vec<&str> = lower.split('.').collect();
-        let any = |f: &dyn Fn(&str) -> bool| segs.iter().any(|s| f(s));
-        if any(&|s| s.contains("norm") || s.starts_with("ln") || s == "ln_f") {
-            Kind::Norm
-        } else if any(&|s| s.contains("embed") || s == "wte" || s == "wpe" || s == "tok_embeddings")
-        {
-            Kind::Embedding
-        } else if any(&|s| {
-            s.contains("attn")
-                || s.contains("attention")
-                || matches!(
-                    s,
-                    "q_proj" | "k_proj" | "v_proj" | "o_proj" | "query" | "key" | "value" | "qkv"
-                )
-        }) {
-            Kind::Attention
-        } else if any(&|s| {
-            s.contains("mlp")
-                || s.contains("ffn")
-                || s.contains("feed_forward")
-                || matches!(
-                    s,
-                    "intermediate" | "up_proj" | "down_proj" | "gate_proj" | "fc1" | "fc2"
-                )
-        }) {
-            Kind::Mlp
-        } else if any(&|s| s == "lm_head" || s == "output" || s == "head" || s == "classifier") {
-            Kind::Head
-        } else {
-            Kind::Other
+/// Tensors of one model by class, then by layer.
+pub type Layered = BTreeMap<String, LayerTensors>;
+
+/// Groups a model's (renamed, selected) tensors by class and layer.
+pub fn layered<'a>(names: impl IntoIterator<Item = (&'a String, &'a usize)>) -> Layered {
+    let mut out: Layered = BTreeMap::new();
+    for (name, &index) in names {
+        if let (Some(layer), class) = layer_and_class(name) {
+            out.entry(class)
+                .or_default()
+                .insert(layer, (name.clone(), index));
         }
     }
+    out
+}
+
+/// The layer stack a class belongs to: the part of the class before `.*` (`model.layers`).
+pub fn stack_of(class: &str) -> &str {
+    class.split_once(".*").map_or(class, |(stack, _)| stack)
 }
 
 #[cfg(test)]
@@ -349,5 +285,14 @@ mod tests {
         );
         assert_eq!(Kind::of("lm_head.weight"), Kind::Head);
         assert_eq!(Kind::of("pooler.dense.weight"), Kind::Other);
+    }
+
+    #[test]
+    fn stacks() {
+        assert_eq!(
+            stack_of("model.layers.*.mlp.up_proj.weight"),
+            "model.layers"
+        );
+        assert_eq!(stack_of("visual.blocks.*.attn.qkv.weight"), "visual.blocks");
     }
 }

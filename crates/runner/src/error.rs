@@ -1,0 +1,76 @@
+//! The runner's error: every way an audit can fail, each naming what it was working on.
+
+use std::path::PathBuf;
+
+use crate::recipe::RecipeError;
+use crate::report::WriteError;
+
+/// Errors from running an audit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The recipe file could not be read.
+    #[error("cannot read recipe {}", path.display())]
+    ReadRecipe {
+        /// The recipe path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The recipe is invalid; the error lists every problem.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    /// A model could not be opened.
+    #[error("cannot open model `{model}` ({path})")]
+    OpenModel {
+        /// Model name in the recipe.
+        model: String,
+        /// Its path as written.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_core::Error>,
+    },
+    /// Rename rules mapped two tensors of one model to the same name.
+    #[error(
+        "model `{model}`: rename rules map both `{first}` and `{second}` to `{renamed}`; \
+         make the rules more specific"
+    )]
+    RenameCollision {
+        /// Model name.
+        model: String,
+        /// The name both became.
+        renamed: String,
+        /// First original name.
+        first: String,
+        /// Second original name.
+        second: String,
+    },
+    /// Reading or converting tensor data failed during a comparison.
+    #[error("comparison `{compare}`: tensor `{tensor}`")]
+    Measure {
+        /// The comparison.
+        compare: String,
+        /// The (renamed) tensor.
+        tensor: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_core::Error>,
+    },
+    /// A report file could not be written.
+    #[error(transparent)]
+    WriteReport(#[from] WriteError),
+    /// A shared-library plugin could not be loaded ([`dylib::load`]).
+    #[error("cannot load plugin {}", path.display())]
+    Plugin {
+        /// The library, as given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        problem: Box<crate::dylib::LoadProblem>,
+    },
+    /// A broken invariant inside weightkin (a bug, not bad input).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}

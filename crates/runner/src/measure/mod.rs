@@ -1,0 +1,322 @@
+//! Measure: each tensor pair streamed once. Every moment-based metric comes from the same
+//! single pass ([`pair_pass`]), which also keeps what later stages ask for on the way
+//! ([`Taps`]: the calibration subsample, the BF16 ULP histogram, file hashing); tensor
+//! metrics (CKA) read whole tensors, or an evenly strided subset of whole examples above
+//! their bound. [`pairs`] measures a comparison's pairs in batches; [`grid`] computes layer ×
+//! layer grids from the same [`measure`].
+
+pub mod grid;
+pub mod pairs;
+
+use weightkin_core::{
+    pair_pass, read_examples, read_tensor, ExampleSample, Input, MetricValue, Moments, Needs,
+    Samples, Taps, TensorInfo, Tensors, Undefined, WeightSource,
+};
+
+use crate::recipe::{BuiltMetric, CompareSpec};
+use crate::Error;
+
+/// One tensor of one model: the side of a pair.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    /// The model.
+    pub source: &'a dyn WeightSource,
+    /// The tensor's index in it.
+    pub index: usize,
+}
+
+impl<'a> Side<'a> {
+    /// Tensor `index` of `source`.
+    pub fn new(source: &'a dyn WeightSource, index: usize) -> Side<'a> {
+        Side { source, index }
+    }
+
+    /// The tensor's metadata.
+    pub fn info(&self) -> &'a TensorInfo {
+        &self.source.tensors()[self.index]
+    }
+
+    /// The whole tensor as f32 (`numel` elements).
+    pub fn read(&self, numel: usize) -> weightkin_core::Result<Vec<f32>> {
+        read_tensor(self.source, self.index, numel)
+    }
+}
+
+/// One metric's result on one pair.
+pub struct MetricResult {
+    /// Metric name.
+    pub name: &'static str,
+    /// Its value.
+    pub value: MetricValue,
+    /// Its values under the metric's own null (empty if it has none).
+    pub null: Vec<f64>,
+    /// The subset of examples a tensor metric was evaluated on, when the pair was larger
+    /// than the metric's [`weightkin_core::Metric::max_elements`] (`None`: whole tensors, or
+    /// a moment metric).
+    pub subsample: Option<ExampleSample>,
+}
+
+/// What [`measure`] gives for one tensor pair.
+pub struct Measurement {
+    /// Moments of the whole pair.
+    pub moments: Moments,
+    /// One result per metric, in the order asked.
+    pub results: Vec<MetricResult>,
+    /// The calibration subsample, when asked for ([`Taps::samples`]).
+    pub samples: Option<Samples>,
+    /// BF16 ULP statistics, when asked for ([`Taps::ulp`]) and both sides are BF16.
+    pub ulp: Option<weightkin_core::UlpStats>,
+}
+
+/// Measures one tensor pair with `metrics`.
+///
+/// * Moment metrics only: one streaming pass ([`pair_pass`]), keeping what `taps` asks for
+///   on the way.
+/// * A metric that needs tensors, and the pair fits every such metric's
+///   [`weightkin_core::Metric::max_elements`]: both tensors read whole; moments and samples
+///   come from the same in-memory data, exactly as the streaming pass computes them.
+/// * A pair larger than some tensor metric's bound: the streaming pass, exactly as for
+///   moment metrics (so moments, samples, ULP statistics and hashing do not depend on the
+///   metrics asked for), then each tensor metric on the tensors whole if they fit its bound,
+///   else on the same evenly strided subset of whole examples of both
+///   ([`ExampleSample`], read by [`read_examples`]). One metric's input is held at a time, so
+///   the working memory is bounded by the largest bound, whatever the tensor size.
+pub fn measure(
+    cmp: &CompareSpec,
+    metrics: &[BuiltMetric],
+    a: Side<'_>,
+    b: Side<'_>,
+    name: &str,
+    taps: &Taps,
+) -> Result<Measurement, Error> {
+    let fail = |source| Error::Measure {
+        compare: cmp.name.clone(),
+        tensor: name.to_owned(),
+        source: Box::new(source),
+    };
+    let x = a.info();
+    let numel = x.numel;
+    // `try_evaluate`: a metric running foreign code (a shared-library plugin) that fails
+    // stops the audit with the plugin's own message, rather than leaving a silent gap.
+    let evaluate_one = |m: &BuiltMetric, input: &Input<'_>, subsample| {
+        Ok(MetricResult {
+            name: m.spec.name,
+            value: m.metric.try_evaluate(input).map_err(fail)?,
+            null: m.metric.null_samples(input),
+            subsample,
+        })
+    };
+    let evaluate = |input: &Input<'_>| -> Result<Vec<MetricResult>, Error> {
+        metrics
+            .iter()
+            .map(|m| evaluate_one(m, input, None))
+            .collect()
+    };
+    let needs_tensors = |m: &&BuiltMetric| m.spec.needs == Needs::Tensors;
+    // How each tensor metric sees this pair: `None` whole, else a subsample.
+    let plan = |m: &BuiltMetric| {
+        ExampleSample::plan(&x.shape, m.metric.example_axis(), m.metric.max_elements())
+    };
+    // Both tensors whole, as f32.
+    let read_both = || -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let (va, vb) = rayon::join(|| a.read(numel), || b.read(numel));
+        Ok((va.map_err(fail)?, vb.map_err(fail)?))
+    };
+    let tensor_metrics: Vec<&BuiltMetric> = metrics.iter().filter(needs_tensors).collect();
+    if !tensor_metrics.is_empty() && tensor_metrics.iter().all(|m| plan(m).is_none()) {
+        let (va, vb) = read_both()?;
+        let moments = Moments::of_tensors(&va, &vb);
+        let results = evaluate(&Input {
+            moments: &moments,
+            tensors: Some(Tensors {
+                a: &va,
+                b: &vb,
+                shape: &x.shape,
+            }),
+        })?;
+        return Ok(Measurement {
+            moments,
+            results,
+            samples: taps
+                .samples
+                .and_then(|budget| Samples::of_tensors(&va, &vb, budget)),
+            ulp: taps.ulp.and_then(|budget| {
+                weightkin_core::bf16_ulp_sampled(a.source, a.index, b.source, b.index, budget)
+            }),
+        });
+    }
+    let pass = pair_pass(a.source, a.index, b.source, b.index, numel, taps).map_err(fail)?;
+    let moments_only = Input {
+        moments: &pass.moments,
+        tensors: None,
+    };
+    let results = metrics
+        .iter()
+        .map(|m| {
+            if m.spec.needs != Needs::Tensors {
+                return evaluate_one(m, &moments_only, None);
+            }
+            let Some(sample) = plan(m) else {
+                // Within this metric's bound (another's is smaller): whole tensors.
+                let (va, vb) = read_both()?;
+                return evaluate_one(
+                    m,
+                    &Input {
+                        moments: &pass.moments,
+                        tensors: Some(Tensors {
+                            a: &va,
+                            b: &vb,
+                            shape: &x.shape,
+                        }),
+                    },
+                    None,
+                );
+            };
+            if sample.is_empty() {
+                return Ok(MetricResult {
+                    name: m.spec.name,
+                    value: MetricValue::Undefined(Undefined::ExampleTooLarge),
+                    null: Vec::new(),
+                    subsample: None,
+                });
+            }
+            let (va, vb) = rayon::join(
+                || read_examples(a.source, a.index, &sample),
+                || read_examples(b.source, b.index, &sample),
+            );
+            let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
+            let shape = sample.shape(&x.shape);
+            evaluate_one(
+                m,
+                &Input {
+                    moments: &pass.moments,
+                    tensors: Some(Tensors {
+                        a: &va,
+                        b: &vb,
+                        shape: &shape,
+                    }),
+                },
+                Some(sample),
+            )
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Measurement {
+        moments: pass.moments,
+        results,
+        samples: pass.samples,
+        ulp: pass.ulp,
+    })
+}
+
+/// Largest tensor whose distinct values are counted to recognise a structured buffer.
+const STRUCTURE_CHECK_MAX: usize = 1 << 22;
+
+/// Whether the tensor takes few distinct values (at most max(16, n/50)): what a
+/// mask, an index table or a fixed basis looks like, and a trained weight does not. Only
+/// called for tensors identical in both models.
+pub fn structured(side: Side<'_>) -> bool {
+    let numel = side.info().numel;
+    if numel > STRUCTURE_CHECK_MAX {
+        return false;
+    }
+    let Ok(values) = side.read(numel) else {
+        return false;
+    };
+    let mut bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    bits.sort_unstable();
+    bits.dedup();
+    bits.len() <= (numel / 50).max(16)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use weightkin_core::testing::SafetensorsBuilder;
+    use weightkin_core::Limits;
+
+    /// Above CKA's `max-elements`, a pair's moments, calibration samples and ULP statistics
+    /// are exactly those of the moment-only pass, and only CKA sees a subsample; at or below
+    /// it, the whole tensors are read, as before.
+    #[test]
+    fn above_the_cap_the_measurement_is_the_moment_only_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (96, 40);
+        let data = |seed: u32| -> Vec<f32> {
+            let mut s = seed;
+            (0..rows * cols)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (x, e) = (data(1), data(2));
+        let y: Vec<f32> = x.iter().zip(&e).map(|(x, e)| x + 0.3 * e).collect();
+        for (name, v) in [("a", &x), ("b", &y)] {
+            SafetensorsBuilder::new()
+                .tensor_bf16("w", &[rows, cols], v)
+                .write(&dir.path().join(format!("{name}.safetensors")))
+                .unwrap();
+        }
+        let registry = crate::registry::builtin().unwrap();
+        let text = |cap: usize| {
+            format!(
+                "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                 [models.b]\npath = \"b.safetensors\"\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\nmetrics = [\"cosine\", \"pearson\", \"cka\"]\n\
+                 [compare.params.cka]\nmax-elements = {cap}\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\nmetrics = [\"cosine\", \"pearson\"]\n"
+            )
+        };
+        let path = dir.path().join("r.toml");
+        let open = |m: &str| {
+            registry
+                .open(&dir.path().join(m), None, &Limits::default())
+                .unwrap()
+        };
+        let (a, b) = (open("a.safetensors"), open("b.safetensors"));
+        let taps = Taps {
+            samples: Some(CHUNK_BUDGET),
+            ulp: Some(CHUNK_BUDGET),
+            hash: None,
+        };
+        for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
+            let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();
+            let [with_cka, moments_only] = &recipe.compares[..] else {
+                panic!("two compares");
+            };
+            let m = |c: &CompareSpec| {
+                let (x, y) = (Side::new(a.as_ref(), 0), Side::new(b.as_ref(), 0));
+                measure(c, &c.metrics, x, y, "w", &taps).unwrap()
+            };
+            let (got, want) = (m(with_cka), m(moments_only));
+            let pass = pair_pass(a.as_ref(), 0, b.as_ref(), 0, rows * cols, &taps).unwrap();
+            assert_eq!(got.moments, want.moments, "cap {cap}");
+            assert_eq!(got.moments, pass.moments, "cap {cap}");
+            assert_eq!(got.ulp, want.ulp);
+            assert!(got.ulp.is_some());
+            for (r, w) in got.results.iter().zip(&want.results) {
+                assert_eq!((r.name, r.value), (w.name, w.value));
+                assert!(r.subsample.is_none());
+            }
+            let cka = &got.results[2];
+            assert_eq!(cka.subsample.is_some(), subsampled, "cap {cap}");
+            if subsampled {
+                // The pass's own samples (stored BF16), not a copy of in-memory tensors.
+                assert_eq!(got.samples, pass.samples);
+                let s = cka.subsample.unwrap();
+                assert_eq!((s.kept, s.examples, s.features), (25, 96, 40));
+            } else {
+                let (va, vb) = (
+                    read_tensor(a.as_ref(), 0, rows * cols).unwrap(),
+                    read_tensor(b.as_ref(), 0, rows * cols).unwrap(),
+                );
+                assert_eq!(got.samples, Samples::of_tensors(&va, &vb, CHUNK_BUDGET));
+            }
+            assert!(cka.value.value().is_some());
+        }
+    }
+
+    const CHUNK_BUDGET: usize = weightkin_core::CHUNK;
+}

@@ -1,0 +1,42 @@
+//! The recipe of an ad-hoc `weightkin compare A B`.
+
+/// The recipe `weightkin compare A B` runs: two models named `a` and `b` and one comparison.
+/// Built as TOML text so that ad-hoc comparisons go through exactly the same validation as
+/// recipes (and their report carries a recipe hash like any other).
+pub fn adhoc_recipe(
+    a: &str,
+    b: &str,
+    metrics: &[String],
+    include: &[String],
+    exclude: &[String],
+) -> String {
+    let mut root = toml::Table::new();
+    let mut audit = toml::Table::new();
+    audit.insert("name".into(), format!("compare {a} {b}").into());
+    root.insert("audit".into(), audit.into());
+    let mut models = toml::Table::new();
+    for (name, path) in [("a", a), ("b", b)] {
+        let mut m = toml::Table::new();
+        m.insert("path".into(), path.into());
+        models.insert(name.into(), m.into());
+    }
+    root.insert("models".into(), models.into());
+    let mut cmp = toml::Table::new();
+    cmp.insert("a".into(), "a".into());
+    cmp.insert("b".into(), "b".into());
+    let list = |v: &[String]| toml::Value::Array(v.iter().map(|s| s.as_str().into()).collect());
+    if !metrics.is_empty() {
+        cmp.insert("metrics".into(), list(metrics));
+    }
+    if !include.is_empty() {
+        cmp.insert("include".into(), list(include));
+    }
+    if !exclude.is_empty() {
+        cmp.insert("exclude".into(), list(exclude));
+    }
+    root.insert(
+        "compare".into(),
+        toml::Value::Array(vec![toml::Value::Table(cmp)]),
+    );
+    toml::to_string(&root).unwrap_or_default()
+}
