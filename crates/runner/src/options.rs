@@ -3,7 +3,7 @@
 
 use weightkin_core::Limits;
 
-use crate::open::HashCache;
+use crate::hashcache::HashCache;
 
 /// Receives progress events; the CLI draws a bar from them. Calls are cheap and may come from
 /// any thread.

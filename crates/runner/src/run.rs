@@ -81,7 +81,10 @@ fn compare(
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
         .start(&format!("comparing {}", cmp.name), elements, "elements");
-    let (measured, cross_layer) = measure_and_calibrate(cmp, a, b, &pairing, hashers, opts)?;
+    let MeasuredPairs {
+        measured,
+        cross_layer,
+    } = measure_and_calibrate(cmp, a, b, &pairing, hashers, opts)?;
     opts.progress.finish();
 
     let nulls = calibrate::nulls(cmp, a, cross_layer, references, opts)?;
@@ -151,14 +154,7 @@ fn grids_and_alignment(
     let Some(spec) = &cmp.grid else {
         return Ok(Aligned::default());
     };
-    let selected = |m: Model<'_>| {
-        plan::layered(
-            m.names
-                .iter()
-                .filter(|(n, _)| cmp.selects(n))
-                .map(|(n, i)| (n, i)),
-        )
-    };
+    let selected = |m: Model<'_>| plan::layered(m.names.iter().filter(|(n, _)| cmp.selects(n)));
     let (la, lb) = (selected(a), selected(b));
     let (grids, skipped_grids) = grid::grids(
         cmp,
@@ -202,7 +198,7 @@ fn measure_and_calibrate(
     pairing: &Pairing,
     hashers: &FileHashers,
     opts: &RunOptions<'_>,
-) -> Result<(Vec<Measured>, BTreeMap<String, Vec<f64>>), Error> {
+) -> Result<MeasuredPairs, Error> {
     let pairs = &pairing.pairs;
     let (ta, tb) = (a.source.tensors(), b.source.tensors());
     let mut classes_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -250,5 +246,16 @@ fn measure_and_calibrate(
         .into_iter()
         .map(|s| s.ok_or(Error::Internal("a tensor pair was not measured")))
         .collect::<Result<Vec<_>, Error>>()?;
-    Ok((measured, cross_layer))
+    Ok(MeasuredPairs {
+        measured,
+        cross_layer,
+    })
+}
+
+/// Every pair measured, and the cross-layer null samples by class.
+struct MeasuredPairs {
+    /// In pair order.
+    measured: Vec<Measured>,
+    /// Class → Pearson values of A's layer i against B's layer j ≠ i.
+    cross_layer: BTreeMap<String, Vec<f64>>,
 }

@@ -11,12 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::judge::MIN_EFFECT;
 use crate::plan::{layer_and_class, stack_of};
-use crate::report::{round, Alignment, Grid, LayerMatch};
-
-/// Mean of `v`, rounded; `None` when empty.
-pub(crate) fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| round(v.iter().sum::<f64>() / v.len() as f64))
-}
+use crate::report::{rounded_mean as mean, Alignment, Grid, LayerMatch};
 
 /// Aligns each layer stack from its grids (all grids of a stack must share the layer lists;
 /// the cell-wise mean over classes is aligned). Stacks are returned sorted by name.

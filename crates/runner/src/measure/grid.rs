@@ -7,11 +7,10 @@
 use rayon::prelude::*;
 use weightkin_core::{ExampleSample, Taps, WeightSource};
 
-use crate::align::mean;
 use crate::measure::{measure, Side};
 use crate::plan::{stack_of, LayerTensors, Layered};
 use crate::recipe::{BuiltMetric, CompareSpec, GridSpec};
-use crate::report::{round, Grid, GridSkip, SkippedGrid, Subsampled};
+use crate::report::{round, rounded_mean as mean, Grid, GridSkip, SkippedGrid, Subsampled};
 use crate::{Error, RunOptions};
 
 /// One model's selected tensors grouped by class and layer.

@@ -1,17 +1,14 @@
 //! Open: each model of the recipe opened by its format (headers only; tensor bytes stay
 //! lazy), described for the report, its tensor names normalised by the recipe's rename
-//! rules, and its files' BLAKE3 hashes taken from the [`HashCache`] or collected by the
+//! rules, and its files' BLAKE3 hashes taken from the [`crate::HashCache`] or collected by the
 //! comparisons' passes and completed afterwards ([`FileHashes`]).
-
-mod hashcache;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use weightkin_core::{FileHashers, MappedFile, Registry, WeightSource};
 
-pub use hashcache::{HashCache, Hashed, Lookup, Pending};
-
+use crate::hashcache::{Lookup, Pending};
 use crate::plan;
 use crate::recipe::Recipe;
 use crate::report::{FileReport, ModelReport};

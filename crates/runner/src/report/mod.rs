@@ -543,6 +543,11 @@ impl Alignment {
     }
 }
 
+/// Mean of `v`, rounded; `None` when empty.
+pub fn rounded_mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| round(v.iter().sum::<f64>() / v.len() as f64))
+}
+
 /// Median, min and max of `values` (already rounded).
 pub fn stats(metric: &str, values: &[Option<f64>]) -> Stats {
     let mut v: Vec<f64> = values.iter().flatten().copied().collect();
