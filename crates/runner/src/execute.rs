@@ -551,7 +551,7 @@ fn compare(
                 let taps = Taps {
                     samples: (calibrate && p.layer.is_some()).then_some(NULL_SAMPLE_BUDGET),
                     ulp: Some(ULP_SAMPLE_BUDGET),
-                    hash: Some(hashers),
+                    observer: Some(hashers),
                 };
                 let m = measure(cmp, &cmp.metrics, a, p.a, b, p.b, &p.name, &taps)?;
                 opts.progress.advance(x.numel as u64);
@@ -868,7 +868,7 @@ fn nulls(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use weightkin_core::testing::SafetensorsBuilder;
+    use weightkin_core::testing::{uniform_f32, SafetensorsBuilder};
 
     /// Above CKA's `max-elements`, a pair's moments, calibration samples and ULP statistics
     /// are exactly those of the moment-only pass, and only CKA sees a subsample; at or below
@@ -877,15 +877,7 @@ mod tests {
     fn above_the_cap_the_measurement_is_the_moment_only_pass() {
         let dir = tempfile::tempdir().unwrap();
         let (rows, cols) = (96, 40);
-        let data = |seed: u32| -> Vec<f32> {
-            let mut s = seed;
-            (0..rows * cols)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect()
-        };
+        let data = |seed: u64| uniform_f32(rows * cols, seed, -0.5, 0.5);
         let (x, e) = (data(1), data(2));
         let y: Vec<f32> = x.iter().zip(&e).map(|(x, e)| x + 0.3 * e).collect();
         for (name, v) in [("a", &x), ("b", &y)] {
@@ -914,7 +906,7 @@ mod tests {
         let taps = Taps {
             samples: Some(CHUNK_BUDGET),
             ulp: Some(CHUNK_BUDGET),
-            hash: None,
+            observer: None,
         };
         for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
             let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();
