@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use weightkin_core::testing::SafetensorsBuilder;
+use weightkin_core::testing::{uniform_f32, SafetensorsBuilder};
 use weightkin_core::{pair_moments, Format, Limits, Moments, CHUNK};
 
 const N: usize = 16 << 20;
@@ -31,13 +31,12 @@ fn best<F: FnMut()>(mut f: F) -> f64 {
 #[allow(clippy::print_stdout)] // a benchmark program: its output is the point
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    let mut s = 1u32;
-    let mut next = || {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-    };
-    let a: Vec<f32> = (0..N).map(|_| next()).collect();
-    let b: Vec<f32> = a.iter().map(|x| x + 0.1 * next()).collect();
+    let a = uniform_f32(N, 1, -0.5, 0.5);
+    let b: Vec<f32> = a
+        .iter()
+        .zip(uniform_f32(N, 2, -0.5, 0.5))
+        .map(|(x, e)| x + 0.1 * e)
+        .collect();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.safetensors");
     SafetensorsBuilder::new()

@@ -24,7 +24,7 @@ use blake3::hazmat::{
 };
 use rayon::prelude::*;
 
-use crate::MappedFile;
+use crate::{MappedFile, WindowObserver};
 
 /// Smallest unit: 64 KiB (64 chunks, enough for BLAKE3's widest SIMD to run at full speed).
 const MIN_UNIT: u64 = 64 << 10;
@@ -179,8 +179,8 @@ fn tree(cvs: &[ChainingValue]) -> ChainingValue {
     }
 }
 
-/// The [`FileHasher`]s of a run, by file path: what a pass hands the bytes it reads to
-/// ([`crate::Taps::hash`]).
+/// The [`FileHasher`]s of a run, by file path. A pass shows them the bytes it reads as their
+/// [`WindowObserver`] ([`crate::Taps::observer`]).
 #[derive(Debug, Default)]
 pub struct FileHashers {
     by_path: BTreeMap<PathBuf, FileHasher>,
@@ -203,15 +203,17 @@ impl FileHashers {
     pub fn get(&self, path: &Path) -> Option<&FileHasher> {
         self.by_path.get(path)
     }
+}
 
-    /// Hands `part`, a slice of `map`, to the hasher of `map`'s file, if there is one (and it
-    /// was made for a file of `map`'s length).
-    pub fn absorb(&self, map: &MappedFile, part: &[u8]) {
-        let Some(h) = self.by_path.get(map.path()) else {
+impl WindowObserver for FileHashers {
+    /// Hands `bytes`, a slice of `file`'s map, to the hasher of that file, if there is one
+    /// (and it was made for a file of the map's length).
+    fn window(&self, file: &MappedFile, bytes: &[u8]) {
+        let Some(h) = self.by_path.get(file.path()) else {
             return;
         };
-        if let (Some(offset), true) = (map.offset_of(part), h.len == map.len()) {
-            h.absorb(offset as u64, part);
+        if let (Some(offset), true) = (file.offset_of(bytes), h.len == file.len()) {
+            h.absorb(offset as u64, bytes);
         }
     }
 }
@@ -222,13 +224,8 @@ mod tests {
     use super::*;
 
     fn data(n: usize) -> Vec<u8> {
-        let mut s = 0x9E37_79B9u32;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 24) as u8
-            })
-            .collect()
+        let mut rng = crate::rng::Rng::new(0x9E37_79B9);
+        (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
     }
 
     fn mapped(bytes: &[u8]) -> (tempfile::TempDir, MappedFile) {

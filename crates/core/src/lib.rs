@@ -5,8 +5,9 @@
 //! [`Dtype`]), the traits a file format implements ([`Format`], [`WeightSource`]), the trait a
 //! metric implements ([`Metric`], described by a [`MetricSpec`]), the fused moment pass all
 //! moment-based metrics share ([`Moments`], [`pair_moments`]), the [`Registry`], resource
-//! [`Limits`] and one [`Error`] type. It also holds the safetensors format, because that is
-//! the reference format the others are checked against.
+//! [`Limits`], one [`Error`] type, and the workspace's one seeded generator ([`rng::Rng`]).
+//! It also holds the safetensors format, because that is the reference format the others are
+//! checked against.
 //!
 //! It knows nothing of recipes (TOML) or reports: those belong to `weightkin-runner`.
 //!
@@ -24,6 +25,7 @@ mod metric;
 mod mmap;
 mod moments;
 mod registry;
+pub mod rng;
 pub mod safetensors;
 mod source;
 mod subsample;
@@ -47,7 +49,7 @@ pub use metric::{
 pub use mmap::MappedFile;
 pub use moments::{
     pair_moments, pair_moments_sampled, pair_pass, read_tensor, Moments, PairPass, Samples, Taps,
-    CHUNK, RELEASE_CHUNKS,
+    WindowObserver, CHUNK, RELEASE_CHUNKS,
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};

@@ -1,5 +1,9 @@
 //! Fixture builders for tests of this and downstream crates (feature `testing`).
 //!
+//! Random test data comes from the workspace's one seeded generator, [`Rng`] (re-exported
+//! from [`crate::rng`], where it lives so that non-test code can use it too), through
+//! [`uniform_f32`]; tests never keep a generator of their own.
+//!
 //! Fixtures are built in code rather than committed as binaries, so that a reader sees what a
 //! test file contains. Output is byte-for-byte deterministic: tensors are written in name
 //! order, `__metadata__` in key order, and the header is padded with spaces to a multiple of
@@ -14,6 +18,25 @@ use std::path::Path;
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
 use crate::{checked_numel, Dtype};
+
+pub use crate::rng::Rng;
+
+/// `n` values uniform in (`lo`, `hi`], drawn from [`Rng`] seeded with `seed` (computed in f64
+/// and rounded once to f32): the same values on every machine.
+///
+/// ```
+/// use weightkin_core::testing::uniform_f32;
+/// let v = uniform_f32(1000, 7, -0.5, 0.5);
+/// assert!(v.iter().all(|&x| -0.5 <= x && x <= 0.5));
+/// assert_eq!(v, uniform_f32(1000, 7, -0.5, 0.5));
+/// ```
+pub fn uniform_f32(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let (lo, width) = (f64::from(lo), f64::from(hi) - f64::from(lo));
+    (0..n)
+        .map(|_| (lo + width * rng.uniform()) as f32)
+        .collect()
+}
 
 /// Builds a safetensors file with chosen tensors and metadata.
 ///

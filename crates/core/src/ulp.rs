@@ -227,11 +227,8 @@ mod tests {
     /// definitions counts, over whole blocks and a ragged tail, on every kind of value.
     #[test]
     fn histogram_matches_the_plain_definition() {
-        let mut s = 7u32;
-        let mut next = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 16) as u16
-        };
+        let mut rng = crate::rng::Rng::new(7);
+        let mut next = || (rng.next_u32() >> 16) as u16;
         for n in [0, 1, 255, 256, 257, 1000, 4097] {
             let xs: Vec<u16> = (0..n).map(|_| next()).collect();
             // Half the pairs near each other (small distances), half anywhere.

@@ -206,15 +206,12 @@ mod tests {
         cov / (va * vb).sqrt()
     }
 
-    fn lcg(n: usize, seed: u64, levels: u64) -> Vec<f32> {
-        let mut s = seed;
+    /// `n` integers drawn uniformly from `levels` consecutive values centred on 0 (as f32):
+    /// few levels give many ties.
+    fn integers(n: usize, seed: u64, levels: u64) -> Vec<f32> {
+        let mut rng = weightkin_core::rng::Rng::new(seed);
         (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 33) % levels) as f32 - (levels / 2) as f32
-            })
+            .map(|_| rng.below(levels) as f32 - (levels / 2) as f32)
             .collect()
     }
 
@@ -229,8 +226,8 @@ mod tests {
     #[test]
     fn matches_the_counting_reference_with_many_ties() {
         for (seed, levels) in [(1, 3), (2, 10), (3, 1000), (4, 1 << 30)] {
-            let a = lcg(500, seed, levels);
-            let b: Vec<f32> = lcg(500, seed + 100, levels)
+            let a = integers(500, seed, levels);
+            let b: Vec<f32> = integers(500, seed + 100, levels)
                 .iter()
                 .zip(&a)
                 .map(|(x, y)| x + y)
@@ -243,7 +240,7 @@ mod tests {
 
     #[test]
     fn exact_one_for_increasing_transforms_and_minus_one_for_decreasing() {
-        let a = lcg(10_000, 7, 1 << 20);
+        let a = integers(10_000, 7, 1 << 20);
         let exp: Vec<f32> = a.iter().map(|x| (x / 1e6).exp()).collect();
         let neg: Vec<f32> = a.iter().map(|x| -3.0 * x).collect();
         assert_eq!(rho(&a, &a).unwrap(), 1.0);
@@ -275,7 +272,7 @@ mod tests {
             u(rho(&[1.0, 2.0], &[f32::INFINITY, 2.0])),
             Undefined::NonFinite
         );
-        assert_eq!(u(rho(&[2.0; 8], &lcg(8, 1, 100))), Undefined::Constant);
+        assert_eq!(u(rho(&[2.0; 8], &integers(8, 1, 100))), Undefined::Constant);
         assert_eq!(u(rho(&[5.0], &[1.0])), Undefined::Constant);
         assert!(matches!(
             rho(&[1.0, 2.0], &[1.0]),
@@ -285,8 +282,8 @@ mod tests {
 
     #[test]
     fn large_tensors_are_ranked_on_a_strided_sample() {
-        let a = lcg(1000, 11, 1 << 20);
-        let b = lcg(1000, 12, 1 << 20);
+        let a = integers(1000, 11, 1 << 20);
+        let b = integers(1000, 12, 1 << 20);
         let sampled = rho_with(&a, &b, r#"{"max-elements": 100}"#).unwrap();
         let pick = |x: &[f32]| (0..100).map(|j| x[j * 10]).collect::<Vec<_>>();
         assert_eq!(sampled, rho(&pick(&a), &pick(&b)).unwrap());
@@ -321,8 +318,8 @@ mod tests {
     #[test]
     #[ignore = "timing, not a check: run by hand"]
     fn timing_one_million_elements() {
-        let a = lcg(1 << 20, 21, 1 << 30);
-        let b = lcg(1 << 20, 22, 1 << 30);
+        let a = integers(1 << 20, 21, 1 << 30);
+        let b = integers(1 << 20, 22, 1 << 30);
         let runs = 10;
         let start = std::time::Instant::now();
         for _ in 0..runs {

@@ -10,15 +10,7 @@ use std::time::Instant;
 use weightkin_metrics::cka::{cka, Estimator, Examples};
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
+    weightkin_core::testing::uniform_f32(n, seed, -0.5, 0.5)
 }
 
 fn main() {

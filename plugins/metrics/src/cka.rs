@@ -33,6 +33,7 @@
 //! most 1.5 × `max-elements` elements.
 
 use candle_core::{Device, Tensor};
+use weightkin_core::rng::Rng;
 use weightkin_core::{
     Error, ExampleAxis, Input, Metric, MetricSpec, MetricValue, Needs, ParamProblem, ParamValue,
     Params, Result, Undefined, DEFAULT_MAX_ELEMENTS,
@@ -230,7 +231,8 @@ impl Metric for Cka {
         };
         (1..=self.permutations as u64)
             .filter_map(|seed| {
-                let perm = permutation(n, seed);
+                // A fixed pseudo-random permutation per seed (the workspace's seeded PRNG).
+                let perm = Rng::new(seed).permutation(n);
                 let mut b = vec![0f32; t.b.len()];
                 for (dst, &src) in perm.iter().enumerate() {
                     for j in 0..p {
@@ -247,24 +249,6 @@ impl Metric for Cka {
             })
             .collect()
     }
-}
-
-/// A fixed pseudo-random permutation of 0..n (SplitMix64 + Fisher–Yates).
-fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut p: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
 }
 
 /// Column-centred copy of a row-major `n × p` matrix (examples × features), centred in f64.
@@ -413,16 +397,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
+    /// `n` values uniform in (−½, ½].
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        weightkin_core::testing::uniform_f32(n, seed, -0.5, 0.5)
     }
 
     /// Reference: explicit n × n Gram matrices in f64 with Kornblith's `center_gram`.
@@ -484,10 +461,10 @@ mod tests {
     fn matches_explicit_gram_reference_in_both_forms() {
         // 40 × 12 uses the feature form, 12 × 40 the sample form.
         for (n, p) in [(40usize, 12usize), (12, 40)] {
-            let a = lcg(n * p, 1);
+            let a = data(n * p, 1);
             let b: Vec<f32> = a
                 .iter()
-                .zip(lcg(n * p, 2))
+                .zip(data(n * p, 2))
                 .map(|(x, y)| x + 0.7 * y)
                 .collect();
             for (est, debiased) in [(Estimator::Debiased, true), (Estimator::Biased, false)] {
@@ -507,7 +484,7 @@ mod tests {
     #[test]
     fn identity_and_invariances() {
         let (n, p) = (64, 16);
-        let a = lcg(n * p, 3);
+        let a = data(n * p, 3);
         let v = |b: &[f32]| {
             cka(&a, b, n, p, Examples::Rows, Estimator::Debiased)
                 .unwrap()
@@ -534,8 +511,8 @@ mod tests {
     #[test]
     fn debiased_has_no_floor_where_biased_does() {
         let (n, p) = (96, 96);
-        let a = lcg(n * p, 5);
-        let b = lcg(n * p, 6);
+        let a = data(n * p, 5);
+        let b = data(n * p, 6);
         let deb = cka(&a, &b, n, p, Examples::Rows, Estimator::Debiased)
             .unwrap()
             .value()
@@ -551,10 +528,10 @@ mod tests {
     #[test]
     fn permutation_null_is_centred_near_zero_for_related_matrices() {
         let (n, p) = (64, 16);
-        let a = lcg(n * p, 7);
+        let a = data(n * p, 7);
         let b: Vec<f32> = a
             .iter()
-            .zip(lcg(n * p, 8))
+            .zip(data(n * p, 8))
             .map(|(x, y)| x + 0.5 * y)
             .collect();
         let shape = [n, p];
@@ -598,7 +575,7 @@ mod tests {
         assert_eq!(
             cka(
                 &[1.0; 20],
-                &lcg(20, 1),
+                &data(20, 1),
                 10,
                 2,
                 Examples::Rows,

@@ -1,8 +1,9 @@
 //! Synthetic model families, generated from fixed seeds: the demo's models and the verdict
 //! validation suite's cases.
 //!
-//! Everything comes from a self-contained PRNG (SplitMix64 + Box–Muller), so the same seed
-//! gives the same bytes on every machine and with every version of every dependency.
+//! Everything comes from the workspace's seeded PRNG ([`Rng`]: SplitMix64, normals by
+//! Box–Muller), so the same seed gives the same bytes on every machine and with every
+//! version of every dependency.
 //! Weights look "trained" only in their statistics: Gaussian matrices with 1/√fan-in
 //! spread, norm weights 1 + N(0, 0.1²). That is all the verdict needs: shared ancestry is
 //! shared values, and independence is independent draws.
@@ -11,45 +12,10 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, fast, and fully specified.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller; one of the pair is discarded for simplicity).
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    /// A uniformly random permutation of 0..n (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            p.swap(i, j);
-        }
-        p
-    }
-}
+/// The generator everything here is drawn from: the workspace's one seeded PRNG, SplitMix64,
+/// owned by `weightkin-core` (re-exported here, where it was first defined, so that
+/// `synth::Rng` keeps working).
+pub use weightkin_core::rng::Rng;
 
 /// Shape of a synthetic Llama-style model, optionally with a ViT-style vision tower.
 #[derive(Debug, Clone, Copy)]
@@ -353,25 +319,6 @@ mod tests {
         // 1 + 2^-8 is halfway between two bf16 values; ties go to even (1.0).
         assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
         assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
-    }
-
-    #[test]
-    fn rng_is_standard_normal_ish() {
-        let mut r = Rng::new(42);
-        let xs: Vec<f64> = (0..100_000).map(|_| r.normal()).collect();
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(
-            mean.abs() < 0.02 && (var - 1.0).abs() < 0.02,
-            "{mean} {var}"
-        );
-    }
-
-    #[test]
-    fn permutation_is_a_permutation() {
-        let mut p = Rng::new(7).permutation(100);
-        p.sort_unstable();
-        assert_eq!(p, (0..100).collect::<Vec<_>>());
     }
 
     #[test]

@@ -232,7 +232,7 @@ pub fn structured(side: Side<'_>) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use weightkin_core::testing::SafetensorsBuilder;
+    use weightkin_core::testing::{uniform_f32, SafetensorsBuilder};
     use weightkin_core::Limits;
 
     /// Above CKA's `max-elements`, a pair's moments, calibration samples and ULP statistics
@@ -242,15 +242,7 @@ mod tests {
     fn above_the_cap_the_measurement_is_the_moment_only_pass() {
         let dir = tempfile::tempdir().unwrap();
         let (rows, cols) = (96, 40);
-        let data = |seed: u32| -> Vec<f32> {
-            let mut s = seed;
-            (0..rows * cols)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect()
-        };
+        let data = |seed: u64| uniform_f32(rows * cols, seed, -0.5, 0.5);
         let (x, e) = (data(1), data(2));
         let y: Vec<f32> = x.iter().zip(&e).map(|(x, e)| x + 0.3 * e).collect();
         for (name, v) in [("a", &x), ("b", &y)] {
@@ -279,7 +271,7 @@ mod tests {
         let taps = Taps {
             samples: Some(CHUNK_BUDGET),
             ulp: Some(CHUNK_BUDGET),
-            hash: None,
+            observer: None,
         };
         for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
             let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();

@@ -71,7 +71,7 @@ pub fn measure_batch(
             let taps = Taps {
                 samples: job.samples,
                 ulp: Some(ULP_SAMPLE_BUDGET),
-                hash: Some(hashers),
+                observer: Some(hashers),
             };
             let m = measure(cmp, &cmp.metrics, a, b, &p.name, &taps)?;
             opts.progress.advance(a.info().numel as u64);

@@ -1,0 +1,472 @@
+//! The pass: which chunks of a tensor pair are read, from where, in what order, and what is
+//! kept on the way.
+//!
+//! Two paths give the same bits. The *fused* path applies when both tensors expose their
+//! stored bytes ([`WeightSource::raw`]) as BF16, F16 or F32: the kernels decode straight from
+//! the memory map, one window of [`RELEASE_CHUNKS`] chunks per work item, and each window's
+//! pages are handed back once it is read. Anything else takes the *buffered* path:
+//! [`WeightSource::read_f32`] into a chunk buffer per thread, then the f32 kernel.
+//!
+//! Besides the moments, a pass can keep what later stages need from the same bytes while
+//! they are in cache ([`Taps`]): calibration samples, a BF16 ULP histogram, and the windows
+//! themselves for an observer ([`WindowObserver`]). The observer is how file hashing rides
+//! along without the pass knowing about it: the pass hands over each whole window it
+//! streamed, once per window (never per element), before the window's pages are released.
+
+use rayon::prelude::*;
+
+use super::kernels::Stored;
+use super::samples::{f32_le_bytes, is_sampled, sampled_chunks};
+use super::{Moments, Samples, CHUNK};
+use crate::ulp::{self, UlpStats};
+use crate::{Dtype, Error, MappedFile, RawTensor, Result, WeightSource};
+
+/// Reads a whole tensor as f32 (for metrics that need [`crate::Needs::Tensors`]), in
+/// [`CHUNK`]-sized pieces converted in parallel.
+pub fn read_tensor(source: &dyn WeightSource, index: usize, numel: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; numel];
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .try_for_each(|(c, chunk)| source.read_f32(index, c * CHUNK, chunk))?;
+    Ok(out)
+}
+
+/// Streams tensor `ia` of `a` and tensor `ib` of `b` (same element count `numel`) once, in
+/// [`CHUNK`]-sized pieces, and returns their [`Moments`].
+///
+/// Chunks run in parallel on the current rayon pool; partial results are merged in chunk
+/// order, so the result does not depend on the thread count. When both sources expose the
+/// stored bytes ([`WeightSource::raw`]) as BF16, F16 or F32, the kernel decodes straight from the
+/// memory map, and every [`RELEASE_CHUNKS`] chunks the pages read are handed back
+/// ([`crate::MappedFile::release`]), so resident memory stays at a few megabytes per thread
+/// however large the model; the result is bit-identical to the buffered path.
+pub fn pair_moments(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+) -> Result<Moments> {
+    Ok(pair_pass(a, ia, b, ib, numel, &Taps::default())?.moments)
+}
+
+/// What a full pass ([`pair_pass`]) keeps of the data it streams, besides the moments, while
+/// that data is in cache: nothing is read twice.
+#[derive(Clone, Copy, Default)]
+pub struct Taps<'a> {
+    /// Keep the [`Samples`] of this budget (as [`pair_moments_sampled`] would choose them).
+    pub samples: Option<usize>,
+    /// Histogram the BF16 ULP distances of the chunks a subsample of this budget would
+    /// choose (when both tensors are stored as BF16 and expose their bytes).
+    pub ulp: Option<usize>,
+    /// Hand each window of stored bytes the pass streams to this observer (see
+    /// [`WindowObserver`]).
+    pub observer: Option<&'a dyn WindowObserver>,
+}
+
+impl std::fmt::Debug for Taps<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Taps")
+            .field("samples", &self.samples)
+            .field("ulp", &self.ulp)
+            .field("observer", &self.observer.map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Watches the stored bytes a full pass streams: [`WindowObserver::window`] is called with
+/// each window of up to [`RELEASE_CHUNKS`] chunks of each tensor, as a slice of the file's
+/// memory map, right before the window's pages are handed back. [`crate::FileHashers`]
+/// implements it, so that a file's hash is taken from the bytes the comparison reads anyway.
+///
+/// Only the fused path of a full pass calls it: a subsample ([`pair_moments_sampled`]) reads
+/// scattered chunks, and the buffered path reads through [`WeightSource::read_f32`], not from
+/// a map. An observer must therefore not count on seeing every byte (the file hashers finish
+/// what they were not shown, [`crate::FileHasher::finish`]). Windows of one pass arrive from
+/// several threads, in no particular order.
+pub trait WindowObserver: Sync {
+    /// `bytes`, a slice of `file`'s map ([`MappedFile::offset_of`] gives its position), was
+    /// just streamed by a pass.
+    fn window(&self, file: &MappedFile, bytes: &[u8]);
+}
+
+/// The result of [`pair_pass`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairPass {
+    /// Moments of the whole pair.
+    pub moments: Moments,
+    /// The subsample asked for by [`Taps::samples`].
+    pub samples: Option<Samples>,
+    /// The ULP statistics asked for by [`Taps::ulp`], when they apply.
+    pub ulp: Option<UlpStats>,
+}
+
+/// [`pair_moments`] on a deterministic subsample of at most `budget` elements (but at least
+/// one chunk): `s = ⌊budget / CHUNK⌋` chunks evenly strided through the tensor (sample `k`
+/// is chunk `⌊k·C / s⌋` of `C`), or every chunk when the tensor fits. The choice depends on
+/// `numel` and `budget` only, never on threads. For calibration samples (null
+/// distributions), whose statistic a subsample estimates without bias at a fraction of the
+/// cost of reading both tensors whole.
+pub fn pair_moments_sampled(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    budget: usize,
+) -> Result<Moments> {
+    stream(a, ia, b, ib, numel, budget, &Taps::default()).map(|p| p.moments)
+}
+
+/// [`pair_moments`], keeping what `taps` asks for on the way (see [`Taps`]).
+pub fn pair_pass(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    taps: &Taps<'_>,
+) -> Result<PairPass> {
+    stream(a, ia, b, ib, numel, usize::MAX, taps)
+}
+
+/// Chunks per work item and page release of the fused path (2 Mi elements: 4 MiB of BF16
+/// per side): large enough that the `madvise` calls and TLB shoot-downs cost little, small
+/// enough to split big tensors across threads and keep resident memory at a few tens of MiB.
+pub const RELEASE_CHUNKS: usize = 128;
+
+/// Both tensors' stored bytes, when the fused path applies.
+struct Fused<'a> {
+    stored: Stored,
+    width: usize,
+    a: RawTensor<'a>,
+    b: RawTensor<'a>,
+}
+
+impl<'a> Fused<'a> {
+    fn of(
+        a: &'a dyn WeightSource,
+        ia: usize,
+        b: &'a dyn WeightSource,
+        ib: usize,
+        numel: usize,
+    ) -> Option<Fused<'a>> {
+        let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
+        let stored = match (ra.dtype, rb.dtype) {
+            (Dtype::BF16, Dtype::BF16) => Stored::Bf16,
+            (Dtype::F16, Dtype::F16) => Stored::F16,
+            (Dtype::F32, Dtype::F32) => Stored::F32,
+            _ => return None,
+        };
+        let width = stored.width();
+        let bytes = numel.checked_mul(width)?;
+        (ra.bytes.len() == bytes && rb.bytes.len() == bytes).then_some(Fused {
+            stored,
+            width,
+            a: ra,
+            b: rb,
+        })
+    }
+
+    /// The stored bytes of elements `start .. start + len` on both sides, or `None` outside
+    /// the tensor.
+    fn bytes(&self, start: usize, len: usize) -> Option<(&'a [u8], &'a [u8])> {
+        let range = start * self.width..(start + len) * self.width;
+        Some((self.a.bytes.get(range.clone())?, self.b.bytes.get(range)?))
+    }
+
+    /// Moments of stored bytes from [`Self::bytes`].
+    fn moments(&self, x: &[u8], y: &[u8]) -> Moments {
+        self.stored.moments(x, y)
+    }
+
+    /// Hands back the pages of elements `start .. end`.
+    fn release(&self, start: usize, end: usize) {
+        let range = start * self.width..end * self.width;
+        if let (Some(x), Some(y)) = (self.a.bytes.get(range.clone()), self.b.bytes.get(range)) {
+            self.a.file.release(x);
+            self.b.file.release(y);
+        }
+    }
+}
+
+/// What one chunk of a pass yields.
+struct ChunkOut {
+    /// The chunk's moments.
+    moments: Moments,
+    /// Its stored bytes (a side, b side), when [`Taps::samples`] keeps the chunk.
+    kept: Option<(Vec<u8>, Vec<u8>)>,
+    /// Its ULP histogram, when [`Taps::ulp`] asks for one.
+    hist: Option<ulp::Histogram>,
+}
+
+/// The pass itself: [`pair_pass`] with `budget = usize::MAX`, [`pair_moments_sampled`]
+/// otherwise.
+fn stream(
+    a: &dyn WeightSource,
+    ia: usize,
+    b: &dyn WeightSource,
+    ib: usize,
+    numel: usize,
+    budget: usize,
+    taps: &Taps<'_>,
+) -> Result<PairPass> {
+    let chunks = numel.div_ceil(CHUNK);
+    let (take, chunk_of) = sampled_chunks(numel, budget);
+    let sampled = take < chunks;
+    let fused = Fused::of(a, ia, b, ib, numel);
+    let out_of_range = |start: usize, len: usize| Error::ReadOutOfRange {
+        tensor: a
+            .tensors()
+            .get(ia)
+            .map_or_else(String::new, |t| t.name.clone()),
+        start,
+        len,
+        numel,
+    };
+    let span = |c: usize| (c * CHUNK, CHUNK.min(numel - c * CHUNK));
+    let keep = |c: usize| taps.samples.is_some_and(|s| is_sampled(numel, s, c));
+    let ulp_budget = taps
+        .ulp
+        .filter(|_| fused.as_ref().is_some_and(|f| f.stored == Stored::Bf16));
+    let partials: Vec<ChunkOut> = if let Some(f) = &fused {
+        // One work item per window of chunks, read front to back by one thread and then
+        // handed back: a window released while another thread still read it would be
+        // faulted back in and stay resident.
+        let windows = take.div_ceil(RELEASE_CHUNKS);
+        let per_window = (0..windows)
+            .into_par_iter()
+            .map(|w| {
+                let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
+                let mut out = Vec::with_capacity(ks.len());
+                for k in ks {
+                    let c = chunk_of(k);
+                    let (start, len) = span(c);
+                    let (x, y) = f
+                        .bytes(start, len)
+                        .ok_or_else(|| out_of_range(start, len))?;
+                    let m = f.moments(x, y);
+                    // Copied now: the window's pages are handed back below.
+                    let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
+                    let hist = ulp_budget
+                        .filter(|&u| is_sampled(numel, u, c))
+                        .map(|_| ulp::histogram(x, y));
+                    out.push(ChunkOut {
+                        moments: m,
+                        kept,
+                        hist,
+                    });
+                }
+                if !sampled {
+                    let first = w * RELEASE_CHUNKS * CHUNK;
+                    let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
+                    if let (Some(observer), Some((x, y))) =
+                        (taps.observer, f.bytes(first, end - first))
+                    {
+                        observer.window(f.a.file, x);
+                        observer.window(f.b.file, y);
+                    }
+                    f.release(first, end);
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<Vec<ChunkOut>>>>()?;
+        if sampled {
+            // A subsample touches a few chunks (plus the kernel's fault-around) spread over
+            // the whole tensor: one release of the tensor afterwards, rather than one
+            // `madvise` (and TLB shoot-down) per chunk.
+            f.release(0, numel);
+        }
+        per_window.into_iter().flatten().collect()
+    } else {
+        (0..take)
+            .into_par_iter()
+            .map_init(
+                || (vec![0f32; CHUNK], vec![0f32; CHUNK]),
+                |(buf_a, buf_b), k| {
+                    let c = chunk_of(k);
+                    let (start, len) = span(c);
+                    let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
+                    a.read_f32(ia, start, buf_a)?;
+                    b.read_f32(ib, start, buf_b)?;
+                    let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
+                    Ok(ChunkOut {
+                        moments: Moments::of_slices(buf_a, buf_b),
+                        kept,
+                        hist: None,
+                    })
+                },
+            )
+            .collect::<Result<Vec<ChunkOut>>>()?
+    };
+    // Chunk order, whatever the thread count.
+    let mut moments = Moments::default();
+    let stored = fused.as_ref().map_or(Stored::F32, |f| f.stored);
+    let mut samples = taps
+        .samples
+        .map(|budget| Samples::empty(numel, budget, stored));
+    let mut hist = ulp_budget.map(|_| [0u64; ulp::BUCKETS]);
+    for part in partials {
+        moments = moments.merge(part.moments);
+        if let (Some(s), Some((xa, xb))) = (samples.as_mut(), part.kept) {
+            s.push(xa, xb);
+        }
+        if let (Some(total), Some(h)) = (hist.as_mut(), part.hist) {
+            ulp::add(total, &h);
+        }
+    }
+    Ok(PairPass {
+        moments,
+        samples,
+        ulp: hist.and_then(|h| ulp::stats(&h)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::uniform_f32;
+
+    /// The fused path (decoding from the map, with page releases) gives the same bits as
+    /// converting to f32 first, for BF16 and F32, full and sampled; a sample is a subset.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn fused_path_matches_buffered_bitwise() {
+        use crate::{Format, Limits};
+        let n = 40 * CHUNK + 123;
+        let (va, vb) = (uniform_f32(n, 7, 0.49, 0.51), uniform_f32(n, 8, 0.49, 0.51));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        crate::testing::SafetensorsBuilder::new()
+            .tensor_bf16("a", &[n], &va)
+            .tensor_bf16("b", &[n], &vb)
+            .tensor_f32("c", &[n], &va)
+            .tensor_f32("d", &[n], &vb)
+            .tensor_f16("e", &[n], &va)
+            .tensor_f16("f", &[n], &vb)
+            .write(&path)
+            .unwrap();
+        let src = crate::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let src = src.as_ref();
+        for (x, y) in [(0, 1), (2, 3), (4, 5)] {
+            assert!(src.raw(x).is_some());
+            let fused = pair_moments(src, x, src, y, n).unwrap();
+            let ta = read_tensor(src, x, n).unwrap();
+            let tb = read_tensor(src, y, n).unwrap();
+            assert_eq!(fused, Moments::of_tensors(&ta, &tb));
+            let sampled = pair_moments_sampled(src, x, src, y, n, 8 * CHUNK).unwrap();
+            assert_eq!(sampled.n, 8 * CHUNK as u64);
+            let all = pair_moments_sampled(src, x, src, y, n, usize::MAX).unwrap();
+            assert_eq!(all, fused);
+        }
+        // Taps: one pass keeps the sample and the ULP histogram that separate passes would
+        // read, bit for bit, and pairs samples across tensors like `pair_moments_sampled`.
+        let mut hashers = crate::FileHashers::new();
+        let len = std::fs::metadata(&path).unwrap().len();
+        hashers.add(&path, len);
+        let taps = Taps {
+            samples: Some(8 * CHUNK),
+            ulp: Some(4 * CHUNK),
+            observer: Some(&hashers),
+        };
+        for (x, y, bf16) in [(0, 1, true), (2, 3, false), (4, 5, false)] {
+            let pass = pair_pass(src, x, src, y, n, &taps).unwrap();
+            assert_eq!(pass.moments, pair_moments(src, x, src, y, n).unwrap());
+            let ulp = crate::bf16_ulp_sampled(src, x, src, y, 4 * CHUNK);
+            assert_eq!(pass.ulp, ulp);
+            assert_eq!(pass.ulp.is_some(), bf16);
+            let flipped = pair_pass(src, y, src, x, n, &taps).unwrap();
+            let (sx, sy) = (pass.samples.unwrap(), flipped.samples.unwrap());
+            // a side of (x, y) against b side of (y, x): x against x.
+            let cross = Samples::cross(&sx, &sy).unwrap();
+            assert_eq!(
+                cross,
+                pair_moments_sampled(src, x, src, x, n, 8 * CHUNK).unwrap()
+            );
+            let cross = Samples::cross(&sy, &sx).unwrap();
+            assert_eq!(
+                cross,
+                pair_moments_sampled(src, y, src, y, n, 8 * CHUNK).unwrap()
+            );
+            let (ta, tb) = (
+                read_tensor(src, x, n).unwrap(),
+                read_tensor(src, y, n).unwrap(),
+            );
+            // Decoded samples pair with stored ones bit-identically (the mixed path).
+            let decoded = Samples::of_tensors(&ta, &tb, 8 * CHUNK).unwrap();
+            assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));
+            assert_eq!(Samples::cross(&sy, &decoded), Samples::cross(&sy, &sx));
+        }
+        // The passes hashed most of the file on the way; the rest is hashed at the end.
+        let hasher = hashers.get(&path).unwrap();
+        let (done, units) = hasher.progress();
+        assert!(
+            done * 10 > units * 8,
+            "{done} of {units} units hashed by the passes"
+        );
+        let map = crate::MappedFile::open(&path).unwrap();
+        let want = blake3::hash(&std::fs::read(&path).unwrap())
+            .to_hex()
+            .to_string();
+        assert_eq!(hasher.finish(&map).unwrap(), want);
+    }
+
+    /// A full fused pass shows its observer every stored byte of both tensors once, in whole
+    /// windows of [`RELEASE_CHUNKS`] chunks (the last one short); a subsample shows it nothing.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn observer_sees_every_window_of_a_full_pass_once() {
+        use crate::{Format, Limits};
+        use std::sync::Mutex;
+
+        /// The windows shown: file offset and length.
+        #[derive(Default)]
+        struct Record(Mutex<Vec<[usize; 2]>>);
+        impl WindowObserver for Record {
+            fn window(&self, file: &MappedFile, bytes: &[u8]) {
+                let at = file.offset_of(bytes).unwrap();
+                self.0.lock().unwrap().push([at, bytes.len()]);
+            }
+        }
+
+        let n = RELEASE_CHUNKS * CHUNK + 5;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        crate::testing::SafetensorsBuilder::new()
+            .tensor_bf16("a", &[n], &vec![0.5; n])
+            .tensor_bf16("b", &[n], &vec![0.25; n])
+            .write(&path)
+            .unwrap();
+        let src = crate::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let src = src.as_ref();
+        let record = Record::default();
+        let taps = Taps {
+            observer: Some(&record),
+            ..Taps::default()
+        };
+        pair_pass(src, 0, src, 1, n, &taps).unwrap();
+        let mut got = record.0.lock().unwrap().clone();
+        got.sort_unstable();
+        let window = RELEASE_CHUNKS * CHUNK * 2;
+        let mut want = Vec::new();
+        for i in [0, 1] {
+            let raw = src.raw(i).unwrap();
+            let at = raw.file.offset_of(raw.bytes).unwrap();
+            want.extend([[at, window], [at + window, 5 * 2]]);
+        }
+        want.sort_unstable();
+        assert_eq!(got, want);
+
+        let record = Record::default();
+        let taps = Taps {
+            observer: Some(&record),
+            ..Taps::default()
+        };
+        stream(src, 0, src, 1, n, CHUNK, &taps).unwrap();
+        assert!(record.0.lock().unwrap().is_empty());
+    }
+}
