@@ -6,10 +6,10 @@
 //! summaries) → [`report::Report`] → JSON and Markdown renderers.
 //!
 //! The built-in plugins are registered in exactly one place, [`registry::builtin`]; metrics
-//! from third-party shared libraries are added to that registry by [`dylib::load`].
+//! from third-party shared libraries are added to that registry by
+//! [`weightkin_plugin_host::load`].
 
 pub mod demo;
-pub mod dylib;
 pub mod execute;
 pub mod grid;
 pub mod hashcache;
@@ -92,15 +92,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A shared-library plugin could not be loaded ([`dylib::load`]).
-    #[error("cannot load plugin {}", path.display())]
-    Plugin {
-        /// The library, as given.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        problem: Box<dylib::LoadProblem>,
-    },
+    /// A shared-library plugin could not be loaded ([`weightkin_plugin_host::load`]); the
+    /// host's error names the library and says why.
+    #[error(transparent)]
+    Plugin(#[from] weightkin_plugin_host::Error),
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),
