@@ -1,7 +1,7 @@
 //! The object-file check: is a file a shared library this process can load?
 //!
-//! [`check_header`] reads the first [`HEADER_BYTES`] of a file before the dynamic loader sees
-//! it, so that a file that is not a shared library, or is one for another architecture or
+//! [`check_header`] looks at the first [`HEADER_BYTES`] of a file, read before the dynamic
+//! loader sees it ([`load`](crate::load)), so that a file that is not a shared library, or is one for another architecture or
 //! operating system, is refused with a message that names what it is — without opening it,
 //! and so without running any of its code.
 //!
@@ -10,8 +10,8 @@
 //! The header layouts and numbers come from the `object` crate: the field offsets are taken
 //! with `offset_of!` from its `#[repr(C)]` header structs (`object::elf`, `object::macho`,
 //! `object::pe`), and the magic numbers, file types, flags and machine numbers are its
-//! constants. Its *readers* are not used, because they do not fit a check on 4 KiB that must
-//! keep the messages below:
+//! constants. Its *readers* are not used: they do not fit a check that sees only those bytes
+//! and says in each case what the file is:
 //!
 //! * `object::File::parse` and the per-format file parsers read the whole file (program and
 //!   section headers, load commands, PE data directories), well beyond the bytes read here;
@@ -23,8 +23,9 @@
 //!   the crafted headers in this module's tests (a PE image without an optional header) would
 //!   no longer parse.
 //!
-//! So the check reads four fields per format at `object`'s offsets, with bounds-checked
-//! slicing: truncated or malformed bytes give [`LoadProblem::NotSharedLibrary`], never a panic.
+//! So the check reads the few fields it needs (two to four per format) at `object`'s offsets,
+//! with bounds-checked slicing: a header cut short before a field it needs is
+//! [`LoadProblem::NotSharedLibrary`] ("its header is truncated"), and no input panics.
 
 use std::mem::offset_of;
 
