@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use weightkin_core::{conformance, Error as CoreError, MetricFailure, Origin};
-use weightkin_runner::dylib::{self, LoadProblem};
+use weightkin_plugin_host::{self as plugin_host, LoadProblem};
 use weightkin_runner::{audit_file, registry, Error, ReportFormat, RunOptions};
 
 use crate::util::{stderr, stdout};
@@ -89,8 +89,8 @@ fn weightkin(dir: &Path, env_path: Option<&std::ffi::OsStr>, args: &[&Path]) -> 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weightkin"));
     cmd.args(args).current_dir(dir);
     match env_path {
-        Some(v) => cmd.env(dylib::PLUGIN_PATH_ENV, v),
-        None => cmd.env_remove(dylib::PLUGIN_PATH_ENV),
+        Some(v) => cmd.env(plugin_host::PLUGIN_PATH_ENV, v),
+        None => cmd.env_remove(plugin_host::PLUGIN_PATH_ENV),
     };
     cmd.output().unwrap()
 }
@@ -165,7 +165,7 @@ fn a_recipe_uses_the_plugin_metric_and_its_report_is_snapshotted() {
     let recipe = dir.path().join("spearman.toml");
     std::fs::write(&recipe, SPEARMAN_RECIPE).unwrap();
     let mut reg = registry::builtin().unwrap();
-    let loaded = dylib::load(&mut reg, &built().example).unwrap();
+    let loaded = plugin_host::load(&mut reg, &built().example).unwrap();
     assert_eq!(loaded.name, "weightkin-example-dylib");
     let (_, report) = audit_file(&recipe, &reg, &RunOptions::default()).unwrap();
     let json = ReportFormat::Json.render(&report);
@@ -200,7 +200,7 @@ fn a_plugin_parameter_is_checked_with_the_recipe() {
     )
     .unwrap();
     let mut reg = registry::builtin().unwrap();
-    dylib::load(&mut reg, &built().example).unwrap();
+    plugin_host::load(&mut reg, &built().example).unwrap();
     let err = audit_file(&recipe, &reg, &RunOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Recipe(_)), "{err:?}");
     assert!(
@@ -321,7 +321,7 @@ fn plugins_check_catches_every_broken_metric() {
 
     // The same through the library: each metric fails exactly the checks for what it breaks.
     let mut reg = registry::builtin().unwrap();
-    let loaded = dylib::load(&mut reg, &built().broken).unwrap();
+    let loaded = plugin_host::load(&mut reg, &built().broken).unwrap();
     let failed = |name: &str| -> Vec<&'static str> {
         let spec = loaded.metrics.iter().find(|m| m.name == name).unwrap();
         conformance::check(spec)
@@ -355,7 +355,7 @@ fn a_failing_plugin_metric_never_reports_a_value() {
     )
     .unwrap();
     let mut reg = registry::builtin().unwrap();
-    dylib::load(&mut reg, &built().broken).unwrap();
+    plugin_host::load(&mut reg, &built().broken).unwrap();
     match audit_file(&recipe, &reg, &RunOptions::default()) {
         // An executor that calls `try_evaluate` stops with the plugin's failure…
         Err(Error::Measure { source, .. }) => assert!(
@@ -389,8 +389,8 @@ fn a_failing_plugin_metric_never_reports_a_value() {
 /// The error a load gives, through the library.
 fn load_problem(path: &Path) -> LoadProblem {
     let mut reg = registry::builtin().unwrap();
-    match dylib::load(&mut reg, path) {
-        Err(Error::Plugin { problem, .. }) => *problem,
+    match plugin_host::load(&mut reg, path) {
+        Err(plugin_host::Error::Load { problem, .. }) => *problem,
         Err(other) => panic!("{other:?}"),
         Ok(l) => panic!("loaded {}", l.name),
     }
@@ -452,17 +452,37 @@ fn a_library_for_another_architecture_is_refused_before_it_is_opened() {
 }
 
 #[test]
+fn the_runner_error_for_a_plugin_reads_exactly_as_the_host_error() {
+    let mut reg = registry::builtin().unwrap();
+    let err = plugin_host::load(&mut reg, &built().no_entry).unwrap_err();
+    let chain = |e: &dyn std::error::Error| {
+        let mut parts = vec![e.to_string()];
+        let mut source = e.source();
+        while let Some(s) = source {
+            parts.push(s.to_string());
+            source = s.source();
+        }
+        parts.join(": ")
+    };
+    let host = chain(&err);
+    assert!(host.starts_with("cannot load plugin "), "{host}");
+    let err = Error::from(err);
+    assert!(matches!(err, Error::Plugin(_)), "{err:?}");
+    assert_eq!(chain(&err), host);
+}
+
+#[test]
 fn a_second_plugin_with_a_taken_name_is_refused_naming_the_owner() {
     let b = built();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(b.example.file_name().unwrap());
     std::fs::copy(&b.example, &copy).unwrap();
     let mut reg = registry::builtin().unwrap();
-    dylib::load(&mut reg, &b.example).unwrap();
+    plugin_host::load(&mut reg, &b.example).unwrap();
     // The same file again is the same plugin, not a clash.
-    dylib::load(&mut reg, &b.example).unwrap();
-    let err = dylib::load(&mut reg, &copy).unwrap_err();
-    let Error::Plugin { problem, .. } = &err else {
+    plugin_host::load(&mut reg, &b.example).unwrap();
+    let err = plugin_host::load(&mut reg, &copy).unwrap_err();
+    let plugin_host::Error::Load { problem, .. } = &err else {
         panic!("{err:?}")
     };
     let LoadProblem::Register(CoreError::NameTaken { name, owner, .. }) = &**problem else {

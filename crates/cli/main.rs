@@ -5,7 +5,7 @@
 //!
 //! Plugins: `--plugin PATH` (repeatable, before or after the subcommand) and the
 //! `WEIGHTKIN_PLUGIN_PATH` variable (a list separated like `PATH`) name shared-library metric
-//! plugins, loaded before the command runs (`weightkin_runner::dylib`); loading one runs its
+//! plugins, loaded before the command runs (`weightkin_plugin_host`); loading one runs its
 //! code. `weightkin plugins` lists every format and metric with its origin;
 //! `weightkin plugins check PATH` runs the conformance kit against a plugin's metrics.
 //!
@@ -300,9 +300,9 @@ fn set_threads(t: &Threads) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut registry = weightkin_runner::registry::builtin()?;
-    let mut plugin_paths = weightkin_runner::dylib::env_paths();
+    let mut plugin_paths = weightkin_plugin_host::env_paths();
     plugin_paths.extend(cli.plugins);
-    weightkin_runner::dylib::load_all(&mut registry, &plugin_paths)?;
+    weightkin_plugin_host::load_all(&mut registry, &plugin_paths)?;
     let bar = Bar::default();
     let progress: &dyn Progress = if std::io::stderr().is_terminal() {
         &bar
@@ -376,7 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins {
             action: Some(PluginsAction::Check { path }),
         } => {
-            let loaded = weightkin_runner::dylib::load(&mut registry, &path)?;
+            let loaded = weightkin_plugin_host::load(&mut registry, &path)?;
             let reports: Vec<_> = loaded
                 .metrics
                 .iter()

@@ -2,7 +2,7 @@
 //!
 //! The runner builds one from a single literal list of built-ins (`weightkin_runner::registry`);
 //! the core crate never registers anything by itself, so every plugin in use is visible in
-//! one place. Metrics from shared-library plugins (`weightkin_runner::dylib`) are added with
+//! one place. Metrics from shared-library plugins (`weightkin_plugin_host`) are added with
 //! [`Registry::add_metric_from`], which records their [`Origin`] so that `weightkin plugins`
 //! can say where each came from and a name clash can name the plugin that owns the name.
 //! Formats are always built in: the plugin ABI carries metrics only.

@@ -61,15 +61,10 @@ pub enum Error {
     /// A report file could not be written.
     #[error(transparent)]
     WriteReport(#[from] WriteError),
-    /// A shared-library plugin could not be loaded ([`dylib::load`]).
-    #[error("cannot load plugin {}", path.display())]
-    Plugin {
-        /// The library, as given.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        problem: Box<crate::dylib::LoadProblem>,
-    },
+    /// A shared-library plugin could not be loaded ([`weightkin_plugin_host::load`]); the
+    /// host's error names the library and says why.
+    #[error(transparent)]
+    Plugin(#[from] weightkin_plugin_host::Error),
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -20,12 +20,12 @@
 //! them: a test reads the sources and fails on any cycle.
 //!
 //! The built-in plugins are registered in exactly one place, [`registry::builtin`]; metrics
-//! from third-party shared libraries are added to that registry by [`dylib::load`].
+//! from third-party shared libraries are added to that registry by
+//! [`weightkin_plugin_host::load`].
 
 pub mod align;
 pub mod calibrate;
 pub mod demo;
-pub mod dylib;
 mod error;
 pub mod hashcache;
 pub mod judge;
