@@ -527,8 +527,8 @@ pub mod __private {
     /// # Safety
     /// The pointers in `raw` must be valid for the lengths it states.
     unsafe fn view<'a>(raw: &'a ComputeInput) -> Result<(Input<'a>, &'a [u8]), Failure> {
-        // SAFETY (all three): the host guarantees `len`/`rank`/`params_len` readable items
-        // at non-null, aligned pointers; null or misaligned pointers are refused first.
+        // The host guarantees `len`/`rank`/`params_len` readable items at non-null, aligned
+        // pointers; null or misaligned pointers are refused first.
         let slice = |p: *const f32, which: &str| -> Result<&'a [f32], Failure> {
             if raw.len == 0 {
                 Ok(&[])
@@ -537,6 +537,8 @@ pub mod __private {
                     "tensor {which}: null or misaligned buffer"
                 )))
             } else {
+                // SAFETY: non-null and aligned (checked above), `len` readable f32s (the
+                // host's guarantee).
                 Ok(unsafe { std::slice::from_raw_parts(p, raw.len) })
             }
         };
@@ -546,6 +548,7 @@ pub mod __private {
         } else if raw.shape.is_null() || !raw.shape.is_aligned() {
             return Err("null or misaligned shape".into());
         } else {
+            // SAFETY: non-null and aligned (checked above), `rank` readable dimensions.
             unsafe { std::slice::from_raw_parts(raw.shape, raw.rank) }
         };
         let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
@@ -560,6 +563,8 @@ pub mod __private {
         } else if raw.params.is_null() {
             return Err("null params buffer".into());
         } else {
+            // SAFETY: non-null (checked above; bytes need no alignment), `params_len`
+            // readable bytes.
             unsafe { std::slice::from_raw_parts(raw.params, raw.params_len) }
         };
         Ok((Input { a, b, shape }, params))

@@ -66,10 +66,12 @@ export_plugin! {
 }
 
 fn descriptor() -> &'static PluginDescriptor {
+    // SAFETY: the entry point returns a pointer to a static descriptor.
     unsafe { &*weightkin_plugin_entry() }
 }
 
 fn text(p: *const std::ffi::c_char) -> &'static str {
+    // SAFETY: the descriptor's strings are static, NUL-terminated literals.
     unsafe { CStr::from_ptr(p) }.to_str().unwrap()
 }
 
@@ -82,6 +84,7 @@ struct Call {
 
 fn call(metric: usize, a: &[f32], b: &[f32], shape: &[usize], params: &str, cap: usize) -> Call {
     let d = descriptor();
+    // SAFETY: `metric` < `metric_count`, the length of the static metrics array.
     let m = unsafe { &*d.metrics.add(metric) };
     let mut buf = vec![0u8; cap];
     let mut out = ComputeOutput {
@@ -106,6 +109,7 @@ fn call(metric: usize, a: &[f32], b: &[f32], shape: &[usize], params: &str, cap:
         params: params.as_ptr(),
         params_len: params.len(),
     };
+    // SAFETY: `input` points at live buffers of the lengths it states; `out` is writable.
     let status = unsafe { (m.compute.unwrap())(&input, &mut out) };
     let len = out.message.len.min(cap);
     Call {
@@ -123,6 +127,7 @@ fn descriptor_describes_the_plugin() {
     assert_eq!(text(d.name), "test-plugin");
     assert_eq!(text(d.version), "1.2.3");
     assert_eq!(d.metric_count, 2);
+    // SAFETY: the static metrics array has `metric_count` entries.
     let m = unsafe { std::slice::from_raw_parts(d.metrics, d.metric_count) };
     assert_eq!(text(m[0].name), "mean-diff");
     assert_eq!(text(m[0].doc), "mean of a − b");
@@ -130,6 +135,7 @@ fn descriptor_describes_the_plugin() {
     assert_eq!(m[0].identity, 0.0);
     assert_eq!(m[0].range_lo, f64::NEG_INFINITY);
     let names: Vec<_> = (0..m[0].param_count)
+        // SAFETY: `i` < `param_count`, the length of the static parameter-name array.
         .map(|i| text(unsafe { *m[0].params.add(i) }))
         .collect();
     assert_eq!(names, ["explode", "fail", "n"]);
@@ -199,13 +205,16 @@ fn bad_input_is_an_error_not_undefined_behaviour() {
     );
     // Null output.
     let d = descriptor();
+    // SAFETY: the descriptor has at least one metric.
     let m = unsafe { &*d.metrics };
+    // SAFETY: null pointers are part of the contract under test: the entry refuses them.
     let s = unsafe { (m.compute.unwrap())(std::ptr::null(), std::ptr::null_mut()) };
     assert_eq!(s, status::ERROR);
 }
 
 #[test]
 fn check_params_runs_the_authors_check() {
+    // SAFETY: the descriptor has at least one metric.
     let m = unsafe { &*descriptor().metrics };
     let f = m.check_params.unwrap();
     let run = |params: &str| {
@@ -215,6 +224,7 @@ fn check_params_runs_the_authors_check() {
             cap: buf.len(),
             len: 0,
         };
+        // SAFETY: `params` is a live buffer of `params.len()` bytes; `msg` is writable.
         let s = unsafe { f(params.as_ptr(), params.len(), &mut msg) };
         (s, String::from_utf8(buf[..msg.len].to_vec()).unwrap())
     };

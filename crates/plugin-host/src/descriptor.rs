@@ -54,8 +54,9 @@ pub(crate) unsafe fn read_descriptor(
     check_abi_version(version)?;
     // SAFETY: the version is one we know, so the pointer is to a descriptor of this layout.
     let d = unsafe { &*ptr };
-    // SAFETY (strings): pointers from a descriptor of a known version; checked for null.
+    // SAFETY: a string pointer from a descriptor of a known version; checked for null.
     let name = unsafe { text(d.name, MAX_NAME_LEN, || "plugin name".to_owned()) }?;
+    // SAFETY: as for the name.
     let version = unsafe { text(d.version, MAX_TEXT_LEN, || "plugin version".to_owned()) }?;
     if d.metric_count > MAX_METRICS {
         return Err(invalid(

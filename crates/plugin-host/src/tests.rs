@@ -98,6 +98,7 @@ fn builtin() -> Registry {
 /// A registry with the built-ins and the in-process plugin.
 fn registry() -> (Registry, Loaded) {
     let mut r = builtin();
+    // SAFETY: the in-process entry returns a static descriptor.
     let d = unsafe { read_descriptor(weightkin_plugin_entry()) }.unwrap();
     let loaded = register(&mut r, origin_path(), d).unwrap();
     (r, loaded)
@@ -333,6 +334,7 @@ unsafe extern "C" fn status_seven(_: *const ComputeInput, _: *mut ComputeOutput)
 }
 
 unsafe extern "C" fn undefined_reason_99(_: *const ComputeInput, out: *mut ComputeOutput) -> i32 {
+    // SAFETY: the host passes a writable output.
     unsafe { (*out).reason = 99 };
     status::UNDEFINED
 }
@@ -342,7 +344,9 @@ unsafe extern "C" fn error_claiming_a_huge_message(
     out: *mut ComputeOutput,
 ) -> i32 {
     // Writes two bytes but claims far more than the buffer holds.
+    // SAFETY: the host passes a writable output.
     let out = unsafe { &mut *out };
+    // SAFETY: the host's message buffer holds at least two bytes.
     unsafe { out.message.ptr.copy_from_nonoverlapping(b"hi".as_ptr(), 2) };
     out.message.len = usize::MAX;
     status::ERROR
@@ -390,6 +394,7 @@ fn unknown_codes_are_errors_and_message_lengths_are_bounded() {
 // ---- descriptor validation on hand-built descriptors ------------------------------------
 
 unsafe extern "C" fn zero(_: *const ComputeInput, out: *mut ComputeOutput) -> i32 {
+    // SAFETY: the host passes a writable output.
     unsafe { (*out).value = 0.0 };
     status::OK
 }
@@ -420,6 +425,7 @@ fn plugin(metrics: &'static [MetricDescriptor]) -> &'static PluginDescriptor {
 }
 
 fn read(d: &PluginDescriptor) -> Result<Descriptor, LoadProblem> {
+    // SAFETY: `d` is a live descriptor built by the test.
     unsafe { read_descriptor(d) }
 }
 
@@ -458,11 +464,13 @@ fn the_abi_version_is_read_first_and_range_checked() {
     assert!(check_abi_version(NEWEST_ABI).is_ok());
     assert!(check_abi_version(OLDEST_ABI).is_ok());
     assert!(matches!(
+        // SAFETY: a null pointer is refused before it is read.
         unsafe { read_descriptor(std::ptr::null()) },
         Err(LoadProblem::BadDescriptor)
     ));
     let misaligned = (std::ptr::from_ref(plugin(&[])) as usize + 1) as *const PluginDescriptor;
     assert!(matches!(
+        // SAFETY: a misaligned pointer is refused before it is read.
         unsafe { read_descriptor(misaligned) },
         Err(LoadProblem::BadDescriptor)
     ));
@@ -580,8 +588,10 @@ fn the_plugin_path_variable_is_split_like_path() {
     // Only this test touches the variable in this binary.
     let joined = std::env::join_paths(["/a/liba.so", "", "/b/libb.so"]).unwrap();
     // SAFETY: no other thread of this test binary reads or writes this variable.
+    // SAFETY: no other test reads or writes this variable.
     unsafe { std::env::set_var(PLUGIN_PATH_ENV, &joined) };
     let paths = env_paths();
+    // SAFETY: as above.
     unsafe { std::env::remove_var(PLUGIN_PATH_ENV) };
     assert_eq!(
         paths,

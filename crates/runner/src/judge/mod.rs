@@ -13,13 +13,13 @@
 //!    cross-layer*: Pearson of A's layer i against B's layer j ≠ i of the same class, sampled
 //!    at two fixed offsets per layer, which keeps everything two layers of one architecture
 //!    share except their ancestry (RoPE-induced channel structure, depth trends). Each null
-//!    sample reads at most 1 Mi elements of the two tensors (64 evenly strided chunks,
-//!    fixed by the tensor size alone): Pearson on such a subsample estimates the pair's
-//!    Pearson without bias, its extra spread (≈ 0.001) only widens the null, and the null then
-//!    costs a negligible fraction of the audit instead of two more passes over every layer.
-//!    Its s.d. is floored at the analytic 1/√n. Unlayered tensors use the analytic null (mean 0, s.d.
-//!    1/√n: Pearson of independent n-vectors), unless the recipe declares reference models
-//!    known to be independent of A, whose per-class values then form the null.
+//!    sample is Pearson on a 16 Ki-element subsample of the two tensors (their first chunk,
+//!    kept by the comparison's own pass: [`crate::calibrate::NULL_SAMPLE_BUDGET`]): it
+//!    estimates the pair's Pearson without bias, its extra spread (≈ 0.008) only widens the
+//!    null, and the null then costs no extra read of any layer. Its s.d. is floored at the
+//!    analytic 1/√n. Unlayered tensors use the analytic null (mean 0, s.d. 1/√n: Pearson of
+//!    independent n-vectors), unless the recipe declares reference models known to be
+//!    independent of A, whose per-class values then form the null ([`crate::calibrate`]).
 //! 3. **Per-layer profiles that correlate for any two models.** Profiles are not evidence:
 //!    only per-tensor statistics against a null are.
 //!

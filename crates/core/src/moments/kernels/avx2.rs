@@ -35,7 +35,7 @@ macro_rules! kernel {
             let (a, b) = (&a[..len * $width], &b[..len * $width]);
             // Lanes `4h .. 4h + 4` of one `$oct`-unit piece, as f64.
             let load: unsafe fn(&[$t], usize) -> __m256d = $load;
-            // SAFETY (whole block): AVX2, FMA, POPCNT and F16C are enabled here;
+            // SAFETY: (whole block) AVX2, FMA, POPCNT and F16C are enabled here;
             // every load reads within one `chunks_exact($oct)` piece.
             unsafe {
                 let z = [_mm256_setzero_pd(); 2];
