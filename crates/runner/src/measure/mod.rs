@@ -89,52 +89,97 @@ pub fn measure(
     name: &str,
     taps: &Taps,
 ) -> Result<Measurement, Error> {
-    let fail = |source| Error::Measure {
-        compare: cmp.name.clone(),
-        tensor: name.to_owned(),
-        source: Box::new(source),
-    };
-    let x = a.info();
-    let numel = x.numel;
-    // `try_evaluate`: a metric running foreign code (a shared-library plugin) that fails
-    // stops the audit with the plugin's own message, rather than leaving a silent gap.
-    let evaluate_one = |m: &BuiltMetric, input: &Input<'_>, subsample| {
+    let pair = PairInput { cmp, a, b, name };
+    let tensor_metrics: Vec<&BuiltMetric> = metrics
+        .iter()
+        .filter(|m| m.spec.needs == Needs::Tensors)
+        .collect();
+    if !tensor_metrics.is_empty() && tensor_metrics.iter().all(|m| pair.plan(m).is_none()) {
+        pair.whole(metrics, taps)
+    } else {
+        pair.streamed(metrics, taps)
+    }
+}
+
+/// A tensor metric's input.
+fn with_tensors<'t>(
+    moments: &'t Moments,
+    a: &'t [f32],
+    b: &'t [f32],
+    shape: &'t [usize],
+) -> Input<'t> {
+    Input {
+        moments,
+        tensors: Some(Tensors { a, b, shape }),
+    }
+}
+
+/// One pair being measured, and what its errors name.
+struct PairInput<'p> {
+    cmp: &'p CompareSpec,
+    a: Side<'p>,
+    b: Side<'p>,
+    name: &'p str,
+}
+
+impl PairInput<'_> {
+    fn fail(&self, source: weightkin_core::Error) -> Error {
+        Error::Measure {
+            compare: self.cmp.name.clone(),
+            tensor: self.name.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.a.info().shape
+    }
+
+    /// How a tensor metric sees this pair: `None` whole, else a subsample.
+    fn plan(&self, m: &BuiltMetric) -> Option<ExampleSample> {
+        ExampleSample::plan(
+            self.shape(),
+            m.metric.example_axis(),
+            m.metric.max_elements(),
+        )
+    }
+
+    /// Both tensors whole, as f32.
+    fn read_both(&self) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let numel = self.a.info().numel;
+        let (va, vb) = rayon::join(|| self.a.read(numel), || self.b.read(numel));
+        Ok((va.map_err(|e| self.fail(e))?, vb.map_err(|e| self.fail(e))?))
+    }
+
+    /// One metric on `input`. `try_evaluate`: a metric running foreign code (a shared-library
+    /// plugin) that fails stops the audit with the plugin's own message, rather than leaving
+    /// a silent gap.
+    fn evaluate(
+        &self,
+        m: &BuiltMetric,
+        input: &Input<'_>,
+        subsample: Option<ExampleSample>,
+    ) -> Result<MetricResult, Error> {
         Ok(MetricResult {
             name: m.spec.name,
-            value: m.metric.try_evaluate(input).map_err(fail)?,
+            value: m.metric.try_evaluate(input).map_err(|e| self.fail(e))?,
             null: m.metric.null_samples(input),
             subsample,
         })
-    };
-    let evaluate = |input: &Input<'_>| -> Result<Vec<MetricResult>, Error> {
-        metrics
-            .iter()
-            .map(|m| evaluate_one(m, input, None))
-            .collect()
-    };
-    let needs_tensors = |m: &&BuiltMetric| m.spec.needs == Needs::Tensors;
-    // How each tensor metric sees this pair: `None` whole, else a subsample.
-    let plan = |m: &BuiltMetric| {
-        ExampleSample::plan(&x.shape, m.metric.example_axis(), m.metric.max_elements())
-    };
-    // Both tensors whole, as f32.
-    let read_both = || -> Result<(Vec<f32>, Vec<f32>), Error> {
-        let (va, vb) = rayon::join(|| a.read(numel), || b.read(numel));
-        Ok((va.map_err(fail)?, vb.map_err(fail)?))
-    };
-    let tensor_metrics: Vec<&BuiltMetric> = metrics.iter().filter(needs_tensors).collect();
-    if !tensor_metrics.is_empty() && tensor_metrics.iter().all(|m| plan(m).is_none()) {
-        let (va, vb) = read_both()?;
+    }
+
+    /// Every tensor metric fits its bound: both tensors read whole, and moments, samples and
+    /// ULP statistics come from the same in-memory data, exactly as the pass computes them.
+    fn whole(&self, metrics: &[BuiltMetric], taps: &Taps) -> Result<Measurement, Error> {
+        let (va, vb) = self.read_both()?;
         let moments = Moments::of_tensors(&va, &vb);
-        let results = evaluate(&Input {
-            moments: &moments,
-            tensors: Some(Tensors {
-                a: &va,
-                b: &vb,
-                shape: &x.shape,
-            }),
-        })?;
-        return Ok(Measurement {
+        let input = with_tensors(&moments, &va, &vb, self.shape());
+        let results = metrics
+            .iter()
+            .map(|m| self.evaluate(m, &input, None))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (a, b) = (self.a, self.b);
+        Ok(Measurement {
             moments,
             results,
             samples: taps
@@ -143,69 +188,59 @@ pub fn measure(
             ulp: taps.ulp.and_then(|budget| {
                 weightkin_core::bf16_ulp_sampled(a.source, a.index, b.source, b.index, budget)
             }),
-        });
-    }
-    let pass = pair_pass(a.source, a.index, b.source, b.index, numel, taps).map_err(fail)?;
-    let moments_only = Input {
-        moments: &pass.moments,
-        tensors: None,
-    };
-    let results = metrics
-        .iter()
-        .map(|m| {
-            if m.spec.needs != Needs::Tensors {
-                return evaluate_one(m, &moments_only, None);
-            }
-            let Some(sample) = plan(m) else {
-                // Within this metric's bound (another's is smaller): whole tensors.
-                let (va, vb) = read_both()?;
-                return evaluate_one(
-                    m,
-                    &Input {
-                        moments: &pass.moments,
-                        tensors: Some(Tensors {
-                            a: &va,
-                            b: &vb,
-                            shape: &x.shape,
-                        }),
-                    },
-                    None,
-                );
-            };
-            if sample.is_empty() {
-                return Ok(MetricResult {
-                    name: m.spec.name,
-                    value: MetricValue::Undefined(Undefined::ExampleTooLarge),
-                    null: Vec::new(),
-                    subsample: None,
-                });
-            }
-            let (va, vb) = rayon::join(
-                || read_examples(a.source, a.index, &sample),
-                || read_examples(b.source, b.index, &sample),
-            );
-            let (va, vb) = (va.map_err(fail)?, vb.map_err(fail)?);
-            let shape = sample.shape(&x.shape);
-            evaluate_one(
-                m,
-                &Input {
-                    moments: &pass.moments,
-                    tensors: Some(Tensors {
-                        a: &va,
-                        b: &vb,
-                        shape: &shape,
-                    }),
-                },
-                Some(sample),
-            )
         })
-        .collect::<Result<Vec<_>, Error>>()?;
-    Ok(Measurement {
-        moments: pass.moments,
-        results,
-        samples: pass.samples,
-        ulp: pass.ulp,
-    })
+    }
+
+    /// The streaming pass, then each tensor metric on whole tensors or a subsample of whole
+    /// examples.
+    fn streamed(&self, metrics: &[BuiltMetric], taps: &Taps) -> Result<Measurement, Error> {
+        let (a, b) = (self.a, self.b);
+        let pass = pair_pass(a.source, a.index, b.source, b.index, a.info().numel, taps)
+            .map_err(|e| self.fail(e))?;
+        let results = metrics
+            .iter()
+            .map(|m| self.after_pass(m, &pass.moments))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Measurement {
+            moments: pass.moments,
+            results,
+            samples: pass.samples,
+            ulp: pass.ulp,
+        })
+    }
+
+    /// One metric after the streaming pass: a moment metric from the pass's moments, a
+    /// tensor metric on whole tensors if they fit its bound (another's is smaller), else on
+    /// its subsample of whole examples.
+    fn after_pass(&self, m: &BuiltMetric, moments: &Moments) -> Result<MetricResult, Error> {
+        if m.spec.needs != Needs::Tensors {
+            let input = Input {
+                moments,
+                tensors: None,
+            };
+            return self.evaluate(m, &input, None);
+        }
+        let Some(sample) = self.plan(m) else {
+            let (va, vb) = self.read_both()?;
+            return self.evaluate(m, &with_tensors(moments, &va, &vb, self.shape()), None);
+        };
+        if sample.is_empty() {
+            return Ok(MetricResult {
+                name: m.spec.name,
+                value: MetricValue::Undefined(Undefined::ExampleTooLarge),
+                null: Vec::new(),
+                subsample: None,
+            });
+        }
+        let (a, b) = (self.a, self.b);
+        let (va, vb) = rayon::join(
+            || read_examples(a.source, a.index, &sample),
+            || read_examples(b.source, b.index, &sample),
+        );
+        let (va, vb) = (va.map_err(|e| self.fail(e))?, vb.map_err(|e| self.fail(e))?);
+        let shape = sample.shape(self.shape());
+        self.evaluate(m, &with_tensors(moments, &va, &vb, &shape), Some(sample))
+    }
 }
 
 /// Largest tensor whose distinct values are counted to recognise a structured buffer.
