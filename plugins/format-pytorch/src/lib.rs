@@ -66,9 +66,9 @@
 //! So this crate owns a reader: the pickle machine with its allowlist, the zip subset PyTorch
 //! writes (with `miniz_oxide` for deflate), and the torch interpretation, each returning
 //! weightkin's structured errors: core's where every format can have the problem, this
-//! crate's [`Problem`] (carried by core's `Format` variants) where only PyTorch can. It borrows pytorch-reader's good ideas: bounded nesting,
-//! treating only the rebuild functions as calls, and refusing tensor kinds it cannot
-//! represent rather than dropping them.
+//! crate's [`Problem`] (carried by core's `Format` variants) where only PyTorch can. It
+//! borrows pytorch-reader's good ideas: bounded nesting, treating only the rebuild functions
+//! as calls, and refusing tensor kinds it cannot represent rather than dropping them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
