@@ -3,6 +3,19 @@
 //! Every variant names the file (and, where there is one, the tensor) it is about, so that a
 //! user who fed a broken model sees *which* file and *what* was expected. Variants are
 //! structured so that tests match them with `matches!` rather than on message text.
+//!
+//! Only problems that more than one format can have (or that the safetensors reader in this
+//! crate has) are variants here. A problem only one format has — a pickle opcode, a zip
+//! entry, a GGUF metadata key — is a variant of that format crate's own error type, carried
+//! boxed by [`HeaderProblem::Format`] or [`TensorProblem::Format`] and recovered with
+//! [`Error::format_problem`]. Core thereby stays ignorant of every format but its own.
+//!
+//! A problem is part of its error's one-line message, not a separate cause: the CLI prints
+//! an error's `source()` chain one cause per line, and `path: invalid gguf header: what is
+//! wrong` reads as one statement. So [`Error::InvalidHeader`] and [`Error::InvalidTensor`]
+//! show their problem's text and do not return it from `source()`. A problem that wraps
+//! another error (the JSON parser's, a format crate's) shows that error's text too, and also
+//! returns it from `source()`, so that a caller can reach the typed value.
 
 use std::path::PathBuf;
 
@@ -213,6 +226,23 @@ impl Error {
             problem,
         }
     }
+
+    /// The format crate's own problem `P` this error carries ([`HeaderProblem::Format`] or
+    /// [`TensorProblem::Format`]), if it carries one of that type. How callers and tests
+    /// match on a format's variants, e.g. `weightkin_format_pytorch::Problem::RefusedGlobal`.
+    pub fn format_problem<P: std::error::Error + 'static>(&self) -> Option<&P> {
+        match self {
+            Error::InvalidHeader {
+                problem: HeaderProblem::Format(p),
+                ..
+            }
+            | Error::InvalidTensor {
+                problem: TensorProblem::Format(p),
+                ..
+            } => p.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// What is wrong with a header or index file.
@@ -251,9 +281,22 @@ pub enum HeaderProblem {
         /// The limit.
         limit: u64,
     },
-    /// The header was rejected by a parser; the source says why.
-    #[error("{0}")]
-    Parse(String),
+    /// The header is not UTF-8 text (a safetensors header is JSON).
+    #[error("header is not UTF-8: {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// A JSON document (a safetensors header or shard index) does not parse, or is not the
+    /// structure the format defines.
+    #[error("{document} is not valid JSON: {source}")]
+    Json {
+        /// Which document: `header` or `index`.
+        document: &'static str,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+    /// A header that passed weightkin's checks was refused by the reference `safetensors`
+    /// crate (see [`crate::safetensors`], step 5).
+    #[error("rejected by the safetensors crate: {0}")]
+    Rejected(#[source] safetensors::SafeTensorError),
     /// A shard listed in an index is missing or escapes the model directory.
     #[error("shard `{shard}` listed for tensor `{tensor}` {reason}")]
     BadShard {
@@ -289,38 +332,6 @@ pub enum HeaderProblem {
     /// it holds is ambiguous. Opening one index file directly resolves it.
     #[error("several shard indexes and no default one; open one of them directly: {}", .0.join(", "))]
     AmbiguousIndex(Vec<String>),
-    /// A pickle names a global (a Python function or class) that is not on the format's
-    /// allowlist. Unpickling the file in Python would import it and could call it
-    /// (`os.system`, `builtins.eval`, a class's `__reduce__`); weightkin never imports or
-    /// calls anything, and refuses the file instead of guessing what the object meant.
-    #[error(
-        "refusing global {module}.{name}: not on the allowlist of tensor-rebuild functions, \
-         storage types and containers (unpickling this file in Python would import it and \
-         could run code)"
-    )]
-    RefusedGlobal {
-        /// The module part of the global, as written in the pickle (`os`, `builtins`, …).
-        module: String,
-        /// The attribute part (`system`, `eval`, …).
-        name: String,
-    },
-    /// A pickle stream is malformed.
-    #[error("pickle `{stream}`, byte {offset}: {problem}")]
-    Pickle {
-        /// Which pickle: the archive record (`data.pkl`, `constants.pkl`) or the part of a
-        /// legacy stream (`legacy object`, …). A static name keeps [`Error`] small.
-        stream: &'static str,
-        /// Offset of the offending opcode within the stream.
-        offset: u64,
-        /// What is wrong (boxed to keep [`Error`] small).
-        problem: Box<PickleProblem>,
-    },
-    /// A zip container is malformed or uses a feature weightkin does not read.
-    #[error("archive: {0}")]
-    Archive(ArchiveProblem),
-    /// A record (archive member or stream part) the format requires is absent.
-    #[error("missing record `{0}`")]
-    MissingRecord(String),
     /// Objects nest deeper than the format reader allows (a guard against stack exhaustion).
     #[error("objects nest {depth} levels deep, more than the limit of {limit}")]
     TooDeep {
@@ -328,14 +339,6 @@ pub enum HeaderProblem {
         depth: usize,
         /// The limit.
         limit: usize,
-    },
-    /// Walking a file's object graph reached more objects than allowed. Shared references
-    /// are followed once per path, so a small file of nested shared containers could
-    /// otherwise expand exponentially.
-    #[error("the object graph reaches more than {limit} objects (shared references expanded)")]
-    TooManyObjects {
-        /// The limit.
-        limit: u64,
     },
     /// The file holds something the format recognises but weightkin cannot represent, such
     /// as a quantized or sparse tensor or an old container version.
@@ -346,164 +349,11 @@ pub enum HeaderProblem {
         /// Why it cannot be read.
         reason: &'static str,
     },
-    /// The file does not start with the format's magic bytes.
-    #[error("expected magic bytes \"{}\", found \"{}\"", expected.escape_ascii(), found.escape_ascii())]
-    BadMagic {
-        /// The magic the format requires.
-        expected: &'static [u8],
-        /// The bytes found instead.
-        found: Vec<u8>,
-    },
-    /// A metadata key appears twice. llama.cpp's GGUF reader refuses this too
-    /// (`gguf_init_from_file_impl` in `ggml/src/gguf.cpp`: "duplicate key").
-    #[error("metadata key `{0}` appears twice")]
-    DuplicateKey(String),
-    /// A metadata value has a type code the format does not define.
-    #[error("metadata key `{key}` has unknown value type {type_id}")]
-    UnknownValueType {
-        /// The key.
-        key: String,
-        /// The type code read.
-        type_id: u32,
-    },
-    /// A metadata value the reader relies on has the wrong type or an invalid value.
-    #[error("metadata key `{key}` must be {expected}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// What it must be.
-        expected: &'static str,
-    },
-    /// A metadata key the reader needs is absent.
-    #[error("metadata key `{key}` is missing; it is needed {why}")]
-    MissingKey {
-        /// The key.
-        key: String,
-        /// What it is needed for.
-        why: &'static str,
-    },
-}
-
-/// What is wrong with a pickle stream (PyTorch checkpoints). The reader interprets opcodes
-/// on a stack machine and never executes anything, so every problem is one of these.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PickleProblem {
-    /// The stream ends inside an opcode's argument, or without a `STOP`.
-    #[error("stream ends inside an opcode or before STOP")]
-    Truncated,
-    /// A byte that is no pickle opcode.
-    #[error("unknown opcode 0x{0:02x}")]
-    UnknownOpcode(u8),
-    /// A valid opcode the reader deliberately does not implement (extension registry,
-    /// out-of-band buffers); PyTorch never writes it.
-    #[error("opcode {0} is not supported (PyTorch does not write it)")]
-    UnsupportedOpcode(&'static str),
-    /// `PROTO` names a protocol newer than 5.
-    #[error("unsupported pickle protocol {0}")]
-    Protocol(u8),
-    /// An opcode needs more values than the stack holds.
-    #[error("{0}: stack underflow")]
-    StackUnderflow(&'static str),
-    /// An opcode needs a `MARK` and there is none.
-    #[error("{0}: no MARK on the stack")]
-    NoMark(&'static str),
-    /// A memo lookup of a key that was never stored.
-    #[error("{opcode}: memo key {key} was never stored")]
-    MissingMemo {
-        /// The opcode.
-        opcode: &'static str,
-        /// The key.
-        key: u64,
-    },
-    /// An opcode or an allowlisted call got a value of the wrong kind.
-    #[error("{opcode}: expected {expected}, found {found}")]
-    WrongType {
-        /// The opcode or call.
-        opcode: &'static str,
-        /// What it needs.
-        expected: &'static str,
-        /// What it got.
-        found: &'static str,
-    },
-    /// A text argument (protocol 0 number, string literal, global name) is malformed.
-    #[error("{0}: malformed text argument")]
-    BadText(&'static str),
-    /// A length prefix is larger than the rest of the stream.
-    #[error("{opcode} declares {declared} bytes, but only {available} remain")]
-    LengthPastEnd {
-        /// The opcode.
-        opcode: &'static str,
-        /// Declared length.
-        declared: u64,
-        /// Bytes left in the stream.
-        available: u64,
-    },
-}
-
-/// What is wrong with a zip container (PyTorch archives). Cited fields are those of the zip
-/// application note (PKWARE APPNOTE.TXT, sections 4.3.12–4.3.16).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ArchiveProblem {
-    /// No end-of-central-directory record in the last 64 KiB + 22 bytes.
-    #[error("no end-of-central-directory record (not a zip file, or truncated)")]
-    NoEndRecord,
-    /// The archive spans several disks.
-    #[error("multi-disk archives are not supported")]
-    MultiDisk,
-    /// A zip64 field is needed but its record is absent or malformed.
-    #[error("malformed zip64 record: {0}")]
-    BadZip64(&'static str),
-    /// The central directory does not lie inside the file.
-    #[error("central directory (offset {offset}, {size} bytes) lies outside the file")]
-    DirectoryOutside {
-        /// Declared offset.
-        offset: u64,
-        /// Declared size.
-        size: u64,
-    },
-    /// A central-directory or local header entry is malformed.
-    #[error("entry {index}: {reason}")]
-    BadEntry {
-        /// Position of the entry in the central directory.
-        index: u64,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// A member's data lies outside the file.
-    #[error("member `{name}`: data (offset {offset}, {size} bytes) lies outside the file")]
-    DataOutside {
-        /// Member name.
-        name: String,
-        /// Offset of the data.
-        offset: u64,
-        /// Compressed size.
-        size: u64,
-    },
-    /// A member is encrypted.
-    #[error("member `{0}` is encrypted")]
-    Encrypted(String),
-    /// A member uses a compression method other than stored (0) or deflate (8).
-    #[error("member `{name}` uses compression method {method}; only stored (0) and deflate (8) are read")]
-    UnsupportedCompression {
-        /// Member name.
-        name: String,
-        /// The method number.
-        method: u16,
-    },
-    /// Two members share a name (a zip parser would pick one; which one differs between
-    /// parsers, a known way to hide content).
-    #[error("member `{0}` appears twice")]
-    DuplicateMember(String),
-    /// A member's contents do not match its recorded size or CRC-32.
-    #[error("member `{name}` is corrupt: {reason}")]
-    Corrupt {
-        /// Member name.
-        name: String,
-        /// What failed.
-        reason: &'static str,
-    },
+    /// A problem only one format has (a pickle opcode, a zip entry, a GGUF metadata key),
+    /// described by that format crate's own error type. [`Error::format_problem`] recovers
+    /// it.
+    #[error("{0}")]
+    Format(#[source] FormatProblem),
 }
 
 /// What is wrong with one tensor's header entry.
@@ -562,90 +412,31 @@ pub enum TensorProblem {
         /// End.
         end: u64,
     },
-    /// The storage (data record) a tensor refers to is not in the file.
-    #[error("storage `{0}` is missing from the file")]
-    MissingStorage(String),
-    /// A tensor's view (offset, shape, strides) reaches past the end of its storage, or a
-    /// storage's data is shorter than the storage declares.
-    #[error("needs {needed} bytes of storage `{storage}`, which has {available}")]
-    StorageTooShort {
-        /// The storage key.
-        storage: String,
-        /// Bytes needed.
-        needed: u64,
-        /// Bytes present.
-        available: u64,
-    },
-    /// Shape and strides have different ranks.
-    #[error("shape {shape:?} and strides {stride:?} have different ranks")]
-    StrideMismatch {
-        /// The shape.
-        shape: Vec<usize>,
-        /// The strides.
-        stride: Vec<usize>,
-    },
-    /// An element type the file names but weightkin cannot represent.
-    #[error("unsupported element type `{dtype}`: {reason}")]
-    UnsupportedDtype {
-        /// The type as the file names it (`ComplexDoubleStorage`, `torch.quint8`, …).
-        dtype: String,
-        /// Why.
-        reason: &'static str,
-    },
-    /// A tensor description (the arguments of a tensor-rebuild call) is malformed.
-    #[error("malformed {what}: expected {expected}")]
-    Malformed {
-        /// What part.
-        what: &'static str,
-        /// What was expected.
-        expected: &'static str,
-    },
-    /// Two references to one storage disagree on its element type or size.
-    #[error("storage `{storage}` is declared both as {first} and as {second}")]
-    StorageConflict {
-        /// The storage key.
-        storage: String,
-        /// The first declaration (boxed text keeps [`Error`] small).
-        first: Box<str>,
-        /// The conflicting one.
-        second: Box<str>,
-    },
-    /// The tensor's data could not be decompressed or failed its checksum.
-    #[error("data record `{record}` is corrupt: {reason}")]
-    CorruptData {
-        /// The record (archive member) name.
-        record: String,
-        /// What failed.
-        reason: &'static str,
-    },
-    /// The data offset is not a multiple of the file's alignment (GGUF requires it).
-    #[error("data offset {offset} is not a multiple of the alignment {alignment}")]
-    Misaligned {
-        /// The offset declared.
-        offset: u64,
-        /// The alignment required.
-        alignment: u64,
-    },
-    /// A row (the fastest-varying dimension) is not a whole number of blocks of a
-    /// block-quantized dtype; GGML stores whole blocks per row.
-    #[error("rows of {row} elements are not a whole number of {dtype} blocks of {block}")]
-    PartialBlock {
-        /// Elements per row.
-        row: u64,
-        /// The dtype.
-        dtype: Dtype,
-        /// Elements per block.
-        block: u64,
-    },
-    /// A layout transform needs the rows split evenly among attention heads, and they are not
-    /// (undoing llama.cpp's RoPE row permutation needs `rows` divisible by 2 × `heads`).
-    #[error("{rows} rows cannot be split into {heads} heads of paired halves")]
-    HeadsMismatch {
-        /// Rows of the tensor.
-        rows: u64,
-        /// Heads declared by the file's metadata.
-        heads: u64,
-    },
+    /// A problem only one format has (a storage record, a GGML block), described by that
+    /// format crate's own error type. [`Error::format_problem`] recovers it.
+    #[error("{0}")]
+    Format(#[source] FormatProblem),
+}
+
+/// A format crate's own description of a problem, carried by [`HeaderProblem::Format`] and
+/// [`TensorProblem::Format`] (boxed: rare, and it keeps [`Error`] small).
+pub type FormatProblem = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Marks a format crate's own problem type (one per format crate). It then converts into
+/// [`HeaderProblem::Format`] and [`TensorProblem::Format`] with `into()`, so the format's
+/// parser passes its problems to [`Error::header`] and [`Error::tensor`] like core's own.
+pub trait FormatSpecific: std::error::Error + Send + Sync + 'static {}
+
+impl<P: FormatSpecific> From<P> for HeaderProblem {
+    fn from(p: P) -> HeaderProblem {
+        HeaderProblem::Format(Box::new(p))
+    }
+}
+
+impl<P: FormatSpecific> From<P> for TensorProblem {
+    fn from(p: P) -> TensorProblem {
+        TensorProblem::Format(Box::new(p))
+    }
 }
 
 /// What is wrong with a metric parameter.

@@ -2,12 +2,12 @@
 //!
 //! weightkin audits whether one model's weights were derived from another's. This crate holds
 //! what every part of that needs and nothing else: tensor metadata ([`TensorInfo`],
-//! [`Dtype`]), the traits a file format implements ([`Format`], [`WeightSource`]), the trait a
-//! metric implements ([`Metric`], described by a [`MetricSpec`]), the fused moment pass all
-//! moment-based metrics share ([`Moments`], [`pair_moments`]), the [`Registry`], resource
-//! [`Limits`], one [`Error`] type, and the workspace's one seeded generator ([`rng::Rng`]).
-//! It also holds the safetensors format, because that is the reference format the others are
-//! checked against.
+//! [`Dtype`]), the traits a file format implements ([`Format`], and [`WeightSource`] over a
+//! [`TensorTable`]), the trait a metric implements ([`Metric`], described by a
+//! [`MetricSpec`]), the fused moment pass all moment-based metrics share ([`Moments`],
+//! [`pair_moments`]), the [`Registry`], resource [`Limits`], one [`Error`] type, and the
+//! workspace's one seeded generator ([`rng::Rng`]). It also holds the safetensors format,
+//! because that is the reference format the others are checked against.
 //!
 //! It knows nothing of recipes (TOML) or reports: those belong to `weightkin-runner`.
 //!
@@ -29,6 +29,7 @@ pub mod rng;
 pub mod safetensors;
 mod source;
 mod subsample;
+mod table;
 mod tensor;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,7 +38,7 @@ mod ulp;
 pub use convert::to_f32;
 pub use dtype::Dtype;
 pub use error::{
-    ArchiveProblem, Error, HeaderProblem, MetricFailure, ParamProblem, PickleProblem, Result,
+    Error, FormatProblem, FormatSpecific, HeaderProblem, MetricFailure, ParamProblem, Result,
     TensorProblem,
 };
 pub use filehash::{FileHasher, FileHashers};
@@ -54,5 +55,6 @@ pub use moments::{
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{FileInfo, Format, RawTensor, Transform, WeightSource};
 pub use subsample::{read_examples, ExampleSample};
-pub use tensor::{checked_numel, checked_read, TensorInfo};
+pub use table::{Located, Sorted, TensorTable};
+pub use tensor::{checked_numel, TensorInfo};
 pub use ulp::{bf16_ulp_sampled, UlpStats};

@@ -28,7 +28,7 @@
 //!    accept a file the reference implementation refuses. What it still rejects after our
 //!    checks — packed F4/F6 tensors whose bit length is not a whole number of bytes, a header
 //!    above its fixed 100 MB cap when [`Limits`] allows more, or a zero-sized tensor placed
-//!    inside another tensor's bytes — becomes [`HeaderProblem::Parse`] with its message.
+//!    inside another tensor's bytes — becomes [`HeaderProblem::Rejected`].
 //!
 //! In a sharded model, tensor names must be unique across shards ([`Error::DuplicateTensor`]),
 //! every tensor the index lists must be in the shard it names
@@ -49,9 +49,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::table::sort_unique;
 use crate::{
-    checked_numel, convert, Dtype, Error, FileInfo, Format, HeaderProblem, Limits, MappedFile,
-    Result, TensorInfo, TensorProblem, WeightSource,
+    convert, Dtype, Error, FileInfo, Format, HeaderProblem, Limits, Located, MappedFile, Result,
+    TensorInfo, TensorProblem, TensorTable, WeightSource,
 };
 
 /// The format's name, as used in recipes and reports.
@@ -120,41 +121,27 @@ impl Format for SafetensorsFormat {
 /// An opened safetensors model: one file or several shards.
 #[derive(Debug)]
 struct Source {
-    /// Files, sorted by path.
-    files: Vec<FileInfo>,
-    /// Their memory maps, parallel to `files`.
+    /// Files sorted by path, tensors sorted by name, and the `__metadata__` of all files (the
+    /// first file's value wins on a conflicting key).
+    table: TensorTable,
+    /// The files' memory maps, parallel to the table's files.
     maps: Vec<MappedFile>,
-    /// Tensors, sorted by name.
-    tensors: Vec<TensorInfo>,
-    /// Each tensor's validated byte range within its file's map, parallel to `tensors`.
+    /// Each tensor's validated byte range within its file's map, parallel to the table's
+    /// tensors.
     ranges: Vec<Range<usize>>,
-    /// `__metadata__` of all files (the first file's value wins on a conflicting key).
-    metadata: BTreeMap<String, String>,
 }
 
 impl WeightSource for Source {
-    fn format(&self) -> &'static str {
-        NAME
-    }
-
-    fn files(&self) -> &[FileInfo] {
-        &self.files
-    }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
-    }
-
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
+    fn table(&self) -> &TensorTable {
+        &self.table
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         let len = out.len();
-        let info = crate::checked_read(&self.tensors, index, start, len)?;
+        let info = self.table.checked_read(index, start, len)?;
         let out_of_range = || info.out_of_range(start, len);
-        // `ranges` parallels `tensors`, and the range was validated against the map at open time, so these lookups succeed;
-        // they are checked anyway so that no path can panic.
+        // `ranges` parallels the tensors, and the range was validated against the map at open
+        // time, so these lookups succeed; they are checked anyway so that no path can panic.
         let data = self
             .ranges
             .get(index)
@@ -165,7 +152,7 @@ impl WeightSource for Source {
     }
 
     fn raw(&self, index: usize) -> Option<crate::RawTensor<'_>> {
-        let (info, range) = (self.tensors.get(index)?, self.ranges.get(index)?);
+        let (info, range) = (self.tensors().get(index)?, self.ranges.get(index)?);
         let file = self.maps.get(info.file)?;
         Some(crate::RawTensor {
             dtype: info.dtype,
@@ -180,9 +167,9 @@ impl WeightSource for Source {
 struct Shard {
     map: MappedFile,
     metadata: BTreeMap<String, String>,
-    /// Tensors sorted by name (their `file` field is set by [`assemble`]), with their absolute
-    /// byte ranges in `map`.
-    tensors: Vec<(TensorInfo, Range<usize>)>,
+    /// Tensors (their `file` field is set by [`assemble`]), with their absolute byte ranges
+    /// in `map`.
+    tensors: Vec<Located<Range<usize>>>,
 }
 
 fn io(path: &Path, action: &'static str, source: std::io::Error) -> Error {
@@ -198,11 +185,11 @@ fn header(path: &Path, problem: HeaderProblem) -> Error {
 }
 
 fn tensor(path: &Path, name: &str, problem: TensorProblem) -> Error {
-    Error::InvalidTensor {
-        path: path.to_owned(),
-        tensor: name.to_owned(),
-        problem,
-    }
+    Error::tensor(path, name, problem)
+}
+
+fn bad_json(path: &Path, document: &'static str, source: serde_json::Error) -> Error {
+    header(path, HeaderProblem::Json { document, source })
 }
 
 fn le_u64(bytes: &[u8]) -> u64 {
@@ -324,15 +311,14 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
     let data_len = data.len() as u64;
 
     // 2. The JSON.
-    let parse = |message: String| header(path, HeaderProblem::Parse(message));
-    let text = std::str::from_utf8(json).map_err(|e| parse(format!("header is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(json).map_err(|e| header(path, HeaderProblem::NotUtf8(e)))?;
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = HeaderSeed {
         max_tensors: limits.max_tensors,
     }
     .deserialize(&mut de)
     .and_then(|raw| de.end().map(|()| raw))
-    .map_err(|e| parse(format!("header is not valid JSON: {e}")))?;
+    .map_err(|source| bad_json(path, "header", source))?;
     if raw.count > limits.max_tensors {
         return Err(header(
             path,
@@ -343,17 +329,8 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
         ));
     }
     let mut entries = raw.tensors;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(name) = entries.windows(2).find_map(|w| match w {
-        [(a, _), (b, _)] if a == b => Some(a),
-        _ => None,
-    }) {
-        return Err(Error::DuplicateTensor {
-            tensor: name.clone(),
-            first: path.to_owned(),
-            second: path.to_owned(),
-        });
-    }
+    // Refused before any entry is validated, so that a duplicate is reported as such.
+    sort_unique(&mut entries, |(name, _)| name, |_| path.to_owned())?;
 
     // 3. Each tensor, in name order so that the error reported is deterministic.
     let mut tensors = Vec::with_capacity(entries.len());
@@ -368,12 +345,8 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
                 limit: limits.max_rank,
             }));
         }
-        let overflow = || fail(TensorProblem::ShapeOverflow(raw.shape.clone()));
-        let numel = checked_numel(&raw.shape).ok_or_else(overflow)?;
-        let byte_len = u64::try_from(numel)
-            .ok()
-            .and_then(|n| dtype.byte_len(n))
-            .ok_or_else(overflow)?;
+        let info = TensorInfo::new(name.clone(), raw.shape, dtype).map_err(fail)?;
+        let byte_len = info.byte_len;
         let (start, end) = raw.data_offsets;
         if start > end {
             return Err(fail(TensorProblem::ReversedOffsets { start, end }));
@@ -386,22 +359,14 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
         }
         if end - start != byte_len {
             return Err(fail(TensorProblem::SizeMismatch {
-                shape: raw.shape,
+                shape: info.shape,
                 dtype,
                 expected: byte_len,
                 actual: end - start,
             }));
         }
         offsets.push((start, end, tensors.len()));
-        tensors.push(TensorInfo {
-            name,
-            shape: raw.shape,
-            dtype,
-            numel,
-            byte_len,
-            file: 0,
-            stored_name: None,
-        });
+        tensors.push(info);
     }
 
     // 4. The layout: sorted by offset, non-empty ranges must tile the data section exactly.
@@ -445,7 +410,7 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
 
     // 5. The reference implementation must agree.
     safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| parse(format!("rejected by the safetensors crate: {e}")))?;
+        .map_err(|e| header(path, HeaderProblem::Rejected(e)))?;
 
     let mut ranges = vec![0..0; tensors.len()];
     for (start, end, i) in offsets {
@@ -461,7 +426,11 @@ fn open_file(path: &Path, limits: &Limits) -> Result<Shard> {
     }
     Ok(Shard {
         metadata: raw.metadata.unwrap_or_default(),
-        tensors: tensors.into_iter().zip(ranges).collect(),
+        tensors: tensors
+            .into_iter()
+            .zip(ranges)
+            .map(|(info, at)| Located { info, at })
+            .collect(),
         map,
     })
 }
@@ -567,9 +536,8 @@ fn open_index(dir: &Path, index: &Path, limits: &Limits) -> Result<Source> {
     if bytes.len() as u64 > limits.max_index_bytes {
         return Err(too_large(bytes.len() as u64));
     }
-    let parse = |message: String| header(index, HeaderProblem::Parse(message));
-    let raw: RawIndex = serde_json::from_slice(&bytes)
-        .map_err(|e| parse(format!("index is not valid JSON: {e}")))?;
+    let raw: RawIndex =
+        serde_json::from_slice(&bytes).map_err(|source| bad_json(index, "index", source))?;
 
     // Shard names first (in tensor order, so the error is deterministic), then the count.
     let mut shards: BTreeMap<&str, &str> = BTreeMap::new(); // shard -> first tensor naming it
@@ -611,8 +579,8 @@ fn open_index(dir: &Path, index: &Path, limits: &Limits) -> Result<Source> {
         let path = dir.join(shard);
         let found = source
             .find(tensor)
-            .and_then(|i| source.tensors.get(i))
-            .and_then(|t| source.files.get(t.file));
+            .and_then(|i| source.tensors().get(i))
+            .and_then(|t| source.files().get(t.file));
         if found.is_none_or(|f| f.path != path) {
             return Err(header(
                 index,
@@ -648,9 +616,9 @@ fn assemble(model: &Path, mut shards: Vec<Shard>, limits: &Limits) -> Result<Sou
         for (key, value) in shard.metadata {
             metadata.entry(key).or_insert(value);
         }
-        all.extend(shard.tensors.into_iter().map(|(mut info, range)| {
-            info.file = file;
-            (info, range)
+        all.extend(shard.tensors.into_iter().map(|mut t| {
+            t.info.file = file;
+            t
         }));
         files.push(FileInfo {
             path: shard.map.path().to_owned(),
@@ -658,30 +626,11 @@ fn assemble(model: &Path, mut shards: Vec<Shard>, limits: &Limits) -> Result<Sou
         });
         maps.push(shard.map);
     }
-    // Stable: equal names keep file order, so `first` below is the earlier file.
-    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    if let Some((a, b)) = all.windows(2).find_map(|w| match w {
-        [(a, _), (b, _)] if a.name == b.name => Some((a, b)),
-        _ => None,
-    }) {
-        let path = |i: usize| {
-            files
-                .get(i)
-                .map(|f: &FileInfo| f.path.clone())
-                .unwrap_or_default()
-        };
-        return Err(Error::DuplicateTensor {
-            tensor: a.name.clone(),
-            first: path(a.file),
-            second: path(b.file),
-        });
-    }
-    let (tensors, ranges) = all.into_iter().unzip();
+    // Tensors are in file order, so a name in two files is reported in that order.
+    let sorted = TensorTable::build(NAME, files, all)?;
     Ok(Source {
-        files,
+        table: sorted.table.with_metadata(metadata),
         maps,
-        tensors,
-        ranges,
-        metadata,
+        ranges: sorted.locators,
     })
 }

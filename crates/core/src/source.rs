@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{Dtype, Limits, MappedFile, Result, TensorInfo};
+use crate::{Dtype, Limits, MappedFile, Result, TensorInfo, TensorTable};
 
 /// One file that belongs to an opened model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,29 +48,41 @@ pub struct RawTensor<'a> {
 
 /// An opened model: its tensors' metadata, eagerly; their data, lazily.
 ///
+/// A format implements [`Self::table`] (what its header says, built once at open), and
+/// [`Self::read_f32`] and optionally [`Self::raw`] (its bytes); every other accessor is
+/// provided over the table.
+///
 /// Implementations must be safe against any file contents: every size read from a header is
 /// checked before use, and `read_f32` never reads outside the tensor's validated byte range.
 pub trait WeightSource: Send + Sync {
+    /// The model's files, tensors, metadata and transforms (see [`TensorTable`]).
+    fn table(&self) -> &TensorTable;
+
     /// Name of the format that opened this source (the [`Format::name`]).
-    fn format(&self) -> &'static str;
-
-    /// Files making up the model, in a stable order.
-    fn files(&self) -> &[FileInfo];
-
-    /// All tensors, sorted by name, names unique.
-    fn tensors(&self) -> &[TensorInfo];
-
-    /// Format-level metadata (e.g. safetensors `__metadata__`, GGUF key/values), as text.
-    /// The default has none.
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        &EMPTY
+    fn format(&self) -> &'static str {
+        self.table().format()
     }
 
-    /// Transforms the format applied to present the tensors (see [`Transform`]). The default
-    /// has none.
+    /// Files making up the model, in a stable order.
+    fn files(&self) -> &[FileInfo] {
+        self.table().files()
+    }
+
+    /// All tensors, sorted by name, names unique.
+    fn tensors(&self) -> &[TensorInfo] {
+        self.table().tensors()
+    }
+
+    /// Format-level metadata (e.g. safetensors `__metadata__`, GGUF key/values), as text;
+    /// empty when the format has none.
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        self.table().metadata()
+    }
+
+    /// Transforms the format applied to present the tensors (see [`Transform`]); empty when
+    /// it applied none.
     fn transforms(&self) -> &[Transform] {
-        &[]
+        self.table().transforms()
     }
 
     /// Converts elements `start .. start + out.len()` of tensor `index` (row-major order) to
@@ -95,9 +107,7 @@ pub trait WeightSource: Send + Sync {
 
     /// Looks a tensor up by name (binary search over the sorted list).
     fn find(&self, name: &str) -> Option<usize> {
-        self.tensors()
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .ok()
+        self.table().find(name)
     }
 }
 

@@ -1,8 +1,8 @@
-//! Tensor metadata.
+//! Tensor metadata: what a format knows about one tensor without reading its data.
 
 use serde::Serialize;
 
-use crate::Dtype;
+use crate::{Dtype, TensorProblem};
 
 /// What a format knows about one stored tensor without reading its data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +28,27 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// A tensor of `shape` and `dtype` stored under `name`, with its element count and byte
+    /// length derived (checked arithmetic), in file 0 and under its stored name. The one
+    /// place a format computes them; [`TensorProblem::ShapeOverflow`] if either overflows
+    /// (or a block-quantized dtype's elements are not whole blocks).
+    pub fn new(name: String, shape: Vec<usize>, dtype: Dtype) -> Result<TensorInfo, TensorProblem> {
+        let sizes = checked_numel(&shape)
+            .and_then(|numel| Some((numel, dtype.byte_len(u64::try_from(numel).ok()?)?)));
+        let Some((numel, byte_len)) = sizes else {
+            return Err(TensorProblem::ShapeOverflow(shape));
+        };
+        Ok(TensorInfo {
+            name,
+            shape,
+            dtype,
+            numel,
+            byte_len,
+            file: 0,
+            stored_name: None,
+        })
+    }
+
     /// The error for a read of `len` elements at `start` that does not fit this tensor.
     pub fn out_of_range(&self, start: usize, len: usize) -> crate::Error {
         crate::Error::ReadOutOfRange {
@@ -37,31 +58,6 @@ impl TensorInfo {
             numel: self.numel,
         }
     }
-}
-
-/// The checks every [`crate::WeightSource::read_f32`] starts with, in one place: tensor
-/// `index` exists, its dtype converts to f32, and elements `start .. start + len` lie inside
-/// it (checked arithmetic). Returns the tensor's metadata.
-pub fn checked_read(
-    tensors: &[TensorInfo],
-    index: usize,
-    start: usize,
-    len: usize,
-) -> crate::Result<&TensorInfo> {
-    let info = tensors.get(index).ok_or(crate::Error::NoSuchTensor {
-        index,
-        count: tensors.len(),
-    })?;
-    if !info.dtype.is_float() {
-        return Err(crate::Error::NotConvertible {
-            tensor: info.name.clone(),
-            dtype: info.dtype,
-        });
-    }
-    if start.checked_add(len).is_none_or(|end| end > info.numel) {
-        return Err(info.out_of_range(start, len));
-    }
-    Ok(info)
 }
 
 /// Product of a shape's dimensions; `None` on overflow.

@@ -27,9 +27,10 @@
 //! layer (those keep their GGUF names). Qwen2 / Qwen2-VL / Qwen3, Phi-3 and BERT weights are
 //! otherwise stored as they are.
 
-use weightkin_core::{HeaderProblem, Transform};
+use weightkin_core::Transform;
 
 use crate::header::{Header, Value};
+use crate::Problem;
 
 /// Architectures whose `q_proj` / `k_proj` rows the converter permutes for RoPE.
 pub const ROPE_PERMUTED_ARCHS: &[&str] = &["llama"];
@@ -107,7 +108,7 @@ pub struct Conventions {
 impl Conventions {
     /// The conventions of a file of architecture `arch`, with the hyper-parameters they need
     /// read from `header`.
-    pub fn for_file(arch: &str, header: &Header) -> Result<Conventions, HeaderProblem> {
+    pub fn for_file(arch: &str, header: &Header) -> Result<Conventions, Problem> {
         let rope = ROPE_PERMUTED_ARCHS.contains(&arch);
         let (n_head, n_head_kv) = if rope {
             let key = format!("{arch}.attention.head_count");
@@ -133,7 +134,7 @@ impl Conventions {
 
     /// For a tensor presented as `hf_name`, the number of heads its rows were permuted with,
     /// if they were.
-    pub fn rope_heads(&self, hf_name: &str) -> Result<Option<usize>, HeaderProblem> {
+    pub fn rope_heads(&self, hf_name: &str) -> Result<Option<usize>, Problem> {
         if !self.rope {
             return Ok(None);
         }
@@ -151,13 +152,13 @@ impl Conventions {
             _ => return Ok(None),
         };
         let key = format!("{}.attention.{key}", self.arch);
-        let bad = || HeaderProblem::BadValue {
+        let bad = || Problem::BadValue {
             key: key.clone(),
             expected: "a positive head count (or one per layer)",
         };
         let n = match heads {
             Heads::Absent => {
-                return Err(HeaderProblem::MissingKey {
+                return Err(Problem::MissingKey {
                     key: key.clone(),
                     why: "to undo llama.cpp's RoPE row permutation of attn_q / attn_k",
                 })
@@ -181,8 +182,8 @@ impl Conventions {
 }
 
 /// Reads a head count: an integer, or an array of integers (one per layer).
-fn heads(header: &Header, key: &str) -> Result<Heads, HeaderProblem> {
-    let bad = || HeaderProblem::BadValue {
+fn heads(header: &Header, key: &str) -> Result<Heads, Problem> {
+    let bad = || Problem::BadValue {
         key: key.to_owned(),
         expected: "an integer or an array of integers",
     };

@@ -20,6 +20,8 @@
 
 use weightkin_core::{HeaderProblem, Limits, TensorProblem};
 
+use crate::Problem;
+
 /// The magic bytes a GGUF file starts with.
 pub const MAGIC: &[u8; 4] = b"GGUF";
 
@@ -249,6 +251,12 @@ impl From<HeaderProblem> for Failure {
     }
 }
 
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Failure {
+        Failure::Header(p.into())
+    }
+}
+
 /// A cursor over the header bytes that refuses to read past the file or past the header cap.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -358,9 +366,12 @@ impl<'a> Reader<'a> {
 
     fn value_type(&mut self, key: &str) -> Result<ValueType, HeaderProblem> {
         let id = self.u32()?;
-        ValueType::from_id(id).ok_or_else(|| HeaderProblem::UnknownValueType {
-            key: key.to_owned(),
-            type_id: id,
+        ValueType::from_id(id).ok_or_else(|| {
+            Problem::UnknownValueType {
+                key: key.to_owned(),
+                type_id: id,
+            }
+            .into()
         })
     }
 }
@@ -375,7 +386,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Header, Failure> {
     };
     let magic = r.take(4)?;
     if magic != MAGIC {
-        return Err(HeaderProblem::BadMagic {
+        return Err(Problem::BadMagic {
             expected: MAGIC,
             found: magic.to_vec(),
         }
@@ -401,7 +412,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Header, Failure> {
         let ty = r.value_type(&key)?;
         let value = r.value(ty, &key, 0)?;
         if !seen.insert(key.clone()) {
-            return Err(HeaderProblem::DuplicateKey(key).into());
+            return Err(Problem::DuplicateKey(key).into());
         }
         metadata.push(Entry { key, ty, value });
     }
@@ -415,7 +426,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Header, Failure> {
             ..
         }) if a.is_power_of_two() => *a,
         Some(_) => {
-            return Err(HeaderProblem::BadValue {
+            return Err(Problem::BadValue {
                 key: ALIGNMENT_KEY.to_owned(),
                 expected: "a u32 power of two",
             }

@@ -30,6 +30,9 @@
 //! reader rejects whole files over one unknown tensor type and copies tensors instead of
 //! mapping them, and its kernels cover 15 of the 31 types decoded here.
 //!
+//! Errors are `weightkin-core`'s, except those only GGUF can have (magic bytes, metadata
+//! keys, GGML blocks and alignment, head counts): those are this crate's [`Problem`].
+//!
 //! With feature `testing`, the `testing` module offers a GGUF writer and gguf-py's reference
 //! Q8_0 and Q4_0 quantizers, for fixtures built in code (both byte-identical to gguf-py's
 //! output). With feature `fuzzing`, `fuzz()` is the entry point of the cargo-fuzz target in
@@ -41,6 +44,7 @@ use weightkin_core::{Format, Limits, Result, WeightSource};
 
 mod convention;
 pub mod dequant;
+mod error;
 mod ggml;
 mod header;
 mod metadata;
@@ -49,6 +53,7 @@ mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use error::Problem;
 pub use ggml::{dtype as ggml_dtype, type_id as ggml_type_id};
 pub use header::{DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
 
@@ -88,7 +93,7 @@ impl Format for GgufFormat {
 pub fn fuzz(bytes: &[u8]) {
     let limits = Limits::default();
     if let Ok(layout) = source::layout(Path::new("fuzz.gguf"), bytes, &limits) {
-        for (i, t) in layout.tensors.iter().enumerate() {
+        for (i, t) in layout.table.tensors().iter().enumerate() {
             let n = t.numel.min(4096);
             let mut out = vec![0f32; n];
             let _ = source::read(&layout, bytes, i, 0, &mut out);

@@ -6,13 +6,13 @@ use std::ops::Range;
 use std::path::Path;
 
 use weightkin_core::{
-    checked_numel, Dtype, Error, FileInfo, HeaderProblem, Limits, MappedFile, Result, TensorInfo,
-    TensorProblem, Transform, WeightSource,
+    checked_numel, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, Result, TensorInfo,
+    TensorProblem, TensorTable, Transform, WeightSource,
 };
 
 use crate::convention::{self, Remap};
 use crate::header::{self, Failure, Header};
-use crate::{dequant, ggml, metadata, names, NAME};
+use crate::{dequant, ggml, metadata, names, Problem, NAME};
 
 /// The key gguf-split writes into every shard (`LLM_KV_SPLIT_COUNT` in llama.cpp).
 const SPLIT_COUNT_KEY: &str = "split.count";
@@ -28,20 +28,17 @@ pub(crate) struct Entry {
     pub minus_one: bool,
 }
 
-/// Everything known about a file once its header is validated: tensors (sorted by name),
-/// their entries (parallel), metadata text and transforms.
+/// Everything known about a file once its header is validated: its table (tensors sorted by
+/// name, metadata text, transforms) and each tensor's entry, parallel to the table's tensors.
 #[derive(Debug)]
 pub(crate) struct Layout {
-    pub tensors: Vec<TensorInfo>,
+    pub table: TensorTable,
     pub entries: Vec<Entry>,
-    pub metadata: BTreeMap<String, String>,
-    pub transforms: Vec<Transform>,
 }
 
 /// An opened GGUF file.
 #[derive(Debug)]
 pub(crate) struct Source {
-    files: Vec<FileInfo>,
     map: MappedFile,
     layout: Layout,
 }
@@ -50,36 +47,13 @@ impl Source {
     pub(crate) fn open(path: &Path, limits: &Limits) -> Result<Source> {
         let map = MappedFile::open(path)?;
         let layout = layout(path, map.bytes(), limits)?;
-        Ok(Source {
-            files: vec![FileInfo {
-                path: path.to_owned(),
-                size: map.len(),
-            }],
-            map,
-            layout,
-        })
+        Ok(Source { map, layout })
     }
 }
 
 impl WeightSource for Source {
-    fn format(&self) -> &'static str {
-        NAME
-    }
-
-    fn files(&self) -> &[FileInfo] {
-        &self.files
-    }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.layout.tensors
-    }
-
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.layout.metadata
-    }
-
-    fn transforms(&self) -> &[Transform] {
-        &self.layout.transforms
+    fn table(&self) -> &TensorTable {
+        &self.layout.table
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
@@ -95,14 +69,10 @@ fn tensor_error(path: &Path, name: &str, problem: TensorProblem) -> Error {
     Error::tensor(path, name, problem)
 }
 
-/// A tensor whose info passed validation, before renaming.
+/// A tensor whose info passed validation, before renaming: its stored name and row-major
+/// shape (GGUF's `ne` reversed).
 struct Checked {
-    name: String,
-    /// Row-major shape (GGUF's `ne` reversed).
-    shape: Vec<usize>,
-    dtype: Dtype,
-    numel: usize,
-    byte_len: u64,
+    info: TensorInfo,
     /// Offset within the data section.
     offset: u64,
 }
@@ -118,6 +88,10 @@ struct Checked {
 /// larger hole is bytes no tool reads); then names (unique after renaming) and the
 /// hyper-parameters the converter conventions need.
 pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layout> {
+    let file = FileInfo {
+        path: path.to_owned(),
+        size: bytes.len() as u64,
+    };
     let header = header::parse(bytes, limits).map_err(|f| match f {
         Failure::Header(p) => header_error(path, p),
         Failure::Tensor(name, p) => tensor_error(path, &name, p),
@@ -154,27 +128,29 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
             .rev()
             .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
             .collect();
-        let overflow = || fail(TensorProblem::ShapeOverflow(shape.clone()));
         // llama.cpp also refuses element counts of i64::MAX or more.
-        let numel = checked_numel(&shape)
-            .filter(|&n| {
-                (n as u64) < i64::MAX as u64 && raw.dims.iter().all(|&d| d < i64::MAX as u64)
-            })
-            .ok_or_else(overflow)?;
+        if checked_numel(&shape).is_none_or(|n| n as u64 >= i64::MAX as u64)
+            || raw.dims.iter().any(|&d| d >= i64::MAX as u64)
+        {
+            return Err(fail(TensorProblem::ShapeOverflow(shape)));
+        }
         let row = raw.dims.first().copied().unwrap_or(1);
         if let Some((block, _)) = dtype.block() {
             if row % block != 0 {
-                return Err(fail(TensorProblem::PartialBlock { row, dtype, block }));
+                return Err(fail(Problem::PartialBlock { row, dtype, block }.into()));
             }
         }
-        let byte_len = dtype.byte_len(numel as u64).ok_or_else(overflow)?;
+        let info = TensorInfo::new(raw.name.clone(), shape, dtype).map_err(fail)?;
         if raw.offset % header.alignment != 0 {
-            return Err(fail(TensorProblem::Misaligned {
-                offset: raw.offset,
-                alignment: header.alignment,
-            }));
+            return Err(fail(
+                Problem::Misaligned {
+                    offset: raw.offset,
+                    alignment: header.alignment,
+                }
+                .into(),
+            ));
         }
-        let end = raw.offset.saturating_add(byte_len);
+        let end = raw.offset.saturating_add(info.byte_len);
         if end > data_len {
             return Err(fail(TensorProblem::PastEnd {
                 end,
@@ -182,11 +158,7 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
             }));
         }
         checked.push(Checked {
-            name: raw.name.clone(),
-            shape,
-            dtype,
-            numel,
-            byte_len,
+            info,
             offset: raw.offset,
         });
     }
@@ -194,10 +166,10 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
 
     let metadata = metadata::describe(
         &header,
-        &checked.iter().map(|c| c.dtype).collect::<Vec<_>>(),
+        &checked.iter().map(|c| c.info.dtype).collect::<Vec<_>>(),
         trailing,
     );
-    present(path, &header, checked, metadata)
+    present(file, &header, checked, metadata)
 }
 
 /// Checks that tensors share no byte and leave no gap larger than alignment padding; returns
@@ -205,8 +177,8 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
 fn check_packing(path: &Path, checked: &[Checked], alignment: u64, data_len: u64) -> Result<u64> {
     let mut spans: Vec<(u64, u64, &str)> = checked
         .iter()
-        .filter(|c| c.byte_len > 0)
-        .map(|c| (c.offset, c.offset + c.byte_len, c.name.as_str()))
+        .filter(|c| c.info.byte_len > 0)
+        .map(|c| (c.offset, c.offset + c.info.byte_len, c.info.name.as_str()))
         .collect();
     spans.sort_unstable();
     // End of the previous tensor, and its name.
@@ -244,18 +216,19 @@ fn check_packing(path: &Path, checked: &[Checked], alignment: u64, data_len: u64
 
 /// Renames tensors, applies the converter conventions, sorts, and builds the transform list.
 fn present(
-    path: &Path,
+    file: FileInfo,
     header: &Header,
     checked: Vec<Checked>,
     metadata: BTreeMap<String, String>,
 ) -> Result<Layout> {
+    let path = file.path.as_path();
     let arch = header
         .get("general.architecture")
         .and_then(|v| v.as_str())
         .unwrap_or("");
     let family = names::family(arch);
-    let conventions =
-        convention::Conventions::for_file(arch, header).map_err(|p| header_error(path, p))?;
+    let conventions = convention::Conventions::for_file(arch, header)
+        .map_err(|p| header_error(path, p.into()))?;
 
     let mut renamed = 0usize;
     let mut kept = 0usize;
@@ -263,76 +236,68 @@ fn present(
     let mut quantized = 0usize;
     let mut rope = 0usize;
     let mut norms = 0usize;
-    let mut items: Vec<(TensorInfo, Entry)> = Vec::with_capacity(checked.len());
+    let mut items: Vec<Located<Entry>> = Vec::with_capacity(checked.len());
     let data_start = header.data_start;
-    for c in checked {
-        let hf = family.and_then(|f| f.hf_name(&c.name));
+    for Checked { mut info, offset } in checked {
+        let hf = family.and_then(|f| f.hf_name(&info.name));
         match hf {
             Some(_) => renamed += 1,
             None => kept += 1,
         }
-        if c.shape.len() > 1 {
+        if info.shape.len() > 1 {
             reversed += 1;
         }
-        if c.dtype.block().is_some() {
+        if info.dtype.block().is_some() {
             quantized += 1;
         }
-        let presented = hf.clone().unwrap_or_else(|| c.name.clone());
+        let presented = hf.clone().unwrap_or_else(|| info.name.clone());
         let heads = match hf {
             Some(_) => conventions
                 .rope_heads(&presented)
-                .map_err(|p| header_error(path, p))?,
+                .map_err(|p| header_error(path, p.into()))?,
             None => None,
         };
         let remap = match heads {
             None => Remap::None,
             Some(heads) => {
-                let rows = c.shape.first().copied().unwrap_or(1);
-                let remap = Remap::rope(rows, c.numel, heads).ok_or_else(|| {
+                let rows = info.shape.first().copied().unwrap_or(1);
+                let remap = Remap::rope(rows, info.numel, heads).ok_or_else(|| {
                     tensor_error(
                         path,
-                        &c.name,
-                        TensorProblem::HeadsMismatch {
+                        &info.name,
+                        Problem::HeadsMismatch {
                             rows: rows as u64,
                             heads: heads as u64,
-                        },
+                        }
+                        .into(),
                     )
                 })?;
                 rope += 1;
                 remap
             }
         };
-        let minus_one = hf.is_some() && conventions.norm_plus_one(&presented) && c.dtype.is_float();
+        let minus_one =
+            hf.is_some() && conventions.norm_plus_one(&presented) && info.dtype.is_float();
         if minus_one {
             norms += 1;
         }
-        let range = to_range(data_start, c.offset, c.byte_len).ok_or_else(|| {
-            tensor_error(path, &c.name, TensorProblem::ShapeOverflow(c.shape.clone()))
+        let range = to_range(data_start, offset, info.byte_len).ok_or_else(|| {
+            tensor_error(
+                path,
+                &info.name,
+                TensorProblem::ShapeOverflow(info.shape.clone()),
+            )
         })?;
-        let stored_name = hf.is_some().then(|| c.name.clone());
-        items.push((
-            TensorInfo {
-                name: presented,
-                shape: c.shape,
-                dtype: c.dtype,
-                numel: c.numel,
-                byte_len: c.byte_len,
-                file: 0,
-                stored_name,
-            },
-            Entry {
+        if hf.is_some() {
+            info.stored_name = Some(std::mem::replace(&mut info.name, presented));
+        }
+        items.push(Located {
+            info,
+            at: Entry {
                 range,
                 remap,
                 minus_one,
             },
-        ));
-    }
-    items.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    if let Some(w) = items.windows(2).find(|w| w[0].0.name == w[1].0.name) {
-        return Err(Error::DuplicateTensor {
-            tensor: w[0].0.name.clone(),
-            first: path.to_owned(),
-            second: path.to_owned(),
         });
     }
 
@@ -375,12 +340,13 @@ fn present(
         transforms.push(convention::norm_transform(arch, norms));
     }
 
-    let (tensors, entries) = items.into_iter().unzip();
+    let sorted = TensorTable::build(NAME, vec![file], items)?;
     Ok(Layout {
-        tensors,
-        entries,
-        metadata,
-        transforms,
+        table: sorted
+            .table
+            .with_metadata(metadata)
+            .with_transforms(transforms),
+        entries: sorted.locators,
     })
 }
 
@@ -401,9 +367,9 @@ pub(crate) fn read(
     out: &mut [f32],
 ) -> Result<()> {
     let len = out.len();
-    let info = weightkin_core::checked_read(&layout.tensors, index, start, len)?;
+    let info = layout.table.checked_read(index, start, len)?;
     let out_of_range = || info.out_of_range(start, len);
-    // `entries` parallels `tensors`.
+    // `entries` parallels the table's tensors.
     let entry = layout.entries.get(index).ok_or_else(out_of_range)?;
     // Validated at open time against the same bytes; checked again so that nothing can panic.
     let data = bytes.get(entry.range.clone()).ok_or_else(out_of_range)?;

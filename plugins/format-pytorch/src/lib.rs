@@ -7,7 +7,7 @@
 //! pickle on a stack machine that never imports or calls anything (see the private
 //! module `pickle`): globals resolve only against an allowlist modelled on PyTorch's own
 //! `weights_only` unpickler, and anything else stops the read with
-//! [`HeaderProblem::RefusedGlobal`] naming it (`refusing global os.system`).
+//! [`Problem::RefusedGlobal`] naming it (`refusing global os.system`).
 //!
 //! # Containers
 //!
@@ -65,9 +65,10 @@
 //!
 //! So this crate owns a reader: the pickle machine with its allowlist, the zip subset PyTorch
 //! writes (with `miniz_oxide` for deflate), and the torch interpretation, each returning
-//! weightkin's structured errors. It borrows pytorch-reader's good ideas: bounded nesting,
-//! treating only the rebuild functions as calls, and refusing tensor kinds it cannot
-//! represent rather than dropping them.
+//! weightkin's structured errors: core's where every format can have the problem, this
+//! crate's [`Problem`] (carried by core's `Format` variants) where only PyTorch can. It
+//! borrows pytorch-reader's good ideas: bounded nesting, treating only the rebuild functions
+//! as calls, and refusing tensor kinds it cannot represent rather than dropping them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -75,13 +76,16 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use weightkin_core::{
-    to_f32, ArchiveProblem, Error, FileInfo, Format, HeaderProblem, Limits, MappedFile, Result,
-    TensorInfo, TensorProblem, Transform, WeightSource,
+    to_f32, Error, FileInfo, Format, HeaderProblem, Limits, Located, MappedFile, Result,
+    TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
 };
 
+mod error;
 mod pickle;
 mod torch;
 mod zip;
+
+pub use error::{ArchiveProblem, PickleProblem, Problem};
 
 use torch::{Named, TensorDecl, Walked};
 
@@ -199,12 +203,12 @@ fn is_legacy(head: &[u8]) -> bool {
         .any(|w| w[0] == 0x8a && w[1] == 10 && w[2..] == LEGACY_MAGIC)
 }
 
-fn header(path: &Path, problem: HeaderProblem) -> Error {
-    Error::header(path, NAME, problem)
+fn header(path: &Path, problem: impl Into<HeaderProblem>) -> Error {
+    Error::header(path, NAME, problem.into())
 }
 
-fn tensor_error(path: &Path, name: &str, problem: TensorProblem) -> Error {
-    Error::tensor(path, name, problem)
+fn tensor_error(path: &Path, name: &str, problem: impl Into<TensorProblem>) -> Error {
+    Error::tensor(path, name, problem.into())
 }
 
 /// Maps a pickle error to the format's error for the stream `stream`.
@@ -212,13 +216,11 @@ fn pickle_error(path: &Path, stream: &'static str, e: pickle::Error) -> Error {
     header(
         path,
         match e {
-            pickle::Error::Refused { module, name } => {
-                HeaderProblem::RefusedGlobal { module, name }
-            }
-            pickle::Error::At { offset, problem } => HeaderProblem::Pickle {
+            pickle::Error::Refused { module, name } => Problem::RefusedGlobal { module, name },
+            pickle::Error::At { offset, problem } => Problem::Pickle {
                 stream,
                 offset,
-                problem: Box::new(problem),
+                problem,
             },
         },
     )
@@ -258,13 +260,11 @@ struct Layout {
 /// An opened checkpoint.
 #[derive(Debug)]
 struct Source {
-    files: Vec<FileInfo>,
+    table: TensorTable,
     map: MappedFile,
-    tensors: Vec<TensorInfo>,
+    /// How to read each tensor, parallel to the table's tensors.
     layouts: Vec<Layout>,
     records: Vec<Record>,
-    metadata: BTreeMap<String, String>,
-    transforms: Vec<Transform>,
 }
 
 /// Whether strides describe a row-major contiguous layout. Size-1 dimensions can take any
@@ -284,31 +284,15 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 }
 
 impl WeightSource for Source {
-    fn format(&self) -> &'static str {
-        NAME
-    }
-
-    fn files(&self) -> &[FileInfo] {
-        &self.files
-    }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
-    }
-
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
-    }
-
-    fn transforms(&self) -> &[Transform] {
-        &self.transforms
+    fn table(&self) -> &TensorTable {
+        &self.table
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         let len = out.len();
-        let info = weightkin_core::checked_read(&self.tensors, index, start, len)?;
+        let info = self.table.checked_read(index, start, len)?;
         let out_of_range = || info.out_of_range(start, len);
-        // `layouts` parallels `tensors`.
+        // `layouts` parallels the table's tensors.
         let layout = self.layouts.get(index).ok_or_else(out_of_range)?;
         let data = self.record(layout, &info.name)?;
         if layout.contiguous && !layout.big_endian {
@@ -329,7 +313,7 @@ impl Source {
             tensor_error(
                 self.map.path(),
                 tensor,
-                TensorProblem::CorruptData {
+                Problem::CorruptData {
                     record: layout.record_name.clone(),
                     reason,
                 },
@@ -434,7 +418,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
     let path = map.path().to_owned();
     let bytes = map.bytes();
     let archive = zip::read(bytes, limits.max_header_bytes)
-        .map_err(|p| header(&path, HeaderProblem::Archive(p)))?;
+        .map_err(|p| header(&path, Problem::Archive(p)))?;
 
     // The archive's records share one top-level folder, whose name PyTorch takes from the
     // file name (`archive` in recent versions); `data.pkl` in it is the entry point.
@@ -452,7 +436,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
         [] => {
             return Err(header(
                 &path,
-                HeaderProblem::MissingRecord("<archive>/data.pkl".to_owned()),
+                Problem::MissingRecord("<archive>/data.pkl".to_owned()),
             ))
         }
         [one] => one.strip_suffix("data.pkl").unwrap_or_default().to_owned(),
@@ -594,7 +578,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
                     return Err(tensor_error(
                         &path,
                         stored,
-                        TensorProblem::MissingStorage(member_name),
+                        Problem::MissingStorage(member_name),
                     ));
                 };
                 let rec = match member.method {
@@ -656,7 +640,7 @@ fn layout_for(
         return Err(tensor_error(
             path,
             stored,
-            TensorProblem::StorageTooShort {
+            Problem::StorageTooShort {
                 storage: record_name,
                 needed: d.storage_bytes,
                 available,
@@ -692,7 +676,7 @@ fn member_bytes(path: &Path, file: &[u8], m: &zip::Member) -> Result<Vec<u8>> {
     result.map_err(|p| {
         header(
             path,
-            HeaderProblem::Archive(ArchiveProblem::Corrupt {
+            Problem::Archive(ArchiveProblem::Corrupt {
                 name: m.name.clone(),
                 reason: p.reason(),
             }),
@@ -709,7 +693,7 @@ fn pickle_record(
     limits: &Limits,
 ) -> Result<Vec<u8>> {
     let Some(m) = archive.get(name) else {
-        return Err(header(path, HeaderProblem::MissingRecord(name.to_owned())));
+        return Err(header(path, Problem::MissingRecord(name.to_owned())));
     };
     if m.size > limits.max_header_bytes {
         return Err(header(
@@ -803,14 +787,14 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
         _ => {
             return Err(header(
                 &path,
-                HeaderProblem::Pickle {
+                Problem::Pickle {
                     stream: "legacy storage keys",
                     offset: 0,
-                    problem: Box::new(weightkin_core::PickleProblem::WrongType {
+                    problem: PickleProblem::WrongType {
                         opcode: "STOP",
                         expected: "a list of storage keys",
                         found: keys.get(keys.root).kind(),
-                    }),
+                    },
                 },
             ))
         }
@@ -838,7 +822,7 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
         let Some(decl) = walked.storages.get(&key) else {
             return Err(header(
                 &path,
-                HeaderProblem::MissingRecord(format!("declaration of storage `{key}`")),
+                Problem::MissingRecord(format!("declaration of storage `{key}`")),
             ));
         };
         let truncated = |needed: u64| {
@@ -903,7 +887,7 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
             return Err(tensor_error(
                 &path,
                 stored,
-                TensorProblem::MissingStorage(t.decl.storage.clone()),
+                Problem::MissingStorage(t.decl.storage.clone()),
             ));
         };
         layouts.push(layout_for(
@@ -945,34 +929,16 @@ fn assemble(
             },
         ));
     }
-    let mut all: Vec<(TensorInfo, Layout)> = Vec::with_capacity(named.len());
+    let mut all = Vec::with_capacity(named.len());
     for (t, layout) in named.into_iter().zip(layouts) {
-        let d = t.decl;
-        let byte_len = (d.numel as u64).saturating_mul(torch::elsize(d.dtype));
-        all.push((
-            TensorInfo {
-                name: t.name,
-                shape: d.shape,
-                dtype: d.dtype,
-                numel: d.numel,
-                byte_len,
-                file: 0,
-                stored_name: t.stored,
-            },
-            layout,
-        ));
+        // Errors name a tensor as stored, as the walk's do.
+        let stored = t.stored.clone().unwrap_or_else(|| t.name.clone());
+        let mut info = TensorInfo::new(t.name, t.decl.shape, t.decl.dtype)
+            .map_err(|p| tensor_error(&path, &stored, p))?;
+        info.stored_name = t.stored;
+        all.push(Located { info, at: layout });
     }
-    all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    if let Some(dup) = all.windows(2).find_map(|w| match w {
-        [(a, _), (b, _)] if a.name == b.name => Some(a.name.clone()),
-        _ => None,
-    }) {
-        return Err(Error::DuplicateTensor {
-            tensor: dup,
-            first: path.clone(),
-            second: path,
-        });
-    }
+    let sorted = TensorTable::build(NAME, vec![FileInfo { path, size }], all)?;
     for (k, v) in walked.metadata {
         metadata.entry(k).or_insert(v);
     }
@@ -986,15 +952,14 @@ fn assemble(
             ),
         );
     }
-    let (tensors, layouts) = all.into_iter().unzip();
     Ok(Source {
-        files: vec![FileInfo { path, size }],
+        table: sorted
+            .table
+            .with_metadata(metadata)
+            .with_transforms(transforms),
         map,
-        tensors,
-        layouts,
+        layouts: sorted.locators,
         records,
-        metadata,
-        transforms,
     })
 }
 

@@ -30,7 +30,9 @@
 
 use std::collections::HashMap;
 
-use weightkin_core::{Dtype, PickleProblem};
+use weightkin_core::Dtype;
+
+use crate::PickleProblem;
 
 /// Index of a value in [`Pickle::values`].
 pub type Id = u32;

@@ -19,6 +19,7 @@ use weightkin_core::{
 };
 
 use crate::pickle::{GlobalKind, Id, Pickle, Rebuild, TorchDtype, Value};
+use crate::Problem;
 
 /// Deepest nesting of containers the walk follows. Real checkpoints nest a few dozen levels
 /// at most (a TorchScript module tree); CPython's default recursion limit, which bounds
@@ -160,12 +161,12 @@ fn join(segments: &[String]) -> String {
 }
 
 impl<'a> Walker<'a> {
-    fn header(&self, problem: HeaderProblem) -> Error {
-        Error::header(self.path, crate::NAME, problem)
+    fn header(&self, problem: impl Into<HeaderProblem>) -> Error {
+        Error::header(self.path, crate::NAME, problem.into())
     }
 
-    fn tensor_err(&self, segments: &[String], problem: TensorProblem) -> Error {
-        Error::tensor(self.path, &join(segments), problem)
+    fn tensor_err(&self, segments: &[String], problem: impl Into<TensorProblem>) -> Error {
+        Error::tensor(self.path, &join(segments), problem.into())
     }
 
     fn value(&self, id: Id) -> &'a Value {
@@ -289,7 +290,7 @@ impl<'a> Walker<'a> {
     fn visit(&mut self, depth: usize) -> Result<(), Error> {
         self.visits += 1;
         if self.visits > self.max_visits {
-            return Err(self.header(HeaderProblem::TooManyObjects {
+            return Err(self.header(Problem::TooManyObjects {
                 limit: self.max_visits,
             }));
         }
@@ -425,7 +426,7 @@ impl<'a> Walker<'a> {
             Value::Int(i) if *i >= 0 => Ok(*i as u64),
             _ => Err(self.tensor_err(
                 segments,
-                TensorProblem::Malformed {
+                Problem::Malformed {
                     what,
                     expected: "a non-negative integer",
                 },
@@ -439,7 +440,7 @@ impl<'a> Walker<'a> {
             _ => {
                 return Err(self.tensor_err(
                     segments,
-                    TensorProblem::Malformed {
+                    Problem::Malformed {
                         what,
                         expected: "a tuple of non-negative integers",
                     },
@@ -481,7 +482,7 @@ impl<'a> Walker<'a> {
             }
             _ => Err(self.tensor_err(
                 segments,
-                TensorProblem::Malformed {
+                Problem::Malformed {
                     what: "tensor",
                     expected: "a tensor-rebuild call",
                 },
@@ -506,7 +507,7 @@ impl<'a> Walker<'a> {
         let malformed = |w: &Self, expected| {
             w.tensor_err(
                 segments,
-                TensorProblem::Malformed {
+                Problem::Malformed {
                     what: "tensor-rebuild arguments",
                     expected,
                 },
@@ -570,7 +571,7 @@ impl<'a> Walker<'a> {
                 Some(GlobalKind::Dtype(TorchDtype::Unsupported)) => {
                     return Err(self.tensor_err(
                         segments,
-                        TensorProblem::UnsupportedDtype {
+                        Problem::UnsupportedDtype {
                             dtype: self.global_name(*g),
                             reason: "weightkin has no such element type",
                         },
@@ -581,7 +582,7 @@ impl<'a> Walker<'a> {
         }
         Err(self.tensor_err(
             segments,
-            TensorProblem::Malformed {
+            Problem::Malformed {
                 what: "tensor-rebuild arguments",
                 expected: "a torch dtype as 7th argument",
             },
@@ -593,7 +594,7 @@ impl<'a> Walker<'a> {
         let malformed = |w: &Self| {
             w.tensor_err(
                 segments,
-                TensorProblem::Malformed {
+                Problem::Malformed {
                     what: "storage reference",
                     expected: "(\"storage\", storage_type, key, location, numel[, view])",
                 },
@@ -637,7 +638,7 @@ impl<'a> Walker<'a> {
             Some(GlobalKind::Storage(None)) => {
                 return Err(self.tensor_err(
                     segments,
-                    TensorProblem::UnsupportedDtype {
+                    Problem::UnsupportedDtype {
                         dtype: self.global_name(*g),
                         reason: "quantized and complex128 storages are not read",
                     },
@@ -659,10 +660,10 @@ impl<'a> Walker<'a> {
             Some(first) if *first != decl => {
                 return Err(self.tensor_err(
                     segments,
-                    TensorProblem::StorageConflict {
+                    Problem::StorageConflict {
                         storage: key,
-                        first: format!("{} of {} elements", first.type_name, first.numel).into(),
-                        second: format!("{} of {} elements", decl.type_name, decl.numel).into(),
+                        first: format!("{} of {} elements", first.type_name, first.numel),
+                        second: format!("{} of {} elements", decl.type_name, decl.numel),
                     },
                 ))
             }
@@ -684,7 +685,7 @@ impl<'a> Walker<'a> {
                 if off.checked_add(n).is_none_or(|end| end > numel) {
                     return Err(self.tensor_err(
                         segments,
-                        TensorProblem::StorageTooShort {
+                        Problem::StorageTooShort {
                             storage: key,
                             needed: off.saturating_add(n).saturating_mul(elsize),
                             available: total,
@@ -713,7 +714,7 @@ impl<'a> Walker<'a> {
         stride: Vec<usize>,
     ) -> Result<TensorDecl, Error> {
         if shape.len() != stride.len() {
-            return Err(self.tensor_err(segments, TensorProblem::StrideMismatch { shape, stride }));
+            return Err(self.tensor_err(segments, Problem::StrideMismatch { shape, stride }));
         }
         let overflow = |shape: &[usize]| {
             self.tensor_err(segments, TensorProblem::ShapeOverflow(shape.to_vec()))
@@ -740,7 +741,7 @@ impl<'a> Walker<'a> {
         if needed > storage_bytes {
             return Err(self.tensor_err(
                 segments,
-                TensorProblem::StorageTooShort {
+                Problem::StorageTooShort {
                     storage: s.key,
                     needed,
                     available: storage_bytes,

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use weightkin_core::ArchiveProblem;
+use crate::ArchiveProblem;
 
 /// Signature of the end-of-central-directory record.
 const EOCD_SIG: u32 = 0x0605_4b50;

@@ -7,10 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
-use weightkin_core::{
-    Error, Format, HeaderProblem, Limits, PickleProblem, TensorProblem, WeightSource,
-};
-use weightkin_format_pytorch::FORMAT;
+use weightkin_core::{Error, Format, HeaderProblem, Limits, TensorProblem, WeightSource};
+use weightkin_format_pytorch::{ArchiveProblem, PickleProblem, Problem, FORMAT};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -194,11 +192,8 @@ fn malicious_pickles_are_refused_and_run_nothing() {
         let path = fixtures().join(name);
         assert!(FORMAT.sniff(&path, &std::fs::read(&path).unwrap()[..64]));
         let err = open(&path).err().unwrap_or_else(|| panic!("{name} opened"));
-        match &err {
-            Error::InvalidHeader {
-                problem: HeaderProblem::RefusedGlobal { module, name: attr },
-                ..
-            } => {
+        match own_header_problem(&err) {
+            Problem::RefusedGlobal { module, name: attr } => {
                 assert_eq!(module, global["module"].as_str().unwrap(), "{name}");
                 assert_eq!(attr, global["name"].as_str().unwrap(), "{name}");
             }
@@ -238,18 +233,32 @@ fn header_problem(e: &Error) -> &HeaderProblem {
     }
 }
 
+/// This crate's own problem in `e`, which must be a tensor error.
+fn own_tensor_problem(e: &Error) -> &Problem {
+    assert!(matches!(tensor_problem(e), TensorProblem::Format(_)), "{e}");
+    e.format_problem()
+        .unwrap_or_else(|| panic!("not a pytorch problem: {e}"))
+}
+
+/// This crate's own problem in `e`, which must be a header error.
+fn own_header_problem(e: &Error) -> &Problem {
+    assert!(matches!(header_problem(e), HeaderProblem::Format(_)), "{e}");
+    e.format_problem()
+        .unwrap_or_else(|| panic!("not a pytorch problem: {e}"))
+}
+
 #[test]
 fn broken_files_are_structured_errors() {
     let e = open_err("missing_storage.pt");
     assert!(
-        matches!(tensor_problem(&e), TensorProblem::MissingStorage(r) if r == "archive/data/1"),
+        matches!(own_tensor_problem(&e), Problem::MissingStorage(r) if r == "archive/data/1"),
         "{e}"
     );
     let e = open_err("short_storage.pt");
     assert!(
         matches!(
-            tensor_problem(&e),
-            TensorProblem::StorageTooShort {
+            own_tensor_problem(&e),
+            Problem::StorageTooShort {
                 needed: 16,
                 available: 8,
                 ..
@@ -260,8 +269,8 @@ fn broken_files_are_structured_errors() {
     let e = open_err("view_past_end.pt");
     assert!(
         matches!(
-            tensor_problem(&e),
-            TensorProblem::StorageTooShort {
+            own_tensor_problem(&e),
+            Problem::StorageTooShort {
                 needed: 20,
                 available: 16,
                 ..
@@ -277,8 +286,8 @@ fn broken_files_are_structured_errors() {
     let e = open_err("huge_stride.pt");
     assert!(
         matches!(
-            tensor_problem(&e),
-            TensorProblem::StorageTooShort {
+            own_tensor_problem(&e),
+            Problem::StorageTooShort {
                 needed: u64::MAX,
                 available: 16,
                 ..
@@ -288,12 +297,12 @@ fn broken_files_are_structured_errors() {
     );
     let e = open_err("dtype_conflict.pt");
     assert!(
-        matches!(tensor_problem(&e), TensorProblem::StorageConflict { storage, .. } if storage == "0"),
+        matches!(own_tensor_problem(&e), Problem::StorageConflict { storage, .. } if storage == "0"),
         "{e}"
     );
     let e = open_err("complex128.pt");
     assert!(
-        matches!(tensor_problem(&e), TensorProblem::UnsupportedDtype { dtype, .. } if dtype == "torch.ComplexDoubleStorage"),
+        matches!(own_tensor_problem(&e), Problem::UnsupportedDtype { dtype, .. } if dtype == "torch.ComplexDoubleStorage"),
         "{e}"
     );
     let e = open_err("qtensor.pt");
@@ -337,9 +346,12 @@ fn limits_apply() {
     let e = tight(&|l| l.max_header_bytes = 100);
     assert!(
         matches!(
-            header_problem(&e),
-            HeaderProblem::TooLarge { limit: 100, .. }
-                | HeaderProblem::Archive(weightkin_core::ArchiveProblem::DirectoryOutside { .. })
+            (header_problem(&e), e.format_problem()),
+            (HeaderProblem::TooLarge { limit: 100, .. }, _)
+                | (
+                    HeaderProblem::Format(_),
+                    Some(Problem::Archive(ArchiveProblem::DirectoryOutside { .. }))
+                )
         ),
         "{e}"
     );
@@ -356,9 +368,9 @@ fn limits_apply() {
         .unwrap();
     assert!(
         matches!(
-            header_problem(&e),
-            HeaderProblem::Pickle { problem, .. }
-                if matches!(**problem, PickleProblem::Truncated | PickleProblem::LengthPastEnd { .. })
+            own_header_problem(&e),
+            Problem::Pickle { problem, .. }
+                if matches!(problem, PickleProblem::Truncated | PickleProblem::LengthPastEnd { .. })
         ),
         "{e}"
     );

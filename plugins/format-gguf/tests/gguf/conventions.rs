@@ -3,6 +3,7 @@
 
 use weightkin_core::{Error, HeaderProblem, TensorProblem};
 use weightkin_format_gguf::testing::{GgufBuilder, Meta};
+use weightkin_format_gguf::Problem;
 
 use crate::{failure, open_bytes, read_all};
 
@@ -229,7 +230,13 @@ fn missing_or_inconsistent_head_counts_are_errors() {
         .unwrap();
     let err = failure(open_bytes(&no_heads));
     assert!(
-        matches!(&err, Error::InvalidHeader { problem: HeaderProblem::MissingKey { key, .. }, .. } if key == "llama.attention.head_count"),
+        matches!(
+            (&err, err.format_problem()),
+            (
+                Error::InvalidHeader { problem: HeaderProblem::Format(_), .. },
+                Some(Problem::MissingKey { key, .. }),
+            ) if key == "llama.attention.head_count"
+        ),
         "{err}"
     );
 
@@ -240,7 +247,13 @@ fn missing_or_inconsistent_head_counts_are_errors() {
         .unwrap();
     let err = failure(open_bytes(&odd));
     assert!(
-        matches!(&err, Error::InvalidTensor { tensor, problem: TensorProblem::HeadsMismatch { rows: 12, heads: 4 }, .. } if tensor == "blk.0.attn_q.weight"),
+        matches!(
+            (&err, err.format_problem()),
+            (
+                Error::InvalidTensor { tensor, problem: TensorProblem::Format(_), .. },
+                Some(Problem::HeadsMismatch { rows: 12, heads: 4 }),
+            ) if tensor == "blk.0.attn_q.weight"
+        ),
         "{err}"
     );
 
@@ -252,11 +265,14 @@ fn missing_or_inconsistent_head_counts_are_errors() {
     let err = failure(open_bytes(&zero));
     assert!(
         matches!(
-            &err,
-            Error::InvalidHeader {
-                problem: HeaderProblem::BadValue { .. },
-                ..
-            }
+            (&err, err.format_problem()),
+            (
+                Error::InvalidHeader {
+                    problem: HeaderProblem::Format(_),
+                    ..
+                },
+                Some(Problem::BadValue { .. })
+            )
         ),
         "{err}"
     );
@@ -272,11 +288,14 @@ fn missing_or_inconsistent_head_counts_are_errors() {
     let err = failure(open_bytes(&short_array));
     assert!(
         matches!(
-            &err,
-            Error::InvalidHeader {
-                problem: HeaderProblem::BadValue { .. },
-                ..
-            }
+            (&err, err.format_problem()),
+            (
+                Error::InvalidHeader {
+                    problem: HeaderProblem::Format(_),
+                    ..
+                },
+                Some(Problem::BadValue { .. })
+            )
         ),
         "{err}"
     );

@@ -4,7 +4,7 @@
 
 use weightkin_core::{Error, Format, HeaderProblem, Limits, TensorProblem};
 use weightkin_format_gguf::testing::{GgufBuilder, Meta};
-use weightkin_format_gguf::{FORMAT, MAX_ARRAY_DEPTH};
+use weightkin_format_gguf::{Problem, FORMAT, MAX_ARRAY_DEPTH};
 
 use crate::{failure, open_bytes};
 
@@ -21,6 +21,24 @@ fn tensor_problem(bytes: &[u8]) -> (String, TensorProblem) {
             tensor, problem, ..
         } => (tensor, problem),
         other => panic!("expected an invalid tensor, got: {other}"),
+    }
+}
+
+/// The GGUF-only problem of an invalid header.
+fn own_header_problem(bytes: &[u8]) -> Problem {
+    let err = failure(open_bytes(bytes));
+    match (&err, err.format_problem::<Problem>()) {
+        (Error::InvalidHeader { .. }, Some(p)) => p.clone(),
+        _ => panic!("expected a GGUF problem of the header, got: {err}"),
+    }
+}
+
+/// The GGUF-only problem of an invalid tensor.
+fn own_tensor_problem(bytes: &[u8]) -> Problem {
+    let err = failure(open_bytes(bytes));
+    match (&err, err.format_problem::<Problem>()) {
+        (Error::InvalidTensor { .. }, Some(p)) => p.clone(),
+        _ => panic!("expected a GGUF problem of a tensor, got: {err}"),
     }
 }
 
@@ -71,9 +89,9 @@ fn empty_and_short_files_are_truncated() {
 
 #[test]
 fn wrong_magic() {
-    let p = header_problem(b"GGML\x03\0\0\0");
+    let p = own_header_problem(b"GGML\x03\0\0\0");
     assert!(
-        matches!(&p, HeaderProblem::BadMagic { found, .. } if found == b"GGML"),
+        matches!(&p, Problem::BadMagic { found, .. } if found == b"GGML"),
         "{p}"
     );
 }
@@ -319,9 +337,9 @@ fn unknown_value_type() {
     push_str(&mut b, "k");
     b.extend(13u32.to_le_bytes());
     b.push(0);
-    let p = header_problem(&b);
+    let p = own_header_problem(&b);
     assert!(
-        matches!(&p, HeaderProblem::UnknownValueType { key, type_id: 13 } if key == "k"),
+        matches!(&p, Problem::UnknownValueType { key, type_id: 13 } if key == "k"),
         "{p}"
     );
 }
@@ -333,11 +351,8 @@ fn duplicate_keys() {
         .kv("a", Meta::U8(2))
         .to_bytes()
         .unwrap();
-    let p = header_problem(&b);
-    assert!(
-        matches!(&p, HeaderProblem::DuplicateKey(k) if k == "a"),
-        "{p}"
-    );
+    let p = own_header_problem(&b);
+    assert!(matches!(&p, Problem::DuplicateKey(k) if k == "a"), "{p}");
 }
 
 #[test]
@@ -352,9 +367,9 @@ fn bad_alignments() {
             .kv("general.alignment", value.clone())
             .to_bytes()
             .unwrap();
-        let p = header_problem(&b);
+        let p = own_header_problem(&b);
         assert!(
-            matches!(&p, HeaderProblem::BadValue { key, .. } if key == "general.alignment"),
+            matches!(&p, Problem::BadValue { key, .. } if key == "general.alignment"),
             "{value:?}: {p}"
         );
     }
@@ -420,11 +435,11 @@ fn rows_of_partial_blocks() {
         .tensor_info("t", vec![16, 4], 2, None, vec![0; 36])
         .to_bytes()
         .unwrap();
-    let (_, p) = tensor_problem(&b);
+    let p = own_tensor_problem(&b);
     assert!(
         matches!(
             p,
-            TensorProblem::PartialBlock {
+            Problem::PartialBlock {
                 row: 16,
                 block: 32,
                 ..
@@ -440,11 +455,11 @@ fn misaligned_offsets() {
         .tensor_info("t", vec![1], 0, Some(4), vec![0; 4])
         .to_bytes()
         .unwrap();
-    let (_, p) = tensor_problem(&b);
+    let p = own_tensor_problem(&b);
     assert!(
         matches!(
             p,
-            TensorProblem::Misaligned {
+            Problem::Misaligned {
                 offset: 4,
                 alignment: 32
             }
