@@ -1,0 +1,201 @@
+//! The command line, declared with clap's derive: commands, their arguments, help texts.
+//!
+//! `audit`, `compare` and `demo` all run an audit, and the knobs that only change how an
+//! audit runs, not what its report says (`--threads`, `--no-hash-cache`), are one
+//! [`RunArgs`] flattened into each of them; [`RunArgs::options`] is the one place they turn
+//! into a thread pool and [`RunOptions`]. `--fail-on` is shared by `audit` and `compare`
+//! through [`FailOn`] and `gate` in `main.rs`, but declared in each command: its help says
+//! *when* each one exits (after writing the reports, after printing), and `demo` has none.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use weightkin_core::Limits;
+use weightkin_runner::judge::Verdict;
+use weightkin_runner::{HashCache, NoProgress, Progress, ReportFormat, RunOptions};
+
+use crate::bar::Bar;
+
+#[derive(Parser)]
+#[command(
+    name = "weightkin",
+    version,
+    about = "Audit neural-network weights for provenance: was model B derived from model A?",
+    after_help = "Plugins: --plugin PATH (repeatable) and WEIGHTKIN_PLUGIN_PATH (a list \
+                  separated like PATH) load shared-library metric plugins. Loading a plugin runs \
+                  its code: load only plugins you trust.\n\n\
+                  Exit codes: 0 success, 1 the command could not be completed (bad recipe, bad \
+                  model file, plugin that cannot be loaded, I/O error), 2 invalid usage, \
+                  3 `plugins check`: a metric failed a conformance check, 4 `--fail-on`: a \
+                  comparison's overall verdict matched."
+)]
+pub struct Cli {
+    /// Load the metrics of the shared-library plugin at PATH (repeatable; also read from
+    /// WEIGHTKIN_PLUGIN_PATH). Loading a plugin runs its code.
+    #[arg(long = "plugin", value_name = "PATH", global = true)]
+    pub plugins: Vec<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run an audit recipe and write its reports.
+    Audit {
+        /// The recipe (TOML).
+        recipe: PathBuf,
+        /// Directory the reports are written to.
+        #[arg(long, default_value = "weightkin-report")]
+        out: PathBuf,
+        /// Exit with code 4 if a comparison's overall verdict is this (repeatable), after
+        /// writing the reports: for CI gates.
+        #[arg(long, value_enum)]
+        fail_on: Vec<FailOn>,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
+    /// Compare two models without a recipe; prints the report to stdout.
+    Compare {
+        /// Model A (file or directory).
+        a: String,
+        /// Model B (file or directory).
+        b: String,
+        /// Metric to compute (repeatable; default: cosine and pearson).
+        #[arg(long = "metric", short = 'm')]
+        metrics: Vec<String>,
+        /// Only compare tensors matching this glob (repeatable; `.` separates segments).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Skip tensors matching this glob (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutFormat::Md)]
+        format: OutFormat,
+        /// Exit with code 4 if the overall verdict is this (repeatable), after printing.
+        #[arg(long, value_enum)]
+        fail_on: Vec<FailOn>,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
+    /// List a model's tensors, dtypes, shapes and format metadata.
+    Inspect {
+        /// The model (file or directory).
+        model: PathBuf,
+        /// Use this format instead of detecting it.
+        #[arg(long = "as")]
+        format: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered formats and metrics with their origin (built-in or plugin).
+    Plugins {
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
+    },
+    /// Generate a small model family offline, audit it, and print the report.
+    Demo {
+        /// Keep the generated models, recipe and reports in this directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PluginsAction {
+    /// Load the plugin at PATH and run the conformance kit (the checks every built-in metric
+    /// passes) on each of its metrics; prints a pass/fail table, exit code 3 on a failure.
+    Check {
+        /// The shared library.
+        path: PathBuf,
+    },
+}
+
+/// How an audit runs, not what its report says: flattened into every command that runs one,
+/// so the flags, their help and their set-up ([`RunArgs::options`]) exist once.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Worker threads (default: one per core). Reports are identical for any value.
+    #[arg(long, short = 'j')]
+    threads: Option<usize>,
+    /// Hash every model file, neither reading nor writing the hash cache
+    /// ($WEIGHTKIN_CACHE_DIR/blake3, default ~/.cache/weightkin/blake3). Reports are
+    /// identical either way.
+    #[arg(long)]
+    no_hash_cache: bool,
+}
+
+impl RunArgs {
+    /// Sets up an audit run: builds the global thread pool (`--threads`; call once per
+    /// process), opens the hash cache unless `--no-hash-cache`, and draws `bar` when stderr is
+    /// a terminal.
+    pub fn options<'a>(&self, bar: &'a Bar) -> anyhow::Result<RunOptions<'a>> {
+        if let Some(n) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("cannot set up the thread pool")?;
+        }
+        let progress: &dyn Progress = if std::io::stderr().is_terminal() {
+            bar
+        } else {
+            &NoProgress
+        };
+        Ok(RunOptions {
+            limits: Limits::default(),
+            progress,
+            hash_cache: if self.no_hash_cache {
+                None
+            } else {
+                HashCache::from_env()
+            },
+        })
+    }
+}
+
+/// A verdict to gate on.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Some component of B derives from A.
+    Derived,
+    /// Every component of B is independent of A.
+    Independent,
+    /// The evidence does not settle it.
+    Inconclusive,
+}
+
+impl FailOn {
+    /// Whether `verdict` is the one this names.
+    pub fn matches(self, verdict: Verdict) -> bool {
+        matches!(
+            (self, verdict),
+            (FailOn::Derived, Verdict::Derived)
+                | (FailOn::Independent, Verdict::Independent)
+                | (FailOn::Inconclusive, Verdict::Inconclusive)
+        )
+    }
+}
+
+/// `compare --format`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutFormat {
+    /// Markdown.
+    Md,
+    /// Canonical JSON.
+    Json,
+}
+
+impl OutFormat {
+    /// The runner's renderer for this format.
+    pub fn report_format(self) -> ReportFormat {
+        match self {
+            OutFormat::Md => ReportFormat::Markdown,
+            OutFormat::Json => ReportFormat::Json,
+        }
+    }
+}
