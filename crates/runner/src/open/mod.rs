@@ -121,13 +121,15 @@ impl FileHashes {
         FileHashes { hashers, pending }
     }
 
-    /// Completes the hashes (see [`finish_hashes`]).
+    /// Completes every file hash the cache did not have: hashes what the comparisons'
+    /// passes did not read ([`weightkin_core::FileHasher::finish`]), stores the results in the
+    /// cache, and writes them into the model reports.
     pub fn finish(self, models: &mut Models, opts: &RunOptions<'_>) -> Result<(), Error> {
         finish_hashes(models, &self.hashers, self.pending, opts)
     }
 }
 
-/// Builds a model's report entry; file hashes are filled in by [`finish_hashes`].
+/// Builds a model's report entry; file hashes are filled in by [`FileHashes::finish`].
 fn describe(name: &str, given: &str, path: &Path, source: &dyn WeightSource) -> ModelReport {
     let files = source
         .files()
@@ -163,9 +165,7 @@ fn describe(name: &str, given: &str, path: &Path, source: &dyn WeightSource) -> 
     }
 }
 
-/// Completes every file hash the cache did not have: hashes what the comparisons' passes did
-/// not read ([`weightkin_core::FileHasher::finish`]), stores the results in the cache, and
-/// writes them into the model reports.
+/// [`FileHashes::finish`].
 fn finish_hashes(
     models: &mut Models,
     hashers: &FileHashers,

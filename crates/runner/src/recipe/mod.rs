@@ -1,7 +1,7 @@
 //! Audit recipes: TOML in, a validated [`Recipe`] out.
 //!
 //! Three phases, as in helix's and nushell's config handling:
-//! 1. **parse** into raw serde structs ([`raw`]) with `deny_unknown_fields` and spans;
+//! 1. **parse** into raw serde structs (module `raw`) with `deny_unknown_fields` and spans;
 //! 2. **validate** against the [`Registry`], collecting *every* problem with its line and
 //!    column, so a user fixes a recipe in one round instead of one error per run;
 //! 3. the result, [`Recipe`], holds compiled regexes, globs and built metrics: nothing
