@@ -538,7 +538,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
                 let i = t.segments.first().cloned().unwrap_or_default();
                 t.segments = vec!["CONSTANTS".to_owned(), format!("c{i}")];
                 // Constants have their own storage namespace (`constants/<key>`).
-                t.storage = format!("\0constants/{}", t.storage);
+                t.storage_dir = torch::StorageDir::Constants;
             }
             walked.tensors.append(&mut c.tensors);
             let total = walked.tensors.len() as u64;
@@ -566,10 +566,7 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
     let mut layouts = Vec::with_capacity(walked.tensors.len());
     let (named, transforms) = torch::name(std::mem::take(&mut walked.tensors), &strip);
     for t in &named {
-        let member_name = match t.decl.storage.strip_prefix("\0constants/") {
-            Some(key) => record(&format!("constants/{key}")),
-            None => record(&format!("data/{}", t.decl.storage)),
-        };
+        let member_name = record(&format!("{}/{}", t.decl.storage_dir.name(), t.decl.storage));
         let stored = t.stored.as_deref().unwrap_or(&t.name);
         let (index, available) = match record_index.get(&member_name) {
             Some(&found) => found,

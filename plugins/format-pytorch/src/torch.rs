@@ -77,6 +77,27 @@ pub struct StorageDecl {
     pub numel: u64,
 }
 
+/// Where in a zip checkpoint a storage key's record lives: each pickle has its own storage
+/// namespace (`data/<key>` for the main one, `constants/<key>` for TorchScript's
+/// `constants.pkl`), so equal keys in the two name different records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDir {
+    /// `data/<key>`: the main pickle's storages.
+    Data,
+    /// `constants/<key>`: TorchScript constants.
+    Constants,
+}
+
+impl StorageDir {
+    /// The folder's name in the archive.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StorageDir::Data => "data",
+            StorageDir::Constants => "constants",
+        }
+    }
+}
+
 /// One tensor found in the pickle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorDecl {
@@ -84,6 +105,8 @@ pub struct TensorDecl {
     pub segments: Vec<String>,
     /// Key of its storage.
     pub storage: String,
+    /// The archive folder its storage's record lives in.
+    pub storage_dir: StorageDir,
     /// Element type.
     pub dtype: Dtype,
     /// Byte offset of element 0 within the storage (storage offset and any legacy view
@@ -755,6 +778,7 @@ impl<'a> Walker<'a> {
         Ok(TensorDecl {
             segments: segments.to_vec(),
             storage: s.key,
+            storage_dir: StorageDir::Data,
             dtype,
             byte_offset,
             storage_bytes: storage_bytes.saturating_add(s.byte_offset),
