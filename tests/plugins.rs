@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use weightkin_core::testing::error_chain;
 use weightkin_core::{conformance, Error as CoreError, MetricFailure, Origin};
 use weightkin_plugin_host::{self as plugin_host, LoadProblem};
 use weightkin_runner::{audit_file, registry, Error, ReportFormat, RunOptions};
@@ -455,20 +456,11 @@ fn a_library_for_another_architecture_is_refused_before_it_is_opened() {
 fn the_runner_error_for_a_plugin_reads_exactly_as_the_host_error() {
     let mut reg = registry::builtin().unwrap();
     let err = plugin_host::load(&mut reg, &built().no_entry).unwrap_err();
-    let chain = |e: &dyn std::error::Error| {
-        let mut parts = vec![e.to_string()];
-        let mut source = e.source();
-        while let Some(s) = source {
-            parts.push(s.to_string());
-            source = s.source();
-        }
-        parts.join(": ")
-    };
-    let host = chain(&err);
+    let host = error_chain(&err);
     assert!(host.starts_with("cannot load plugin "), "{host}");
     let err = Error::from(err);
     assert!(matches!(err, Error::Plugin(_)), "{err:?}");
-    assert_eq!(chain(&err), host);
+    assert_eq!(error_chain(&err), host);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use weightkin_core::testing::{uniform_f32, SafetensorsBuilder};
-use weightkin_core::{pair_moments, Format, Limits, Moments, CHUNK};
+use weightkin_core::{pair_moments, Format, Limits, Moments, Side, CHUNK};
 
 const N: usize = 16 << 20;
 
@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let secs = pool.install(|| {
             best(|| {
-                black_box(pair_moments(src, ia, src, ib, N).ok());
+                black_box(pair_moments(Side::new(src, ia), Side::new(src, ib), N).ok());
             })
         });
         let label = format!("pair_moments {dtype}");

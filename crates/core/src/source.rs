@@ -5,6 +5,10 @@
 //! for it, and then arrives as f32 in caller-sized chunks. That is what keeps peak memory
 //! independent of model size: a caller never needs a whole tensor in memory unless the metric
 //! itself does.
+//!
+//! A tensor is named by its model and its index together, [`Side`]: the pass and the readers
+//! take one `Side` per tensor rather than parallel `source, index` arguments, so a pair can
+//! never be called with one model's index against the other model.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +112,57 @@ pub trait WeightSource: Send + Sync {
     /// Looks a tensor up by name (binary search over the sorted list).
     fn find(&self, name: &str) -> Option<usize> {
         self.table().find(name)
+    }
+}
+
+/// One tensor of one model: tensor `index` of `source`, the side of a pair. What the pass
+/// ([`crate::pair_pass`]) and the readers ([`crate::read_tensor`], [`crate::read_examples`])
+/// take for each tensor they read.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    /// The model.
+    pub source: &'a dyn WeightSource,
+    /// The tensor's index in it (into [`WeightSource::tensors`]).
+    pub index: usize,
+}
+
+impl<'a> Side<'a> {
+    /// Tensor `index` of `source`.
+    pub fn new(source: &'a dyn WeightSource, index: usize) -> Side<'a> {
+        Side { source, index }
+    }
+
+    /// The tensor's metadata. `index` must be one of the source's tensors (an index the
+    /// source itself gave out, from [`WeightSource::find`] or [`WeightSource::tensors`]);
+    /// any other panics.
+    pub fn info(&self) -> &'a TensorInfo {
+        &self.source.tensors()[self.index]
+    }
+
+    /// The whole tensor as f32 (`numel` elements): [`crate::read_tensor`].
+    pub fn read(&self, numel: usize) -> Result<Vec<f32>> {
+        crate::read_tensor(*self, numel)
+    }
+
+    /// The tensor's stored bytes, when the source exposes them ([`WeightSource::raw`]).
+    pub fn raw(&self) -> Option<RawTensor<'a>> {
+        self.source.raw(self.index)
+    }
+
+    /// Elements `start .. start + out.len()` as f32 ([`WeightSource::read_f32`]).
+    pub fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        self.source.read_f32(self.index, start, out)
+    }
+}
+
+impl std::fmt::Debug for Side<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tensor = self.source.tensors().get(self.index).map(|t| &t.name);
+        f.debug_struct("Side")
+            .field("format", &self.source.format())
+            .field("index", &self.index)
+            .field("tensor", &tensor)
+            .finish()
     }
 }
 

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::{checked_numel, ExampleAxis, Result, WeightSource};
+use crate::{checked_numel, ExampleAxis, Result, Side};
 
 /// Elements converted per read when kept columns are copied out of whole rows (1 MiB of f32
 /// per thread), and the most elements of adjacent kept rows read in one call.
@@ -96,22 +96,18 @@ impl ExampleSample {
     }
 }
 
-/// Reads the examples `sample` keeps of tensor `index` of `source` as f32, row-major in the
+/// Reads the examples `sample` keeps of tensor `side` as f32, row-major in the
 /// subsample's shape ([`ExampleSample::shape`]). Memory: the result, plus one block of
 /// 2¹⁸ elements (1 MiB) per thread for column examples. Pages of the tensor read through
 /// its memory map are handed back as they are done with ([`crate::MappedFile::release`]).
-pub fn read_examples(
-    source: &dyn WeightSource,
-    index: usize,
-    sample: &ExampleSample,
-) -> Result<Vec<f32>> {
+pub fn read_examples(side: Side<'_>, sample: &ExampleSample) -> Result<Vec<f32>> {
     let mut out = vec![0f32; sample.len()];
     if out.is_empty() {
         return Ok(out);
     }
     match sample.axis {
-        ExampleAxis::Rows => read_rows(source, index, sample, &mut out)?,
-        ExampleAxis::Columns => read_columns(source, index, sample, &mut out)?,
+        ExampleAxis::Rows => read_rows(side, sample, &mut out)?,
+        ExampleAxis::Columns => read_columns(side, sample, &mut out)?,
     }
     Ok(out)
 }
@@ -121,12 +117,7 @@ pub fn read_examples(
 /// [`RELEASE_WINDOW`] elements, in parallel within a window; after each window the tensor's
 /// pages up to the next window are handed back, including those the kernel mapped around
 /// the rows read (fault-around) — which would otherwise add up to the whole tensor.
-fn read_rows(
-    source: &dyn WeightSource,
-    index: usize,
-    s: &ExampleSample,
-    out: &mut [f32],
-) -> Result<()> {
+fn read_rows(side: Side<'_>, s: &ExampleSample, out: &mut [f32]) -> Result<()> {
     let p = s.features;
     let run_rows = (READ_BLOCK / p).max(1);
     // Windows of runs: (first source row, destination) per run, in output order.
@@ -142,7 +133,7 @@ fn read_rows(
         }
         let (dst, tail) = rest
             .split_at_mut_checked(n * p)
-            .ok_or_else(|| out_of_range(source, index, first * p, n * p))?;
+            .ok_or_else(|| out_of_range(side, first * p, n * p))?;
         if held >= RELEASE_WINDOW {
             windows.push(Vec::new());
             held = 0;
@@ -166,8 +157,8 @@ fn read_rows(
     for (window, end) in windows.into_iter().zip(ends) {
         window
             .into_par_iter()
-            .try_for_each(|(first, dst)| source.read_f32(index, first * p, dst))?;
-        release(source, index, released, end - released);
+            .try_for_each(|(first, dst)| side.read_f32(first * p, dst))?;
+        release(side, released, end - released);
         released = end;
     }
     Ok(())
@@ -176,12 +167,7 @@ fn read_rows(
 /// Kept columns, copied out of the tensor read in blocks of whole rows (a row larger than
 /// [`READ_BLOCK`] in segments, skipping those without a kept column), each block's pages
 /// handed back once it is copied.
-fn read_columns(
-    source: &dyn WeightSource,
-    index: usize,
-    s: &ExampleSample,
-    out: &mut [f32],
-) -> Result<()> {
+fn read_columns(side: Side<'_>, s: &ExampleSample, out: &mut [f32]) -> Result<()> {
     let (cols, k) = (s.examples, s.kept);
     let kept: Vec<usize> = (0..k).map(|i| s.index(i)).collect();
     let block_rows = (READ_BLOCK / cols).max(1);
@@ -192,13 +178,13 @@ fn read_columns(
             let first = b * block_rows * cols;
             if cols <= READ_BLOCK {
                 buf.resize(dst.len() / k * cols, 0.0);
-                source.read_f32(index, first, buf)?;
+                side.read_f32(first, buf)?;
                 for (d, row) in dst.chunks_mut(k).zip(buf.chunks(cols)) {
                     for (x, &c) in d.iter_mut().zip(&kept) {
                         *x = row.get(c).copied().unwrap_or_default();
                     }
                 }
-                release(source, index, first, buf.len());
+                release(side, first, buf.len());
                 return Ok(());
             }
             // One row (block_rows = 1), in segments of READ_BLOCK columns.
@@ -208,11 +194,11 @@ fn read_columns(
                 let end = j + kept.get(j..).map_or(0, |r| r.partition_point(|&c| c < c1));
                 if end > j {
                     buf.resize(c1 - c0, 0.0);
-                    source.read_f32(index, first + c0, buf)?;
+                    side.read_f32(first + c0, buf)?;
                     for (x, &c) in dst.iter_mut().skip(j).zip(&kept[j..end]) {
                         *x = buf.get(c - c0).copied().unwrap_or_default();
                     }
-                    release(source, index, first + c0, buf.len());
+                    release(side, first + c0, buf.len());
                 }
                 j = end;
             }
@@ -220,14 +206,15 @@ fn read_columns(
         });
     // Blocks hand their pages back as they finish; what the kernel mapped around a block
     // whose neighbour had already finished is handed back here.
-    release(source, index, 0, s.examples * s.features);
+    release(side, 0, s.examples * s.features);
     read
 }
 
-fn out_of_range(source: &dyn WeightSource, index: usize, start: usize, len: usize) -> crate::Error {
-    let (tensor, numel) = source
+fn out_of_range(side: Side<'_>, start: usize, len: usize) -> crate::Error {
+    let (tensor, numel) = side
+        .source
         .tensors()
-        .get(index)
+        .get(side.index)
         .map_or_else(|| (String::new(), 0), |t| (t.name.clone(), t.numel));
     crate::Error::ReadOutOfRange {
         tensor,
@@ -237,10 +224,10 @@ fn out_of_range(source: &dyn WeightSource, index: usize, start: usize, len: usiz
     }
 }
 
-/// Hands back the pages holding elements `start .. start + len` of tensor `index`, when the
+/// Hands back the pages holding elements `start .. start + len` of tensor `side`, when the
 /// source reads it from a memory map.
-fn release(source: &dyn WeightSource, index: usize, start: usize, len: usize) {
-    let Some(raw) = source.raw(index) else {
+fn release(side: Side<'_>, start: usize, len: usize) {
+    let Some(raw) = side.raw() else {
         return;
     };
     let bits = raw.dtype.bits() as usize;

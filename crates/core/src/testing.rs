@@ -239,3 +239,39 @@ pub fn pack_f6(codes: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// An error and its [`source`](std::error::Error::source) chain joined by ": ", as anyhow's
+/// alternate form (`{:#}`) prints them: what tests compare a whole error's text against, so
+/// that a cause dropped from the chain (or shown twice) fails them.
+///
+/// ```
+/// use std::error::Error;
+/// use std::fmt;
+/// use weightkin_core::testing::error_chain;
+///
+/// #[derive(Debug)]
+/// struct Render(fmt::Error);
+/// impl fmt::Display for Render {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str("cannot render the report")
+///     }
+/// }
+/// impl Error for Render {
+///     fn source(&self) -> Option<&(dyn Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+/// assert_eq!(
+///     error_chain(&Render(fmt::Error)),
+///     "cannot render the report: an error occurred when formatting an argument"
+/// );
+/// ```
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::moments::sampled_chunks;
-use crate::{Dtype, WeightSource, CHUNK};
+use crate::{Dtype, Side, CHUNK};
 
 /// Histogram buckets: distances 0 ..= `BUCKETS - 2` exactly, the last bucket for larger.
 pub(crate) const BUCKETS: usize = 65;
@@ -131,16 +131,10 @@ fn flush(hs: &mut [[u32; BUCKETS + 1]; 8], total: &mut [u64; BUCKETS + 1]) {
     }
 }
 
-/// ULP statistics of tensor `ia` of `a` against tensor `ib` of `b` when both are stored as
-/// BF16 and expose their bytes ([`WeightSource::raw`]); `None` otherwise.
-pub fn bf16_ulp_sampled(
-    a: &dyn WeightSource,
-    ia: usize,
-    b: &dyn WeightSource,
-    ib: usize,
-    budget: usize,
-) -> Option<UlpStats> {
-    let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
+/// ULP statistics of tensor `a` against tensor `b` when both are stored as BF16 and expose
+/// their bytes ([`crate::WeightSource::raw`]); `None` otherwise.
+pub fn bf16_ulp_sampled(a: Side<'_>, b: Side<'_>, budget: usize) -> Option<UlpStats> {
+    let (ra, rb) = (a.raw()?, b.raw()?);
     if ra.dtype != Dtype::BF16 || rb.dtype != Dtype::BF16 || ra.bytes.len() != rb.bytes.len() {
         return None;
     }

@@ -6,6 +6,7 @@
 
 use std::ffi::c_char;
 
+use weightkin_core::testing::error_chain;
 use weightkin_core::{
     Input, Metric, MetricFailure, MetricValue, Moments, Needs, ParamProblem, ParamValue, Params,
     Tensors, Undefined,
@@ -564,23 +565,12 @@ fn a_taken_name_names_its_owner_and_nothing_is_registered() {
     // Against another plugin, the owner is that plugin and its path.
     let d = read(plugin(Box::leak(Box::new([metric(c"misbehave".as_ptr())])))).unwrap();
     let err = register(&mut r, "/other/libx.so".into(), d).unwrap_err();
-    let text = format!("{:#}", anyhow_chain(&err));
+    let text = error_chain(&err);
     assert_eq!(
         text,
         "cannot load plugin /other/libx.so: cannot register its metrics: a metric named \
          `misbehave` is already registered by plugin in-process 0.0.1 (/plugins/libin_process.so)"
     );
-}
-
-/// The error and its sources joined by ": ", as the CLI prints them.
-fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[test]

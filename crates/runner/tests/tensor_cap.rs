@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use weightkin_core::testing::SafetensorsBuilder;
-use weightkin_core::{read_tensor, ExampleAxis, Limits, Registry, WeightSource};
+use weightkin_core::{read_tensor, ExampleAxis, Limits, Registry, Side, WeightSource};
 use weightkin_metrics::cka::{cka, Estimator, Examples};
 use weightkin_runner::report::{round, Comparison, Subsampled, TensorRow};
 use weightkin_runner::{recipe, registry, run, Report, ReportFormat, RunOptions};
@@ -142,7 +142,7 @@ fn large_pairs_use_the_pass_for_moments_and_a_strided_subset_for_cka() {
     let (sa, sb) = (open("a.safetensors"), open("b.safetensors"));
     let read = |s: &dyn WeightSource, name: &str| {
         let i = s.find(name).unwrap();
-        read_tensor(s, i, s.tensors()[i].numel).unwrap()
+        read_tensor(Side::new(s, i), s.tensors()[i].numel).unwrap()
     };
     let name = "model.embed_tokens.weight";
     let (a, b) = (read(sa.as_ref(), name), read(sb.as_ref(), name));

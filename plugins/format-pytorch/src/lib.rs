@@ -613,10 +613,15 @@ fn open_zip(map: MappedFile, limits: &Limits) -> Result<Source> {
             big_endian,
         )?);
     }
-    let size = map.len();
-    assemble(
-        map, size, named, layouts, records, metadata, walked, transforms, limits,
-    )
+    let parts = Parts {
+        named,
+        layouts,
+        records,
+        metadata,
+        walked,
+        transforms,
+    };
+    assemble(map, parts, limits)
 }
 
 /// The layout of a named tensor whose storage is record `index` of `available` bytes.
@@ -897,26 +902,46 @@ fn open_legacy(map: MappedFile, limits: &Limits) -> Result<Source> {
             false,
         )?);
     }
-    let size = map.len();
-    assemble(
-        map, size, named, layouts, records, metadata, walked, transforms, limits,
-    )
+    let parts = Parts {
+        named,
+        layouts,
+        records,
+        metadata,
+        walked,
+        transforms,
+    };
+    assemble(map, parts, limits)
+}
+
+/// What either container (zip archive or legacy stream) yields once its tensors are named and
+/// bound to their records: everything [`assemble`] needs besides the map.
+struct Parts {
+    /// The tensors, named ([`torch::name`]), in walk order.
+    named: Vec<Named>,
+    /// How to read each tensor, parallel to `named`.
+    layouts: Vec<Layout>,
+    /// The storages' records, which `layouts` index.
+    records: Vec<Record>,
+    /// Metadata the container itself gave (pickle protocol, trailing bytes, …).
+    metadata: BTreeMap<String, String>,
+    /// The walk, for its non-tensor values (its tensors are in `named`).
+    walked: Walked,
+    /// What the naming did ([`torch::name`]).
+    transforms: Vec<Transform>,
 }
 
 /// Builds the source: tensors sorted by name and unique, metadata merged.
-#[allow(clippy::too_many_arguments)]
-fn assemble(
-    map: MappedFile,
-    size: u64,
-    named: Vec<Named>,
-    layouts: Vec<Layout>,
-    records: Vec<Record>,
-    mut metadata: BTreeMap<String, String>,
-    walked: Walked,
-    transforms: Vec<Transform>,
-    limits: &Limits,
-) -> Result<Source> {
+fn assemble(map: MappedFile, parts: Parts, limits: &Limits) -> Result<Source> {
+    let Parts {
+        named,
+        layouts,
+        records,
+        mut metadata,
+        walked,
+        transforms,
+    } = parts;
     let path: PathBuf = map.path().to_owned();
+    let size = map.len();
     if named.len() as u64 > limits.max_tensors {
         return Err(header(
             &path,

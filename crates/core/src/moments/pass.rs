@@ -2,10 +2,10 @@
 //! kept on the way.
 //!
 //! Two paths give the same bits. The *fused* path applies when both tensors expose their
-//! stored bytes ([`WeightSource::raw`]) as BF16, F16 or F32: the kernels decode straight from
-//! the memory map, one window of [`RELEASE_CHUNKS`] chunks per work item, and each window's
-//! pages are handed back once it is read. Anything else takes the *buffered* path:
-//! [`WeightSource::read_f32`] into a chunk buffer per thread, then the f32 kernel.
+//! stored bytes ([`crate::WeightSource::raw`]) as BF16, F16 or F32: the kernels decode
+//! straight from the memory map, one window of [`RELEASE_CHUNKS`] chunks per work item, and
+//! each window's pages are handed back once it is read. Anything else takes the *buffered* path:
+//! [`crate::WeightSource::read_f32`] into a chunk buffer per thread, then the f32 kernel.
 //!
 //! Besides the moments, a pass can keep what later stages need from the same bytes while
 //! they are in cache ([`Taps`]): calibration samples, a BF16 ULP histogram, and the windows
@@ -19,35 +19,29 @@ use super::kernels::Stored;
 use super::samples::{f32_le_bytes, is_sampled, sampled_chunks};
 use super::{Moments, Samples, CHUNK};
 use crate::ulp::{self, UlpStats};
-use crate::{Dtype, Error, MappedFile, RawTensor, Result, WeightSource};
+use crate::{Dtype, Error, MappedFile, RawTensor, Result, Side};
 
-/// Reads a whole tensor as f32 (for metrics that need [`crate::Needs::Tensors`]), in
-/// [`CHUNK`]-sized pieces converted in parallel.
-pub fn read_tensor(source: &dyn WeightSource, index: usize, numel: usize) -> Result<Vec<f32>> {
+/// Reads a whole tensor (`numel` elements) as f32 (for metrics that need
+/// [`crate::Needs::Tensors`]), in [`CHUNK`]-sized pieces converted in parallel.
+pub fn read_tensor(side: Side<'_>, numel: usize) -> Result<Vec<f32>> {
     let mut out = vec![0f32; numel];
     out.par_chunks_mut(CHUNK)
         .enumerate()
-        .try_for_each(|(c, chunk)| source.read_f32(index, c * CHUNK, chunk))?;
+        .try_for_each(|(c, chunk)| side.read_f32(c * CHUNK, chunk))?;
     Ok(out)
 }
 
-/// Streams tensor `ia` of `a` and tensor `ib` of `b` (same element count `numel`) once, in
-/// [`CHUNK`]-sized pieces, and returns their [`Moments`].
+/// Streams tensors `a` and `b` (same element count `numel`) once, in [`CHUNK`]-sized pieces,
+/// and returns their [`Moments`].
 ///
 /// Chunks run in parallel on the current rayon pool; partial results are merged in chunk
 /// order, so the result does not depend on the thread count. When both sources expose the
-/// stored bytes ([`WeightSource::raw`]) as BF16, F16 or F32, the kernel decodes straight from the
-/// memory map, and every [`RELEASE_CHUNKS`] chunks the pages read are handed back
-/// ([`crate::MappedFile::release`]), so resident memory stays at a few megabytes per thread
-/// however large the model; the result is bit-identical to the buffered path.
-pub fn pair_moments(
-    a: &dyn WeightSource,
-    ia: usize,
-    b: &dyn WeightSource,
-    ib: usize,
-    numel: usize,
-) -> Result<Moments> {
-    Ok(pair_pass(a, ia, b, ib, numel, &Taps::default())?.moments)
+/// stored bytes ([`crate::WeightSource::raw`]) as BF16, F16 or F32, the kernel decodes
+/// straight from the memory map, and every [`RELEASE_CHUNKS`] chunks the pages read are
+/// handed back ([`crate::MappedFile::release`]), so resident memory stays at a few megabytes
+/// per thread however large the model; the result is bit-identical to the buffered path.
+pub fn pair_moments(a: Side<'_>, b: Side<'_>, numel: usize) -> Result<Moments> {
+    Ok(pair_pass(a, b, numel, &Taps::default())?.moments)
 }
 
 /// What a full pass ([`pair_pass`]) keeps of the data it streams, besides the moments, while
@@ -80,10 +74,10 @@ impl std::fmt::Debug for Taps<'_> {
 /// implements it, so that a file's hash is taken from the bytes the comparison reads anyway.
 ///
 /// Only the fused path of a full pass calls it: a subsample ([`pair_moments_sampled`]) reads
-/// scattered chunks, and the buffered path reads through [`WeightSource::read_f32`], not from
-/// a map. An observer must therefore not count on seeing every byte (the file hashers finish
-/// what they were not shown, [`crate::FileHasher::finish`]). Windows of one pass arrive from
-/// several threads, in no particular order.
+/// scattered chunks, and the buffered path reads through [`crate::WeightSource::read_f32`],
+/// not from a map. An observer must therefore not count on seeing every byte (the file
+/// hashers finish what they were not shown, [`crate::FileHasher::finish`]). Windows of one
+/// pass arrive from several threads, in no particular order.
 pub trait WindowObserver: Sync {
     /// `bytes`, a slice of `file`'s map ([`MappedFile::offset_of`] gives its position), was
     /// just streamed by a pass.
@@ -108,26 +102,17 @@ pub struct PairPass {
 /// distributions), whose statistic a subsample estimates without bias at a fraction of the
 /// cost of reading both tensors whole.
 pub fn pair_moments_sampled(
-    a: &dyn WeightSource,
-    ia: usize,
-    b: &dyn WeightSource,
-    ib: usize,
+    a: Side<'_>,
+    b: Side<'_>,
     numel: usize,
     budget: usize,
 ) -> Result<Moments> {
-    stream(a, ia, b, ib, numel, budget, &Taps::default()).map(|p| p.moments)
+    stream(a, b, numel, budget, &Taps::default()).map(|p| p.moments)
 }
 
 /// [`pair_moments`], keeping what `taps` asks for on the way (see [`Taps`]).
-pub fn pair_pass(
-    a: &dyn WeightSource,
-    ia: usize,
-    b: &dyn WeightSource,
-    ib: usize,
-    numel: usize,
-    taps: &Taps<'_>,
-) -> Result<PairPass> {
-    stream(a, ia, b, ib, numel, usize::MAX, taps)
+pub fn pair_pass(a: Side<'_>, b: Side<'_>, numel: usize, taps: &Taps<'_>) -> Result<PairPass> {
+    stream(a, b, numel, usize::MAX, taps)
 }
 
 /// Chunks per work item and page release of the fused path (2 Mi elements: 4 MiB of BF16
@@ -144,14 +129,8 @@ struct Fused<'a> {
 }
 
 impl<'a> Fused<'a> {
-    fn of(
-        a: &'a dyn WeightSource,
-        ia: usize,
-        b: &'a dyn WeightSource,
-        ib: usize,
-        numel: usize,
-    ) -> Option<Fused<'a>> {
-        let (ra, rb) = (a.raw(ia)?, b.raw(ib)?);
+    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Fused<'a>> {
+        let (ra, rb) = (a.raw()?, b.raw()?);
         let stored = match (ra.dtype, rb.dtype) {
             (Dtype::BF16, Dtype::BF16) => Stored::Bf16,
             (Dtype::F16, Dtype::F16) => Stored::F16,
@@ -203,10 +182,8 @@ struct ChunkOut {
 /// The pass itself: [`pair_pass`] with `budget = usize::MAX`, [`pair_moments_sampled`]
 /// otherwise.
 fn stream(
-    a: &dyn WeightSource,
-    ia: usize,
-    b: &dyn WeightSource,
-    ib: usize,
+    a: Side<'_>,
+    b: Side<'_>,
     numel: usize,
     budget: usize,
     taps: &Taps<'_>,
@@ -214,11 +191,12 @@ fn stream(
     let chunks = numel.div_ceil(CHUNK);
     let (take, chunk_of) = sampled_chunks(numel, budget);
     let sampled = take < chunks;
-    let fused = Fused::of(a, ia, b, ib, numel);
+    let fused = Fused::of(a, b, numel);
     let out_of_range = |start: usize, len: usize| Error::ReadOutOfRange {
         tensor: a
+            .source
             .tensors()
-            .get(ia)
+            .get(a.index)
             .map_or_else(String::new, |t| t.name.clone()),
         start,
         len,
@@ -287,8 +265,8 @@ fn stream(
                     let c = chunk_of(k);
                     let (start, len) = span(c);
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
-                    a.read_f32(ia, start, buf_a)?;
-                    b.read_f32(ib, start, buf_b)?;
+                    a.read_f32(start, buf_a)?;
+                    b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
                     Ok(ChunkOut {
                         moments: Moments::of_slices(buf_a, buf_b),
@@ -350,15 +328,17 @@ mod tests {
             .open(&path, &Limits::default())
             .unwrap();
         let src = src.as_ref();
+        let side = |i| Side::new(src, i);
         for (x, y) in [(0, 1), (2, 3), (4, 5)] {
-            assert!(src.raw(x).is_some());
-            let fused = pair_moments(src, x, src, y, n).unwrap();
-            let ta = read_tensor(src, x, n).unwrap();
-            let tb = read_tensor(src, y, n).unwrap();
+            let (x, y) = (side(x), side(y));
+            assert!(x.raw().is_some());
+            let fused = pair_moments(x, y, n).unwrap();
+            let ta = read_tensor(x, n).unwrap();
+            let tb = read_tensor(y, n).unwrap();
             assert_eq!(fused, Moments::of_tensors(&ta, &tb));
-            let sampled = pair_moments_sampled(src, x, src, y, n, 8 * CHUNK).unwrap();
+            let sampled = pair_moments_sampled(x, y, n, 8 * CHUNK).unwrap();
             assert_eq!(sampled.n, 8 * CHUNK as u64);
-            let all = pair_moments_sampled(src, x, src, y, n, usize::MAX).unwrap();
+            let all = pair_moments_sampled(x, y, n, usize::MAX).unwrap();
             assert_eq!(all, fused);
         }
         // Taps: one pass keeps the sample and the ULP histogram that separate passes would
@@ -372,28 +352,20 @@ mod tests {
             observer: Some(&hashers),
         };
         for (x, y, bf16) in [(0, 1, true), (2, 3, false), (4, 5, false)] {
-            let pass = pair_pass(src, x, src, y, n, &taps).unwrap();
-            assert_eq!(pass.moments, pair_moments(src, x, src, y, n).unwrap());
-            let ulp = crate::bf16_ulp_sampled(src, x, src, y, 4 * CHUNK);
+            let (x, y) = (side(x), side(y));
+            let pass = pair_pass(x, y, n, &taps).unwrap();
+            assert_eq!(pass.moments, pair_moments(x, y, n).unwrap());
+            let ulp = crate::bf16_ulp_sampled(x, y, 4 * CHUNK);
             assert_eq!(pass.ulp, ulp);
             assert_eq!(pass.ulp.is_some(), bf16);
-            let flipped = pair_pass(src, y, src, x, n, &taps).unwrap();
+            let flipped = pair_pass(y, x, n, &taps).unwrap();
             let (sx, sy) = (pass.samples.unwrap(), flipped.samples.unwrap());
             // a side of (x, y) against b side of (y, x): x against x.
             let cross = Samples::cross(&sx, &sy).unwrap();
-            assert_eq!(
-                cross,
-                pair_moments_sampled(src, x, src, x, n, 8 * CHUNK).unwrap()
-            );
+            assert_eq!(cross, pair_moments_sampled(x, x, n, 8 * CHUNK).unwrap());
             let cross = Samples::cross(&sy, &sx).unwrap();
-            assert_eq!(
-                cross,
-                pair_moments_sampled(src, y, src, y, n, 8 * CHUNK).unwrap()
-            );
-            let (ta, tb) = (
-                read_tensor(src, x, n).unwrap(),
-                read_tensor(src, y, n).unwrap(),
-            );
+            assert_eq!(cross, pair_moments_sampled(y, y, n, 8 * CHUNK).unwrap());
+            let (ta, tb) = (read_tensor(x, n).unwrap(), read_tensor(y, n).unwrap());
             // Decoded samples pair with stored ones bit-identically (the mixed path).
             let decoded = Samples::of_tensors(&ta, &tb, 8 * CHUNK).unwrap();
             assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));
@@ -443,12 +415,13 @@ mod tests {
             .open(&path, &Limits::default())
             .unwrap();
         let src = src.as_ref();
+        let side = |i| Side::new(src, i);
         let record = Record::default();
         let taps = Taps {
             observer: Some(&record),
             ..Taps::default()
         };
-        pair_pass(src, 0, src, 1, n, &taps).unwrap();
+        pair_pass(side(0), side(1), n, &taps).unwrap();
         let mut got = record.0.lock().unwrap().clone();
         got.sort_unstable();
         let window = RELEASE_CHUNKS * CHUNK * 2;
@@ -466,7 +439,7 @@ mod tests {
             observer: Some(&record),
             ..Taps::default()
         };
-        stream(src, 0, src, 1, n, CHUNK, &taps).unwrap();
+        stream(side(0), side(1), n, CHUNK, &taps).unwrap();
         assert!(record.0.lock().unwrap().is_empty());
     }
 }

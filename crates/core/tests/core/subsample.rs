@@ -3,7 +3,9 @@
 
 use weightkin_core::safetensors::FORMAT;
 use weightkin_core::testing::SafetensorsBuilder;
-use weightkin_core::{read_examples, read_tensor, ExampleAxis, ExampleSample, Format, Limits};
+use weightkin_core::{
+    read_examples, read_tensor, ExampleAxis, ExampleSample, Format, Limits, Side,
+};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     weightkin_core::conformance::synthetic(n, seed, 0.0)
@@ -57,7 +59,8 @@ fn kept_rows_and_columns_equal_a_selection_from_the_whole_tensor() {
             };
             builder.write(&path).unwrap();
             let source = FORMAT.open(&path, &Limits::default()).unwrap();
-            let whole = read_tensor(source.as_ref(), 0, numel).unwrap();
+            let w = Side::new(source.as_ref(), 0);
+            let whole = read_tensor(w, numel).unwrap();
             for axis in [ExampleAxis::Rows, ExampleAxis::Columns] {
                 let s = ExampleSample::plan(shape, axis, cap).unwrap();
                 assert!(
@@ -65,7 +68,7 @@ fn kept_rows_and_columns_equal_a_selection_from_the_whole_tensor() {
                     "{shape:?} {axis:?}: {s:?}"
                 );
                 assert!(s.len() <= cap);
-                let got = read_examples(source.as_ref(), 0, &s).unwrap();
+                let got = read_examples(w, &s).unwrap();
                 assert_eq!(got.len(), s.shape(shape).iter().product::<usize>());
                 let want = by_hand(&whole, shape, &s);
                 assert!(

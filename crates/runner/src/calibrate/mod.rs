@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use weightkin_core::{pair_moments_sampled, Samples, TensorInfo};
+use weightkin_core::{pair_moments_sampled, Samples, Side, TensorInfo};
 
 use crate::plan::{self, Model, Pair};
 use crate::recipe::CompareSpec;
@@ -204,18 +204,13 @@ pub fn nulls(
         .par_iter()
         .map(|job| {
             let numel = ta[job.a].numel;
-            let m = pair_moments_sampled(
-                a.source,
-                job.a,
-                job.reference,
-                job.b,
-                numel,
-                NULL_SAMPLE_BUDGET,
-            )
-            .map_err(|source| Error::Measure {
-                compare: cmp.name.clone(),
-                tensor: ta[job.a].name.clone(),
-                source: Box::new(source),
+            let (x, y) = (Side::new(a.source, job.a), Side::new(job.reference, job.b));
+            let m = pair_moments_sampled(x, y, numel, NULL_SAMPLE_BUDGET).map_err(|source| {
+                Error::Measure {
+                    compare: cmp.name.clone(),
+                    tensor: ta[job.a].name.clone(),
+                    source: Box::new(source),
+                }
             })?;
             opts.progress.advance(numel.min(NULL_SAMPLE_BUDGET) as u64);
             Ok((job.class.as_str(), m.pearson().value()))

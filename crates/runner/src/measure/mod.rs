@@ -9,38 +9,16 @@ pub mod grid;
 pub mod pairs;
 
 use weightkin_core::{
-    pair_pass, read_examples, read_tensor, ExampleSample, Input, MetricValue, Moments, Needs,
-    Samples, Taps, TensorInfo, Tensors, Undefined, WeightSource,
+    pair_pass, read_examples, ExampleSample, Input, MetricValue, Moments, Needs, Samples, Taps,
+    Tensors, Undefined,
 };
 
 use crate::recipe::{BuiltMetric, CompareSpec};
 use crate::Error;
 
-/// One tensor of one model: the side of a pair.
-#[derive(Clone, Copy)]
-pub struct Side<'a> {
-    /// The model.
-    pub source: &'a dyn WeightSource,
-    /// The tensor's index in it.
-    pub index: usize,
-}
-
-impl<'a> Side<'a> {
-    /// Tensor `index` of `source`.
-    pub fn new(source: &'a dyn WeightSource, index: usize) -> Side<'a> {
-        Side { source, index }
-    }
-
-    /// The tensor's metadata.
-    pub fn info(&self) -> &'a TensorInfo {
-        &self.source.tensors()[self.index]
-    }
-
-    /// The whole tensor as f32 (`numel` elements).
-    pub fn read(&self, numel: usize) -> weightkin_core::Result<Vec<f32>> {
-        read_tensor(self.source, self.index, numel)
-    }
-}
+// The side of a pair lives in core, where the pass and the readers take it; re-exported so
+// that `measure::Side` keeps naming it.
+pub use weightkin_core::Side;
 
 /// One metric's result on one pair.
 pub struct MetricResult {
@@ -185,9 +163,9 @@ impl PairInput<'_> {
             samples: taps
                 .samples
                 .and_then(|budget| Samples::of_tensors(&va, &vb, budget)),
-            ulp: taps.ulp.and_then(|budget| {
-                weightkin_core::bf16_ulp_sampled(a.source, a.index, b.source, b.index, budget)
-            }),
+            ulp: taps
+                .ulp
+                .and_then(|budget| weightkin_core::bf16_ulp_sampled(a, b, budget)),
         })
     }
 
@@ -195,8 +173,7 @@ impl PairInput<'_> {
     /// examples.
     fn streamed(&self, metrics: &[BuiltMetric], taps: &Taps) -> Result<Measurement, Error> {
         let (a, b) = (self.a, self.b);
-        let pass = pair_pass(a.source, a.index, b.source, b.index, a.info().numel, taps)
-            .map_err(|e| self.fail(e))?;
+        let pass = pair_pass(a, b, a.info().numel, taps).map_err(|e| self.fail(e))?;
         let results = metrics
             .iter()
             .map(|m| self.after_pass(m, &pass.moments))
@@ -233,10 +210,7 @@ impl PairInput<'_> {
             });
         }
         let (a, b) = (self.a, self.b);
-        let (va, vb) = rayon::join(
-            || read_examples(a.source, a.index, &sample),
-            || read_examples(b.source, b.index, &sample),
-        );
+        let (va, vb) = rayon::join(|| read_examples(a, &sample), || read_examples(b, &sample));
         let (va, vb) = (va.map_err(|e| self.fail(e))?, vb.map_err(|e| self.fail(e))?);
         let shape = sample.shape(self.shape());
         self.evaluate(m, &with_tensors(moments, &va, &vb, &shape), Some(sample))
@@ -303,6 +277,7 @@ mod tests {
                 .unwrap()
         };
         let (a, b) = (open("a.safetensors"), open("b.safetensors"));
+        let (x, y) = (Side::new(a.as_ref(), 0), Side::new(b.as_ref(), 0));
         let taps = Taps {
             samples: Some(CHUNK_BUDGET),
             ulp: Some(CHUNK_BUDGET),
@@ -313,12 +288,9 @@ mod tests {
             let [with_cka, moments_only] = &recipe.compares[..] else {
                 panic!("two compares");
             };
-            let m = |c: &CompareSpec| {
-                let (x, y) = (Side::new(a.as_ref(), 0), Side::new(b.as_ref(), 0));
-                measure(c, &c.metrics, x, y, "w", &taps).unwrap()
-            };
+            let m = |c: &CompareSpec| measure(c, &c.metrics, x, y, "w", &taps).unwrap();
             let (got, want) = (m(with_cka), m(moments_only));
-            let pass = pair_pass(a.as_ref(), 0, b.as_ref(), 0, rows * cols, &taps).unwrap();
+            let pass = pair_pass(x, y, rows * cols, &taps).unwrap();
             assert_eq!(got.moments, want.moments, "cap {cap}");
             assert_eq!(got.moments, pass.moments, "cap {cap}");
             assert_eq!(got.ulp, want.ulp);
@@ -335,10 +307,7 @@ mod tests {
                 let s = cka.subsample.unwrap();
                 assert_eq!((s.kept, s.examples, s.features), (25, 96, 40));
             } else {
-                let (va, vb) = (
-                    read_tensor(a.as_ref(), 0, rows * cols).unwrap(),
-                    read_tensor(b.as_ref(), 0, rows * cols).unwrap(),
-                );
+                let (va, vb) = (x.read(rows * cols).unwrap(), y.read(rows * cols).unwrap());
                 assert_eq!(got.samples, Samples::of_tensors(&va, &vb, CHUNK_BUDGET));
             }
             assert!(cka.value.value().is_some());

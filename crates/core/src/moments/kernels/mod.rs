@@ -77,7 +77,6 @@ impl Lanes {
 /// `#[inline(always)]` so that each `dispatch!` instantiation is compiled for its own target
 /// features.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn reduce<T, U, const QA: usize, const QB: usize, const WA: usize, const WB: usize>(
     a: &[T],
     b: &[U],
