@@ -1,10 +1,12 @@
 //! Markdown rendering of a [`Report`], for people and pull requests.
 //!
-//! Reads only the report model, so it cannot show anything the JSON does not hold.
+//! Reads only the report model, so it cannot show anything the JSON does not hold. Each
+//! section of the document is one function, called in document order by [`render`] (the
+//! report's sections) and `comparison` (one comparison's).
 
 use std::fmt::Write;
 
-use crate::report::{Comparison, Report, Stats};
+use crate::report::{z_text, Alignment, Comparison, Grid, Method, Report, Role, Stats, TensorRow};
 
 /// Formats a metric value with fixed precision.
 use crate::report::fixed as num;
@@ -19,6 +21,32 @@ fn cell(s: &str) -> String {
 
 fn code(s: &str) -> String {
     format!("`{}`", cell(s))
+}
+
+/// Renders the whole report: the title, then its sections in document order.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    head(&mut o, r);
+    verdicts(&mut o, r);
+    models(&mut o, r);
+    for c in &r.comparisons {
+        comparison(&mut o, c);
+    }
+    o
+}
+
+/// The title, the audit's description and what produced the report.
+fn head(o: &mut String, r: &Report) {
+    // `write!` into a String cannot fail (here and in every function below).
+    let _ = writeln!(o, "# weightkin audit: {}\n", r.audit.name);
+    if let Some(d) = &r.audit.description {
+        let _ = writeln!(o, "{d}\n");
+    }
+    let _ = writeln!(
+        o,
+        "{} {} · report schema {} · recipe BLAKE3 `{}`\n",
+        r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
+    );
 }
 
 /// The verdict section: first in the report, in plain sentences, then the caveats.
@@ -37,22 +65,171 @@ fn verdicts(o: &mut String, r: &Report) {
         o.push('\n');
     }
     if let Some(c) = r.comparisons.first() {
-        let m = &c.verdicts.method;
+        method(o, &c.verdicts.method);
+    }
+}
+
+/// How the verdicts were reached, stated once under them.
+fn method(o: &mut String, m: &Method) {
+    let _ = writeln!(
+        o,
+        "\nMethod: {}; nulls: {}; {} (α = {}); a tensor supports derivation when its \
+         adjusted p < α and Pearson exceeds the null mean by ≥ {}; a component is derived \
+         when ≥ {:.0} % of its evidence tensors do, independent when none is significant. \
+         {}.\n",
+        m.statistic,
+        m.nulls,
+        m.correction,
+        m.alpha,
+        m.min_effect,
+        m.min_support_fraction * 100.0,
+        m.combination
+    );
+}
+
+/// Writes a table's header row and its alignment rule: the fixed columns (`head`, `rule`),
+/// then one group of columns per item of `groups` (` item |`), each ruled by `group_rule`.
+fn table_head(
+    o: &mut String,
+    head: &str,
+    rule: &str,
+    groups: impl IntoIterator<Item = String>,
+    group_rule: &str,
+) {
+    let mut head = head.to_owned();
+    let mut rule = rule.to_owned();
+    for g in groups {
+        let _ = write!(head, " {g} |");
+        rule.push_str(group_rule);
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+}
+
+/// The models section: the models, their files, and the transforms applied on load.
+fn models(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "## Models\n");
+    model_table(o, r);
+    file_table(o, r);
+    transform_table(o, r);
+}
+
+/// A row per model: where it is, its format and size, and its tensors' dtypes.
+fn model_table(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "| model | path | format | tensors | parameters | dtypes |"
+    );
+    let _ = writeln!(o, "|---|---|---|---:|---:|---|");
+    for m in &r.models {
+        let dtypes: Vec<String> = m.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
         let _ = writeln!(
             o,
-            "\nMethod: {}; nulls: {}; {} (α = {}); a tensor supports derivation when its \
-             adjusted p < α and Pearson exceeds the null mean by ≥ {}; a component is derived \
-             when ≥ {:.0} % of its evidence tensors do, independent when none is significant. \
-             {}.\n",
-            m.statistic,
-            m.nulls,
-            m.correction,
-            m.alpha,
-            m.min_effect,
-            m.min_support_fraction * 100.0,
-            m.combination
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&m.name),
+            code(&m.path),
+            m.format,
+            m.tensors,
+            count(m.parameters),
+            dtypes.join(" ")
         );
     }
+}
+
+/// A row per model file, with its size and hash.
+fn file_table(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "\n| model | file | bytes | BLAKE3 |");
+    let _ = writeln!(o, "|---|---|---:|---|");
+    for m in &r.models {
+        for f in &m.files {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | `{}` |",
+                cell(&m.name),
+                code(&f.path),
+                count(f.bytes),
+                f.blake3
+            );
+        }
+    }
+}
+
+/// A row per transform a format applied on load; nothing when no model has one.
+fn transform_table(o: &mut String, r: &Report) {
+    let transformed: Vec<_> = r
+        .models
+        .iter()
+        .filter(|m| !m.transforms.is_empty())
+        .collect();
+    if transformed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n| model | transform applied on load | tensors | detail |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---|");
+    for m in transformed {
+        for t in &m.transforms {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                cell(&m.name),
+                code(&t.name),
+                t.tensors,
+                cell(&t.detail)
+            );
+        }
+    }
+}
+
+/// One comparison's section, its parts in document order.
+fn comparison(o: &mut String, c: &Comparison) {
+    comparison_intro(o, c);
+    evidence(o, c);
+    class_table(o, c);
+    per_layer(o, c);
+    for a in &c.alignments {
+        alignment(o, a);
+    }
+    for g in &c.grids {
+        grid(o, g);
+    }
+    skipped_grids(o, c);
+    tensor_table(o, c);
+    not_compared(o, c);
+}
+
+/// The comparison's heading: its models, metrics, selection and counts.
+fn comparison_intro(o: &mut String, c: &Comparison) {
+    let _ = writeln!(o, "\n## {}\n", c.name);
+    let _ = writeln!(
+        o,
+        "A = `{}`, B = `{}` · metrics: {} · include: {} · exclude: {}\n",
+        c.a,
+        c.b,
+        c.metrics.join(", "),
+        globs(&c.include, "everything"),
+        globs(&c.exclude, "nothing"),
+    );
+    let _ = writeln!(
+        o,
+        "Compared **{}** tensor pairs ({} elements per side); **{}** tensors not compared.\n",
+        c.summary.compared,
+        count(c.summary.elements),
+        c.summary.not_compared
+    );
+}
+
+/// Glob patterns as code, space-separated; `none` when there are none.
+fn globs(patterns: &[String], none: &str) -> String {
+    if patterns.is_empty() {
+        return none.to_owned();
+    }
+    patterns
+        .iter()
+        .map(|g| code(g))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn pvalue(p: Option<f64>) -> String {
@@ -88,9 +265,9 @@ fn evidence(o: &mut String, c: &Comparison) {
             k.significant,
             k.identical,
             num(k.median_pearson),
-            k.median_z.map_or("—".to_owned(), |z| format!("{z:.1}")),
+            z_text(k.median_z),
             pvalue(k.min_p_adjusted),
-            k.stouffer_z.map_or("—".to_owned(), |z| format!("{z:.1}")),
+            z_text(k.stouffer_z),
         );
     }
     for k in &c.verdicts.components {
@@ -105,85 +282,42 @@ fn evidence(o: &mut String, c: &Comparison) {
     o.push('\n');
 }
 
-/// Renders the whole report.
-pub fn render(r: &Report) -> String {
-    let mut o = String::new();
-    // `write!` into a String cannot fail.
-    let _ = writeln!(o, "# weightkin audit: {}\n", r.audit.name);
-    if let Some(d) = &r.audit.description {
-        let _ = writeln!(o, "{d}\n");
-    }
-    let _ = writeln!(
+/// The class table: a row per tensor class, median, min and max of every metric.
+fn class_table(o: &mut String, c: &Comparison) {
+    let _ = writeln!(o, "### By tensor class\n");
+    table_head(
         o,
-        "{} {} · report schema {} · recipe BLAKE3 `{}`\n",
-        r.tool.name, r.tool.version, r.schema_version, r.audit.recipe_blake3
+        "| class | kind | n | layers |",
+        "|---|---|---:|---|",
+        c.metrics.iter().map(|m| format!("{m} median | min | max")),
+        "---:|---:|---:|",
     );
-
-    verdicts(&mut o, r);
-
-    let _ = writeln!(o, "## Models\n");
-    let _ = writeln!(
-        o,
-        "| model | path | format | tensors | parameters | dtypes |"
-    );
-    let _ = writeln!(o, "|---|---|---|---:|---:|---|");
-    for m in &r.models {
-        let dtypes: Vec<String> = m.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} |",
-            cell(&m.name),
-            code(&m.path),
-            m.format,
-            m.tensors,
-            count(m.parameters),
-            dtypes.join(" ")
+    for k in &c.classes {
+        let mut row = format!(
+            "| {} | {} | {} | {} |",
+            code(&k.class),
+            k.kind.name(),
+            k.count,
+            layer_range(&k.layers)
         );
-    }
-    let _ = writeln!(o, "\n| model | file | bytes | BLAKE3 |");
-    let _ = writeln!(o, "|---|---|---:|---|");
-    for m in &r.models {
-        for f in &m.files {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | `{}` |",
-                cell(&m.name),
-                code(&f.path),
-                count(f.bytes),
-                f.blake3
+        for m in &c.metrics {
+            let _ = write!(
+                row,
+                " {} |",
+                stat_cells(k.stats.iter().find(|s| &s.metric == m))
             );
         }
+        let _ = writeln!(o, "{row}");
     }
+}
 
-    let transformed: Vec<_> = r
-        .models
-        .iter()
-        .filter(|m| !m.transforms.is_empty())
-        .collect();
-    if !transformed.is_empty() {
-        let _ = writeln!(
-            o,
-            "\n| model | transform applied on load | tensors | detail |"
-        );
-        let _ = writeln!(o, "|---|---|---:|---|");
-        for m in transformed {
-            for t in &m.transforms {
-                let _ = writeln!(
-                    o,
-                    "| {} | {} | {} | {} |",
-                    cell(&m.name),
-                    code(&t.name),
-                    t.tensors,
-                    cell(&t.detail)
-                );
-            }
-        }
+/// A class's layers: `first–last`, the only one, or "—" for an unlayered class.
+fn layer_range(layers: &[u32]) -> String {
+    match (layers.first(), layers.last()) {
+        (Some(first), Some(last)) if layers.len() > 1 => format!("{first}–{last}"),
+        (Some(only), _) => only.to_string(),
+        _ => "—".to_owned(),
     }
-
-    for c in &r.comparisons {
-        comparison(&mut o, c);
-    }
-    o
 }
 
 fn stat_cells(s: Option<&Stats>) -> String {
@@ -214,13 +348,13 @@ fn per_layer(o: &mut String, c: &Comparison) {
     };
     for m in &c.metrics {
         let _ = writeln!(o, "\n### Per layer: {m}\n");
-        let mut head = "| layer |".to_owned();
-        let mut rule = "|---:|".to_owned();
-        for k in &layered {
-            let _ = write!(head, " {} |", code(&role(&k.class)));
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(o, "{head}\n{rule}");
+        table_head(
+            o,
+            "| layer |",
+            "|---:|",
+            layered.iter().map(|k| code(&role(&k.class))),
+            "---:|",
+        );
         for layer in &all_layers {
             let mut row = format!("| {layer} |");
             for k in &layered {
@@ -236,199 +370,102 @@ fn per_layer(o: &mut String, c: &Comparison) {
     }
 }
 
-/// Layer alignments, then one table per grid (rows: A's layers, columns: B's).
-fn grids(o: &mut String, c: &Comparison) {
-    for a in &c.alignments {
+/// One layer alignment: what it was recovered from, whether it holds, and its mapping.
+fn alignment(o: &mut String, a: &Alignment) {
+    let _ = writeln!(
+        o,
+        "\n### Layer alignment: `{}`\n\nFrom the {} grids of {} class(es); mean {} along \
+         the alignment, {} off it.{}{}\n",
+        a.stack,
+        a.metric,
+        a.classes.len(),
+        num(a.score),
+        num(a.off_mapping_mean),
+        if a.meaningful {
+            ""
+        } else {
+            " **No layer correspondence**: the alignment is no better than any other \
+             pairing of layers, and is not applied."
+        },
+        if a.applied {
+            " Tensors were paired along it (`align = \"auto\"`)."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        o,
+        "| B layer | A layer (monotone) | score | best A layer | score |"
+    );
+    let _ = writeln!(o, "|---:|---:|---:|---:|---:|");
+    for (m, b) in a.mapping.iter().zip(&a.best_match) {
         let _ = writeln!(
             o,
-            "\n### Layer alignment: `{}`\n\nFrom the {} grids of {} class(es); mean {} along \
-             the alignment, {} off it.{}{}\n",
-            a.stack,
-            a.metric,
-            a.classes.len(),
-            num(a.score),
-            num(a.off_mapping_mean),
-            if a.meaningful {
-                ""
-            } else {
-                " **No layer correspondence**: the alignment is no better than any other \
-                 pairing of layers, and is not applied."
-            },
-            if a.applied {
-                " Tensors were paired along it (`align = \"auto\"`)."
-            } else {
-                ""
-            }
+            "| {} | {} | {} | {} | {} |",
+            m.b,
+            m.a,
+            num(m.score),
+            b.a,
+            num(b.score)
         );
-        let _ = writeln!(
-            o,
-            "| B layer | A layer (monotone) | score | best A layer | score |"
-        );
-        let _ = writeln!(o, "|---:|---:|---:|---:|---:|");
-        for (m, b) in a.mapping.iter().zip(&a.best_match) {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} | {} | {} |",
-                m.b,
-                m.a,
-                num(m.score),
-                b.a,
-                num(b.score)
-            );
-        }
-    }
-    for g in &c.grids {
-        let _ = writeln!(
-            o,
-            "\n### Grid: `{}` ({})\n\nRows: layers of A; columns: layers of B. Diagonal mean \
-             {}, off-diagonal mean {}.{}\n",
-            cell(&g.class),
-            g.metric,
-            num(g.diagonal_mean),
-            num(g.off_diagonal_mean),
-            g.subsampled.map_or_else(String::new, |s| format!(
-                " Every cell on an evenly strided subset of {} of each tensor (the tensors \
-                 are larger than the metric's `max-elements`).",
-                s.text()
-            ))
-        );
-        let mut head = "| A \\ B |".to_owned();
-        let mut rule = "|---:|".to_owned();
-        for lb in &g.layers_b {
-            let _ = write!(head, " {lb} |");
-            rule.push_str("---:|");
-        }
-        let _ = writeln!(o, "{head}\n{rule}");
-        for (la, row) in g.layers_a.iter().zip(&g.values) {
-            let cells: Vec<String> = row
-                .iter()
-                .map(|v| v.map_or_else(|| "—".to_owned(), |x| format!("{x:.3}")))
-                .collect();
-            let _ = writeln!(o, "| {la} | {} |", cells.join(" | "));
-        }
-    }
-    if !c.skipped_grids.is_empty() {
-        let _ = writeln!(o, "\nClasses without a grid:\n");
-        for s in &c.skipped_grids {
-            let _ = writeln!(o, "- {}: {}", code(&s.class), s.reason);
-        }
     }
 }
 
-fn comparison(o: &mut String, c: &Comparison) {
-    let _ = writeln!(o, "\n## {}\n", c.name);
+/// One layer × layer grid as a table (rows: A's layers, columns: B's).
+fn grid(o: &mut String, g: &Grid) {
     let _ = writeln!(
         o,
-        "A = `{}`, B = `{}` · metrics: {} · include: {} · exclude: {}\n",
-        c.a,
-        c.b,
-        c.metrics.join(", "),
-        if c.include.is_empty() {
-            "everything".to_owned()
-        } else {
-            c.include
-                .iter()
-                .map(|g| code(g))
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-        if c.exclude.is_empty() {
-            "nothing".to_owned()
-        } else {
-            c.exclude
-                .iter()
-                .map(|g| code(g))
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
+        "\n### Grid: `{}` ({})\n\nRows: layers of A; columns: layers of B. Diagonal mean \
+         {}, off-diagonal mean {}.{}\n",
+        cell(&g.class),
+        g.metric,
+        num(g.diagonal_mean),
+        num(g.off_diagonal_mean),
+        g.subsampled.map_or_else(String::new, |s| format!(
+            " Every cell on an evenly strided subset of {} of each tensor (the tensors \
+             are larger than the metric's `max-elements`).",
+            s.text()
+        ))
     );
-    let _ = writeln!(
+    table_head(
         o,
-        "Compared **{}** tensor pairs ({} elements per side); **{}** tensors not compared.\n",
-        c.summary.compared,
-        count(c.summary.elements),
-        c.summary.not_compared
+        "| A \\ B |",
+        "|---:|",
+        g.layers_b.iter().map(u32::to_string),
+        "---:|",
     );
-
-    evidence(o, c);
-
-    let _ = writeln!(o, "### By tensor class\n");
-    let mut head = "| class | kind | n | layers |".to_owned();
-    let mut rule = "|---|---|---:|---|".to_owned();
-    for m in &c.metrics {
-        let _ = write!(head, " {m} median | min | max |");
-        rule.push_str("---:|---:|---:|");
+    for (la, row) in g.layers_a.iter().zip(&g.values) {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| v.map_or_else(|| "—".to_owned(), |x| format!("{x:.3}")))
+            .collect();
+        let _ = writeln!(o, "| {la} | {} |", cells.join(" | "));
     }
-    let _ = writeln!(o, "{head}\n{rule}");
-    for k in &c.classes {
-        let layers = match (k.layers.first(), k.layers.last()) {
-            (Some(first), Some(last)) if k.layers.len() > 1 => format!("{first}–{last}"),
-            (Some(only), _) => only.to_string(),
-            _ => "—".to_owned(),
-        };
-        let mut row = format!(
-            "| {} | {} | {} | {} |",
-            code(&k.class),
-            k.kind.name(),
-            k.count,
-            layers
-        );
-        for m in &c.metrics {
-            let _ = write!(
-                row,
-                " {} |",
-                stat_cells(k.stats.iter().find(|s| &s.metric == m))
-            );
-        }
-        let _ = writeln!(o, "{row}");
+}
+
+/// The classes the grid settings selected that got no grid, and why.
+fn skipped_grids(o: &mut String, c: &Comparison) {
+    if c.skipped_grids.is_empty() {
+        return;
     }
+    let _ = writeln!(o, "\nClasses without a grid:\n");
+    for s in &c.skipped_grids {
+        let _ = writeln!(o, "- {}: {}", code(&s.class), s.reason);
+    }
+}
 
-    per_layer(o, c);
-    grids(o, c);
-
+/// Every compared pair: its shape, dtypes, role in the verdict and metric values.
+fn tensor_table(o: &mut String, c: &Comparison) {
     let _ = writeln!(o, "\n### Per tensor\n");
-    let mut head = "| tensor | shape | dtypes | role | z |".to_owned();
-    let mut rule = "|---|---|---|---|---:|".to_owned();
-    for m in &c.metrics {
-        let _ = write!(head, " {m} |");
-        rule.push_str("---:|");
-    }
-    let _ = writeln!(o, "{head}\n{rule}");
+    table_head(
+        o,
+        "| tensor | shape | dtypes | role | z |",
+        "|---|---|---|---|---:|",
+        c.metrics.iter().cloned(),
+        "---:|",
+    );
     for t in &c.tensors {
-        let dtypes = if t.dtype_a == t.dtype_b {
-            t.dtype_a.clone()
-        } else {
-            format!("{} / {}", t.dtype_a, t.dtype_b)
-        };
-        let (role, z) = match &t.evidence {
-            Some(e) => (
-                match &e.role {
-                    crate::report::Role::Evidence => "evidence",
-                    crate::report::Role::InitPrior => "init-prior",
-                    crate::report::Role::NotEvidence(_) => "not evidence",
-                },
-                e.z.map_or("—".to_owned(), |z| format!("{z:.1}")),
-            ),
-            None => ("—", "—".to_owned()),
-        };
-        let mut row = format!(
-            "| {} | {:?} | {} | {role} | {z} |",
-            code(&t.name),
-            t.shape,
-            dtypes
-        );
-        for m in &c.metrics {
-            let mut v = match (t.values.get(m).copied().flatten(), t.undefined.get(m)) {
-                (Some(v), _) => num(Some(v)),
-                (None, Some(why)) => format!("undefined: {why}"),
-                (None, None) => "—".to_owned(),
-            };
-            if let Some(s) = t.subsampled.get(m) {
-                let _ = write!(v, " (on {})", s.text());
-            }
-            let _ = write!(row, " {v} |");
-        }
-        let _ = writeln!(o, "{row}");
+        tensor_row(o, t, &c.metrics);
     }
     if c.tensors.iter().any(|t| !t.subsampled.is_empty()) {
         let _ = writeln!(
@@ -439,22 +476,60 @@ A value marked \"on k of n rows\" (or columns) was computed on an evenly strided
              metric's `max-elements`; cosine and Pearson always use every element."
         );
     }
+}
 
+/// One row of the per-tensor table.
+fn tensor_row(o: &mut String, t: &TensorRow, metrics: &[String]) {
+    let dtypes = if t.dtype_a == t.dtype_b {
+        t.dtype_a.clone()
+    } else {
+        format!("{} / {}", t.dtype_a, t.dtype_b)
+    };
+    let mut row = format!(
+        "| {} | {:?} | {} | {} | {} |",
+        code(&t.name),
+        t.shape,
+        dtypes,
+        role(t),
+        z_text(t.evidence.as_ref().and_then(|e| e.z))
+    );
+    for m in metrics {
+        let mut v = t.value_text(m);
+        if let Some(s) = t.subsampled.get(m) {
+            let _ = write!(v, " (on {})", s.text());
+        }
+        let _ = write!(row, " {v} |");
+    }
+    let _ = writeln!(o, "{row}");
+}
+
+/// How a pair counts for the verdict; "—" when it has no evidence record.
+fn role(t: &TensorRow) -> &'static str {
+    match t.evidence.as_ref().map(|e| &e.role) {
+        Some(Role::Evidence) => "evidence",
+        Some(Role::InitPrior) => "init-prior",
+        Some(Role::NotEvidence(_)) => "not evidence",
+        None => "—",
+    }
+}
+
+/// The tensors that were not compared, with the reason for each.
+fn not_compared(o: &mut String, c: &Comparison) {
     let _ = writeln!(o, "\n### Not compared\n");
     if c.not_compared.is_empty() {
         let _ = writeln!(o, "Every tensor of both models was compared.");
-    } else {
-        let _ = writeln!(o, "| tensor | reason | detail |");
-        let _ = writeln!(o, "|---|---|---|");
-        for u in &c.not_compared {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {} |",
-                code(&u.name),
-                u.reason.text(),
-                cell(&u.detail)
-            );
-        }
+        return;
+    }
+    let _ = writeln!(o, "| tensor | reason | detail |");
+    let _ = writeln!(o, "|---|---|---|");
+    for u in &c.not_compared {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            code(&u.name),
+            u.reason.text(),
+            cell(&u.detail)
+        );
     }
 }
 

@@ -531,6 +531,26 @@ pub fn fixed(v: Option<f64>) -> String {
     v.map_or_else(|| "—".to_owned(), |x| format!("{x:.6}"))
 }
 
+/// A z-score with one decimal for the human-readable renderers; "—" when there is none.
+pub fn z_text(z: Option<f64>) -> String {
+    z.map_or_else(|| "—".to_owned(), |z| format!("{z:.1}"))
+}
+
+impl TensorRow {
+    /// One metric of the pair in words, for the human-readable renderers: its value with
+    /// [`fixed`] precision, `undefined: <reason>`, or "—" when it has neither.
+    pub fn value_text(&self, metric: &str) -> String {
+        match (
+            self.values.get(metric).copied().flatten(),
+            self.undefined.get(metric),
+        ) {
+            (Some(v), _) => fixed(Some(v)),
+            (None, Some(why)) => format!("undefined: {why}"),
+            (None, None) => "—".to_owned(),
+        }
+    }
+}
+
 impl Alignment {
     /// The mapping as text, one `b→a` per layer of B: `0→0 1→2 2→4`.
     pub fn mapping_text(&self) -> String {
@@ -635,5 +655,32 @@ mod tests {
         );
         let s = stats("m", &[None]);
         assert_eq!((s.median, s.min, s.max, s.undefined), (None, None, None, 1));
+    }
+
+    #[test]
+    fn value_and_z_texts() {
+        let row = TensorRow {
+            name: "w".to_owned(),
+            a_name: None,
+            b_name: None,
+            class: "w".to_owned(),
+            layer: None,
+            shape: vec![2, 2],
+            dtype_a: "F32".to_owned(),
+            dtype_b: "F32".to_owned(),
+            values: BTreeMap::from([("cosine".to_owned(), Some(0.5)), ("cka".to_owned(), None)]),
+            undefined: BTreeMap::from([("cka".to_owned(), Undefined::TooFewExamples)]),
+            metric_nulls: BTreeMap::new(),
+            subsampled: BTreeMap::new(),
+            evidence: None,
+        };
+        assert_eq!(row.value_text("cosine"), "0.500000");
+        assert_eq!(
+            row.value_text("cka"),
+            "undefined: too few rows for the estimator"
+        );
+        assert_eq!(row.value_text("pearson"), "—");
+        assert_eq!(z_text(Some(-2.26)), "-2.3");
+        assert_eq!(z_text(None), "—");
     }
 }
