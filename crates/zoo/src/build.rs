@@ -114,10 +114,22 @@ pub fn build(
     };
     let mut levels: BTreeMap<u8, Vec<&Spec>> = BTreeMap::new();
     for s in &specs {
-        if done.contains_key(&s.name) {
+        if let Some(old) = done.get_mut(&s.name) {
+            // Same bytes; the lineage fields are the plan's (subset membership may have
+            // been recorded by a build of the other subset).
+            *old = Model {
+                loss: old.loss,
+                ..entry(
+                    s,
+                    old.tensors,
+                    old.parameters,
+                    old.bytes,
+                    old.blake3.clone(),
+                )
+            };
             summary.kept.push(s.name.clone());
         } else {
-            levels.entry(level(&s.make)).or_default().push(s);
+            levels.entry(s.make.level()).or_default().push(s);
         }
     }
     for todo in levels.values() {
@@ -150,15 +162,6 @@ pub fn build(
     }
     write_manifest(dir, held, &done)?;
     Ok(summary)
-}
-
-fn level(m: &Make) -> u8 {
-    match m {
-        Make::Train { .. } => 0,
-        Make::Tune { .. } | Make::Continue => 1,
-        Make::Cast(_) | Make::Subset(_) => 2,
-        Make::Merge => 3,
-    }
 }
 
 /// A rough relative cost, to start long trainings first.
@@ -252,27 +255,40 @@ fn make(dir: &Path, spec: &Spec, done: &BTreeMap<String, Model>) -> Result<Model
         }
     };
     let bytes = weights::serialize(&w, spec.dtype(), &spec.name)?;
-    let path = spec.path();
-    write_atomic(&dir.join(&path), &bytes)?;
+    write_atomic(&dir.join(spec.path()), &bytes)?;
+    Ok(Model {
+        loss,
+        ..entry(
+            spec,
+            w.len(),
+            weights::parameters(&w),
+            bytes.len() as u64,
+            blake3::hash(&bytes).to_hex().to_string(),
+        )
+    })
+}
+
+/// The manifest entry of `spec`'s model, given what its file holds (no training losses).
+fn entry(spec: &Spec, tensors: usize, parameters: u64, bytes: u64, blake3: String) -> Model {
     let mut subsets = vec![Subset::Full];
     if spec.small {
         subsets.insert(0, Subset::Small);
     }
-    Ok(Model {
+    Model {
         name: spec.name.clone(),
-        path,
-        architecture: a,
+        path: spec.path(),
+        architecture: spec.architecture,
         parents: spec.parents.clone(),
         roots: spec.roots.clone(),
         transform: spec.transform(),
         dtype: spec.dtype(),
         subsets,
-        tensors: w.len(),
-        parameters: weights::parameters(&w),
-        bytes: bytes.len() as u64,
-        blake3: blake3::hash(&bytes).to_hex().to_string(),
-        loss,
-    })
+        tensors,
+        parameters,
+        bytes,
+        blake3,
+        loss: None,
+    }
 }
 
 fn train(spec: &Spec, init: Weights, data: Dataset) -> Result<(Weights, Loss), Error> {

@@ -65,6 +65,9 @@ enum Command {
         /// Also write every pair's result (verdicts, per-tensor z) as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Only the models of this subset (default: every model the directory holds).
+        #[arg(long, value_enum)]
+        subset: Option<SubsetArg>,
     },
     /// Print the generator version (the zoo cache is keyed by it).
     Version,
@@ -133,8 +136,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("zoo {}: {} models verified", dir.display(), m.models.len());
         }
-        Command::Validate { dir, json } => {
-            let m = manifest(&dir)?;
+        Command::Validate {
+            dir,
+            json,
+            subset: s,
+        } => {
+            let mut m = manifest(&dir)?;
+            if let Some(s) = s {
+                let s = subset(s);
+                m.models.retain(|x| x.subsets.contains(&s));
+            }
             let results = validate::run(&dir, &m)?;
             print!("{}", validate::table(&m, &results));
             if let Some(path) = json {

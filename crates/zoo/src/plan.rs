@@ -47,6 +47,19 @@ pub enum Make {
     Merge,
 }
 
+impl Make {
+    /// Build level: a model's parents all have a lower level (bases 0, models trained from
+    /// them 1, casts and layer subsets 2, merges of trained models 3).
+    pub fn level(&self) -> u8 {
+        match self {
+            Make::Train { .. } => 0,
+            Make::Tune { .. } | Make::Continue => 1,
+            Make::Cast(_) | Make::Subset(_) => 2,
+            Make::Merge => 3,
+        }
+    }
+}
+
 /// One planned model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -185,24 +198,30 @@ fn full() -> Vec<Spec> {
         }
     }
     // Parents first: bases, then models trained from them, then casts, subsets and merges.
-    out.sort_by_key(|s| depth(&s.make));
+    out.sort_by_key(|s| s.make.level());
     out
 }
 
-fn depth(m: &Make) -> u8 {
-    match m {
-        Make::Train { .. } => 0,
-        Make::Tune { .. } | Make::Continue => 1,
-        Make::Cast(_) | Make::Subset(_) => 2,
-        Make::Merge => 3,
+/// Whether the small subset holds a model: the first bases of each architecture, and of
+/// base 0 its light fine-tune, casts and layer subset; for the MLP, whose training takes
+/// seconds, every transform of base 0.
+fn in_small(a: Architecture, k: u64, make: &Make) -> bool {
+    let cheap = a == Architecture::Mlp;
+    match make {
+        Make::Train { .. } => k < small_bases(a),
+        Make::Tune {
+            strength: Strength::Light,
+            ..
+        }
+        | Make::Cast(_)
+        | Make::Subset(_) => k == 0,
+        Make::Tune { .. } | Make::Continue | Make::Merge => k == 0 && cheap,
     }
 }
 
 fn family(a: Architecture, k: u64) -> Vec<Spec> {
     let base = format!("{}/base-{k}", a.name());
-    let small_base = k < small_bases(a);
-    let first = k == 0;
-    let spec = |suffix: &str, parents: Vec<String>, make: Make, small: bool| Spec {
+    let spec = |suffix: &str, parents: Vec<String>, make: Make| Spec {
         name: if suffix.is_empty() {
             base.clone()
         } else {
@@ -211,51 +230,34 @@ fn family(a: Architecture, k: u64) -> Vec<Spec> {
         architecture: a,
         parents,
         roots: vec![base.clone()],
+        small: in_small(a, k, &make),
         make,
-        small,
     };
     let data_a = a.data_name(Dataset::TuneA);
     let data_b = a.data_name(Dataset::TuneB);
-    let tune_name = |d: &str, s: Strength| format!("ft-{d}-{}", s.name());
-    let mut v = vec![spec("", vec![], Make::Train { seed: k }, small_base)];
+    let tuned = |d: &str, s: Strength| format!("ft-{d}-{}", s.name());
+    let mut v = vec![spec("", vec![], Make::Train { seed: k })];
     for s in Strength::ALL {
         v.push(spec(
-            &tune_name(&data_a, s),
+            &tuned(&data_a, s),
             vec![base.clone()],
             Make::Tune {
                 data: Dataset::TuneA,
                 strength: s,
             },
-            first && s != Strength::Medium || first && a == Architecture::Mlp,
         ));
     }
     v.push(spec(
-        &tune_name(&data_b, Strength::Medium),
+        &tuned(&data_b, Strength::Medium),
         vec![base.clone()],
         Make::Tune {
             data: Dataset::TuneB,
             strength: Strength::Medium,
         },
-        first && a == Architecture::Mlp,
     ));
-    v.push(spec(
-        "continued",
-        vec![base.clone()],
-        Make::Continue,
-        first && a == Architecture::Mlp,
-    ));
-    v.push(spec(
-        "f16",
-        vec![base.clone()],
-        Make::Cast(Dtype::F16),
-        first,
-    ));
-    v.push(spec(
-        "bf16",
-        vec![base.clone()],
-        Make::Cast(Dtype::BF16),
-        first,
-    ));
+    v.push(spec("continued", vec![base.clone()], Make::Continue));
+    v.push(spec("f16", vec![base.clone()], Make::Cast(Dtype::F16)));
+    v.push(spec("bf16", vec![base.clone()], Make::Cast(Dtype::BF16)));
     if let Some(layers) = a.layers() {
         let keep: Vec<usize> = (0..layers).step_by(2).collect();
         let label = keep
@@ -267,18 +269,15 @@ fn family(a: Architecture, k: u64) -> Vec<Spec> {
             &format!("layers-{label}"),
             vec![base.clone()],
             Make::Subset(keep),
-            first,
         ));
     }
-    let base_name = |suffix: String| format!("{base}-{suffix}");
     v.push(spec(
         &format!("merge-{data_a}-{data_b}"),
         vec![
-            base_name(tune_name(&data_a, Strength::Medium)),
-            base_name(tune_name(&data_b, Strength::Medium)),
+            format!("{base}-{}", tuned(&data_a, Strength::Medium)),
+            format!("{base}-{}", tuned(&data_b, Strength::Medium)),
         ],
         Make::Merge,
-        first && a == Architecture::Mlp,
     ));
     v
 }
@@ -297,6 +296,16 @@ mod tests {
                     assert!(seen.contains(parent), "{} before {parent}", s.name);
                 }
                 assert!(seen.insert(s.name.clone()), "{} twice", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn small_subset_is_closed_under_parents() {
+        let small: Vec<String> = plan(Subset::Small).into_iter().map(|s| s.name).collect();
+        for s in plan(Subset::Small) {
+            for p in &s.parents {
+                assert!(small.contains(p), "{} needs {p}", s.name);
             }
         }
     }

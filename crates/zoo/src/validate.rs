@@ -121,7 +121,7 @@ fn pairs(m: &Manifest) -> Vec<Pair<'_>> {
                         a: base,
                         b: x,
                         truth: Truth::Unrelated,
-                        category: format!("base vs unrelated {}", x.transform.label()),
+                        category: "base vs another base's descendant".into(),
                     });
                 }
             }
@@ -398,7 +398,7 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<7} {:<52} {:<10} {:<11} {:>6} {:>7} {:>6} {:>7} {:>5}",
+        "{:<7} {:<62} {:<10} {:<20} {:>6} {:>7} {:>6} {:>7} {:>5}",
         "arch", "class", "role", "null", "n", "mean z", "sd z", "max z", "sig"
     );
     for ((arch, class, role), s) in &z {
@@ -407,7 +407,7 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
         let sd = (s.sum_sq / n - mean * mean).max(0.0).sqrt();
         let _ = writeln!(
             o,
-            "{:<7} {:<52} {:<10} {:<11} {:>6} {:>7.2} {:>6.2} {:>7.2} {:>5}",
+            "{:<7} {:<62} {:<10} {:<20} {:>6} {:>7.2} {:>6.2} {:>7.2} {:>5}",
             arch.name(),
             class,
             role,
