@@ -107,7 +107,6 @@ pub fn build(
             }
         }
     }
-    let held = existing.as_ref().map_or(subset, |m| m.subset.max(subset));
     let mut summary = Summary {
         built: Vec::new(),
         kept: Vec::new(),
@@ -153,14 +152,24 @@ pub fn build(
                 })
                 .collect()
         });
+        // Record every model that was made before reporting a failure, so that a rerun
+        // (after, say, a full disk) does not train them again.
+        let mut failure = None;
         for m in made {
-            let m = m?;
-            summary.built.push(m.name.clone());
-            done.insert(m.name.clone(), m);
+            match m {
+                Ok(m) => {
+                    summary.built.push(m.name.clone());
+                    done.insert(m.name.clone(), m);
+                }
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
-        write_manifest(dir, held, &done)?;
+        write_manifest(dir, &done)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
     }
-    write_manifest(dir, held, &done)?;
+    write_manifest(dir, &done)?;
     Ok(summary)
 }
 
@@ -175,7 +184,11 @@ fn cost(s: &Spec) -> u64 {
 }
 
 /// Every model in `done`, in full-plan order (parents first), under the manifest.
-fn write_manifest(dir: &Path, held: Subset, done: &BTreeMap<String, Model>) -> Result<(), Error> {
+fn write_manifest(dir: &Path, done: &BTreeMap<String, Model>) -> Result<(), Error> {
+    let complete = |s: Subset| plan(s).iter().all(|x| done.contains_key(&x.name));
+    let held = [Subset::Full, Subset::Small]
+        .into_iter()
+        .find(|s| complete(*s));
     let order = plan(Subset::Full);
     let models: Vec<Model> = order
         .iter()

@@ -126,11 +126,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let m = manifest(&dir)?;
             build::verify(&dir, &m)?;
             if let Some(s) = s {
-                if m.subset < subset(s) {
+                if m.subset < Some(subset(s)) {
                     anyhow::bail!(
-                        "{} holds the {} subset only",
+                        "{} does not hold the whole {} subset",
                         dir.display(),
-                        m.subset.name()
+                        subset(s).name()
                     );
                 }
             }

@@ -6,7 +6,8 @@
 //! ```text
 //! schema_version      1
 //! generator           { name: "weightkin-zoo", version }      version = the cache key
-//! subset              "small" | "full": the largest subset this directory holds
+//! subset              "small" | "full" | null: the largest subset this directory holds
+//!                     completely (null while a build is incomplete)
 //! architectures[]     { name, family, config, parameters }
 //! models[]            in build order (parents before children)
 //!   name              "llama/base-0-ft-recipe-light"; the file is `path`
@@ -55,8 +56,9 @@ pub struct Manifest {
     pub schema_version: u32,
     /// Who wrote it.
     pub generator: Generator,
-    /// The largest subset the directory holds.
-    pub subset: Subset,
+    /// The largest subset the directory holds completely (`None` while a build is
+    /// incomplete).
+    pub subset: Option<Subset>,
     /// The architectures, with their sizes.
     pub architectures: Vec<ArchitectureEntry>,
     /// Every model, parents first.

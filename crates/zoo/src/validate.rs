@@ -50,12 +50,18 @@ pub struct TensorResult {
     pub name: String,
     /// Its class (layer index replaced by `*`).
     pub class: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
     /// `evidence` or `init-prior`.
     pub role: String,
     /// Null kind (`cross-layer`, `analytic`, `reference`).
     pub null: String,
     /// Pearson.
     pub pearson: f64,
+    /// The null's mean.
+    pub null_mean: f64,
+    /// The null's s.d. (what z divides by).
+    pub null_sd: f64,
     /// z against the null.
     pub z: f64,
     /// Holm-adjusted p.
@@ -243,18 +249,29 @@ fn read_result(pair: &Pair<'_>, report: &Value) -> Result<PairResult, Error> {
         let Some(e) = t.get("evidence") else { continue };
         let role = str_of(e, "role");
         let num = |k: &str| e.get(k).and_then(Value::as_f64);
-        if let (Some(pearson), Some(z), Some(p_adjusted)) =
-            (num("pearson"), num("z"), num("p_adjusted"))
-        {
+        if let (Some(pearson), Some(null_mean), Some(null_sd), Some(z), Some(p_adjusted)) = (
+            num("pearson"),
+            num("null_mean"),
+            num("null_sd"),
+            num("z"),
+            num("p_adjusted"),
+        ) {
             if role == "evidence" {
                 pearsons.push(pearson);
             }
             tensors.push(TensorResult {
                 name: str_of(t, "name"),
                 class: str_of(t, "class"),
+                shape: t
+                    .get("shape")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default(),
                 role,
                 null: str_of(e, "null"),
                 pearson,
+                null_mean,
+                null_sd,
                 z,
                 p_adjusted,
                 significant: p_adjusted < alpha,
@@ -320,6 +337,15 @@ struct ZStats {
     max: f64,
     significant: u64,
     nulls: std::collections::BTreeSet<String>,
+    r_sum: f64,
+    r_sum_sq: f64,
+    null_sds: Vec<f64>,
+}
+
+fn mean_sd(n: u64, sum: f64, sum_sq: f64) -> (f64, f64) {
+    let n = n.max(1) as f64;
+    let mean = sum / n;
+    (mean, (sum_sq / n - mean * mean).max(0.0).sqrt())
 }
 
 /// The validation table, as printed and as pasted into VALIDATION.md.
@@ -389,25 +415,30 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
             s.max = if s.n == 1 { t.z } else { s.max.max(t.z) };
             s.significant += u64::from(t.significant);
             s.nulls.insert(t.null.clone());
+            s.r_sum += t.pearson;
+            s.r_sum_sq += t.pearson * t.pearson;
+            s.null_sds.push(t.null_sd);
         }
     }
     let _ = writeln!(
         o,
         "\nNULL CALIBRATION on unrelated pairs, per tensor class (correct null: mean z ≈ 0, \
-         sd z ≈ 1, no tensor significant)"
+         sd z ≈ 1, no tensor significant;\n  sd r = spread of Pearson across the pairs, null sd = \
+         median s.d. the null assumed)"
     );
     let _ = writeln!(
         o,
-        "{:<7} {:<62} {:<10} {:<20} {:>6} {:>7} {:>6} {:>7} {:>5}",
-        "arch", "class", "role", "null", "n", "mean z", "sd z", "max z", "sig"
+        "{:<7} {:<62} {:<10} {:<20} {:>5} {:>7} {:>6} {:>6} {:>7} {:>7} {:>4}",
+        "arch", "class", "role", "null", "n", "mean z", "sd z", "max z", "sd r", "null sd", "sig"
     );
-    for ((arch, class, role), s) in &z {
-        let n = s.n as f64;
-        let mean = s.sum / n;
-        let sd = (s.sum_sq / n - mean * mean).max(0.0).sqrt();
+    for ((arch, class, role), s) in &mut z {
+        let (mean, sd) = mean_sd(s.n, s.sum, s.sum_sq);
+        let (_, r_sd) = mean_sd(s.n, s.r_sum, s.r_sum_sq);
+        s.null_sds.sort_by(f64::total_cmp);
+        let null_sd = s.null_sds.get(s.null_sds.len() / 2).copied().unwrap_or(0.0);
         let _ = writeln!(
             o,
-            "{:<7} {:<62} {:<10} {:<20} {:>6} {:>7.2} {:>6.2} {:>7.2} {:>5}",
+            "{:<7} {:<62} {:<10} {:<20} {:>5} {:>7.2} {:>6.2} {:>6.2} {:>7.4} {:>7.4} {:>4}",
             arch.name(),
             class,
             role,
@@ -416,6 +447,8 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
             mean,
             sd,
             s.max,
+            r_sd,
+            null_sd,
             s.significant
         );
     }
