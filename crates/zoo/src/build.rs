@@ -229,6 +229,15 @@ fn parent(
     weights::read(&dir.join(&m.path))
 }
 
+/// The first parent's weights (every transform but a merge has exactly one).
+fn only_parent(dir: &Path, spec: &Spec, done: &BTreeMap<String, Model>) -> Result<Weights, Error> {
+    let name = spec.parents.first().ok_or_else(|| Error::MissingParent {
+        model: spec.name.clone(),
+        parent: "(none in the plan)".into(),
+    })?;
+    parent(dir, spec, name, done)
+}
+
 /// Makes one model, writes its file, and returns its manifest entry.
 fn make(dir: &Path, spec: &Spec, done: &BTreeMap<String, Model>) -> Result<Model, Error> {
     let a = spec.architecture;
@@ -241,21 +250,17 @@ fn make(dir: &Path, spec: &Spec, done: &BTreeMap<String, Model>) -> Result<Model
             t.0
         }
         Make::Tune { data, .. } => {
-            let t = train(spec, parent(dir, spec, &spec.parents[0], done)?, *data)?;
+            let t = train(spec, only_parent(dir, spec, done)?, *data)?;
             loss = Some(t.1);
             t.0
         }
         Make::Continue => {
-            let t = train(
-                spec,
-                parent(dir, spec, &spec.parents[0], done)?,
-                Dataset::Base,
-            )?;
+            let t = train(spec, only_parent(dir, spec, done)?, Dataset::Base)?;
             loss = Some(t.1);
             t.0
         }
-        Make::Cast(_) => parent(dir, spec, &spec.parents[0], done)?,
-        Make::Subset(keep) => layer_subset(&parent(dir, spec, &spec.parents[0], done)?, keep),
+        Make::Cast(_) => only_parent(dir, spec, done)?,
+        Make::Subset(keep) => layer_subset(&only_parent(dir, spec, done)?, keep),
         Make::Merge => {
             let ps = spec
                 .parents

@@ -84,7 +84,6 @@ fn manifest(dir: &std::path::Path) -> anyhow::Result<Manifest> {
     Manifest::read(dir)?.with_context(|| format!("{} holds no zoo manifest", dir.display()))
 }
 
-#[allow(clippy::print_stdout)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Build { .. }) {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::rng::Stream;
@@ -206,5 +206,32 @@ pub fn ids(v: Vec<u32>, shape: &[usize]) -> candle_core::Result<Tensor> {
 
 /// An f32 tensor from values.
 pub fn floats(v: Vec<f32>, shape: &[usize]) -> candle_core::Result<Tensor> {
-    Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(DType::F32)
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::arch::{Architecture, Dataset};
+
+    /// Two runs of the same training give the same bits (the zoo's determinism rests on it).
+    #[test]
+    fn training_is_reproducible() {
+        for a in Architecture::ALL {
+            let schedule = Schedule {
+                steps: 3,
+                lr: 1e-3,
+                batch: 4,
+            };
+            let run = || {
+                let job = a.job(Dataset::Base).unwrap();
+                let init = a.init(&mut Stream::new(&["test", a.name()]));
+                train(job.as_ref(), init, &schedule, &mut Stream::new(&["data"])).unwrap()
+            };
+            let (x, y) = (run(), run());
+            assert_eq!(x.weights, y.weights, "{}", a.name());
+            assert!(x.loss_start.is_finite());
+        }
+    }
 }

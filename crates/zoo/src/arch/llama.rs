@@ -10,7 +10,9 @@
 
 use candle_core::{Tensor, D};
 
-use crate::data::{TextDomain, VOCAB};
+use crate::data::TextDomain;
+#[cfg(test)]
+use crate::data::VOCAB;
 use crate::nn::{self, Batch, Params, Trainable};
 use crate::rng::Stream;
 use crate::weights::{Tensor as Stored, Weights};
@@ -234,7 +236,12 @@ impl Trainable for Job {
     }
 }
 
-/// The vocabulary matches [`CONFIG`].
-pub fn vocab_matches() -> bool {
-    VOCAB.chars().count() == CONFIG.vocab
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_matches_the_config() {
+        assert_eq!(VOCAB.chars().count(), CONFIG.vocab);
+    }
 }
