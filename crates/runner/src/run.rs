@@ -87,7 +87,8 @@ fn compare(
     } = measure_and_calibrate(cmp, a, b, &pairing, hashers, opts)?;
     opts.progress.finish();
 
-    let nulls = calibrate::nulls(cmp, a, cross_layer, references, opts)?;
+    let mut nulls = calibrate::nulls(cmp, a, cross_layer, references, opts)?;
+    calibrate::shift_nulls(cmp, a, b, &pairing.pairs, &mut nulls)?;
     let judged: Vec<judge::Measured<'_>> = pairing
         .pairs
         .iter()

@@ -6,7 +6,9 @@
 //!   declares independent of A ([`nulls`]);
 //! * **cross-layer**: Pearson of A's layer i against B's layer j ≠ i of the same class
 //!   ([`cross_layer_null`]), from the subsamples the measure stage kept while it streamed the
-//!   pairs ([`weightkin_core::Taps::samples`]).
+//!   pairs ([`weightkin_core::Taps::samples`]);
+//! * **shift**: for matrices of a class with neither, A's matrix against B's shifted along
+//!   one axis ([`shift_nulls`]).
 //!
 //! The subsamples are kept for whole classes at a time and dropped once a class's null is
 //! computed, in batches bounded by [`SAMPLE_MEMORY`] ([`batches`]), so memory stays bounded
@@ -16,7 +18,10 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use weightkin_core::{pair_moments_sampled, Samples, Side, TensorInfo};
+use weightkin_core::{
+    pair_moments_sampled, read_examples, ExampleAxis, ExampleSample, Moments, Samples, Side,
+    TensorInfo,
+};
 
 use crate::plan::{self, Model, Pair};
 use crate::recipe::CompareSpec;
@@ -243,4 +248,173 @@ pub fn nulls(
         entry.samples.push(r);
     }
     Ok(out)
+}
+
+/// Elements of each side a shift null reads at most (whole rows, evenly strided).
+pub const SHIFT_SAMPLE_BUDGET: usize = 1 << 16;
+
+/// Shifts per axis in a shift null.
+const SHIFTS: usize = 32;
+
+/// Shift nulls for the classes that have no empirical null and whose tensors are matrices
+/// (rank ≥ 2, at least two rows and two columns): the class's pairs with B's matrix shifted
+/// along one axis ([`shift_null`]). Added to `nulls`; classes with a null keep it.
+///
+/// Why: the analytic null (Pearson of independent vectors) assumes i.i.d. elements. A trained
+/// matrix with one axis indexed by something both models share — an output head over a
+/// vocabulary, a classifier over labels — carries a low-rank part whose shared-axis factor is
+/// the same in unrelated models; on the trained-model zoo such heads reached Pearson 0.15 and
+/// z 11 against the analytic null (VALIDATION.md, "Trained models"). Shifting B along one
+/// axis keeps that structure aligned on the other axis and destroys shared ancestry, so it
+/// measures exactly the spread the analytic null misses, for derived and unrelated pairs alike.
+pub fn shift_nulls(
+    cmp: &CompareSpec,
+    a: Model<'_>,
+    b: Model<'_>,
+    pairs: &[Pair],
+    nulls: &mut Nulls,
+) -> Result<(), Error> {
+    let mut by_class: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for p in pairs {
+        if nulls.get(&p.class).is_some_and(|n| !n.samples.is_empty()) {
+            continue;
+        }
+        let (x, y) = (Side::new(a.source, p.a), Side::new(b.source, p.b));
+        let values = shift_null(x, y).map_err(|source| Error::Measure {
+            compare: cmp.name.clone(),
+            tensor: p.name.clone(),
+            source: Box::new(source),
+        })?;
+        if !values.is_empty() {
+            by_class.entry(&p.class).or_default().extend(values);
+        }
+    }
+    for (class, samples) in by_class {
+        nulls.insert(
+            class.to_owned(),
+            Null {
+                kind: NullKind::Shift,
+                samples,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The shift null of one matrix pair: Pearson of A against B shifted circularly by
+/// `⌊i·n/(k+1)⌋`, i = 1..=k (k = min(32, n − 1)), along its columns and, separately, along
+/// its rows (of at most [`SHIFT_SAMPLE_BUDGET`] elements of evenly strided whole rows); the
+/// axis whose values spread more is kept, since either may be the shared one. Empty for a
+/// tensor that is not a matrix, or whose single row exceeds the budget.
+pub fn shift_null(a: Side<'_>, b: Side<'_>) -> weightkin_core::Result<Vec<f64>> {
+    let info = a.info();
+    let Some(&rows) = info.shape.first() else {
+        return Ok(Vec::new());
+    };
+    if info.shape.len() < 2 || rows < 2 || info.numel / rows < 2 {
+        return Ok(Vec::new());
+    }
+    let cols = info.numel / rows;
+    let (va, vb, rows) =
+        match ExampleSample::plan(&info.shape, ExampleAxis::Rows, SHIFT_SAMPLE_BUDGET) {
+            None => (a.read(info.numel)?, b.read(info.numel)?, rows),
+            Some(s) if s.kept >= 2 => (read_examples(a, &s)?, read_examples(b, &s)?, s.kept),
+            Some(_) => return Ok(Vec::new()),
+        };
+    let by_columns = shifted(
+        &va,
+        &vb,
+        rows,
+        cols,
+        |r, c, s| r * cols + (c + s) % cols,
+        cols,
+    );
+    let by_rows = shifted(
+        &va,
+        &vb,
+        rows,
+        cols,
+        |r, c, s| ((r + s) % rows) * cols + c,
+        rows,
+    );
+    let spread = |v: &[f64]| crate::stats::mean_sd(v).map_or(0.0, |(_, sd)| sd);
+    Ok(if spread(&by_rows) > spread(&by_columns) {
+        by_rows
+    } else {
+        by_columns
+    })
+}
+
+/// Pearson of `va` against `vb` read at `at(row, column, shift)`, for the shifts of an axis of
+/// length `n`.
+fn shifted(
+    va: &[f32],
+    vb: &[f32],
+    rows: usize,
+    cols: usize,
+    at: impl Fn(usize, usize, usize) -> usize,
+    n: usize,
+) -> Vec<f64> {
+    let k = SHIFTS.min(n.saturating_sub(1));
+    let mut moved = vec![0f32; va.len()];
+    (1..=k)
+        .filter_map(|i| {
+            let s = (i * n / (k + 1)).max(1);
+            for r in 0..rows {
+                for c in 0..cols {
+                    moved[r * cols + c] = vb[at(r, c, s)];
+                }
+            }
+            Moments::of_tensors(va, &moved).pearson().value()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use weightkin_core::testing::{uniform_f32, SafetensorsBuilder};
+    use weightkin_core::{Format, Limits};
+
+    /// Two unrelated "heads" sharing a label-side factor: u₁fᵀ + noise and u₂fᵀ + noise.
+    /// Their Pearson spreads like cos(u₁, u₂), far beyond 1/√n; the shift null sees it.
+    #[test]
+    fn a_shared_label_factor_widens_the_shift_null() {
+        let (rows, cols) = (80, 64);
+        let f = uniform_f32(rows, 1, 0.0, 3.0);
+        let head = |seed: u64| -> Vec<f32> {
+            let u = uniform_f32(cols, seed, -1.0, 1.0);
+            let e = uniform_f32(rows * cols, seed + 100, -0.3, 0.3);
+            (0..rows * cols)
+                .map(|i| f[i / cols] * u[i % cols] + e[i])
+                .collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.safetensors");
+        let mut builder = SafetensorsBuilder::new();
+        let heads: Vec<Vec<f32>> = (0..2).map(|k| head(10 + k)).collect();
+        for (k, h) in heads.iter().enumerate() {
+            builder = builder.tensor_f32(&format!("h{k}"), &[rows, cols], h);
+        }
+        builder.write(&path).unwrap();
+        let src = weightkin_core::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let (a, b) = (Side::new(src.as_ref(), 0), Side::new(src.as_ref(), 1));
+        let null = shift_null(a, b).unwrap();
+        assert_eq!(null.len(), SHIFTS);
+        let (_, sd) = crate::stats::mean_sd(&null).unwrap();
+        let elementwise = 1.0 / ((rows * cols) as f64).sqrt();
+        assert!(sd > 5.0 * elementwise, "sd {sd} vs 1/√n {elementwise}");
+        // A vector has no shift null.
+        let v = SafetensorsBuilder::new().tensor_f32("v", &[8], &[1.0; 8]);
+        let vpath = dir.path().join("v.safetensors");
+        v.write(&vpath).unwrap();
+        let vs = weightkin_core::safetensors::FORMAT
+            .open(&vpath, &Limits::default())
+            .unwrap();
+        let s = Side::new(vs.as_ref(), 0);
+        assert!(shift_null(s, s).unwrap().is_empty());
+    }
 }

@@ -318,6 +318,7 @@ fn method() -> Method {
                       tensors, which layers of one model are not)",
         nulls: "reference models declared independent of A (same class) > cross-layer \
                 (A's layer i vs B's layer j ≠ i, same class; s.d. floored at 1/√n) > \
+                shift (A's matrix vs B's with one axis shifted, for a matrix with neither) > \
                 analytic (mean 0, s.d. 1/√n)",
     }
 }
@@ -365,7 +366,7 @@ fn caveats(
     }
     if rows.iter().any(|e| e.null == Some(NullKind::Analytic)) {
         out.push(
-            "Tensors without a cross-layer or reference null were judged against the analytic \
+            "Tensors without a cross-layer, reference or shift null were judged against the analytic \
              null (Pearson of independent vectors: s.d. 1/√n). Structured tensors can exceed it \
              without shared ancestry; declare a reference model known to be independent of A \
              (`references = [...]`) to calibrate them empirically."

@@ -109,6 +109,9 @@ pub enum NullKind {
     CrossLayer,
     /// Reference models declared independent of A, same class.
     Reference,
+    /// A's matrix against B's with one axis shifted: keeps structure both models share along
+    /// the other axis (a vocabulary, a label set), destroys shared ancestry.
+    Shift,
 }
 
 /// The evidence statistics of one compared pair (in the report's per-tensor table).
