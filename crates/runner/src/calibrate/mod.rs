@@ -274,17 +274,24 @@ pub fn shift_nulls(
     pairs: &[Pair],
     nulls: &mut Nulls,
 ) -> Result<(), Error> {
+    let wanted: Vec<&Pair> = pairs
+        .iter()
+        .filter(|p| nulls.get(&p.class).is_none_or(|n| n.samples.is_empty()))
+        .collect();
+    // In parallel, collected in pair order: the same samples for any thread count.
+    let measured = wanted
+        .par_iter()
+        .map(|p| {
+            let (x, y) = (Side::new(a.source, p.a), Side::new(b.source, p.b));
+            shift_null(x, y).map_err(|source| Error::Measure {
+                compare: cmp.name.clone(),
+                tensor: p.name.clone(),
+                source: Box::new(source),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let mut by_class: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for p in pairs {
-        if nulls.get(&p.class).is_some_and(|n| !n.samples.is_empty()) {
-            continue;
-        }
-        let (x, y) = (Side::new(a.source, p.a), Side::new(b.source, p.b));
-        let values = shift_null(x, y).map_err(|source| Error::Measure {
-            compare: cmp.name.clone(),
-            tensor: p.name.clone(),
-            source: Box::new(source),
-        })?;
+    for (p, values) in wanted.iter().zip(measured) {
         if !values.is_empty() {
             by_class.entry(&p.class).or_default().extend(values);
         }
