@@ -47,6 +47,15 @@ pub enum Error {
         /// Second original name.
         second: String,
     },
+    /// Presenting a model's tensors as views (fused parts, transposes) failed.
+    #[error("model `{model}`: could not present its tensors for pairing")]
+    Views {
+        /// Model name.
+        model: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_core::Error>,
+    },
     /// Reading or converting tensor data failed during a comparison.
     #[error("comparison `{compare}`: tensor `{tensor}`")]
     Measure {

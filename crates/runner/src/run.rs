@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use weightkin_core::{FileHashers, Registry, Samples};
 
 use crate::align::{self, LayerRemap};
+use crate::correspond::{self, Views};
 use crate::calibrate::{self, Class};
 use crate::judge;
 use crate::measure::grid::{self, LayeredModel};
@@ -26,9 +27,10 @@ use crate::measure::pairs::{self, Job, Measured};
 use crate::measure::{structured, Side};
 use crate::open::{FileHashes, Models};
 use crate::plan::{self, Model, Pairing};
-use crate::recipe::{Align, CompareSpec, Recipe};
+use crate::recipe::{Align, CompareSpec, PairingMode, Recipe};
 use crate::report::{
-    class_summaries, AuditInfo, Comparison, Report, Summary, TensorRow, Tool, SCHEMA_VERSION,
+    class_summaries, AuditInfo, Comparison, CorrespondenceReport, PairedBy, Report, Summary,
+    TensorRow, Tool, Unpaired, SCHEMA_VERSION,
 };
 use crate::{Error, RunOptions};
 
@@ -40,14 +42,13 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
     let hashes = FileHashes::begin(&mut models, opts);
     let mut comparisons = Vec::new();
     for cmp in &recipe.compares {
-        let a = models.get(&cmp.a)?.named();
-        let b = models.get(&cmp.b)?.named();
         let references = cmp
             .references
             .iter()
             .map(|r| Ok(models.get(r)?.named()))
             .collect::<Result<Vec<_>, Error>>()?;
-        comparisons.push(compare(cmp, a, b, &references, &hashes.hashers, opts)?);
+        let prepared = prepare(recipe, cmp, &models)?;
+        comparisons.push(compare(cmp, &prepared, &references, &hashes.hashers, opts)?);
     }
     hashes.finish(&mut models, opts)?;
     Ok(Report {
@@ -66,17 +67,136 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
     })
 }
 
+/// The two models of a comparison as the plan pairs them: presented (fused tensors split,
+/// some transposed) and named — by the recipe's rename rules, or, under automatic pairing,
+/// with each of B's tensors that corresponds to one of A's under A's name.
+pub struct Prepared<'a> {
+    a: Views<'a>,
+    a_names: BTreeMap<String, usize>,
+    b: Views<'a>,
+    b_names: BTreeMap<String, usize>,
+    /// How each pair not paired by equal stored names was found, by (A's) name.
+    paired_by: BTreeMap<String, PairedBy>,
+    /// Tensors replaced by views, fused tensors not split.
+    notes: Vec<Unpaired>,
+    /// What automatic pairing found.
+    correspondence: Option<CorrespondenceReport>,
+}
+
+impl Prepared<'_> {
+    fn a(&self) -> Model<'_> {
+        Model {
+            source: &self.a,
+            names: &self.a_names,
+        }
+    }
+
+    fn b(&self) -> Model<'_> {
+        Model {
+            source: &self.b,
+            names: &self.b_names,
+        }
+    }
+}
+
+/// Presents and names the two models of `cmp` for its pairing mode.
+pub fn prepare<'a>(
+    recipe: &Recipe,
+    cmp: &CompareSpec,
+    models: &'a Models,
+) -> Result<Prepared<'a>, Error> {
+    let (a, b) = (models.get(&cmp.a)?, models.get(&cmp.b)?);
+    fn side(which: &'static str, notes: Vec<Unpaired>) -> impl Iterator<Item = Unpaired> {
+        notes.into_iter().map(move |mut u| {
+            u.detail = format!("{which}: {}", u.detail);
+            u
+        })
+    }
+    if cmp.pairing == PairingMode::Auto {
+        let auto = correspond::auto(cmp, (&cmp.a, a.source.as_ref()), (&cmp.b, b.source.as_ref()))?;
+        let mut paired_by = BTreeMap::new();
+        let mut b_names: BTreeMap<String, usize> = auto.b.names.clone();
+        let mut any = false;
+        for f in &auto.found {
+            if f.by.method != crate::report::PairMethod::Name {
+                any = true;
+                if let Some(i) = b_names.remove(&f.b) {
+                    b_names.insert(f.a.clone(), i);
+                }
+                paired_by.insert(f.a.clone(), f.by.clone());
+            }
+        }
+        let notes = side("A", auto.a.notes)
+            .chain(side("B", auto.b.notes))
+            .collect();
+        return Ok(Prepared {
+            a: auto.a.views,
+            a_names: auto.a.names,
+            b: auto.b.views,
+            b_names,
+            paired_by,
+            notes,
+            correspondence: any.then_some(auto.report),
+        });
+    }
+    let named = |name: &str, m: &'a crate::open::Opened| -> Result<_, Error> {
+        let spec = recipe.models.get(name);
+        let p = correspond::present(
+            name,
+            m.source.as_ref(),
+            &|n| spec.is_some_and(|s| s.splits(n)),
+            &|n| spec.is_some_and(|s| s.transposes(n)),
+        )?;
+        let rules = spec.map_or(&[][..], |s| &s.rename[..]);
+        let (names, found) =
+            plan::renamed_names(name, p.names.iter().map(|(n, &i)| (n.as_str(), i)), rules)?;
+        Ok((p, names, found))
+    };
+    let (pa, a_names, fa) = named(&cmp.a, a)?;
+    let (pb, b_names, fb) = named(&cmp.b, b)?;
+    let paired_by = fa
+        .into_iter()
+        .chain(fb)
+        .map(|(name, f)| {
+            let by = PairedBy {
+                method: f.method,
+                rule: format!("recipe rename rule (found by {})", f.method.name()),
+                score: None,
+                candidates: f.candidates,
+            };
+            (name, by)
+        })
+        .collect();
+    let notes = side("A", pa.notes).chain(side("B", pb.notes)).collect();
+    Ok(Prepared {
+        a: pa.views,
+        a_names,
+        b: pb.views,
+        b_names,
+        paired_by,
+        notes,
+        correspondence: None,
+    })
+}
+
 /// One comparison through plan, measure, calibrate and judge.
 fn compare(
     cmp: &CompareSpec,
-    a: Model<'_>,
-    b: Model<'_>,
+    prepared: &Prepared<'_>,
     references: &[Model<'_>],
     hashers: &FileHashers,
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
+    let (a, b) = (prepared.a(), prepared.b());
     let aligned = grids_and_alignment(cmp, a, b, opts)?;
-    let pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
+    let mut pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
+    for p in &mut pairing.pairs {
+        p.paired_by = prepared.paired_by.get(&p.name).cloned();
+    }
+    pairing.unpaired.extend(prepared.notes.iter().cloned());
+    pairing
+        .unpaired
+        .sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
     let ta = a.source.tensors();
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
@@ -130,6 +250,7 @@ fn compare(
         grids: aligned.grids,
         skipped_grids: aligned.skipped_grids,
         alignments: aligned.alignments,
+        correspondence: prepared.correspondence.clone(),
         verdicts,
     })
 }

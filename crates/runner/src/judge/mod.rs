@@ -24,7 +24,9 @@
 //! 3. **Per-layer profiles that correlate for any two models.** Profiles are not evidence:
 //!    only per-tensor statistics against a null are.
 //!
-//! Each evidence tensor gets z = (r − μ₀)/σ₀ and a one-sided normal p-value; p-values are
+//! Each evidence tensor gets z = (r − μ₀)/σ₀ and a one-sided normal p-value — multiplied by
+//! the number of candidates when a content search chose the pair among several
+//! ([`crate::correspond`]: the Bonferroni bound of the maximum's null); p-values are
 //! Holm-adjusted across all evidence tensors of the comparison (valid under any dependence).
 //! A tensor *supports derivation* when its adjusted p < [`ALPHA`] and r − μ₀ ≥ [`MIN_EFFECT`].
 //! A component is `derived` when at least a quarter of its evidence tensors (and at least one)
@@ -166,6 +168,12 @@ fn role(spec: &CompareSpec, name: &str, m: &Moments, structured: bool) -> Role {
     Role::Evidence
 }
 
+/// Candidates the search that paired `pair` chose among (1 when names or structure paired
+/// it).
+fn searched(pair: &Pair) -> usize {
+    pair.paired_by.as_ref().map_or(1, |b| b.candidates.max(1))
+}
+
 /// Judges one comparison. `structured(pair)` reports whether an identical pair's values are
 /// few and structured (only called for identical pairs). `nulls` holds the empirical nulls
 /// per class (cross-layer or reference); `unpaired` the comparison's unpaired tensors, whose
@@ -216,7 +224,9 @@ pub fn judge(
                 null_mean: judged.then(|| round(null_mean)),
                 null_sd: judged.then(|| round(null_sd)),
                 z: z.map(|z| (z * 1e3).round() / 1e3),
-                p: z.map(stats::upper_tail),
+                // A pair content chose among k candidates: the null of the maximum over the
+                // k searched, bounded by Bonferroni (valid under any dependence).
+                p: z.map(|z| (stats::upper_tail(z) * searched(m.pair) as f64).min(1.0)),
                 p_adjusted: None,
             }
         })

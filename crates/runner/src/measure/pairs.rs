@@ -118,6 +118,7 @@ fn row(p: &Pair, a: Side<'_>, b: Side<'_>, results: Vec<MetricResult>) -> Tensor
         undefined,
         metric_nulls: nulls,
         subsampled,
+        paired_by: p.paired_by.clone(),
         evidence: None,
     }
 }

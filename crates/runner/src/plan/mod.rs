@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use regex::Regex;
 use weightkin_core::{TensorInfo, WeightSource};
 
-use crate::recipe::{CompareSpec, RenameRule};
-pub use crate::report::{Kind, Reason, Unpaired};
+use crate::recipe::{CompareSpec, Found, RenameRule};
+pub use crate::report::{Kind, PairedBy, Reason, Unpaired};
 use crate::Error;
 
 /// A model as the plan sees it: its tensors under their renamed names.
@@ -36,6 +36,8 @@ pub struct Pair {
     pub layer: Option<u32>,
     /// Class: the name with its layer index replaced by `*`.
     pub class: String,
+    /// How the pair was found, when not by equal names.
+    pub paired_by: Option<PairedBy>,
 }
 
 /// The outcome of pairing two models for one comparison.
@@ -53,22 +55,45 @@ pub fn renamed(
     source: &dyn WeightSource,
     rules: &[RenameRule],
 ) -> Result<BTreeMap<String, usize>, Error> {
+    let names = source.tensors().iter().enumerate().map(|(i, t)| (t.name.as_str(), i));
+    Ok(renamed_names(model, names, rules)?.0)
+}
+
+/// Applies rename rules to `names` (name → tensor index): renamed name → tensor index, and
+/// for each renamed name the [`Found`] of the last rule that renamed it and carries one.
+/// Two names becoming one is [`Error::RenameCollision`].
+pub fn renamed_names<'n>(
+    model: &str,
+    names: impl IntoIterator<Item = (&'n str, usize)>,
+    rules: &[RenameRule],
+) -> Result<(BTreeMap<String, usize>, BTreeMap<String, Found>), Error> {
     let mut out = BTreeMap::new();
-    for (i, t) in source.tensors().iter().enumerate() {
-        let mut name = t.name.clone();
+    let mut found = BTreeMap::new();
+    let mut original: BTreeMap<String, &str> = BTreeMap::new();
+    for (stored, i) in names {
+        let mut name = stored.to_owned();
+        let mut by = None;
         for r in rules {
-            name = r.from.replace_all(&name, r.to.as_str()).into_owned();
+            let next = r.from.replace_all(&name, r.to.as_str()).into_owned();
+            if next != name {
+                by = r.found.clone().or(by);
+            }
+            name = next;
         }
-        if let Some(prev) = out.insert(name.clone(), i) {
+        if let Some(first) = original.insert(name.clone(), stored) {
             return Err(Error::RenameCollision {
                 model: model.to_owned(),
                 renamed: name,
-                first: source.tensors()[prev].name.clone(),
-                second: t.name.clone(),
+                first: first.to_owned(),
+                second: stored.to_owned(),
             });
         }
+        if let Some(by) = by {
+            found.insert(name.clone(), by);
+        }
+        out.insert(name, i);
     }
-    Ok(out)
+    Ok((out, found))
 }
 
 fn shape_dtype(t: &TensorInfo) -> String {
@@ -118,7 +143,7 @@ pub fn pair(
             };
             format!("A{a_name}: {} · B: {}", shape_dtype(t), shape_dtype(u))
         };
-        if t.shape != u.shape {
+        if squeezed(&t.shape) != squeezed(&u.shape) {
             push(name, Reason::ShapeMismatch, detail());
         } else if !t.dtype.is_float() || !u.dtype.is_float() {
             push(name, Reason::NonFloatDtype, detail());
@@ -130,6 +155,7 @@ pub fn pair(
                 b: ib,
                 layer,
                 class,
+                paired_by: None,
             });
         }
     }
@@ -153,6 +179,13 @@ pub fn pair(
     out.unpaired
         .sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));
     out
+}
+
+/// A shape without its dimensions of size one: two tensors whose squeezed shapes agree hold
+/// their elements in the same row-major order (`[1, 128]` and `[1, 128, 1]`), so they compare
+/// element by element.
+pub fn squeezed(shape: &[usize]) -> Vec<usize> {
+    shape.iter().copied().filter(|&d| d != 1).collect()
 }
 
 /// Words that introduce a layer index in common checkpoint layouts: HF (`layers.N`,

@@ -63,6 +63,25 @@ pub struct ModelSpec {
     pub format: Option<String>,
     /// Rename rules, applied in order with `replace_all`.
     pub rename: Vec<RenameRule>,
+    /// Globs of fused tensors to compare as their parts (`NAME#q`, `NAME#k`, …), matched on
+    /// stored names before renaming.
+    pub split: Vec<String>,
+    split_m: Vec<GlobMatcher>,
+    /// Globs of 2-D tensors to present transposed (`NAME#T`), matched on stored names.
+    pub transpose: Vec<String>,
+    transpose_m: Vec<GlobMatcher>,
+}
+
+impl ModelSpec {
+    /// Whether the recipe asks for the tensor stored as `name` to be split into its parts.
+    pub fn splits(&self, name: &str) -> bool {
+        self.split_m.iter().any(|g| g.is_match(name))
+    }
+
+    /// Whether the recipe asks for the tensor stored as `name` to be presented transposed.
+    pub fn transposes(&self, name: &str) -> bool {
+        self.transpose_m.iter().any(|g| g.is_match(name))
+    }
 }
 
 /// One rename rule.
@@ -72,6 +91,18 @@ pub struct RenameRule {
     pub from: Regex,
     /// Replacement (`$1`-style groups allowed).
     pub to: String,
+    /// How a search found the pairs this rule makes, when a search did (`weightkin match
+    /// --emit-recipe` writes it): the pairs keep their search's null.
+    pub found: Option<Found>,
+}
+
+/// What a discovered pairing kept in a recipe says about how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// `normalised`, `structure` or `content`.
+    pub method: crate::report::PairMethod,
+    /// Candidates the search chose among (the p-value is multiplied by it).
+    pub candidates: usize,
 }
 
 /// One `[[compare]]` table.
@@ -94,6 +125,8 @@ pub struct CompareSpec {
     pub grid: Option<GridSpec>,
     /// Whether to pair layers along the alignment recovered from the grids.
     pub align: Align,
+    /// How tensors are paired.
+    pub pairing: PairingMode,
     /// Models declared independent of A, whose values form the null (`references`).
     pub references: Vec<String>,
     /// Globs of tensors that are evidence whatever the automatic checks say.
@@ -148,6 +181,16 @@ impl GridSpec {
         let path = glob_path(class);
         self.classes_m.is_empty() || self.classes_m.iter().any(|g| g.is_match(&path))
     }
+}
+
+/// How a compare pairs tensors (`pairing = "auto" | "names"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingMode {
+    /// Equal names after the models' rename rules (the default when a model has any).
+    Names,
+    /// Names, then normalised names, structure and content ([`crate::correspond`]); the
+    /// default when neither model has rename rules.
+    Auto,
 }
 
 /// How a compare pairs layers.

@@ -35,6 +35,10 @@ pub(super) struct RawModel {
     pub(super) format: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) rename: Vec<Spanned<RawRename>>,
+    #[serde(default)]
+    pub(super) split: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) transpose: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +46,10 @@ pub(super) struct RawModel {
 pub(super) struct RawRename {
     pub(super) from: Spanned<String>,
     pub(super) to: String,
+    #[serde(default)]
+    pub(super) paired_by: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) candidates: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +71,8 @@ pub(super) struct RawCompare {
     pub(super) grid: Option<Spanned<RawGrid>>,
     #[serde(default)]
     pub(super) align: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) pairing: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) references: Vec<Spanned<String>>,
     #[serde(default)]

@@ -14,8 +14,8 @@ use weightkin_core::{ParamValue, Params, Registry};
 use super::diagnostic::{suggest, Diagnostics};
 use super::raw::{RawCompare, RawGrid, RawModel, RawRecipe, RawReport};
 use super::{
-    compile_glob, Align, BuiltMetric, CompareSpec, ComponentSpec, GridSpec, ModelSpec, Recipe,
-    RenameRule, DEFAULT_FORMATS, DEFAULT_METRICS,
+    compile_glob, Align, BuiltMetric, CompareSpec, ComponentSpec, Found, GridSpec, ModelSpec,
+    PairingMode, Recipe, RenameRule, DEFAULT_FORMATS, DEFAULT_METRICS,
 };
 use crate::report::ReportFormat;
 
@@ -95,8 +95,13 @@ fn model_spec(
         .into_iter()
         .filter_map(|r| {
             let r = r.into_inner();
+            let found = found(name, r.paired_by, r.candidates, diags);
             match Regex::new(r.from.get_ref()) {
-                Ok(from) => Some(RenameRule { from, to: r.to }),
+                Ok(from) => Some(RenameRule {
+                    from,
+                    to: r.to,
+                    found,
+                }),
                 Err(e) => {
                     diags.push(
                         r.from.span(),
@@ -107,12 +112,82 @@ fn model_spec(
             }
         })
         .collect();
+    let which = format!("model `{name}`");
+    let split_m = globs(&model.split, &which, "split", diags);
+    let transpose_m = globs(&model.transpose, &which, "transpose", diags);
     let given = model.path.into_inner();
     ModelSpec {
         path: base_dir.join(&given),
         path_as_given: given,
         format,
         rename,
+        split: unwrap_all(model.split),
+        split_m,
+        transpose: unwrap_all(model.transpose),
+        transpose_m,
+    }
+}
+
+/// A rename rule's `paired-by` and `candidates`: both or neither.
+fn found(
+    model: &str,
+    paired_by: Option<Spanned<String>>,
+    candidates: Option<Spanned<i64>>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Found> {
+    use crate::report::PairMethod;
+    let method = match &paired_by {
+        None => None,
+        Some(m) => match m.get_ref().as_str() {
+            "normalised" => Some(PairMethod::Normalised),
+            "structure" => Some(PairMethod::Structure),
+            "content" => Some(PairMethod::Content),
+            other => {
+                diags.push(
+                    m.span(),
+                    format!(
+                        "model `{model}`: unknown `paired-by` `{other}`: expected \
+                         \"normalised\", \"structure\" or \"content\"{}",
+                        suggest(other, ["normalised", "structure", "content"].into_iter())
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let candidates = match &candidates {
+        None => None,
+        Some(c) => match usize::try_from(*c.get_ref()) {
+            Ok(k) if k >= 1 => Some(k),
+            _ => {
+                diags.push(
+                    c.span(),
+                    format!(
+                        "model `{model}`: `candidates` must be a whole number ≥ 1, not {}",
+                        c.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    match (method, candidates, &paired_by) {
+        (Some(method), Some(candidates), _) => Some(Found { method, candidates }),
+        (Some(method), None, _) if method != PairMethod::Content => Some(Found {
+            method,
+            candidates: 1,
+        }),
+        (Some(_), None, Some(m)) => {
+            diags.push(
+                m.span(),
+                format!(
+                    "model `{model}`: a rename rule found by content needs `candidates` (how \
+                     many the search chose among)"
+                ),
+            );
+            None
+        }
+        _ => None,
     }
 }
 
@@ -212,6 +287,7 @@ fn compare_spec(
         .grid
         .and_then(|g| grid_spec(g, &builder, &mut seen, diags));
     let align = align(cmp.align, grid_given, &which, diags);
+    let pairing = pairing(cmp.pairing, &cmp.a, &cmp.b, models, &which, diags);
     check_references(&cmp.references, &cmp.a, &cmp.b, models, &which, diags);
     let evidence_m = globs(&cmp.evidence, &which, "evidence", diags);
     let not_evidence_m = globs(&cmp.not_evidence, &which, "not-evidence", diags);
@@ -261,12 +337,64 @@ fn compare_spec(
         metrics,
         grid,
         align,
+        pairing,
         references: unwrap_all(cmp.references),
         evidence: unwrap_all(cmp.evidence),
         evidence_m,
         not_evidence: unwrap_all(cmp.not_evidence),
         not_evidence_m,
         components,
+    }
+}
+
+/// `pairing = "auto" | "names"`. The default is `auto`, unless a model of the compare has
+/// rename rules: they say how the user pairs, so `names`. Asking for `auto` together with
+/// rename rules is an error (the two would contradict each other).
+fn pairing(
+    given: Option<Spanned<String>>,
+    a: &Spanned<String>,
+    b: &Spanned<String>,
+    models: &BTreeMap<String, ModelSpec>,
+    which: &str,
+    diags: &mut Diagnostics<'_>,
+) -> PairingMode {
+    let renamed: Vec<&str> = [a, b]
+        .iter()
+        .map(|s| s.get_ref().as_str())
+        .filter(|m| models.get(*m).is_some_and(|s| !s.rename.is_empty()))
+        .collect();
+    let Some(given) = given else {
+        return if renamed.is_empty() {
+            PairingMode::Auto
+        } else {
+            PairingMode::Names
+        };
+    };
+    match given.get_ref().as_str() {
+        "names" => PairingMode::Names,
+        "auto" => {
+            if let Some(m) = renamed.first() {
+                diags.push(
+                    given.span(),
+                    format!(
+                        "{which}: `pairing = \"auto\"` cannot be combined with the rename \
+                         rules of model `{m}`: remove the rules (automatic pairing finds the \
+                         correspondence itself) or use `pairing = \"names\"`"
+                    ),
+                );
+            }
+            PairingMode::Auto
+        }
+        other => {
+            diags.push(
+                given.span(),
+                format!(
+                    "{which}: unknown `pairing` `{other}`: expected \"auto\" or \"names\"{}",
+                    suggest(other, ["auto", "names"].into_iter())
+                ),
+            );
+            PairingMode::Names
+        }
     }
 }
 

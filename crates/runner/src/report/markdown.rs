@@ -6,7 +6,12 @@
 
 use std::fmt::Write;
 
-use crate::report::{z_text, Alignment, Comparison, Grid, Method, Report, Role, Stats, TensorRow};
+use std::collections::BTreeMap;
+
+use crate::report::{
+    z_text, Alignment, Comparison, CorrespondenceReport, Grid, Method, PairMethod, Report, Role,
+    Stats, TensorRow,
+};
 
 /// Formats a metric value with fixed precision.
 use crate::report::fixed as num;
@@ -185,6 +190,9 @@ fn transform_table(o: &mut String, r: &Report) {
 /// One comparison's section, its parts in document order.
 fn comparison(o: &mut String, c: &Comparison) {
     comparison_intro(o, c);
+    if let Some(k) = &c.correspondence {
+        correspondence(o, k);
+    }
     evidence(o, c);
     class_table(o, c);
     per_layer(o, c);
@@ -218,6 +226,58 @@ fn comparison_intro(o: &mut String, c: &Comparison) {
         count(c.summary.elements),
         c.summary.not_compared
     );
+}
+
+/// What automatic pairing found: prefix mappings, then how much of each component found a
+/// counterpart.
+pub fn correspondence(o: &mut String, k: &CorrespondenceReport) {
+    let _ = writeln!(o, "### Correspondence (automatic pairing)
+");
+    let methods = |m: &BTreeMap<PairMethod, usize>| {
+        m.iter()
+            .map(|(k, n)| format!("{} {n}", k.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        o,
+        "Pairs found: {}. A pair chosen by content among k candidates has its p-value \
+         multiplied by k.\n",
+        methods(&k.methods)
+    );
+    if !k.mappings.is_empty() {
+        let _ = writeln!(o, "| A | ≙ B | layers | tensors | paired by |");
+        let _ = writeln!(o, "|---|---|---:|---:|---|");
+        for m in &k.mappings {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                code(&m.a),
+                code(&m.b),
+                if m.layers == 0 {
+                    "—".to_owned()
+                } else {
+                    m.layers.to_string()
+                },
+                m.tensors,
+                methods(&m.methods)
+            );
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(o, "| model | component | tensors | with a counterpart |");
+    let _ = writeln!(o, "|---|---|---:|---:|");
+    for c in &k.coverage {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            c.model.to_uppercase(),
+            cell(&c.component),
+            c.tensors,
+            c.paired
+        );
+    }
+    let _ = writeln!(o);
 }
 
 /// Glob patterns as code, space-separated; `none` when there are none.
@@ -485,9 +545,24 @@ fn tensor_row(o: &mut String, t: &TensorRow, metrics: &[String]) {
     } else {
         format!("{} / {}", t.dtype_a, t.dtype_b)
     };
+    let name = match (&t.b_name, &t.paired_by) {
+        (Some(b), Some(by)) => format!(
+            "{} ≙ B {} ({}{})",
+            code(&t.name),
+            code(b),
+            by.method.name(),
+            if by.candidates > 1 {
+                format!(", best of {}", by.candidates)
+            } else {
+                String::new()
+            }
+        ),
+        (Some(b), None) => format!("{} ≙ B {}", code(&t.name), code(b)),
+        _ => code(&t.name),
+    };
     let mut row = format!(
         "| {} | {:?} | {} | {} | {} |",
-        code(&t.name),
+        name,
         t.shape,
         dtypes,
         role(t),

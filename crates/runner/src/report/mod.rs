@@ -19,7 +19,9 @@ mod markdown;
 mod pairing;
 mod verdict;
 
-pub use pairing::{Kind, Reason, Unpaired};
+pub use pairing::{
+    CorrespondenceReport, Coverage, Kind, Mapping, PairMethod, PairedBy, Reason, Unpaired,
+};
 pub use verdict::{
     Cited, ComponentVerdict, Evidence, Excluded, Exclusion, Method, NullKind, Role, Verdict,
     Verdicts,
@@ -199,6 +201,10 @@ pub struct Comparison {
     /// Layer alignments recovered from the grids, one per layer stack.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alignments: Vec<Alignment>,
+    /// The correspondence automatic pairing found beyond equal names; absent when every
+    /// pair was paired by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correspondence: Option<CorrespondenceReport>,
 }
 
 /// One metric for every (layer of A, layer of B) of one tensor class.
@@ -480,6 +486,9 @@ pub struct TensorRow {
     /// metric's `max-elements`: which subset. Absent for metrics that saw whole tensors.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub subsampled: BTreeMap<String, Subsampled>,
+    /// How the pair was found; absent when it was paired by equal names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired_by: Option<PairedBy>,
     /// How the pair counts for the verdict, and its statistics against the null.
     pub evidence: Option<Evidence>,
 }
@@ -672,6 +681,7 @@ mod tests {
             undefined: BTreeMap::from([("cka".to_owned(), Undefined::TooFewExamples)]),
             metric_nulls: BTreeMap::new(),
             subsampled: BTreeMap::new(),
+            paired_by: None,
             evidence: None,
         };
         assert_eq!(row.value_text("cosine"), "0.500000");

@@ -18,6 +18,12 @@ pub enum Reason {
     ShapeMismatch,
     /// At least one side is an integer, boolean or complex tensor.
     NonFloatDtype,
+    /// A fused tensor (q, k and v in one `qkv`) compared as its parts, listed separately.
+    SplitIntoParts,
+    /// A fused tensor whose documented layout does not fit its shape: not split.
+    FusedNotSplit,
+    /// Presented transposed (`NAME#T`) to pair with a tensor stored the other way round.
+    Transposed,
 }
 
 impl Reason {
@@ -29,8 +35,95 @@ impl Reason {
             Reason::OnlyInB => "only in B",
             Reason::ShapeMismatch => "shape mismatch",
             Reason::NonFloatDtype => "non-float dtype (listed, not compared)",
+            Reason::SplitIntoParts => "fused tensor, compared as its parts",
+            Reason::FusedNotSplit => "fused tensor whose layout does not fit its shape",
+            Reason::Transposed => "compared transposed (as NAME#T)",
         }
     }
+}
+
+/// How a tensor pair was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairMethod {
+    /// Equal names (after the recipe's rename rules).
+    Name,
+    /// Equal names after normalisation across naming conventions.
+    Normalised,
+    /// Decided by structure: the only candidate of its shape, the same role in a matched
+    /// layer stack, or the same leaf name.
+    Structure,
+    /// Chosen among several candidates of one shape by content (Pearson on a fixed
+    /// subsample): its p-value is adjusted for the number of candidates searched.
+    Content,
+}
+
+impl PairMethod {
+    /// Name used in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PairMethod::Name => "name",
+            PairMethod::Normalised => "normalised name",
+            PairMethod::Structure => "structure",
+            PairMethod::Content => "content",
+        }
+    }
+}
+
+/// How one pair was found, and what the search behind it considered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedBy {
+    /// The method.
+    pub method: PairMethod,
+    /// The rule that decided it, in words ("only tensor of shape [64, 128, 3] on both
+    /// sides", "normalised name vision.layers.3.attn.q.weight").
+    pub rule: String,
+    /// The content score (Pearson on the fixed subsample) when content chose the pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Candidates the search chose among (1 when nothing was chosen by content). The
+    /// pair's p-value is multiplied by it (Bonferroni: the null of the maximum over the
+    /// candidates searched).
+    pub candidates: usize,
+}
+
+/// A prefix mapping: the tensors under `a` in A correspond to those under `b` in B.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mapping {
+    /// Prefix in A (`encoder.layer.*` for a layer stack).
+    pub a: String,
+    /// Prefix in B.
+    pub b: String,
+    /// Distinct layers paired (0 for unlayered tensors).
+    pub layers: usize,
+    /// Tensor pairs under the mapping.
+    pub tensors: usize,
+    /// Pairs by method.
+    pub methods: std::collections::BTreeMap<PairMethod, usize>,
+}
+
+/// How much of one component of a model found a counterpart in the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    /// Which model (`a` or `b`).
+    pub model: &'static str,
+    /// The component.
+    pub component: String,
+    /// Its selected tensors.
+    pub tensors: usize,
+    /// Of which paired.
+    pub paired: usize,
+}
+
+/// The correspondence automatic pairing found (`pairing = "auto"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorrespondenceReport {
+    /// Prefix mappings, sorted by A prefix then B prefix.
+    pub mappings: Vec<Mapping>,
+    /// Pairs by method.
+    pub methods: std::collections::BTreeMap<PairMethod, usize>,
+    /// Per component of each model: how much of it found a counterpart.
+    pub coverage: Vec<Coverage>,
 }
 
 /// A tensor that was not compared.

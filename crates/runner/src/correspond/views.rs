@@ -1,0 +1,351 @@
+//! [`Views`]: a model as the correspondence presents it to the plan and measure stages — its
+//! own tensors, plus the parts of fused tensors (q, k and v of a `qkv` projection) and
+//! reshaped or transposed views of tensors whose partner stores the same values in another
+//! layout. A view never copies a tensor it can read in place: parts along rows read a
+//! contiguous element range of their parent; reshapes are the parent's elements under another
+//! shape; only column parts and transposes materialise their parent, once, and only up to
+//! [`MATERIALISE_MAX`] elements.
+
+use std::sync::OnceLock;
+
+use weightkin_core::{
+    FileInfo, Located, RawTensor, Result, TensorInfo, TensorTable, Transform, WeightSource,
+};
+
+/// The most elements a view materialises (column parts and transposes): 64 MiB of f32.
+pub const MATERIALISE_MAX: usize = 1 << 24;
+
+/// Where a view's elements come from.
+#[derive(Debug, Clone)]
+pub enum Loc {
+    /// The parent tensor itself, unchanged.
+    Base(usize),
+    /// The parent's elements under another shape (equal after dropping dimensions of size
+    /// one).
+    Reshape(usize),
+    /// Rows `start .. start + len` of a parent of `row_len` elements per row.
+    Rows {
+        /// Parent tensor index.
+        parent: usize,
+        /// First row.
+        start: usize,
+        /// Elements per row.
+        row_len: usize,
+    },
+    /// Columns `start .. start + len` of a `rows × cols` parent (materialised).
+    Cols {
+        /// Parent tensor index.
+        parent: usize,
+        /// First column.
+        start: usize,
+        /// Columns kept.
+        len: usize,
+        /// Parent's columns.
+        cols: usize,
+    },
+    /// The transpose of a `rows × cols` parent (materialised).
+    Transpose {
+        /// Parent tensor index.
+        parent: usize,
+        /// Parent's rows.
+        rows: usize,
+        /// Parent's columns.
+        cols: usize,
+    },
+}
+
+impl Loc {
+    fn parent(&self) -> usize {
+        match *self {
+            Loc::Base(p) | Loc::Reshape(p) => p,
+            Loc::Rows { parent, .. } | Loc::Cols { parent, .. } | Loc::Transpose { parent, .. } => {
+                parent
+            }
+        }
+    }
+}
+
+/// A new tensor to present: its name, shape and where its elements come from.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Name the view is presented under.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its elements.
+    pub loc: Loc,
+}
+
+/// A model with views added (see the module documentation).
+pub struct Views<'a> {
+    base: &'a dyn WeightSource,
+    table: TensorTable,
+    locs: Vec<Loc>,
+    materialised: Vec<OnceLock<std::result::Result<Vec<f32>, String>>>,
+}
+
+impl<'a> Views<'a> {
+    /// `base` with `views` added. A view whose name a tensor of `base` already has, or whose
+    /// element count differs from what its location provides, is refused.
+    pub fn new(base: &'a dyn WeightSource, views: Vec<View>) -> Result<Views<'a>> {
+        let mut located: Vec<Located<Loc>> = base
+            .tensors()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Located {
+                info: t.clone(),
+                at: Loc::Base(i),
+            })
+            .collect();
+        for v in views {
+            let parent = base.tensors().get(v.loc.parent()).ok_or(
+                weightkin_core::Error::NoSuchTensor {
+                    index: v.loc.parent(),
+                    count: base.tensors().len(),
+                },
+            )?;
+            let mut info = TensorInfo::new(v.name, v.shape, parent.dtype).map_err(|problem| {
+                weightkin_core::Error::InvalidTensor {
+                    path: base
+                        .files()
+                        .get(parent.file)
+                        .map(|f| f.path.clone())
+                        .unwrap_or_default(),
+                    tensor: parent.name.clone(),
+                    problem,
+                }
+            })?;
+            info.file = parent.file;
+            info.stored_name = Some(parent.stored_name.clone().unwrap_or(parent.name.clone()));
+            let provided = match v.loc {
+                Loc::Base(_) | Loc::Reshape(_) | Loc::Transpose { .. } => parent.numel,
+                Loc::Rows { start, row_len, .. } => {
+                    let rows = parent.numel.checked_div(row_len).unwrap_or(0);
+                    rows.saturating_sub(start).saturating_mul(row_len)
+                }
+                Loc::Cols {
+                    start, len, cols, ..
+                } => {
+                    let rows = parent.numel.checked_div(cols).unwrap_or(0);
+                    if start.saturating_add(len) <= cols {
+                        rows.saturating_mul(len)
+                    } else {
+                        0
+                    }
+                }
+            };
+            let fits = match v.loc {
+                Loc::Rows { .. } => info.numel <= provided && info.numel > 0,
+                _ => info.numel == provided,
+            };
+            if !fits {
+                return Err(info.out_of_range(0, provided));
+            }
+            located.push(Located { info, at: v.loc });
+        }
+        let sorted = TensorTable::build(base.format(), base.files().to_vec(), located)?;
+        let table = sorted
+            .table
+            .with_metadata(base.metadata().clone())
+            .with_transforms(base.transforms().to_vec());
+        let materialised = sorted.locators.iter().map(|_| OnceLock::new()).collect();
+        Ok(Views {
+            base,
+            table,
+            locs: sorted.locators,
+            materialised,
+        })
+    }
+
+    /// Where view `index` comes from.
+    pub fn loc(&self, index: usize) -> Option<&Loc> {
+        self.locs.get(index)
+    }
+
+    /// The index in this view of the base model's tensor `base_index`.
+    pub fn of_base(&self, base_index: usize) -> Option<usize> {
+        let name = &self.base.tensors().get(base_index)?.name;
+        self.table.find(name)
+    }
+
+    fn parent_values(&self, index: usize, parent: usize) -> Result<&[f32]> {
+        let cell = &self.materialised[index];
+        let got = cell.get_or_init(|| {
+            let info = &self.base.tensors()[parent];
+            if info.numel > MATERIALISE_MAX {
+                return Err(format!(
+                    "{} has {} elements: more than the {} a transposed or column view reads \
+                     into memory",
+                    info.name, info.numel, MATERIALISE_MAX
+                ));
+            }
+            let mut v = vec![0f32; info.numel];
+            self.base
+                .read_f32(parent, 0, &mut v)
+                .map_err(|e| e.to_string())?;
+            Ok(v)
+        });
+        got.as_deref().map_err(|msg| weightkin_core::Error::Io {
+            path: self
+                .base
+                .files()
+                .first()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            action: "read a tensor view",
+            source: std::io::Error::other(msg.clone()),
+        })
+    }
+}
+
+impl WeightSource for Views<'_> {
+    fn table(&self) -> &TensorTable {
+        &self.table
+    }
+
+    fn files(&self) -> &[FileInfo] {
+        self.base.files()
+    }
+
+    fn transforms(&self) -> &[Transform] {
+        self.table.transforms()
+    }
+
+    fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
+        self.table.checked_read(index, start, out.len())?;
+        match self.locs[index] {
+            Loc::Base(p) | Loc::Reshape(p) => self.base.read_f32(p, start, out),
+            Loc::Rows {
+                parent,
+                start: row,
+                row_len,
+            } => {
+                let offset = row.checked_mul(row_len).unwrap_or(usize::MAX);
+                self.base
+                    .read_f32(parent, offset.saturating_add(start), out)
+            }
+            Loc::Cols {
+                parent,
+                start: col,
+                len,
+                cols,
+            } => {
+                let values = self.parent_values(index, parent)?;
+                for (k, o) in out.iter_mut().enumerate() {
+                    let e = start + k;
+                    let (r, c) = (e / len, e % len);
+                    *o = values[r * cols + col + c];
+                }
+                Ok(())
+            }
+            Loc::Transpose { parent, rows, .. } => {
+                let values = self.parent_values(index, parent)?;
+                let cols = values.len() / rows.max(1);
+                for (k, o) in out.iter_mut().enumerate() {
+                    let e = start + k;
+                    // View element (i, j) of [cols, rows] is parent (j, i).
+                    let (i, j) = (e / rows, e % rows);
+                    *o = values[j * cols + i];
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
+        match self.locs.get(index)? {
+            Loc::Base(p) => self.base.raw(*p),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use weightkin_core::testing::SafetensorsBuilder;
+
+    #[test]
+    fn parts_reshapes_and_transposes_read_the_right_elements() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m: Vec<f32> = (0..12).map(|i| i as f32).collect(); // [4, 3]
+        SafetensorsBuilder::new()
+            .tensor_f32("m", &[4, 3], &m)
+            .tensor_f32("v", &[1, 3, 1], &[7.0, 8.0, 9.0])
+            .write(&path)
+            .unwrap();
+        let registry = crate::registry::builtin().unwrap();
+        let base = registry
+            .open(&path, None, &weightkin_core::Limits::default())
+            .unwrap();
+        let views = Views::new(
+            base.as_ref(),
+            vec![
+                View {
+                    name: "m#b".into(),
+                    shape: vec![2, 3],
+                    loc: Loc::Rows {
+                        parent: 0,
+                        start: 2,
+                        row_len: 3,
+                    },
+                },
+                View {
+                    name: "m#c1".into(),
+                    shape: vec![4, 2],
+                    loc: Loc::Cols {
+                        parent: 0,
+                        start: 1,
+                        len: 2,
+                        cols: 3,
+                    },
+                },
+                View {
+                    name: "m.T".into(),
+                    shape: vec![3, 4],
+                    loc: Loc::Transpose {
+                        parent: 0,
+                        rows: 4,
+                        cols: 3,
+                    },
+                },
+                View {
+                    name: "v2".into(),
+                    shape: vec![3],
+                    loc: Loc::Reshape(1),
+                },
+            ],
+        )
+        .unwrap();
+        let read = |name: &str| {
+            let i = views.find(name).unwrap();
+            let mut out = vec![0f32; views.tensors()[i].numel];
+            views.read_f32(i, 0, &mut out).unwrap();
+            out
+        };
+        assert_eq!(read("m#b"), vec![6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(read("m#c1"), vec![1.0, 2.0, 4.0, 5.0, 7.0, 8.0, 10.0, 11.0]);
+        assert_eq!(
+            read("m.T"),
+            vec![0.0, 3.0, 6.0, 9.0, 1.0, 4.0, 7.0, 10.0, 2.0, 5.0, 8.0, 11.0]
+        );
+        assert_eq!(read("v2"), vec![7.0, 8.0, 9.0]);
+        assert_eq!(read("m"), m);
+        // A part past its parent's end is refused.
+        let err = Views::new(
+            base.as_ref(),
+            vec![View {
+                name: "m#x".into(),
+                shape: vec![3, 3],
+                loc: Loc::Rows {
+                    parent: 0,
+                    start: 2,
+                    row_len: 3,
+                },
+            }],
+        );
+        assert!(err.is_err());
+    }
+}
