@@ -80,6 +80,28 @@ pub enum Command {
         #[command(flatten)]
         run_args: RunArgs,
     },
+    /// Find which tensor of B corresponds to which of A (names, normalised names, structure,
+    /// content) without measuring anything; print it, and keep it as a recipe.
+    Match {
+        /// Model A (file or directory).
+        a: String,
+        /// Model B (file or directory).
+        b: String,
+        /// Only pair tensors matching this glob (repeatable; each model's own names).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Skip tensors matching this glob (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutFormat::Md)]
+        format: OutFormat,
+        /// Write a recipe that reproduces the pairing with rename/split/transpose rules.
+        #[arg(long, value_name = "FILE")]
+        emit_recipe: Option<PathBuf>,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
     /// List a model's tensors, dtypes, shapes and format metadata.
     Inspect {
         /// The model (file or directory).

@@ -116,6 +116,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&format.report_format().render(&report))?;
             return Ok(gate(&report, &fail_on));
         }
+        Command::Match {
+            a,
+            b,
+            include,
+            exclude,
+            format,
+            emit_recipe,
+            run_args,
+        } => {
+            let opts = run_args.options(&bar)?;
+            let source = weightkin_runner::adhoc_recipe(&a, &b, &[], &include, &exclude);
+            let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
+            let found = weightkin_runner::discover::discover(&recipe, &registry, &opts)?;
+            let Some(m) = found.first() else {
+                anyhow::bail!("nothing to match");
+            };
+            if let Some(path) = emit_recipe {
+                std::fs::write(&path, &m.recipe)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            match format {
+                args::OutFormat::Md => emit(&m.to_markdown())?,
+                args::OutFormat::Json => {
+                    let mut s = serde_json::to_string_pretty(m)?;
+                    s.push('\n');
+                    emit(&s)?;
+                }
+            }
+        }
         Command::Inspect {
             model,
             format,

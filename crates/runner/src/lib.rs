@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | recipe | [`recipe`] | TOML → raw structs → validated [`Recipe`] (every problem with its line and column) |
 //! | open | [`open`] | models opened by their format (headers only), renamed, described; file hashes |
+//! | correspond | [`correspond`] | automatic pairing: names, normalised names, structure, content (with the search's null); fused parts and transposes as views |
 //! | plan | [`plan`] | which tensor of B is compared with which of A, and why anything is not |
 //! | align | [`align`] | layer alignment from the layer grids (`align = "auto"` re-pairs along it) |
 //! | measure | [`measure`] | one streaming pass per pair, tensor metrics, layer × layer grids |
@@ -15,7 +16,7 @@
 //! | report | [`report`] | the report model (a leaf: it imports no other stage) and its JSON, Markdown and HTML renderers |
 //!
 //! Beside them: [`hashcache`] (file hashes kept between runs), the [`registry`] of built-in
-//! plugins, the [`demo`] generator, and small leaves (errors, run options, statistics).
+//! plugins, the [`demo`] generator, [`discover`] (`weightkin match`), and small leaves (errors, run options, statistics).
 //! There is no import cycle between these modules, and the report model imports none of
 //! them: a test reads the sources and fails on any cycle.
 //!
@@ -27,6 +28,7 @@ pub mod align;
 pub mod calibrate;
 pub mod correspond;
 pub mod demo;
+pub mod discover;
 mod error;
 pub mod hashcache;
 pub mod judge;

@@ -14,7 +14,7 @@
 //! levels on one set of threads without oversubscription. Results are collected in pair order
 //! and chunks merge in chunk order, so the report does not depend on the thread count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weightkin_core::{FileHashers, Registry, Samples};
 
@@ -71,27 +71,29 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
 /// some transposed) and named — by the recipe's rename rules, or, under automatic pairing,
 /// with each of B's tensors that corresponds to one of A's under A's name.
 pub struct Prepared<'a> {
-    a: Views<'a>,
-    a_names: BTreeMap<String, usize>,
-    b: Views<'a>,
-    b_names: BTreeMap<String, usize>,
+    pub(crate) a: Views<'a>,
+    pub(crate) a_names: BTreeMap<String, usize>,
+    pub(crate) b: Views<'a>,
+    pub(crate) b_names: BTreeMap<String, usize>,
     /// How each pair not paired by equal stored names was found, by (A's) name.
-    paired_by: BTreeMap<String, PairedBy>,
+    pub(crate) paired_by: BTreeMap<String, PairedBy>,
     /// Tensors replaced by views, fused tensors not split.
-    notes: Vec<Unpaired>,
+    pub(crate) notes: Vec<Unpaired>,
     /// What automatic pairing found.
-    correspondence: Option<CorrespondenceReport>,
+    pub(crate) correspondence: Option<CorrespondenceReport>,
+    /// Tensors split into parts (A, B) and B's tensors transposed, by stored name.
+    pub(crate) presented: (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>),
 }
 
 impl Prepared<'_> {
-    fn a(&self) -> Model<'_> {
+    pub(crate) fn a(&self) -> Model<'_> {
         Model {
             source: &self.a,
             names: &self.a_names,
         }
     }
 
-    fn b(&self) -> Model<'_> {
+    pub(crate) fn b(&self) -> Model<'_> {
         Model {
             source: &self.b,
             names: &self.b_names,
@@ -137,6 +139,7 @@ pub fn prepare<'a>(
             paired_by,
             notes,
             correspondence: any.then_some(auto.report),
+            presented: (auto.split_a, auto.split_b, auto.transposed),
         });
     }
     let named = |name: &str, m: &'a crate::open::Opened| -> Result<_, Error> {
@@ -176,6 +179,7 @@ pub fn prepare<'a>(
         paired_by,
         notes,
         correspondence: None,
+        presented: Default::default(),
     })
 }
 

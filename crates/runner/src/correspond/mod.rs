@@ -214,6 +214,12 @@ pub struct Auto<'a> {
     pub found: Vec<Found>,
     /// The correspondence for the report.
     pub report: CorrespondenceReport,
+    /// A's tensors split into parts.
+    pub split_a: BTreeSet<String>,
+    /// B's tensors split into parts.
+    pub split_b: BTreeSet<String>,
+    /// B's tensors presented transposed.
+    pub transposed: BTreeSet<String>,
 }
 
 /// One tensor (or part) the search considers.
@@ -233,7 +239,7 @@ impl Item {
 
 /// A name's first numbered segment: (stack, layer, role), e.g. `_model.encoder.2.conv.weight`
 /// → (`_model.encoder`, 2, `conv.weight`).
-fn stack_layer_role(name: &str) -> Option<(String, u32, String)> {
+pub fn stack_layer_role(name: &str) -> Option<(String, u32, String)> {
     let segs: Vec<&str> = name.split('.').collect();
     let at = segs
         .iter()
@@ -342,6 +348,9 @@ pub fn auto<'a>(
         b: pb,
         found,
         report,
+        split_a,
+        split_b,
+        transposed,
     })
 }
 

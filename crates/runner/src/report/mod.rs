@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 use weightkin_core::{ExampleAxis, ExampleSample, Undefined};
 
 mod html;
-mod markdown;
+pub(crate) mod markdown;
 mod pairing;
 mod verdict;
 
