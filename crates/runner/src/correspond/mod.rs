@@ -332,8 +332,11 @@ pub fn auto<'a>(
     };
     search.normalised();
     search.stacks()?;
-    search.leftovers(false)?;
-    search.leftovers(true)?;
+    search.leftovers(false, false)?;
+    search.propagate();
+    search.leftovers(false, true)?;
+    search.leftovers(true, false)?;
+    search.leftovers(true, true)?;
     let transposed = std::mem::take(&mut search.transposed);
     found.extend(search.found);
     let pb = if transposed.is_empty() {
@@ -520,6 +523,44 @@ impl Search<'_, '_> {
                 open_b.remove(r);
             }
         }
+        // Roles whose full names normalise to the same role (`self_attn.q_proj` ≙
+        // `attn.qkv#q`), judged in the first common layer.
+        if let Some(&l0) = layers.first() {
+            let role_of = |stack: &str, r: &str| {
+                let c = names::normalise(&name(stack, l0, r)).canonical;
+                let marker = format!(".{l0}.");
+                c.split_once(&marker).map(|(_, role)| role.to_owned())
+            };
+            let mut by_role: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+            for r in &open_a {
+                if let Some(c) = role_of(na, r) {
+                    by_role.entry(c).or_default().0.push((*r).clone());
+                }
+            }
+            for r in &open_b {
+                if let Some(c) = role_of(nb, r) {
+                    by_role.entry(c).or_default().1.push((*r).clone());
+                }
+            }
+            for (c, (x, y)) in by_role {
+                if let ([x], [y]) = (&x[..], &y[..]) {
+                    if compatible(x, y) {
+                        role_pairs.push((
+                            x.clone(),
+                            y.clone(),
+                            PairedBy {
+                                method: PairMethod::Normalised,
+                                rule: format!("same normalised role `{c}` in matched stacks"),
+                                score: None,
+                                candidates: 1,
+                            },
+                        ));
+                        open_a.remove(x);
+                        open_b.remove(y);
+                    }
+                }
+            }
+        }
         // Remaining roles grouped by signature.
         let mut groups: BTreeMap<&Vec<Option<Vec<usize>>>, (Vec<&String>, Vec<&String>)> =
             BTreeMap::new();
@@ -593,8 +634,11 @@ impl Search<'_, '_> {
     }
 
     /// Step 3b/4: what is left, by (squeezed) shape; `transposed` pairs A's 2-D tensors with
-    /// B's stored the other way round.
-    fn leftovers(&mut self, transposed: bool) -> Result<(), Error> {
+    /// B's stored the other way round. Without `content`, only what structure decides (the
+    /// only candidate of a shape, or of a shape and leaf name). With it, groups go largest
+    /// tensors first, and after each group the module mappings found so far are propagated
+    /// ([`Search::propagate`]), so a bias follows its weight instead of being searched.
+    fn leftovers(&mut self, transposed: bool, content: bool) -> Result<(), Error> {
         let key = |i: &Item, t: bool| -> Option<Vec<usize>> {
             if !t {
                 return Some(i.sq.clone());
@@ -604,21 +648,26 @@ impl Search<'_, '_> {
                 _ => None,
             }
         };
-        let mut groups: BTreeMap<Vec<usize>, (Vec<Item>, Vec<Item>)> = BTreeMap::new();
-        for i in self.open_a().filter(|i| i.float) {
-            if let Some(k) = key(i, false) {
-                groups.entry(k).or_default().0.push(i.clone());
-            }
-        }
-        for i in self.open_b().filter(|i| i.float) {
-            if let Some(k) = key(i, transposed) {
-                if let Some(g) = groups.get_mut(&k) {
-                    g.1.push(i.clone());
-                }
-            }
-        }
+        let mut shapes: Vec<Vec<usize>> = self
+            .open_a()
+            .filter(|i| i.float)
+            .filter_map(|i| key(i, false))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        shapes.sort_by_key(|s| std::cmp::Reverse(s.iter().product::<usize>()));
         let how = if transposed { ", B transposed" } else { "" };
-        for (shape, (ga, gb)) in groups {
+        for shape in shapes {
+            let ga: Vec<Item> = self
+                .open_a()
+                .filter(|i| i.float && key(i, false).as_ref() == Some(&shape))
+                .cloned()
+                .collect();
+            let gb: Vec<Item> = self
+                .open_b()
+                .filter(|i| i.float && key(i, transposed).as_ref() == Some(&shape))
+                .cloned()
+                .collect();
             if ga.is_empty() || gb.is_empty() {
                 continue;
             }
@@ -642,6 +691,7 @@ impl Search<'_, '_> {
                     la,
                     lb,
                     transposed,
+                    content,
                     &format!("of shape {shape:?} and leaf `{leaf}`{how}"),
                 )?);
             }
@@ -650,15 +700,68 @@ impl Search<'_, '_> {
             }
             let la: Vec<&Item> = ga.iter().filter(|i| !self.done_a.contains(&i.name)).collect();
             let lb: Vec<&Item> = gb.iter().filter(|i| !self.done_b.contains(&i.name)).collect();
-            if la.is_empty() || lb.is_empty() {
-                continue;
+            if !la.is_empty() && !lb.is_empty() {
+                let chosen =
+                    self.assign(&la, &lb, transposed, content, &format!("of shape {shape:?}{how}"))?;
+                for (x, y, by) in chosen {
+                    self.take_maybe_transposed(&x, &y, by, transposed);
+                }
             }
-            let chosen = self.assign(&la, &lb, transposed, &format!("of shape {shape:?}{how}"))?;
-            for (x, y, by) in chosen {
-                self.take_maybe_transposed(&x, &y, by, transposed);
+            if content {
+                self.propagate();
             }
         }
         Ok(())
+    }
+
+    /// Pairs open tensors that sit in modules already mapped: when `P.weight` ≙ `Q.weight`,
+    /// `P.bias` pairs with `Q.bias` (same leaf, same shape). The pair inherits the largest
+    /// candidate count of the pairs that established the mapping (a mapping content chose
+    /// keeps its search's null). A module mapped to two different modules is not used.
+    fn propagate(&mut self) {
+        let module = |n: &str| n.rsplit_once('.').map(|(m, leaf)| (m.to_owned(), leaf.to_owned()));
+        let mut map: BTreeMap<String, Option<(String, usize)>> = BTreeMap::new();
+        for f in &self.found {
+            let (Some((ma, _)), Some((mb, _))) = (module(&f.a), module(&f.b)) else {
+                continue;
+            };
+            let e = map.entry(ma).or_insert(Some((mb.clone(), f.by.candidates)));
+            match e {
+                Some((q, k)) if *q == mb => *k = (*k).max(f.by.candidates),
+                _ => *e = None,
+            }
+        }
+        let open_b: BTreeMap<String, Item> = self
+            .open_b()
+            .map(|i| (i.name.clone(), i.clone()))
+            .collect();
+        let mut take = Vec::new();
+        for a in self.open_a().filter(|i| i.float) {
+            let Some((p, leaf)) = module(&a.name) else { continue };
+            let Some(Some((q, k))) = map.get(&p) else { continue };
+            let bn = format!("{q}.{leaf}");
+            if let Some(b) = open_b.get(&bn) {
+                if b.float && b.sq == a.sq {
+                    take.push((a.name.clone(), bn, *k, p.clone(), q.clone()));
+                }
+            }
+        }
+        for (a, b, k, p, q) in take {
+            if self.done_b.contains(&b) {
+                continue;
+            }
+            let by = PairedBy {
+                method: if k > 1 {
+                    PairMethod::Content
+                } else {
+                    PairMethod::Structure
+                },
+                rule: format!("same module as the pairs `{p}` ≙ `{q}`"),
+                score: None,
+                candidates: k,
+            };
+            self.take(&a, &b, by);
+        }
     }
 
     fn take_maybe_transposed(&mut self, a: &str, b: &str, by: PairedBy, transposed: bool) {
@@ -676,12 +779,13 @@ impl Search<'_, '_> {
         }
     }
 
-    /// One group: the only pair, or the content assignment.
+    /// One group: the only pair, or (with `content`) the content assignment.
     fn assign(
         &mut self,
         ga: &[&Item],
         gb: &[&Item],
         transposed: bool,
+        content: bool,
         what: &str,
     ) -> Result<Vec<(String, String, PairedBy)>, Error> {
         if let ([x], [y]) = (ga, gb) {
@@ -690,6 +794,9 @@ impl Search<'_, '_> {
                 y.name.clone(),
                 structure(format!("the only tensor {what} on both sides")),
             )]);
+        }
+        if !content {
+            return Ok(Vec::new());
         }
         let mut score = vec![0.0; ga.len() * gb.len()];
         for (i, x) in ga.iter().enumerate() {
