@@ -20,6 +20,7 @@ mod convert;
 mod dtype;
 mod error;
 mod filehash;
+pub mod lap;
 mod limits;
 mod metric;
 mod mmap;
