@@ -203,7 +203,7 @@ fn lap_wrong_shape_is_an_error() {
         assign(&[1.0f64; 4], usize::MAX, 2),
         Err(LapError::Shape { len: 4, .. })
     ));
-    assert!(matches!(assign::<f64>(&[], 1, 0), Ok(_)));
+    assert!(assign::<f64>(&[], 1, 0).is_ok());
     assert!(matches!(
         assign::<f64>(&[], 1, 1),
         Err(LapError::Shape { .. })
