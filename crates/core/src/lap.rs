@@ -28,13 +28,18 @@
 //!   that one case copies the matrix, in its own element type.)
 //!
 //! Worst case O(rows² · cols) time; working memory O(rows + cols) besides the matrix. All
-//! arithmetic is f64 whatever the input type.
+//! arithmetic is f64 whatever the input type. Measured (BENCHMARKS.md, "Linear assignment"):
+//! 4096² uniform random costs in 1–2.5 s, on par with scipy; the permuted-copy case in
+//! 0.02–0.03 s. The cubic worst case is real on structured matrices — many identical rows
+//! (every row the same: 35 s at 4096²), rank-1 costs — so callers merge identical rows
+//! before solving.
 //!
 //! # Why not a crate
 //!
 //! Checked on crates.io (2026-12): `pathfinding::kuhn_munkres` (maintained) needs an `Ord`
-//! weight type — no f64 without a wrapper or rounding to integers — takes rows ≤ cols only,
-//! and is the O(n³) Hungarian method without the shortest-path speed-ups. `lapjv` 0.3 is
+//! weight type — no f64 without a wrapper or rounding to integers — panics when rows > cols
+//! or the total overflows, and is the O(n³) Hungarian method without the shortest-path
+//! speed-ups. `lapjv` 0.3 is
 //! square only (a rectangular problem would need a padded copy: 4096 × 14336 f64 padded is
 //! 1.6 GB), is marked maintenance "as-is", takes an `ndarray` matrix, and has `unwrap`s in
 //! its solver. `lsap` 1.0 is the same algorithm as here (a translation of scipy's C++), but
