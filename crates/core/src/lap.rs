@@ -53,9 +53,10 @@
 //!
 //! The solver is sequential and its ties are broken by index: the greedy start gives a row
 //! the first free column among its cheapest, rows are augmented in increasing order, and the
-//! augmenting search prefers, among equally short paths, one ending at a free column, then
-//! the one it scanned first (a fixed order). So the same matrix gives the same assignment on
-//! every run, machine and thread count. Where several assignments are optimal, which one is
+//! augmenting search prefers, among equally short paths, one ending at a free column, and
+//! otherwise decides by its scan order, which depends on the matrix only. No floating-point
+//! operation depends on threads or on the platform's SIMD width. So the same matrix gives
+//! the same assignment on every run, machine and thread count. Where several assignments are optimal, which one is
 //! returned is fixed but not otherwise specified; the total is the optimum either way.
 //!
 //! # Wide matrices
