@@ -6,7 +6,8 @@
 //! [`TensorTable`]), the trait a metric implements ([`Metric`], described by a
 //! [`MetricSpec`]), the fused moment pass all moment-based metrics share ([`Moments`],
 //! [`pair_moments`]), the [`Registry`], resource [`Limits`], one [`Error`] type, and the
-//! workspace's one seeded generator ([`rng::Rng`]). It also holds the safetensors format,
+//! workspace's one seeded generator ([`rng::Rng`]); also the linear assignment solver that
+//! matches tensors, units and rows by content ([`lap`]). It also holds the safetensors format,
 //! because that is the reference format the others are checked against.
 //!
 //! It knows nothing of recipes (TOML) or reports: those belong to `weightkin-runner`.
@@ -20,6 +21,7 @@ mod convert;
 mod dtype;
 mod error;
 mod filehash;
+pub mod lap;
 mod limits;
 mod metric;
 mod mmap;
