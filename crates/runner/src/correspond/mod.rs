@@ -15,8 +15,7 @@
 //!    side, or with the only one of its shape and leaf name (`weight_ih`);
 //! 4. **content**, only where several candidates of one shape remain: Pearson on a fixed,
 //!    deterministic subsample of each tensor ([`SUBSAMPLE`] elements in 16 evenly spaced runs),
-//!    and the assignment that maximises its sum ([`weightkin_core`]'s LAP solver is not
-//!    needed at these sizes: groups are solved exactly by the Hungarian method below).
+//!    and the assignment that maximises its sum ([`weightkin_core::lap`]).
 //!
 //! **No evidence from the search.** A pair chosen by content is the best of `k` candidates;
 //! unrelated models would give it a high value by chance. Its p-value is therefore the
@@ -936,94 +935,24 @@ fn pearson(x: &[f32], y: &[f32]) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
-/// Maximum-score assignment of a small `rows × cols` score matrix (Hungarian method,
-/// O(n³)): (row, column) pairs, one per row of the smaller side. Scores of −∞ (undefined)
-/// are never chosen over a finite one. Ties go to the lower index, so the result is the same on
-/// every run.
+/// Maximum-score assignment of a `rows × cols` score matrix ([`weightkin_core::lap`]):
+/// (row, column) pairs, one per row of the smaller side, sorted. Undefined scores (−∞) are
+/// replaced by a score below every finite one, so they are chosen only when nothing else is
+/// left.
 pub fn hungarian_max(score: &[f64], rows: usize, cols: usize) -> Vec<(usize, usize)> {
-    if rows == 0 || cols == 0 {
-        return Vec::new();
-    }
-    let transpose = rows > cols;
-    let (n, m) = if transpose { (cols, rows) } else { (rows, cols) };
-    // Cost to minimise; −∞ scores get a cost above every finite one.
-    let finite_max = score
+    let floor = score
         .iter()
         .copied()
         .filter(|v| v.is_finite())
         .fold(0.0f64, |a, v| a.max(v.abs()));
-    let big = 4.0 * finite_max + 4.0;
-    let cost = |i: usize, j: usize| {
-        let (r, c) = if transpose { (j, i) } else { (i, j) };
-        let s = score[r * cols + c];
-        if s.is_finite() {
-            -s
-        } else {
-            big
-        }
-    };
-    // Jonker-style shortest augmenting paths with potentials (1-indexed, e-maxx).
-    let inf = f64::INFINITY;
-    let (mut u, mut v) = (vec![0.0; n + 1], vec![0.0; m + 1]);
-    let (mut p, mut way) = (vec![0usize; m + 1], vec![0usize; m + 1]);
-    for i in 1..=n {
-        p[0] = i;
-        let mut j0 = 0;
-        let mut minv = vec![inf; m + 1];
-        let mut used = vec![false; m + 1];
-        loop {
-            used[j0] = true;
-            let i0 = p[j0];
-            let mut delta = inf;
-            let mut j1 = 0;
-            for j in 1..=m {
-                if !used[j] {
-                    let cur = cost(i0 - 1, j - 1) - u[i0] - v[j];
-                    if cur < minv[j] {
-                        minv[j] = cur;
-                        way[j] = j0;
-                    }
-                    if minv[j] < delta {
-                        delta = minv[j];
-                        j1 = j;
-                    }
-                }
-            }
-            for j in 0..=m {
-                if used[j] {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
-                }
-            }
-            j0 = j1;
-            if p[j0] == 0 || j1 == 0 {
-                break;
-            }
-        }
-        loop {
-            let j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-            if j0 == 0 {
-                break;
-            }
-        }
-    }
-    let mut out: Vec<(usize, usize)> = (1..=m)
-        .filter(|&j| p[j] != 0)
-        .map(|j| {
-            let (i, j) = (p[j] - 1, j - 1);
-            if transpose {
-                (j, i)
-            } else {
-                (i, j)
-            }
-        })
+    let finite: Vec<f64> = score
+        .iter()
+        .map(|&v| if v.is_finite() { v } else { -4.0 * floor - 4.0 })
         .collect();
-    out.sort_unstable();
-    out
+    // Finite scores and a consistent shape: the solver cannot fail here.
+    weightkin_core::lap::assign_max(&finite, rows, cols)
+        .map(|a| a.pairs().collect())
+        .unwrap_or_default()
 }
 
 /// Prefix of a pair's names: for layered names, the stack with `*`; else the names without
