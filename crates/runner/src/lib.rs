@@ -25,6 +25,7 @@
 
 pub mod align;
 pub mod calibrate;
+pub mod correspond;
 pub mod demo;
 mod error;
 pub mod hashcache;
