@@ -104,29 +104,35 @@ pub fn present<'a>(
             .strip_suffix(".bias")
             .and_then(|stem| base.find(&format!("{stem}.weight")))
             .map(|w| tensors[w].shape.as_slice());
-        match names::fused(&t.name, &t.shape, None, weight_shape) {
+        match names::fused(&t.name, &t.shape, weight_shape, names::Hints::default()) {
             Ok(Some(s)) => {
                 let mut parts = Vec::new();
                 for p in &s.parts {
+                    // Interleaved layouts (several spans per part) are not presented as views.
+                    let [span] = p.spans[..] else {
+                        parts.clear();
+                        break;
+                    };
+                    let (start, len) = (span.start, span.len);
                     let (shape, loc) = match (s.axis, &t.shape[..]) {
                         (0, [rows, rest @ ..]) if *rows > 0 => {
-                            let mut shape = vec![p.len];
+                            let mut shape = vec![len];
                             shape.extend_from_slice(rest);
                             (
                                 shape,
                                 Loc::Rows {
                                     parent: i,
-                                    start: p.start,
+                                    start,
                                     row_len: t.numel / rows,
                                 },
                             )
                         }
                         (1, [rows, cols]) => (
-                            vec![*rows, p.len],
+                            vec![*rows, len],
                             Loc::Cols {
                                 parent: i,
-                                start: p.start,
-                                len: p.len,
+                                start,
+                                len,
                                 cols: *cols,
                             },
                         ),
@@ -145,7 +151,11 @@ pub fn present<'a>(
                     notes.push(Unpaired {
                         name: t.name.clone(),
                         reason: Reason::FusedNotSplit,
-                        detail: format!("{:?}: the split axis does not fit the shape", t.shape),
+                        detail: format!(
+                            "{:?}: its parts interleave (per head group) or the split axis does \
+                             not fit the shape; not presented as parts",
+                            t.shape
+                        ),
                     });
                     continue;
                 }
@@ -291,7 +301,10 @@ pub fn auto<'a>(
                     .strip_suffix(".bias")
                     .and_then(|stem| s.find(&format!("{stem}.weight")))
                     .map(|w| s.tensors()[w].shape.as_slice());
-                !matches!(names::fused(n, &t.shape, None, ws), Ok(None))
+                !matches!(
+                    names::fused(n, &t.shape, ws, names::Hints::default()),
+                    Ok(None)
+                )
             })
             .map(|n| (*n).clone())
             .collect()
@@ -394,11 +407,12 @@ impl Search<'_, '_> {
     /// Step 2: equal normalised names (unique on both sides).
     fn normalised(&mut self) {
         let canon = |items: &mut dyn Iterator<Item = &Item>| {
+            let names: Vec<String> = items.map(|i| i.name.clone()).collect();
             let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for i in items {
-                m.entry(names::normalise(&i.name).canonical)
-                    .or_default()
-                    .push(i.name.clone());
+            // Read together: one checkpoint's names settle its convention (Gemma's norms).
+            let read = names::normalise_all(names.iter().map(String::as_str));
+            for (n, c) in names.iter().zip(read) {
+                m.entry(c.canonical).or_default().push(n.clone());
             }
             m
         };
