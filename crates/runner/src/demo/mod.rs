@@ -8,7 +8,13 @@
 //! * `finetuned` — base plus small noise (10 % of each tensor's spread), stored as BF16;
 //! * `independent` — the same architecture and init statistics from another seed (F16);
 //! * `subset` — every second layer of base (layers 0, 2, 4, 6 renumbered 0–3), plus 5 % noise:
-//!   a layer-dropping distillation, which the grid and alignment recover.
+//!   a layer-dropping distillation, which the grid and alignment recover;
+//! * `vision-encoder` — a 4-block vision encoder under Hugging Face CLIP/SigLIP names
+//!   (`vision_model.encoder.layers.N.self_attn.q_proj`, …);
+//! * `vlm` — a vision-language model whose vision tower is that encoder renamed to Qwen-VL
+//!   names with q, k and v fused into one `attn.qkv`, beside an independently initialised
+//!   language model, all fine-tuned lightly (5 % noise) and stored as BF16: the case the
+//!   tool exists for, which automatic pairing must find without any rename rule.
 //!
 //! The report shows the lesson the README opens with: the independent model's norm weights
 //! have cosine ≈ 0.99 with base's (they all sit near 1), while Pearson is ≈ 0.
@@ -38,6 +44,19 @@ pub fn generate(dir: &Path) -> std::io::Result<PathBuf> {
     base.every_second_layer()
         .fine_tune(4, 0.05)
         .write(&dir.join("subset.safetensors"), Store::F32)?;
+    let vlm_arch = Arch {
+        vision_layers: 4,
+        ..arch
+    };
+    // The encoder's source: only its vision tower is kept.
+    let encoder = Model::init(&vlm_arch, 21);
+    encoder
+        .vision_encoder_hf()
+        .write(&dir.join("vision-encoder.safetensors"), Store::F32)?;
+    Model::init(&vlm_arch, 22)
+        .with_component_from(&encoder, "visual.")
+        .fine_tune(23, 0.05)
+        .write(&dir.join("vlm.safetensors"), Store::Bf16)?;
     let recipe = dir.join(RECIPE_FILE);
     std::fs::write(&recipe, RECIPE)?;
     Ok(recipe)

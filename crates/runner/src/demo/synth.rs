@@ -240,6 +240,47 @@ impl Model {
         Model { tensors }
     }
 
+    /// The model's vision tower (`visual.blocks.*`, Qwen-VL names, q, k and v fused in one
+    /// `attn.qkv`) as a standalone vision encoder under Hugging Face CLIP/SigLIP names, q, k
+    /// and v unfused: `attn.qkv` `[3d, d]` → `self_attn.{q,k,v}_proj` `[d, d]`, `attn.proj` →
+    /// `self_attn.out_proj`, `norm1`/`norm2` → `layer_norm1`/`layer_norm2`, `mlp.fc1`/`fc2`
+    /// unchanged, under `vision_model.encoder.layers.N`. The same values under another
+    /// convention: what a model that took an encoder and renamed and fused it looks like.
+    pub fn vision_encoder_hf(&self) -> Model {
+        let mut tensors = Vec::new();
+        for t in &self.tensors {
+            let Some(rest) = t.name.strip_prefix("visual.blocks.") else {
+                continue;
+            };
+            let Some((layer, role)) = rest.split_once('.') else {
+                continue;
+            };
+            let p = format!("vision_model.encoder.layers.{layer}");
+            if role == "attn.qkv.weight" {
+                let d = t.shape[1];
+                for (k, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                    tensors.push(Tensor {
+                        name: format!("{p}.self_attn.{proj}.weight"),
+                        shape: vec![d, d],
+                        data: t.data[k * d * d..(k + 1) * d * d].to_vec(),
+                    });
+                }
+                continue;
+            }
+            let role = match role {
+                "attn.proj.weight" => "self_attn.out_proj.weight",
+                "norm1.weight" => "layer_norm1.weight",
+                "norm2.weight" => "layer_norm2.weight",
+                other => other,
+            };
+            tensors.push(Tensor {
+                name: format!("{p}.{role}"),
+                ..t.clone()
+            });
+        }
+        Model { tensors }
+    }
+
     /// Adds (or replaces) a float tensor.
     pub fn with_tensor(mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) -> Model {
         self.tensors.retain(|t| t.name != name);
@@ -312,6 +353,29 @@ fn bf16_bits(x: f32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vision_encoder_under_hf_names_holds_the_towers_values_unfused() {
+        let arch = Arch {
+            layers: 1,
+            vision_layers: 2,
+            vision_hidden: 8,
+            ..Arch::default()
+        };
+        let m = Model::init(&arch, 5);
+        let enc = m.vision_encoder_hf();
+        let get = |m: &Model, n: &str| m.tensors.iter().find(|t| t.name == n).unwrap().clone();
+        let qkv = get(&m, "visual.blocks.1.attn.qkv.weight");
+        let k = get(&enc, "vision_model.encoder.layers.1.self_attn.k_proj.weight");
+        assert_eq!(k.shape, vec![8, 8]);
+        assert_eq!(k.data, qkv.data[64..128].to_vec());
+        assert_eq!(
+            get(&enc, "vision_model.encoder.layers.0.layer_norm2.weight").data,
+            get(&m, "visual.blocks.0.norm2.weight").data
+        );
+        // Only the tower: 2 blocks × (q, k, v, out, 2 norms, fc1, fc2).
+        assert_eq!(enc.tensors.len(), 16);
+    }
 
     #[test]
     fn bf16_rounding() {

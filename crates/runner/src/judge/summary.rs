@@ -54,6 +54,8 @@ pub(super) fn summarise(
     unpaired: &[Unpaired],
 ) -> Verdicts {
     let mut by_component: BTreeMap<String, Vec<Indexed<'_>>> = BTreeMap::new();
+    let compared: std::collections::BTreeSet<&str> =
+        rows.iter().map(|e| e.component.as_str()).collect();
     for (i, e) in rows.iter().enumerate() {
         by_component
             .entry(e.component.clone())
@@ -84,7 +86,8 @@ pub(super) fn summarise(
             component(name, members, measured, extra)
         })
         .collect();
-    let (overall, sentence) = overall(spec, &components);
+    let (overall, mut sentence) = overall(spec, &components);
+    sentence.push_str(&without_counterpart(spec, &compared, unpaired));
     Verdicts {
         overall,
         sentence,
@@ -303,6 +306,36 @@ fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, Str
         ),
     };
     (overall, sentence)
+}
+
+/// The components of B none of whose tensors found a counterpart in A (an encoder's host
+/// model: its language model, embeddings, head), as a sentence; empty when there are none.
+/// They were not compared, so they get no verdict — and saying so keeps a reader from taking
+/// the verdict on the part that was found for a verdict on the whole model.
+fn without_counterpart(
+    spec: &CompareSpec,
+    compared: &std::collections::BTreeSet<&str>,
+    unpaired: &[Unpaired],
+) -> String {
+    let mut absent: BTreeMap<String, usize> = BTreeMap::new();
+    for u in unpaired.iter().filter(|u| u.reason == Reason::OnlyInB) {
+        let c = component_of(spec, &u.name);
+        if !compared.contains(c.as_str()) {
+            *absent.entry(c).or_insert(0) += 1;
+        }
+    }
+    if absent.is_empty() {
+        return String::new();
+    }
+    let list = absent
+        .iter()
+        .map(|(c, n)| format!("{c} ({n} tensor{})", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        " Without a counterpart in `{}`, so not compared and without a verdict: `{}`'s {list}.",
+        spec.a, spec.b
+    )
 }
 
 /// The decision rule, as the report states it.
