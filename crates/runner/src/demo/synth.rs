@@ -70,7 +70,8 @@ pub enum Store {
     F16,
 }
 
-/// A synthetic model: float tensors plus the integer `model.position_ids` buffer every
+/// A synthetic model: float tensors plus (for a model with a language model) the integer
+/// `model.position_ids` buffer every
 /// model of the family shares.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -321,15 +322,17 @@ impl Model {
                 (t.name.clone(), dtype, t.shape.clone(), bytes)
             })
             .collect();
-        // A non-learned buffer that is identical in every model of this family.
-        buffers.push((
+        // A non-learned buffer that is identical in every language model of this family (a
+        // standalone vision encoder has none).
+        let language_model = self.tensors.iter().any(|t| t.name.starts_with("model."));
+        buffers.extend(language_model.then(|| (
             "model.position_ids".to_owned(),
             StDtype::I64,
             vec![1, POSITIONS],
             (0..POSITIONS as i64)
                 .flat_map(|i| i.to_le_bytes())
                 .collect(),
-        ));
+        )));
         let views = buffers
             .iter()
             .map(|(name, dtype, shape, bytes)| {
