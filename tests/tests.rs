@@ -24,3 +24,7 @@ mod plugins;
 
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;
+
+/// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
+/// copies, kept recipes, bad input.
+mod correspondence;

@@ -10,8 +10,8 @@ use std::fmt::Write;
 use serde::Serialize;
 use weightkin_core::WeightSource;
 
-use crate::open::Models;
 use crate::correspond::stack_layer_role as stack_and_layer;
+use crate::open::Models;
 use crate::plan;
 use crate::recipe::{CompareSpec, PairingMode, Recipe};
 use crate::report::{markdown, CorrespondenceReport, PairMethod, PairedBy, Unpaired};
@@ -240,7 +240,11 @@ fn emit_recipe(
          # records how its pairs were found: a pair chosen by content among `candidates`\n\
          # keeps that search's null (its p-value is multiplied by `candidates`)."
     );
-    let _ = writeln!(o, "[audit]\nname = {}\n", q(&format!("{} (discovered pairing)", recipe.name)));
+    let _ = writeln!(
+        o,
+        "[audit]\nname = {}\n",
+        q(&format!("{} (discovered pairing)", recipe.name))
+    );
     let list = |v: &BTreeSet<String>| {
         v.iter()
             .map(|n| q(&glob_literal(n)))
@@ -272,13 +276,22 @@ fn emit_recipe(
                     }
                     _ => String::new(),
                 };
-                let _ = writeln!(o, "  {{ from = {}, to = {}{found} }},", q(&r.from), q(&r.to));
+                let _ = writeln!(
+                    o,
+                    "  {{ from = {}, to = {}{found} }},",
+                    q(&r.from),
+                    q(&r.to)
+                );
             }
             let _ = writeln!(o, "]");
         }
         let _ = writeln!(o);
     }
-    let _ = writeln!(o, "[[compare]]\nname = {}\na = \"a\"\nb = \"b\"\npairing = \"names\"", q(&cmp.name));
+    let _ = writeln!(
+        o,
+        "[[compare]]\nname = {}\na = \"a\"\nb = \"b\"\npairing = \"names\"",
+        q(&cmp.name)
+    );
     let globs = |v: &[String]| v.iter().map(|g| q(g)).collect::<Vec<_>>().join(", ");
     if !cmp.include.is_empty() {
         let _ = writeln!(o, "include = [{}]", globs(&cmp.include));
@@ -312,7 +325,11 @@ impl MatchReport {
                     b.score.map_or("—".to_owned(), |s| format!("{s:.4}")),
                 ),
             };
-            let _ = writeln!(o, "| `{}` | `{}` | {:?} | {} | {} |", p.a, p.b, p.shape, how, score);
+            let _ = writeln!(
+                o,
+                "| `{}` | `{}` | {:?} | {} | {} |",
+                p.a, p.b, p.shape, how, score
+            );
         }
         let _ = writeln!(o, "\n### Not paired ({})\n", self.not_paired.len());
         let _ = writeln!(o, "| tensor | reason | detail |");

@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use weightkin_core::{FileHashers, Registry, Samples};
 
 use crate::align::{self, LayerRemap};
-use crate::correspond::{self, Views};
 use crate::calibrate::{self, Class};
+use crate::correspond::{self, Views};
 use crate::judge;
 use crate::measure::grid::{self, LayeredModel};
 use crate::measure::pairs::{self, Job, Measured};
@@ -115,7 +115,11 @@ pub fn prepare<'a>(
         })
     }
     if cmp.pairing == PairingMode::Auto {
-        let auto = correspond::auto(cmp, (&cmp.a, a.source.as_ref()), (&cmp.b, b.source.as_ref()))?;
+        let auto = correspond::auto(
+            cmp,
+            (&cmp.a, a.source.as_ref()),
+            (&cmp.b, b.source.as_ref()),
+        )?;
         let mut paired_by = BTreeMap::new();
         let mut b_names: BTreeMap<String, usize> = auto.b.names.clone();
         let mut any = false;
@@ -197,7 +201,25 @@ fn compare(
     for p in &mut pairing.pairs {
         p.paired_by = prepared.paired_by.get(&p.name).cloned();
     }
-    pairing.unpaired.extend(prepared.notes.iter().cloned());
+    for note in &prepared.notes {
+        if note.reason != crate::report::Reason::FusedNotSplit {
+            pairing.unpaired.push(note.clone());
+            continue;
+        }
+        // A fused tensor that could not be split was offered whole: listed once, with why it
+        // was not split, if it found no counterpart whole; not listed if it did.
+        let only_in = |u: &Unpaired| {
+            u.name == note.name
+                && matches!(
+                    u.reason,
+                    crate::report::Reason::OnlyInA | crate::report::Reason::OnlyInB
+                )
+        };
+        if let Some(u) = pairing.unpaired.iter_mut().find(|u| only_in(u)) {
+            u.detail = format!("{}; no counterpart found for it whole", note.detail);
+            u.reason = note.reason;
+        }
+    }
     pairing
         .unpaired
         .sort_by(|x, y| (&x.name, x.reason).cmp(&(&y.name, y.reason)));

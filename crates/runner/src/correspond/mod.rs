@@ -91,7 +91,12 @@ pub fn present<'a>(
                 notes.push(Unpaired {
                     name: t.name.clone(),
                     reason: Reason::Transposed,
-                    detail: format!("{:?} presented as {}{TRANSPOSED} {:?}", t.shape, t.name, [c, r]),
+                    detail: format!(
+                        "{:?} presented as {}{TRANSPOSED} {:?}",
+                        t.shape,
+                        t.name,
+                        [c, r]
+                    ),
                 });
             }
             continue;
@@ -354,7 +359,9 @@ pub fn auto<'a>(
     let pb = if transposed.is_empty() {
         pb
     } else {
-        present(model_b, b, &|n| split_b.contains(n), &|n| transposed.contains(n))?
+        present(model_b, b, &|n| split_b.contains(n), &|n| {
+            transposed.contains(n)
+        })?
     };
     found.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
     let report = report(spec, &pa, &pb, &sel_a, &sel_b, &found);
@@ -387,11 +394,15 @@ struct Search<'v, 'a> {
 
 impl Search<'_, '_> {
     fn open_a(&self) -> impl Iterator<Item = &Item> {
-        self.items_a.iter().filter(|i| !self.done_a.contains(&i.name))
+        self.items_a
+            .iter()
+            .filter(|i| !self.done_a.contains(&i.name))
     }
 
     fn open_b(&self) -> impl Iterator<Item = &Item> {
-        self.items_b.iter().filter(|i| !self.done_b.contains(&i.name))
+        self.items_b
+            .iter()
+            .filter(|i| !self.done_b.contains(&i.name))
     }
 
     fn take(&mut self, a: &str, b: &str, by: PairedBy) {
@@ -608,9 +619,7 @@ impl Search<'_, '_> {
                     let mut sum = 0.0;
                     let mut n = 0.0;
                     for &l in &scored {
-                        if let Some(r) =
-                            self.score(&name(na, l, x), &name(nb, l, y), false)?
-                        {
+                        if let Some(r) = self.score(&name(na, l, x), &name(nb, l, y), false)? {
                             sum += r;
                             n += 1.0;
                         }
@@ -711,11 +720,22 @@ impl Search<'_, '_> {
             for (x, y, by) in chosen {
                 self.take_maybe_transposed(&x, &y, by, transposed);
             }
-            let la: Vec<&Item> = ga.iter().filter(|i| !self.done_a.contains(&i.name)).collect();
-            let lb: Vec<&Item> = gb.iter().filter(|i| !self.done_b.contains(&i.name)).collect();
+            let la: Vec<&Item> = ga
+                .iter()
+                .filter(|i| !self.done_a.contains(&i.name))
+                .collect();
+            let lb: Vec<&Item> = gb
+                .iter()
+                .filter(|i| !self.done_b.contains(&i.name))
+                .collect();
             if !la.is_empty() && !lb.is_empty() {
-                let chosen =
-                    self.assign(&la, &lb, transposed, content, &format!("of shape {shape:?}{how}"))?;
+                let chosen = self.assign(
+                    &la,
+                    &lb,
+                    transposed,
+                    content,
+                    &format!("of shape {shape:?}{how}"),
+                )?;
                 for (x, y, by) in chosen {
                     self.take_maybe_transposed(&x, &y, by, transposed);
                 }
@@ -732,7 +752,10 @@ impl Search<'_, '_> {
     /// candidate count of the pairs that established the mapping (a mapping content chose
     /// keeps its search's null). A module mapped to two different modules is not used.
     fn propagate(&mut self) {
-        let module = |n: &str| n.rsplit_once('.').map(|(m, leaf)| (m.to_owned(), leaf.to_owned()));
+        let module = |n: &str| {
+            n.rsplit_once('.')
+                .map(|(m, leaf)| (m.to_owned(), leaf.to_owned()))
+        };
         let mut map: BTreeMap<String, Option<(String, usize)>> = BTreeMap::new();
         for f in &self.found {
             let (Some((ma, _)), Some((mb, _))) = (module(&f.a), module(&f.b)) else {
@@ -744,14 +767,16 @@ impl Search<'_, '_> {
                 _ => *e = None,
             }
         }
-        let open_b: BTreeMap<String, Item> = self
-            .open_b()
-            .map(|i| (i.name.clone(), i.clone()))
-            .collect();
+        let open_b: BTreeMap<String, Item> =
+            self.open_b().map(|i| (i.name.clone(), i.clone())).collect();
         let mut take = Vec::new();
         for a in self.open_a().filter(|i| i.float) {
-            let Some((p, leaf)) = module(&a.name) else { continue };
-            let Some(Some((q, k))) = map.get(&p) else { continue };
+            let Some((p, leaf)) = module(&a.name) else {
+                continue;
+            };
+            let Some(Some((q, k))) = map.get(&p) else {
+                continue;
+            };
             let bn = format!("{q}.{leaf}");
             if let Some(b) = open_b.get(&bn) {
                 if b.float && b.sq == a.sq {
@@ -848,7 +873,12 @@ impl Search<'_, '_> {
         })
     }
 
-    fn subsample(&mut self, side_a: bool, name: &str, transposed: bool) -> Result<Option<Vec<f32>>, Error> {
+    fn subsample(
+        &mut self,
+        side_a: bool,
+        name: &str,
+        transposed: bool,
+    ) -> Result<Option<Vec<f32>>, Error> {
         let key = (side_a, name.to_owned(), transposed);
         if let Some(v) = self.cache.get(&key) {
             return Ok(v.clone());
@@ -997,8 +1027,10 @@ fn report(
     sel_b: &BTreeSet<String>,
     found: &[Found],
 ) -> CorrespondenceReport {
-    let mut mappings: BTreeMap<(String, String), (BTreeSet<u32>, usize, BTreeMap<PairMethod, usize>)> =
-        BTreeMap::new();
+    let mut mappings: BTreeMap<
+        (String, String),
+        (BTreeSet<u32>, usize, BTreeMap<PairMethod, usize>),
+    > = BTreeMap::new();
     let mut methods = BTreeMap::new();
     for f in found {
         *methods.entry(f.by.method).or_insert(0) += 1;
@@ -1109,7 +1141,10 @@ mod tests {
         assert_eq!(stack_layer_role("0.weight"), None);
         assert_eq!(stack_layer_role("a.3"), None);
         assert_eq!(
-            prefixes("encoder.layer.3.attention.self.query.weight", "visual.blocks.3.attn.qkv.weight#q"),
+            prefixes(
+                "encoder.layer.3.attention.self.query.weight",
+                "visual.blocks.3.attn.qkv.weight#q"
+            ),
             ("encoder.layer.*".into(), "visual.blocks.*".into(), Some(3))
         );
         assert_eq!(

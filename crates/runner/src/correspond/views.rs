@@ -98,12 +98,13 @@ impl<'a> Views<'a> {
             })
             .collect();
         for v in views {
-            let parent = base.tensors().get(v.loc.parent()).ok_or(
-                weightkin_core::Error::NoSuchTensor {
-                    index: v.loc.parent(),
-                    count: base.tensors().len(),
-                },
-            )?;
+            let parent =
+                base.tensors()
+                    .get(v.loc.parent())
+                    .ok_or(weightkin_core::Error::NoSuchTensor {
+                        index: v.loc.parent(),
+                        count: base.tensors().len(),
+                    })?;
             let mut info = TensorInfo::new(v.name, v.shape, parent.dtype).map_err(|problem| {
                 weightkin_core::Error::InvalidTensor {
                     path: base

@@ -325,14 +325,16 @@ impl Model {
         // A non-learned buffer that is identical in every language model of this family (a
         // standalone vision encoder has none).
         let language_model = self.tensors.iter().any(|t| t.name.starts_with("model."));
-        buffers.extend(language_model.then(|| (
-            "model.position_ids".to_owned(),
-            StDtype::I64,
-            vec![1, POSITIONS],
-            (0..POSITIONS as i64)
-                .flat_map(|i| i.to_le_bytes())
-                .collect(),
-        )));
+        buffers.extend(language_model.then(|| {
+            (
+                "model.position_ids".to_owned(),
+                StDtype::I64,
+                vec![1, POSITIONS],
+                (0..POSITIONS as i64)
+                    .flat_map(|i| i.to_le_bytes())
+                    .collect(),
+            )
+        }));
         let views = buffers
             .iter()
             .map(|(name, dtype, shape, bytes)| {
@@ -369,7 +371,10 @@ mod tests {
         let enc = m.vision_encoder_hf();
         let get = |m: &Model, n: &str| m.tensors.iter().find(|t| t.name == n).unwrap().clone();
         let qkv = get(&m, "visual.blocks.1.attn.qkv.weight");
-        let k = get(&enc, "vision_model.encoder.layers.1.self_attn.k_proj.weight");
+        let k = get(
+            &enc,
+            "vision_model.encoder.layers.1.self_attn.k_proj.weight",
+        );
         assert_eq!(k.shape, vec![8, 8]);
         assert_eq!(k.data, qkv.data[64..128].to_vec());
         assert_eq!(

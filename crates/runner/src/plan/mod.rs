@@ -55,7 +55,11 @@ pub fn renamed(
     source: &dyn WeightSource,
     rules: &[RenameRule],
 ) -> Result<BTreeMap<String, usize>, Error> {
-    let names = source.tensors().iter().enumerate().map(|(i, t)| (t.name.as_str(), i));
+    let names = source
+        .tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i));
     Ok(renamed_names(model, names, rules)?.0)
 }
 

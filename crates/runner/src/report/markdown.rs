@@ -231,8 +231,11 @@ fn comparison_intro(o: &mut String, c: &Comparison) {
 /// What automatic pairing found: prefix mappings, then how much of each component found a
 /// counterpart.
 pub fn correspondence(o: &mut String, k: &CorrespondenceReport) {
-    let _ = writeln!(o, "### Correspondence (automatic pairing)
-");
+    let _ = writeln!(
+        o,
+        "### Correspondence (automatic pairing)
+"
+    );
     let methods = |m: &BTreeMap<PairMethod, usize>| {
         m.iter()
             .map(|(k, n)| format!("{} {n}", k.name()))
