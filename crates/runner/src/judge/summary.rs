@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    component_of, Cited, ComponentVerdict, Evidence, Excluded, Exclusion, Measured, Method, Role,
+    Cited, ComponentVerdict, Components, Evidence, Excluded, Exclusion, Measured, Method, Role,
     Verdict, Verdicts, ALPHA, MIN_EFFECT, MIN_SUPPORT_FRACTION,
 };
 use crate::recipe::CompareSpec;
@@ -49,6 +49,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 /// The verdicts of one comparison from its evidence rows (in pair order, like `measured`).
 pub(super) fn summarise(
     spec: &CompareSpec,
+    naming: &Components<'_>,
     measured: &[Measured<'_>],
     rows: &[Evidence],
     unpaired: &[Unpaired],
@@ -67,7 +68,7 @@ pub(super) fn summarise(
         .filter(|u| u.reason == Reason::NonFloatDtype)
     {
         buffers
-            .entry(component_of(spec, &u.name))
+            .entry(naming.of(&u.name))
             .or_default()
             .push(Excluded {
                 tensor: u.name.clone(),
@@ -265,26 +266,35 @@ fn sentence(name: &str, verdict: Verdict, c: &Counts, s: &Summary) -> String {
     }
 }
 
-/// The overall verdict (derived if any component is, independent if all are) and its
-/// sentence.
+/// The overall verdict and its sentence: derived if any component is; independent if every
+/// component with evidence is (and one has); else inconclusive. A component without any
+/// tensor that can serve as evidence (a head whose only compared tensor is a one-element
+/// bias, a component of generated tables) cannot speak either way: it is named in the
+/// sentence but does not hold the other components' verdict hostage.
 fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, String) {
     let with = |v: Verdict| -> Vec<&str> {
         components
             .iter()
-            .filter(|c| c.verdict == v)
+            .filter(|c| c.verdict == v && c.evidence > 0)
             .map(|c| c.name.as_str())
             .collect()
     };
     let (derived, independent) = (with(Verdict::Derived), with(Verdict::Independent));
+    let without: Vec<&str> = components
+        .iter()
+        .filter(|c| c.evidence == 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    let judged = components.len() - without.len();
     let overall = if !derived.is_empty() {
         Verdict::Derived
-    } else if !components.is_empty() && independent.len() == components.len() {
+    } else if judged > 0 && independent.len() == judged {
         Verdict::Independent
     } else {
         Verdict::Inconclusive
     };
     let (a, b) = (&spec.a, &spec.b);
-    let sentence = match overall {
+    let mut sentence = match overall {
         Verdict::Derived => format!(
             "`{b}` shares weights with `{a}` in: {}.{}",
             derived.join(", "),
@@ -302,6 +312,12 @@ fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, Str
             "The weights do not settle whether `{b}` derives from `{a}`: see the components."
         ),
     };
+    if !without.is_empty() && overall != Verdict::Inconclusive {
+        sentence += &format!(
+            " Without any tensor that can serve as evidence: {}.",
+            without.join(", ")
+        );
+    }
     (overall, sentence)
 }
 
