@@ -294,7 +294,11 @@ fn component_names(cmp: &serde_json::Value) -> Vec<String> {
 #[test]
 fn unrelated_vad_models_read_independent() {
     let cmp = audit_renamed(SILERO_JIT, SILERO_AS_AKIKI, AKIKI_PT);
-    assert_eq!(cmp["verdicts"]["overall"], "independent", "{:#}", cmp["verdicts"]);
+    assert_eq!(
+        cmp["verdicts"]["overall"], "independent",
+        "{:#}",
+        cmp["verdicts"]
+    );
     let basis = &tensor(&cmp, "basis")["evidence"];
     assert_eq!(basis["role"], "not-evidence");
     let reason = basis["reason"].as_str().unwrap();

@@ -25,8 +25,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use weightkin_core::{Limits, Moments, Side, WeightSource};
 use std::collections::BTreeMap as Map;
+use weightkin_core::{Limits, Moments, Side, WeightSource};
 
 use weightkin_runner::calibrate::{self, Null};
 use weightkin_runner::registry;
@@ -129,7 +129,9 @@ fn main() {
             let path = root.join(rel);
             let src = reg
                 .open(&path, None, &Limits::default())
-                .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-fixtures.sh)", path.display()));
+                .unwrap_or_else(|e| {
+                    panic!("{}: {e} (run scripts/fetch-fixtures.sh)", path.display())
+                });
             (*family, src)
         })
         .collect();
@@ -198,7 +200,10 @@ fn main() {
                 let named: Map<String, f64> = t.map(|t| ("t".to_owned(), t)).into_iter().collect();
                 (calibrate::shift_null_vector(&va, &vb), named)
             } else {
-                (calibrate::shift_null_matrix(&va, &vb, rows, cols), Map::new())
+                (
+                    calibrate::shift_null_matrix(&va, &vb, rows, cols),
+                    Map::new(),
+                )
             };
             let n = va.len() as u64;
             let shift = Null {

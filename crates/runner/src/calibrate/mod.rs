@@ -580,4 +580,64 @@ mod tests {
         let s = Side::new(vs.as_ref(), 0);
         assert_eq!(shift_null(s, s).unwrap(), ShiftNull::default());
     }
+
+    /// Two unrelated gate-blocked biases (four blocks with their own typical values, as an
+    /// LSTM's `[i f g o]`): the vector shift null keeps the blocks partly aligned and widens
+    /// past 1/√n; two exchangeable vectors get about 1/√n.
+    #[test]
+    fn gate_blocks_widen_the_vector_shift_null() {
+        let (h, blocks) = (64, [0.0f32, 1.0, 0.0, -0.5]);
+        let bias = |seed: u64| -> Vec<f32> {
+            let e = uniform_f32(4 * h, seed, -0.3, 0.3);
+            (0..4 * h).map(|i| blocks[i / h] + e[i]).collect()
+        };
+        let (x, y) = (bias(1), bias(2));
+        let n = (4 * h) as f64;
+        let (_, sd) = crate::stats::mean_sd(&shift_null_vector(&x, &y)).unwrap();
+        assert!(sd > 3.0 / n.sqrt(), "gate blocks: sd {sd}");
+        let (u, v) = (
+            uniform_f32(4 * h, 3, -1.0, 1.0),
+            uniform_f32(4 * h, 4, -1.0, 1.0),
+        );
+        let (_, sd) = crate::stats::mean_sd(&shift_null_vector(&u, &v)).unwrap();
+        assert!(
+            sd < 1.5 / n.sqrt() && sd > 0.5 / n.sqrt(),
+            "exchangeable: sd {sd}"
+        );
+    }
+
+    /// One dominant element on each side, at the same index by chance: Pearson ≈ 0.5 and a
+    /// normal p far below any α, but without that element nothing is left, and the judge's
+    /// p is not significant. A copy with noise stays significant.
+    #[test]
+    fn a_single_aligned_outlier_is_not_significant() {
+        let n = 128;
+        let mut x = uniform_f32(n, 5, -0.1, 0.1);
+        let mut y = uniform_f32(n, 6, -0.1, 0.1);
+        x[17] = 1.5;
+        y[17] = 1.2;
+        let null = |x: &[f32], y: &[f32]| Null {
+            kind: NullKind::Shift,
+            samples: shift_null_vector(x, y),
+            trimmed: trimmed_pearson(x, y)
+                .map(|t| ("v".to_owned(), t))
+                .into_iter()
+                .collect(),
+        };
+        let r = Moments::of_tensors(&x, &y).pearson().value().unwrap();
+        assert!(r > 0.4, "r {r}");
+        let t = test(Some(&null(&x, &y)), n as u64, "v", r);
+        assert!(crate::stats::upper_tail(t.z) < 1e-6, "z {}", t.z);
+        assert!(t.p > 0.01, "p {}", t.p);
+        // Another tensor's name: no trimmed value, the normal tail.
+        assert_eq!(
+            test(Some(&null(&x, &y)), n as u64, "w", r).p,
+            crate::stats::upper_tail(t.z)
+        );
+        let e = uniform_f32(n, 7, -0.02, 0.02);
+        let copy: Vec<f32> = x.iter().zip(&e).map(|(a, e)| a + e).collect();
+        let r = Moments::of_tensors(&x, &copy).pearson().value().unwrap();
+        let t = test(Some(&null(&x, &copy)), n as u64, "v", r);
+        assert!(t.p < 1e-6, "copy: p {}", t.p);
+    }
 }

@@ -171,11 +171,13 @@ impl Table<'_> {
             return None;
         }
         let fitted = last.powf(-(h as f64) / (h - 1) as f64);
-        bases(fitted).into_iter().find_map(|Base { value: base, .. }| {
-            let b = base as f64;
-            self.matches(|i| (b.powf(-(i as f64) / h as f64), 0.0))
-                .then_some(Generator::RopeInvFreq { base })
-        })
+        bases(fitted)
+            .into_iter()
+            .find_map(|Base { value: base, .. }| {
+                let b = base as f64;
+                self.matches(|i| (b.powf(-(i as f64) / h as f64), 0.0))
+                    .then_some(Generator::RopeInvFreq { base })
+            })
     }
 
     /// Identity and causal masks (square, exact values).
@@ -274,7 +276,13 @@ impl Table<'_> {
         let (r, t, g) = (0..rows.min(4))
             .flat_map(|r| (0..win).map(move |t| (r, t)))
             .map(|(r, t)| (r, t, basis(r, t).0))
-            .fold((0, 0, 0f64), |best, c| if c.2.abs() > best.2.abs() { c } else { best });
+            .fold((0, 0, 0f64), |best, c| {
+                if c.2.abs() > best.2.abs() {
+                    c
+                } else {
+                    best
+                }
+            });
         if g.abs() < 0.1 {
             return None;
         }
@@ -365,7 +373,12 @@ impl Table<'_> {
                         h,
                         denom: denom as f64,
                     };
-                    candidates.extend(freqs.fit(positions, &fit).into_iter().map(|b| (minus_one, b)));
+                    candidates.extend(
+                        freqs
+                            .fit(positions, &fit)
+                            .into_iter()
+                            .map(|b| (minus_one, b)),
+                    );
                 }
             }
             round_first(&mut candidates);
@@ -404,7 +417,11 @@ impl Table<'_> {
         if positions < 2 || width < 2 {
             return None;
         }
-        for layout in [RopeLayout::Halves, RopeLayout::Interleaved, RopeLayout::Single] {
+        for layout in [
+            RopeLayout::Halves,
+            RopeLayout::Interleaved,
+            RopeLayout::Single,
+        ] {
             let h = match layout {
                 RopeLayout::Single => width,
                 _ if width % 2 == 0 => width / 2,
@@ -422,14 +439,14 @@ impl Table<'_> {
                 RopeLayout::Interleaved => 2 * i,
                 _ => i,
             };
-            let freqs = Frequencies {
-                h,
-                denom: h as f64,
-            };
+            let freqs = Frequencies { h, denom: h as f64 };
             for trig in [Trig::Cos, Trig::Sin] {
                 let fit = |p: usize, i: usize| (self.at(p * width + col(i)), trig);
-                let mut candidates: Vec<((), Base)> =
-                    freqs.fit(positions, &fit).into_iter().map(|b| ((), b)).collect();
+                let mut candidates: Vec<((), Base)> = freqs
+                    .fit(positions, &fit)
+                    .into_iter()
+                    .map(|b| ((), b))
+                    .collect();
                 round_first(&mut candidates);
                 for ((), Base { value: base, .. }) in candidates {
                     let ok =
@@ -533,7 +550,7 @@ fn bases(fitted: f64) -> Vec<Base> {
 /// Round bases first, then the rest, each group in the order given (one table can be
 /// written with either exponent denominator, d/2 or d/2 − 1, and another base: the round
 /// base names it as its configuration did).
-fn round_first<T: Copy>(candidates: &mut Vec<(T, Base)>) {
+fn round_first<T: Copy>(candidates: &mut [(T, Base)]) {
     candidates.sort_by_key(|(_, b)| !b.round);
 }
 
@@ -603,10 +620,7 @@ pub fn window_values(window: Window, n: usize) -> Vec<f64> {
         Window::HammingPeriodic => cosine(0.54, n),
         Window::HammingSymmetric => cosine(0.54, sym),
         Window::SqrtHannPeriodic => cosine(0.5, n).iter().map(|v| v.max(0.0).sqrt()).collect(),
-        Window::SqrtHannSymmetric => cosine(0.5, sym)
-            .iter()
-            .map(|v| v.max(0.0).sqrt())
-            .collect(),
+        Window::SqrtHannSymmetric => cosine(0.5, sym).iter().map(|v| v.max(0.0).sqrt()).collect(),
         Window::Povey => cosine(0.5, sym)
             .iter()
             .map(|v| v.max(0.0).powf(0.85))
@@ -846,10 +860,7 @@ mod tests {
         );
         // Stored as f16: rounded to 11 significant bits.
         let x = torch_stft_basis(64, Window::HannPeriodic);
-        let f16: Vec<f32> = x
-            .iter()
-            .map(|&v| half_round(v))
-            .collect();
+        let f16: Vec<f32> = x.iter().map(|&v| half_round(v)).collect();
         assert!(matches!(
             recognise(&f16, &[66, 1, 64]),
             Some(Generator::Stft {
@@ -913,7 +924,13 @@ mod tests {
         assert!((hz_to_mel(MelScale::Htk, 700.0) - 2595.0 * 2f64.log10()).abs() < 1e-9);
     }
 
-    fn sinusoids(positions: usize, d: usize, layout: SinusoidLayout, base: f64, minus_one: bool) -> Vec<f32> {
+    fn sinusoids(
+        positions: usize,
+        d: usize,
+        layout: SinusoidLayout,
+        base: f64,
+        minus_one: bool,
+    ) -> Vec<f32> {
         let h = d / 2;
         let denom = if minus_one { h - 1 } else { h } as f64;
         table(&[positions, d], |i| {

@@ -102,8 +102,10 @@ const LM_TOKEN_NAMES: &str = r"(^|\.)(embed_tokens|lm_head|wte|tok_embeddings|to
 
 /// Attention and MLP roles inside numbered blocks: with both, the fallback tensors form a
 /// transformer stack, which (outside the vision and audio towers) is the language model.
-const LM_ATTENTION: &str = r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(self_attn|attention|attn)\.";
-const LM_MLP: &str = r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(mlp|ffn|feed_forward|intermediate)\.";
+const LM_ATTENTION: &str =
+    r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(self_attn|attention|attn)\.";
+const LM_MLP: &str =
+    r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(mlp|ffn|feed_forward|intermediate)\.";
 
 /// Tensors that are computed, not learned, in common architectures: position index buffers,
 /// rotary frequency tables, causal masks, fixed signal-processing bases.
@@ -335,4 +337,57 @@ pub fn judge(
     }
     let verdicts = summary::summarise(spec, &components, measured, &rows, unpaired);
     (rows, verdicts)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec() -> CompareSpec {
+        let registry = crate::registry::builtin().unwrap();
+        let text = "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                    [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n";
+        let recipe = crate::recipe::parse(std::path::Path::new("r.toml"), text, &registry).unwrap();
+        recipe.compares.into_iter().next().unwrap()
+    }
+
+    /// The remainder is "language model" only for a model that looks like one.
+    #[test]
+    fn the_fallback_component_is_a_language_model_only_in_one() {
+        let spec = spec();
+        let fallback = |names: &[&str]| Components::new(&spec, names.iter().copied()).fallback();
+        // silero / akiki: convolutions, an RNN, a head, a basis.
+        let vad = [
+            "encoder.0.weight",
+            "rnn.weight_ih_l0",
+            "head.weight",
+            "basis",
+        ];
+        assert_eq!(fallback(&vad), FALLBACK_OTHER);
+        assert_eq!(Components::new(&spec, vad).of("encoder.0.weight"), "model");
+        assert_eq!(Components::new(&spec, vad).of("head.weight"), "head");
+        // Token embeddings, under three conventions.
+        for name in [
+            "model.embed_tokens.weight",
+            "transformer.wte.weight",
+            "token_embd.weight",
+        ] {
+            assert_eq!(fallback(&[name, "x.weight"]), FALLBACK_COMPONENT, "{name}");
+        }
+        // A decoder stack without embeddings in the comparison (include filters).
+        let stack = [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+        ];
+        assert_eq!(fallback(&stack), FALLBACK_COMPONENT);
+        // Attention alone (no MLP) is not enough; a vision tower's blocks do not count.
+        assert_eq!(fallback(&stack[..1]), FALLBACK_OTHER);
+        let vision = [
+            "vision_model.encoder.layers.0.self_attn.q_proj.weight",
+            "vision_model.encoder.layers.0.mlp.fc1.weight",
+            "classifier.weight",
+        ];
+        assert_eq!(fallback(&vision), FALLBACK_OTHER);
+    }
 }

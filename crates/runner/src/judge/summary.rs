@@ -334,8 +334,9 @@ fn method() -> Method {
                       tensors, which layers of one model are not)",
         nulls: "reference models declared independent of A (same class) > cross-layer \
                 (A's layer i vs B's layer j ≠ i, same class; s.d. floored at 1/√n) > \
-                shift (A's matrix vs B's with one axis shifted, for a matrix with neither) > \
-                analytic (mean 0, s.d. 1/√n)",
+                shift (A's matrix or vector vs B's shifted circularly along one axis, for a \
+                tensor with neither; a vector's p-value must also hold without its most \
+                influential element) > analytic (mean 0, s.d. 1/√n)",
     }
 }
 
@@ -378,6 +379,19 @@ fn caveats(
             "{excluded} tensors are not evidence (deterministic buffers, integer buffers, \
              structured identical tensors, constant tensors, or recipe overrides); they are \
              listed per component and did not influence any verdict."
+        ));
+    }
+    let generated = components
+        .iter()
+        .flat_map(|c| &c.not_evidence)
+        .filter(|e| matches!(e.reason, Exclusion::Generated { .. }))
+        .count();
+    if generated > 0 {
+        out.push(format!(
+            "{generated} of them are generated tables, recognised by their values whatever \
+             their name: each is identical in both models and reproduced by a formula (an STFT \
+             basis, a mel filterbank, a position table, a rotary cache, a mask, an arange), \
+             which unrelated models compute alike. The formula is named per tensor."
         ));
     }
     if rows.iter().any(|e| e.null == Some(NullKind::Analytic)) {

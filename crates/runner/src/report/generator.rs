@@ -237,9 +237,7 @@ impl fmt::Display for Generator {
                 let rows = match rows {
                     StftRows::Stacked => "real rows then imaginary rows",
                     StftRows::Interleaved => "real and imaginary rows interleaved",
-                    StftRows::StackedNonzero => {
-                        "real rows then the non-zero imaginary rows"
-                    }
+                    StftRows::StackedNonzero => "real rows then the non-zero imaginary rows",
                     StftRows::Real => "real rows only",
                     StftRows::Imaginary => "imaginary rows only",
                 };
@@ -289,7 +287,11 @@ impl fmt::Display for Generator {
                     SinusoidLayout::Interleaved => "sin/cos interleaved",
                     SinusoidLayout::Concatenated => "sin half then cos half",
                 },
-                if minus_one { ", exponent i/(d/2−1)" } else { "" }
+                if minus_one {
+                    ", exponent i/(d/2−1)"
+                } else {
+                    ""
+                }
             ),
             Generator::RopeInvFreq { base } => {
                 write!(f, "rotary inverse frequencies (base {base})")
