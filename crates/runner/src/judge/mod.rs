@@ -17,10 +17,13 @@
 //!    kept by the comparison's own pass: [`crate::calibrate::NULL_SAMPLE_BUDGET`]): it
 //!    estimates the pair's Pearson without bias, its extra spread (≈ 0.008) only widens the
 //!    null, and the null then costs no extra read of any layer. Its s.d. is floored at the
-//!    analytic 1/√n. Unlayered matrices use the shift null ([`crate::calibrate::shift_nulls`]);
-//!    other unlayered tensors use the analytic null (mean 0, s.d. 1/√n: Pearson of
-//!    independent n-vectors), unless the recipe declares reference models known to be
-//!    independent of A, whose per-class values then form the null ([`crate::calibrate`]).
+//!    analytic 1/√n. Unlayered matrices and vectors use the shift null
+//!    ([`crate::calibrate::shift_nulls`]; a vector's p-value must also hold without its most
+//!    influential element); what is left (vectors under 8 elements) the analytic null (mean
+//!    0, s.d. 1/√n: Pearson of independent n-vectors), unless the recipe declares reference
+//!    models known to be independent of A, whose per-class values then form the null
+//!    ([`crate::calibrate`]). Generated tables (STFT bases, position tables, masks: [`generated`])
+//!    are recognised by content and are not evidence.
 //! 3. **Per-layer profiles that correlate for any two models.** Profiles are not evidence:
 //!    only per-tensor statistics against a null are.
 //!
