@@ -54,7 +54,7 @@ pub struct Null {
     /// The Pearson values.
     pub samples: Vec<f64>,
     /// Per vector pair (by tensor name): its Pearson without the one element that adds
-    /// most to it ([`trimmed_pearson`]), which the p-value also has to pass ([`test`]).
+    /// most to it ([`trimmed_pearson`]), which the p-value also has to pass ([`test()`]).
     pub trimmed: BTreeMap<String, f64>,
 }
 
@@ -449,7 +449,7 @@ pub fn shift_null_vector(va: &[f32], vb: &[f32]) -> Vec<f64> {
 /// that z says (VALIDATION.md, "Single tensors of real models"). Dropping the one element
 /// that contributes most removes such a coincidence and leaves a real correlation (a copy
 /// correlates in every element) nearly unchanged; the judge's p-value is the larger of the
-/// two ([`test`]). `None` for fewer than three elements or a constant side.
+/// two ([`test()`]). `None` for fewer than three elements or a constant side.
 pub fn trimmed_pearson(va: &[f32], vb: &[f32]) -> Option<f64> {
     let n = va.len().min(vb.len());
     if n < 3 {

@@ -4,7 +4,7 @@
 //! store the same values, so an identical generated tensor is not evidence of shared
 //! ancestry, whatever it is called: two real voice-activity detectors store the same
 //! `[258, 1, 256]` STFT basis, one as `_model.stft.forward_basis_buffer`, the other as
-//! `basis` (issue 14), and the name rule ([`super::DETERMINISTIC_NAMES`]) only knows the first.
+//! `basis` (issue 14), and the name rule (`DETERMINISTIC_NAMES` in the judge) only knows the first.
 //!
 //! **How.** The tensor is read whole (at most [`MAX_ELEMENTS`]; a larger tensor is not a
 //! table models store, and is not read), its singleton dimensions dropped, and each family

@@ -152,7 +152,7 @@ pub struct Components<'s> {
 impl<'s> Components<'s> {
     /// The naming for a comparison whose (renamed) tensor names, paired or not, are
     /// `names`. The fallback is [`FALLBACK_COMPONENT`] when the model looks like a language
-    /// model — token embeddings or an LM head ([`LM_TOKEN_NAMES`]), or, among the tensors no
+    /// model — token embeddings or an LM head (`LM_TOKEN_NAMES`), or, among the tensors no
     /// other component claims, numbered blocks with both attention and MLP roles — and
     /// [`FALLBACK_OTHER`] otherwise.
     pub fn new<'n>(spec: &'s CompareSpec, names: impl IntoIterator<Item = &'n str>) -> Self {
