@@ -235,3 +235,118 @@ fn gguf_inspect_lists_hf_names() {
     assert_eq!(q["stored_name"], "blk.0.attn_q.weight");
     assert_eq!(q["shape"], serde_json::json!([576, 576]));
 }
+
+const SILERO_JIT: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad.jit";
+const SILERO_ST: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad_16k.safetensors";
+
+/// Runs `weightkin audit` on a recipe comparing `a` (with `rename` rules) against `b` and
+/// returns the comparison's JSON.
+fn audit_renamed(a: &str, rename: &str, b: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[audit]\nname = \"vad\"\n[models.a]\npath = '{}'\nrename = [{rename}]\n\
+         [models.b]\npath = '{}'\n[[compare]]\na = \"a\"\nb = \"b\"\n\
+         metrics = [\"pearson\", \"cosine\"]\n[report]\nformats = [\"json\"]\n",
+        fixture(a).display(),
+        fixture(b).display()
+    );
+    std::fs::write(dir.path().join("r.toml"), text).unwrap();
+    let out = weightkin(dir.path(), &["audit", "r.toml", "--out", "out"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["comparisons"][0].clone()
+}
+
+/// Silero's names, renamed to akiki's state-dict names (what automatic pairing will find).
+const SILERO_AS_AKIKI: &str = r#"{ from = '^_model\.stft\.forward_basis_buffer$', to = 'basis' },
+    { from = '^_model\.encoder\.(\d+)\.reparam_conv\.', to = 'encoder.$1.' },
+    { from = '^_model\.decoder\.decoder\.2\.', to = 'head.' },
+    { from = '^_model\.decoder\.rnn\.(.*)$', to = 'rnn.${1}_l0' }"#;
+
+fn tensor<'v>(cmp: &'v serde_json::Value, name: &str) -> &'v serde_json::Value {
+    cmp["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+fn component_names(cmp: &serde_json::Value) -> Vec<String> {
+    cmp["verdicts"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Two voice-activity detectors of one architecture, akiki trained from a fresh
+/// initialisation (its metadata says the teacher's weights were not used): `independent`.
+/// The STFT basis both store bit for bit (`[258, 1, 256]`, named differently) is recognised
+/// by content as a generated table and is not evidence (it was z ≈ 256 as evidence). The
+/// conv kernels are judged against the shift null: against the analytic null (s.d. 1/√n)
+/// the first one read z = −5.5 at Pearson −0.025. Bound: with 8 evidence tensors, Holm at
+/// α = 0.001 makes a tensor significant from one-sided z ≈ 3.7; 3.5 keeps every unrelated
+/// kernel clear of that (VALIDATION.md: no conv kernel of 185 unrelated real pairs passed
+/// |z| 2.3 under the shift null).
+#[test]
+fn unrelated_vad_models_read_independent() {
+    let cmp = audit_renamed(SILERO_JIT, SILERO_AS_AKIKI, AKIKI_PT);
+    assert_eq!(
+        cmp["verdicts"]["overall"], "independent",
+        "{:#}",
+        cmp["verdicts"]
+    );
+    let basis = &tensor(&cmp, "basis")["evidence"];
+    assert_eq!(basis["role"], "not-evidence");
+    let reason = basis["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("generated: STFT basis (hann window, n_fft 256;"),
+        "{reason}"
+    );
+    for k in 0..4 {
+        let e = &tensor(&cmp, &format!("encoder.{k}.weight"))["evidence"];
+        assert_eq!(e["role"], "evidence");
+        assert_eq!(e["null"], "shift", "encoder.{k}.weight");
+        let z = e["z"].as_f64().unwrap();
+        assert!(z.abs() < 3.5, "encoder.{k}.weight: z {z}");
+        // Biases: the vector shift null, with its cyclic permutation tail.
+        let b = &tensor(&cmp, &format!("encoder.{k}.bias"))["evidence"];
+        assert_eq!(b["null"], "shift", "encoder.{k}.bias");
+        assert!(b["p"].as_f64().unwrap() > 1e-3);
+    }
+    // Not a language model: the remainder is "model".
+    let names = component_names(&cmp);
+    assert!(names.contains(&"model".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n == "language model"), "{names:?}");
+}
+
+/// Silero's TorchScript file against its safetensors export, under other names: `derived`.
+/// The export is not bit-identical to the TorchScript weights (Pearson 0.90–0.996 per
+/// tensor: a nearby checkpoint of the same training), and every conv kernel is far beyond
+/// its shift null; the basis is a generated table, not evidence.
+#[test]
+fn one_vad_model_exported_twice_reads_derived() {
+    let rename = r#"{ from = '^_model\.stft\.forward_basis_buffer$', to = 'stft_conv.weight' },
+        { from = '^_model\.encoder\.0\.reparam_conv\.', to = 'conv1.' },
+        { from = '^_model\.encoder\.1\.reparam_conv\.', to = 'conv2.' },
+        { from = '^_model\.encoder\.2\.reparam_conv\.', to = 'conv3.' },
+        { from = '^_model\.encoder\.3\.reparam_conv\.', to = 'conv4.' },
+        { from = '^_model\.decoder\.decoder\.2\.', to = 'final_conv.' },
+        { from = '^_model\.decoder\.rnn\.', to = 'lstm_cell.' }"#;
+    let cmp = audit_renamed(SILERO_JIT, rename, SILERO_ST);
+    assert_eq!(cmp["verdicts"]["overall"], "derived");
+    let basis = &tensor(&cmp, "stft_conv.weight")["evidence"];
+    assert!(basis["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("generated: STFT basis"));
+    for k in 1..=4 {
+        let e = &tensor(&cmp, &format!("conv{k}.weight"))["evidence"];
+        assert!(e["pearson"].as_f64().unwrap() > 0.85, "conv{k}.weight");
+        assert!(e["z"].as_f64().unwrap() > 5.0, "conv{k}.weight");
+    }
+    assert_eq!(component_names(&cmp), ["model"]);
+}

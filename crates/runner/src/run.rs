@@ -24,7 +24,6 @@ use crate::correspond::{self, Views};
 use crate::judge;
 use crate::measure::grid::{self, LayeredModel};
 use crate::measure::pairs::{self, Job, Measured};
-use crate::measure::{structured, Side};
 use crate::open::{FileHashes, Models};
 use crate::plan::{self, Model, Pairing};
 use crate::recipe::{Align, CompareSpec, PairingMode, Recipe};
@@ -245,8 +244,11 @@ fn compare(
             ulp: m.ulp,
         })
         .collect();
-    let structured = |p: &plan::Pair| structured(Side::new(a.source, p.a));
-    let (evidence, verdicts) = judge::judge(cmp, &judged, &structured, &nulls, &pairing.unpaired);
+    let sources = judge::Sources {
+        a: a.source,
+        b: b.source,
+    };
+    let (evidence, verdicts) = judge::judge(cmp, &judged, sources, &nulls, &pairing.unpaired);
     let mut rows: Vec<TensorRow> = measured.into_iter().map(|m| m.row).collect();
     for (row, e) in rows.iter_mut().zip(evidence) {
         row.evidence = Some(e);

@@ -1049,8 +1049,9 @@ fn report(
     let mut coverage = Vec::new();
     for (model, sel, paired) in [("a", sel_a, &paired_a), ("b", sel_b, &paired_b)] {
         let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let naming = judge::Components::new(spec, sel.iter().map(String::as_str));
         for n in sel {
-            let e = by.entry(judge::component_of(spec, n)).or_default();
+            let e = by.entry(naming.of(n)).or_default();
             e.0 += 1;
             e.1 += usize::from(paired.contains(n));
         }

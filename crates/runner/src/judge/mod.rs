@@ -17,10 +17,13 @@
 //!    kept by the comparison's own pass: [`crate::calibrate::NULL_SAMPLE_BUDGET`]): it
 //!    estimates the pair's Pearson without bias, its extra spread (≈ 0.008) only widens the
 //!    null, and the null then costs no extra read of any layer. Its s.d. is floored at the
-//!    analytic 1/√n. Unlayered matrices use the shift null ([`crate::calibrate::shift_nulls`]);
-//!    other unlayered tensors use the analytic null (mean 0, s.d. 1/√n: Pearson of
-//!    independent n-vectors), unless the recipe declares reference models known to be
-//!    independent of A, whose per-class values then form the null ([`crate::calibrate`]).
+//!    analytic 1/√n. Unlayered matrices and vectors use the shift null
+//!    ([`crate::calibrate::shift_nulls`]; a vector's p-value must also hold without its most
+//!    influential element); what is left (vectors under 8 elements) the analytic null (mean
+//!    0, s.d. 1/√n: Pearson of independent n-vectors), unless the recipe declares reference
+//!    models known to be independent of A, whose per-class values then form the null
+//!    ([`crate::calibrate`]). Generated tables (STFT bases, position tables, masks: [`generated`])
+//!    are recognised by content and are not evidence.
 //! 3. **Per-layer profiles that correlate for any two models.** Profiles are not evidence:
 //!    only per-tensor statistics against a null are.
 //!
@@ -37,9 +40,10 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
-use weightkin_core::{Moments, UlpStats};
+use weightkin_core::{Moments, Side, UlpStats, WeightSource};
 
 use crate::calibrate::Nulls;
+use crate::measure::structured;
 use crate::plan::Pair;
 use crate::recipe::CompareSpec;
 use crate::report::{round, Unpaired};
@@ -50,6 +54,7 @@ pub use crate::report::{
 
 use crate::stats;
 
+pub mod generated;
 mod summary;
 
 /// Family-wise error rate for the Holm-adjusted p-values.
@@ -64,7 +69,8 @@ pub const MIN_EFFECT: f64 = 0.1;
 pub const MIN_SUPPORT_FRACTION: f64 = 0.25;
 
 /// Built-in component patterns, tried in order after the recipe's own components. The last
-/// resort is "language model".
+/// resort is [`FALLBACK_COMPONENT`] for a model that looks like a language model, else
+/// [`FALLBACK_OTHER`] ([`Components`]).
 const BUILTIN_COMPONENTS: &[(&str, &str)] = &[
     (
         "multimodal projector",
@@ -88,39 +94,108 @@ const BUILTIN_COMPONENTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Name of the fallback component.
+/// Name of the fallback component of a model that looks like a language model.
 pub const FALLBACK_COMPONENT: &str = "language model";
+
+/// Name of the fallback component of any other model (a voice-activity detector, a CNN):
+/// what is left after the recognised components is "the model", not a language model.
+pub const FALLBACK_OTHER: &str = "model";
+
+/// Token embeddings or a language-model head, under any of the common conventions: a model
+/// with one of these is a language model (or has one).
+const LM_TOKEN_NAMES: &str = r"(^|\.)(embed_tokens|lm_head|wte|tok_embeddings|token_embd|word_embeddings|embed_in|embed_out)(\.|$)";
+
+/// Attention and MLP roles inside numbered blocks: with both, the fallback tensors form a
+/// transformer stack, which (outside the vision and audio towers) is the language model.
+const LM_ATTENTION: &str =
+    r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(self_attn|attention|attn)\.";
+const LM_MLP: &str =
+    r"(^|\.)(layers|layer|h|blocks|block)\.\d+\.(mlp|ffn|feed_forward|intermediate)\.";
 
 /// Tensors that are computed, not learned, in common architectures: position index buffers,
 /// rotary frequency tables, causal masks, fixed signal-processing bases.
 const DETERMINISTIC_NAMES: &str = r"(^|\.)(position_ids|inv_freq|freqs_cis|rotary_emb\.[a-z_]+|masked_bias|_float_tensor|forward_basis[a-z_]*|inverse_basis[a-z_]*|window|mel_filters|mel_basis|filterbank|fbank|stft[a-z_]*)$";
 
-fn regexes() -> &'static (Vec<(&'static str, Regex)>, Regex) {
-    static RE: OnceLock<(Vec<(&'static str, Regex)>, Regex)> = OnceLock::new();
+/// The constant patterns, compiled once.
+struct Patterns {
+    components: Vec<(&'static str, Regex)>,
+    deterministic: Regex,
+    lm_tokens: Regex,
+    lm_attention: Regex,
+    lm_mlp: Regex,
+}
+
+fn regexes() -> &'static Patterns {
+    static RE: OnceLock<Patterns> = OnceLock::new();
     // Constant patterns, exercised by every test that judges anything.
     #[allow(clippy::expect_used)]
     RE.get_or_init(|| {
-        (
-            BUILTIN_COMPONENTS
+        let re = |p: &str| Regex::new(p).expect("constant regex");
+        Patterns {
+            components: BUILTIN_COMPONENTS
                 .iter()
-                .map(|(name, re)| (*name, Regex::new(re).expect("constant component regex")))
+                .map(|(name, p)| (*name, re(p)))
                 .collect(),
-            Regex::new(DETERMINISTIC_NAMES).expect("constant buffer regex"),
-        )
+            deterministic: re(DETERMINISTIC_NAMES),
+            lm_tokens: re(LM_TOKEN_NAMES),
+            lm_attention: re(LM_ATTENTION),
+            lm_mlp: re(LM_MLP),
+        }
     })
 }
 
-/// The component a (renamed) tensor name belongs to.
-pub fn component_of(spec: &CompareSpec, name: &str) -> String {
-    if let Some(c) = spec.components.iter().find(|c| c.selects(name)) {
-        return c.name.clone();
+/// How one comparison names its components: the recipe's own, then the built-in patterns,
+/// then a fallback chosen once for the comparison from all its tensor names.
+pub struct Components<'s> {
+    spec: &'s CompareSpec,
+    fallback: &'static str,
+}
+
+impl<'s> Components<'s> {
+    /// The naming for a comparison whose (renamed) tensor names, paired or not, are
+    /// `names`. The fallback is [`FALLBACK_COMPONENT`] when the model looks like a language
+    /// model — token embeddings or an LM head (`LM_TOKEN_NAMES`), or, among the tensors no
+    /// other component claims, numbered blocks with both attention and MLP roles — and
+    /// [`FALLBACK_OTHER`] otherwise.
+    pub fn new<'n>(spec: &'s CompareSpec, names: impl IntoIterator<Item = &'n str>) -> Self {
+        let re = regexes();
+        let (mut attention, mut mlp, mut tokens) = (false, false, false);
+        for name in names {
+            tokens |= re.lm_tokens.is_match(name);
+            if Self::named(spec, name).is_none() {
+                attention |= re.lm_attention.is_match(name);
+                mlp |= re.lm_mlp.is_match(name);
+            }
+        }
+        let fallback = if tokens || (attention && mlp) {
+            FALLBACK_COMPONENT
+        } else {
+            FALLBACK_OTHER
+        };
+        Components { spec, fallback }
     }
-    regexes()
-        .0
-        .iter()
-        .find(|(_, re)| re.is_match(name))
-        .map_or(FALLBACK_COMPONENT, |(n, _)| n)
-        .to_owned()
+
+    /// The recipe's or a built-in component that claims `name`.
+    fn named(spec: &CompareSpec, name: &str) -> Option<String> {
+        if let Some(c) = spec.components.iter().find(|c| c.selects(name)) {
+            return Some(c.name.clone());
+        }
+        regexes()
+            .components
+            .iter()
+            .find(|(_, re)| re.is_match(name))
+            .map(|(n, _)| (*n).to_owned())
+    }
+
+    /// The component a (renamed) tensor name belongs to.
+    pub fn of(&self, name: &str) -> String {
+        Self::named(self.spec, name).unwrap_or_else(|| self.fallback.to_owned())
+    }
+
+    /// The fallback component's name for this comparison.
+    pub fn fallback(&self) -> &'static str {
+        self.fallback
+    }
 }
 
 /// Everything the judge needs about one compared pair.
@@ -144,19 +219,53 @@ fn init_prior(m: &Moments) -> bool {
     near(m.mean_a, m.m2_a) && near(m.mean_b, m.m2_b)
 }
 
-/// Classifies a pair: recipe overrides first, then known buffers, then identical structured
-/// tensors (`structured` says whether A's values take few distinct values), then init-prior.
-fn role(spec: &CompareSpec, name: &str, m: &Moments, structured: bool) -> Role {
+/// Smallest Pearson at which a pair that is not bit-identical is checked for a generated
+/// table on both sides (the same table stored once as f32 and once as f16 or BF16).
+pub const GENERATED_MIN_PEARSON: f64 = 0.99;
+
+/// The two models of a comparison, for the content checks the judge makes on the few pairs
+/// that need them (identical, or nearly so).
+#[derive(Clone, Copy)]
+pub struct Sources<'s> {
+    /// Model A.
+    pub a: &'s dyn WeightSource,
+    /// Model B.
+    pub b: &'s dyn WeightSource,
+}
+
+/// The generator that reproduces the pair on both sides, if any: checked only for pairs that
+/// are identical (A's tensor is recognised, [`generated::recognise`]) or correlate at
+/// [`GENERATED_MIN_PEARSON`] or more (both are, by the same generator).
+fn generated_pair(sources: Sources<'_>, pair: &Pair, m: &Moments) -> Option<generated::Generator> {
+    let a = Side::new(sources.a, pair.a);
+    if m.n > 0 && m.equal == m.n {
+        return generated::recognise(a);
+    }
+    if pearson(m).is_some_and(|r| r >= GENERATED_MIN_PEARSON) {
+        let g = generated::recognise(a)?;
+        return (generated::recognise(Side::new(sources.b, pair.b)) == Some(g)).then_some(g);
+    }
+    None
+}
+
+/// Classifies a pair: recipe overrides first, then known buffers by name, then generated
+/// tables by content, then identical structured tensors (A's values take few distinct
+/// values), then init-prior.
+fn role(spec: &CompareSpec, sources: Sources<'_>, pair: &Pair, m: &Moments) -> Role {
+    let name = pair.name.as_str();
     if spec.forced_evidence(name) {
         return Role::Evidence;
     }
     if spec.forced_not_evidence(name) {
         return Role::NotEvidence(Exclusion::Declared);
     }
-    if regexes().1.is_match(name) {
+    if regexes().deterministic.is_match(name) {
         return Role::NotEvidence(Exclusion::DeterministicBuffer);
     }
-    if m.equal == m.n && structured {
+    if let Some(generator) = generated_pair(sources, pair, m) {
+        return Role::NotEvidence(Exclusion::Generated { generator });
+    }
+    if m.equal == m.n && structured(Side::new(sources.a, pair.a)) {
         return Role::NotEvidence(Exclusion::StructuredIdentical);
     }
     if pearson(m).is_none() {
@@ -174,43 +283,45 @@ fn searched(pair: &Pair) -> usize {
     pair.paired_by.as_ref().map_or(1, |b| b.candidates.max(1))
 }
 
-/// Judges one comparison. `structured(pair)` reports whether an identical pair's values are
-/// few and structured (only called for identical pairs). `nulls` holds the empirical nulls
-/// per class (cross-layer or reference); `unpaired` the comparison's unpaired tensors, whose
-/// non-float buffers are listed as not evidence.
+/// Judges one comparison. `sources` are read for the content of identical (or nearly
+/// identical) pairs only: generated tables, few distinct values. `nulls` holds the empirical
+/// nulls per class (cross-layer, reference or shift); `unpaired` the comparison's unpaired
+/// tensors, whose non-float buffers are listed as not evidence.
 pub fn judge(
     spec: &CompareSpec,
     measured: &[Measured<'_>],
-    structured: &dyn Fn(&Pair) -> bool,
+    sources: Sources<'_>,
     nulls: &Nulls,
     unpaired: &[Unpaired],
 ) -> (Vec<Evidence>, Verdicts) {
+    let components = Components::new(
+        spec,
+        measured
+            .iter()
+            .map(|m| m.pair.name.as_str())
+            .chain(unpaired.iter().map(|u| u.name.as_str())),
+    );
     // Per tensor: role, statistics, z and p.
     let mut rows: Vec<Evidence> = measured
         .iter()
         .map(|m| {
             let mo = &m.moments;
             let r = pearson(mo);
-            let role = role(
-                spec,
-                &m.pair.name,
-                mo,
-                mo.equal == mo.n && structured(m.pair),
-            );
+            let role = role(spec, sources, m.pair, mo);
             let n = mo.n as f64;
-            let analytic_sd = 1.0 / n.max(1.0).sqrt();
-            let (null, null_mean, null_sd) = match nulls.get(&m.pair.class) {
-                Some(null) if !null.samples.is_empty() => {
-                    let (mu, sd) = stats::mean_sd(&null.samples).unwrap_or((0.0, analytic_sd));
-                    (null.kind, mu, sd.max(analytic_sd))
-                }
-                _ => (NullKind::Analytic, 0.0, analytic_sd),
-            };
             let judged = !matches!(role, Role::NotEvidence(_));
-            let z = r.filter(|_| judged).map(|r| (r - null_mean) / null_sd);
+            let test = crate::calibrate::test(
+                nulls.get(&m.pair.class),
+                mo.n,
+                &m.pair.name,
+                r.unwrap_or(0.0),
+            );
+            let (null, null_mean, null_sd) = (test.kind, test.mean, test.sd);
+            let tested = r.filter(|_| judged).map(|_| test);
+            let z = tested.map(|t| t.z);
             let aa = mo.sum_sq_a();
             Evidence {
-                component: component_of(spec, &m.pair.name),
+                component: components.of(&m.pair.name),
                 role,
                 pearson: r.map(round),
                 cosine: mo.cosine().value().map(round),
@@ -226,7 +337,7 @@ pub fn judge(
                 z: z.map(|z| (z * 1e3).round() / 1e3),
                 // A pair content chose among k candidates: the null of the maximum over the
                 // k searched, bounded by Bonferroni (valid under any dependence).
-                p: z.map(|z| (stats::upper_tail(z) * searched(m.pair) as f64).min(1.0)),
+                p: tested.map(|t| (t.p * searched(m.pair) as f64).min(1.0)),
                 p_adjusted: None,
             }
         })
@@ -237,6 +348,59 @@ pub fn judge(
     for (&i, adj) in idx.iter().zip(stats::holm(&ps)) {
         rows[i].p_adjusted = Some(adj);
     }
-    let verdicts = summary::summarise(spec, measured, &rows, unpaired);
+    let verdicts = summary::summarise(spec, &components, measured, &rows, unpaired);
     (rows, verdicts)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec() -> CompareSpec {
+        let registry = crate::registry::builtin().unwrap();
+        let text = "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                    [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n";
+        let recipe = crate::recipe::parse(std::path::Path::new("r.toml"), text, &registry).unwrap();
+        recipe.compares.into_iter().next().unwrap()
+    }
+
+    /// The remainder is "language model" only for a model that looks like one.
+    #[test]
+    fn the_fallback_component_is_a_language_model_only_in_one() {
+        let spec = spec();
+        let fallback = |names: &[&str]| Components::new(&spec, names.iter().copied()).fallback();
+        // silero / akiki: convolutions, an RNN, a head, a basis.
+        let vad = [
+            "encoder.0.weight",
+            "rnn.weight_ih_l0",
+            "head.weight",
+            "basis",
+        ];
+        assert_eq!(fallback(&vad), FALLBACK_OTHER);
+        assert_eq!(Components::new(&spec, vad).of("encoder.0.weight"), "model");
+        assert_eq!(Components::new(&spec, vad).of("head.weight"), "head");
+        // Token embeddings, under three conventions.
+        for name in [
+            "model.embed_tokens.weight",
+            "transformer.wte.weight",
+            "token_embd.weight",
+        ] {
+            assert_eq!(fallback(&[name, "x.weight"]), FALLBACK_COMPONENT, "{name}");
+        }
+        // A decoder stack without embeddings in the comparison (include filters).
+        let stack = [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+        ];
+        assert_eq!(fallback(&stack), FALLBACK_COMPONENT);
+        // Attention alone (no MLP) is not enough; a vision tower's blocks do not count.
+        assert_eq!(fallback(&stack[..1]), FALLBACK_OTHER);
+        let vision = [
+            "vision_model.encoder.layers.0.self_attn.q_proj.weight",
+            "vision_model.encoder.layers.0.mlp.fc1.weight",
+            "classifier.weight",
+        ];
+        assert_eq!(fallback(&vision), FALLBACK_OTHER);
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    component_of, Cited, ComponentVerdict, Evidence, Excluded, Exclusion, Measured, Method, Role,
+    Cited, ComponentVerdict, Components, Evidence, Excluded, Exclusion, Measured, Method, Role,
     Verdict, Verdicts, ALPHA, MIN_EFFECT, MIN_SUPPORT_FRACTION,
 };
 use crate::recipe::CompareSpec;
@@ -49,6 +49,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 /// The verdicts of one comparison from its evidence rows (in pair order, like `measured`).
 pub(super) fn summarise(
     spec: &CompareSpec,
+    naming: &Components<'_>,
     measured: &[Measured<'_>],
     rows: &[Evidence],
     unpaired: &[Unpaired],
@@ -69,7 +70,7 @@ pub(super) fn summarise(
         .filter(|u| u.reason == Reason::NonFloatDtype)
     {
         buffers
-            .entry(component_of(spec, &u.name))
+            .entry(naming.of(&u.name))
             .or_default()
             .push(Excluded {
                 tensor: u.name.clone(),
@@ -87,7 +88,7 @@ pub(super) fn summarise(
         })
         .collect();
     let (overall, mut sentence) = overall(spec, &components);
-    sentence.push_str(&without_counterpart(spec, &compared, unpaired));
+    sentence.push_str(&without_counterpart(spec, naming, &compared, unpaired));
     Verdicts {
         overall,
         sentence,
@@ -268,26 +269,35 @@ fn sentence(name: &str, verdict: Verdict, c: &Counts, s: &Summary) -> String {
     }
 }
 
-/// The overall verdict (derived if any component is, independent if all are) and its
-/// sentence.
+/// The overall verdict and its sentence: derived if any component is; independent if every
+/// component with evidence is (and one has); else inconclusive. A component without any
+/// tensor that can serve as evidence (a head whose only compared tensor is a one-element
+/// bias, a component of generated tables) cannot speak either way: it is named in the
+/// sentence but does not hold the other components' verdict hostage.
 fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, String) {
     let with = |v: Verdict| -> Vec<&str> {
         components
             .iter()
-            .filter(|c| c.verdict == v)
+            .filter(|c| c.verdict == v && c.evidence > 0)
             .map(|c| c.name.as_str())
             .collect()
     };
     let (derived, independent) = (with(Verdict::Derived), with(Verdict::Independent));
+    let without: Vec<&str> = components
+        .iter()
+        .filter(|c| c.evidence == 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    let judged = components.len() - without.len();
     let overall = if !derived.is_empty() {
         Verdict::Derived
-    } else if !components.is_empty() && independent.len() == components.len() {
+    } else if judged > 0 && independent.len() == judged {
         Verdict::Independent
     } else {
         Verdict::Inconclusive
     };
     let (a, b) = (&spec.a, &spec.b);
-    let sentence = match overall {
+    let mut sentence = match overall {
         Verdict::Derived => format!(
             "`{b}` shares weights with `{a}` in: {}.{}",
             derived.join(", "),
@@ -305,6 +315,12 @@ fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, Str
             "The weights do not settle whether `{b}` derives from `{a}`: see the components."
         ),
     };
+    if !without.is_empty() && overall != Verdict::Inconclusive {
+        sentence += &format!(
+            " Without any tensor that can serve as evidence: {}.",
+            without.join(", ")
+        );
+    }
     (overall, sentence)
 }
 
@@ -314,12 +330,13 @@ fn overall(spec: &CompareSpec, components: &[ComponentVerdict]) -> (Verdict, Str
 /// the verdict on the part that was found for a verdict on the whole model.
 fn without_counterpart(
     spec: &CompareSpec,
+    naming: &Components<'_>,
     compared: &std::collections::BTreeSet<&str>,
     unpaired: &[Unpaired],
 ) -> String {
     let mut absent: BTreeMap<String, usize> = BTreeMap::new();
     for u in unpaired.iter().filter(|u| u.reason == Reason::OnlyInB) {
-        let c = component_of(spec, &u.name);
+        let c = naming.of(&u.name);
         if !compared.contains(c.as_str()) {
             *absent.entry(c).or_insert(0) += 1;
         }
@@ -351,8 +368,9 @@ fn method() -> Method {
                       tensors, which layers of one model are not)",
         nulls: "reference models declared independent of A (same class) > cross-layer \
                 (A's layer i vs B's layer j ≠ i, same class; s.d. floored at 1/√n) > \
-                shift (A's matrix vs B's with one axis shifted, for a matrix with neither) > \
-                analytic (mean 0, s.d. 1/√n)",
+                shift (A's matrix or vector vs B's shifted circularly along one axis, for a \
+                tensor with neither; a vector's p-value must also hold without its most \
+                influential element) > analytic (mean 0, s.d. 1/√n)",
     }
 }
 
@@ -395,6 +413,19 @@ fn caveats(
             "{excluded} tensors are not evidence (deterministic buffers, integer buffers, \
              structured identical tensors, constant tensors, or recipe overrides); they are \
              listed per component and did not influence any verdict."
+        ));
+    }
+    let generated = components
+        .iter()
+        .flat_map(|c| &c.not_evidence)
+        .filter(|e| matches!(e.reason, Exclusion::Generated { .. }))
+        .count();
+    if generated > 0 {
+        out.push(format!(
+            "{generated} of them are generated tables, recognised by their values whatever \
+             their name: each is identical in both models and reproduced by a formula (an STFT \
+             basis, a mel filterbank, a position table, a rotary cache, a mask, an arange), \
+             which unrelated models compute alike. The formula is named per tensor."
         ));
     }
     if rows.iter().any(|e| e.null == Some(NullKind::Analytic)) {

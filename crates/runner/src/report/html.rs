@@ -351,7 +351,7 @@ fn not_evidence(o: &mut String, c: &Comparison) {
                 o,
                 "<li><code>{}</code>: {}</li>",
                 esc(&e.tensor),
-                esc(e.reason.text())
+                esc(&e.reason.text())
             );
         }
         let _ = writeln!(o, "</ul>");

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, Serializer};
 use weightkin_core::{ExampleAxis, ExampleSample, Undefined};
 
+pub mod generator;
 mod html;
 pub(crate) mod markdown;
 mod pairing;

@@ -1,18 +1,28 @@
 //! The report's vocabulary of verdicts: what the judge stage decides and cites. Defined in
 //! the leaf report model so that renderers and the report depend on nothing upstream.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
 use weightkin_core::UlpStats;
+
+use super::generator::Generator;
 
 /// Why a compared (or listed) tensor is not evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exclusion {
     /// The recipe's `not-evidence` globs name it.
     Declared,
-    /// A known computed buffer (position ids, rotary tables, masks, signal-processing bases).
+    /// A known computed buffer (position ids, rotary tables, masks, signal-processing bases),
+    /// recognised by its name.
     DeterministicBuffer,
+    /// Identical in both models and reproduced by a known generator (recognised by content,
+    /// whatever its name).
+    Generated {
+        /// The generator that reproduces it.
+        generator: Generator,
+    },
     /// Identical in both models and takes few distinct values.
     StructuredIdentical,
     /// Constant or zero: Pearson is undefined.
@@ -23,11 +33,17 @@ pub enum Exclusion {
 
 impl Exclusion {
     /// The reason in words, as the report states it.
-    pub const fn text(self) -> &'static str {
-        match self {
+    pub fn text(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Exclusion::Declared => "declared not evidence in the recipe",
             Exclusion::DeterministicBuffer => {
                 "deterministic buffer (computed, not learned: same in unrelated models)"
+            }
+            Exclusion::Generated { generator } => {
+                return Cow::Owned(format!(
+                    "generated: {generator} (identical in both models and computed by a \
+                     formula, not learned: unrelated models store the same values)"
+                ))
             }
             Exclusion::StructuredIdentical => {
                 "identical in both models and takes few distinct values: a structured, likely \
@@ -35,20 +51,20 @@ impl Exclusion {
             }
             Exclusion::Constant => "constant or zero tensor: Pearson undefined",
             Exclusion::NonFloatBuffer => "integer or boolean buffer (listed, not compared)",
-        }
+        })
     }
 }
 
 impl fmt::Display for Exclusion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.text())
+        f.write_str(&self.text())
     }
 }
 
 /// Serialised as its text: the report states the reason in words.
 impl Serialize for Exclusion {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.text())
+        s.serialize_str(&self.text())
     }
 }
 
