@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
-use weightkin_core::WeightSource;
 use weightkin_runner::registry;
 
 use crate::util::{fixture, stderr, stdout, weightkin};

@@ -586,8 +586,8 @@ impl Search<'_, '_> {
             }
         }
         // Remaining roles grouped by signature.
-        let mut groups: BTreeMap<&Vec<Option<Vec<usize>>>, (Vec<&String>, Vec<&String>)> =
-            BTreeMap::new();
+        type Signature = Vec<Option<Vec<usize>>>;
+        let mut groups: BTreeMap<&Signature, (Vec<&String>, Vec<&String>)> = BTreeMap::new();
         for r in &open_a {
             groups.entry(&ra[*r]).or_default().0.push(r);
         }
@@ -1027,10 +1027,8 @@ fn report(
     sel_b: &BTreeSet<String>,
     found: &[Found],
 ) -> CorrespondenceReport {
-    let mut mappings: BTreeMap<
-        (String, String),
-        (BTreeSet<u32>, usize, BTreeMap<PairMethod, usize>),
-    > = BTreeMap::new();
+    type Counts = (BTreeSet<u32>, usize, BTreeMap<PairMethod, usize>);
+    let mut mappings: BTreeMap<(String, String), Counts> = BTreeMap::new();
     let mut methods = BTreeMap::new();
     for f in found {
         *methods.entry(f.by.method).or_insert(0) += 1;

@@ -221,7 +221,7 @@ impl WeightSource for Views<'_> {
                 start: row,
                 row_len,
             } => {
-                let offset = row.checked_mul(row_len).unwrap_or(usize::MAX);
+                let offset = row.saturating_mul(row_len);
                 self.base
                     .read_f32(parent, offset.saturating_add(start), out)
             }

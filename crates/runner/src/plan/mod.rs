@@ -63,6 +63,9 @@ pub fn renamed(
     Ok(renamed_names(model, names, rules)?.0)
 }
 
+/// Renamed name → tensor index, and renamed name → how a search found it (when a rule says).
+pub type Renamed = (BTreeMap<String, usize>, BTreeMap<String, Found>);
+
 /// Applies rename rules to `names` (name → tensor index): renamed name → tensor index, and
 /// for each renamed name the [`Found`] of the last rule that renamed it and carries one.
 /// Two names becoming one is [`Error::RenameCollision`].
@@ -70,7 +73,7 @@ pub fn renamed_names<'n>(
     model: &str,
     names: impl IntoIterator<Item = (&'n str, usize)>,
     rules: &[RenameRule],
-) -> Result<(BTreeMap<String, usize>, BTreeMap<String, Found>), Error> {
+) -> Result<Renamed, Error> {
     let mut out = BTreeMap::new();
     let mut found = BTreeMap::new();
     let mut original: BTreeMap<String, &str> = BTreeMap::new();
