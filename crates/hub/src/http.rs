@@ -197,7 +197,7 @@ impl Client {
             let Answer { response, url } = self.send(url, None)?;
             let status = response.status().as_u16();
             if status != 200 {
-                return Err(Attempt::Fatal(Error::Status { url, status }));
+                return Err(self.refusal(url, status));
             }
             let mut body = Vec::new();
             let mut reader = response
@@ -326,18 +326,7 @@ impl Client {
                 }
                 (want.start, want.end)
             }
-            401 | 403 => {
-                return Err(Attempt::Fatal(Error::Unauthorized {
-                    url,
-                    status,
-                    with_token: self.has_token(),
-                }))
-            }
-            404 => return Err(Attempt::Fatal(Error::NotFound { url })),
-            408 | 429 | 500..=599 => {
-                return Err(Attempt::Retry(format!("{url}: HTTP {status}").into()))
-            }
-            _ => return Err(Attempt::Fatal(Error::Status { url, status })),
+            _ => return Err(self.refusal(url, status)),
         };
         let mut reader = response.into_body().into_reader();
         let mut buf = vec![0u8; READ_CHUNK];
@@ -355,6 +344,21 @@ impl Client {
             *pos += got as u64;
         }
         Ok(())
+    }
+
+    /// What a status other than the one expected means: no access (401, 403), no such thing
+    /// (404), try again (408, 429, 5xx), or a final error.
+    fn refusal(&self, url: String, status: u16) -> Attempt {
+        match status {
+            401 | 403 => Attempt::Fatal(Error::Unauthorized {
+                url,
+                status,
+                with_token: self.has_token(),
+            }),
+            404 => Attempt::Fatal(Error::NotFound { url }),
+            408 | 429 | 500..=599 => Attempt::Retry(format!("{url}: HTTP {status}").into()),
+            _ => Attempt::Fatal(Error::Status { url, status }),
+        }
     }
 
     /// Sends a GET, following redirects; the token goes only to the endpoint's origin.

@@ -38,6 +38,8 @@ pub mod reference;
 mod remote;
 mod source;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use env::{HubEnv, Token};
 pub use error::{Error, Result};

@@ -77,6 +77,7 @@ fn compare(
 ) -> Result<Comparison, Error> {
     let aligned = grids_and_alignment(cmp, a, b, opts)?;
     let pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
+    crate::open::prefetch(cmp, a, b, &pairing.pairs, opts)?;
     let ta = a.source.tensors();
     let elements: u64 = pairing.pairs.iter().map(|p| ta[p.a].numel as u64).sum();
     opts.progress
