@@ -24,3 +24,7 @@ mod plugins;
 
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;
+
+/// `hf://` models against a hub-shaped server on 127.0.0.1: a one-component audit fetches
+/// that component alone, re-runs and `--offline` read the store, the token stays private.
+mod hub;

@@ -73,13 +73,14 @@ impl Models {
                 path: spec.path_as_given.clone(),
                 source: Box::new(source),
             };
-            let (source, path, handle) = match &spec.hub {
-                None => {
-                    let source = registry
+            let opened = match &spec.hub {
+                None => Source {
+                    source: registry
                         .open(&spec.path, spec.format.as_deref(), &opts.limits)
-                        .map_err(open_error)?;
-                    (source, spec.path.clone(), None)
-                }
+                        .map_err(open_error)?,
+                    path: spec.path.clone(),
+                    hub: None,
+                },
                 Some(reference) => {
                     let hub = hub.get_or_insert_with(|| {
                         Arc::new(Hub::new(HubEnv::from_env(), HubOptions::default()))
@@ -87,8 +88,13 @@ impl Models {
                     open_hub(name, spec, reference, hub, registry, opts)?
                 }
             };
-            let report = describe(name, &spec.path_as_given, &path, source.as_ref());
-            models.insert(name.clone(), (source, report, handle));
+            let report = describe(
+                name,
+                &spec.path_as_given,
+                &opened.path,
+                opened.source.as_ref(),
+            );
+            models.insert(name.clone(), (opened.source, report, opened.hub));
         }
         // Renamed after all are open, so that an unopenable model is reported first.
         let mut out = BTreeMap::new();
@@ -168,8 +174,15 @@ impl FileHashes {
     }
 }
 
+/// A model's source as opened, before its names are renamed.
+struct Source {
+    source: Box<dyn WeightSource>,
+    /// The path opened (the one its files' report paths are relative to).
+    path: PathBuf,
+    hub: Option<Handle>,
+}
+
 /// Locates an `hf://` model, opens it with its format and wraps it for remote reads.
-/// Returns the source, the path its file names are relative to, and its handle.
 fn open_hub(
     name: &str,
     spec: &ModelSpec,
@@ -177,7 +190,7 @@ fn open_hub(
     hub: &Hub,
     registry: &Registry,
     opts: &RunOptions<'_>,
-) -> Result<(Box<dyn WeightSource>, PathBuf, Option<Handle>), Error> {
+) -> Result<Source, Error> {
     let hub_error = |source| Error::Hub {
         model: name.to_owned(),
         path: spec.path_as_given.clone(),
@@ -193,7 +206,11 @@ fn open_hub(
             source: Box::new(source),
         })?;
     let (source, handle) = located.wrap(inner).map_err(hub_error)?;
-    Ok((source, path, Some(handle)))
+    Ok(Source {
+        source,
+        path,
+        hub: Some(handle),
+    })
 }
 
 /// Writes each `hf://` model's provenance into its report: the repository, resolved commit
@@ -243,28 +260,34 @@ pub fn prefetch(
     pairs: &[plan::Pair],
     opts: &RunOptions<'_>,
 ) -> Result<(), Error> {
-    let sides: [(&str, plan::Model<'_>, fn(&plan::Pair) -> usize); 2] =
-        [(&cmp.a, a, |p| p.a), (&cmp.b, b, |p| p.b)];
-    for (model, m, side) in sides {
-        let mut tensors: Vec<usize> = pairs.iter().map(side).collect();
-        tensors.sort_unstable();
-        tensors.dedup();
-        let bar = FetchBar {
-            phase: format!("fetching {model}"),
-            opts,
-            started: AtomicBool::new(false),
-        };
-        let done = m.source.prefetch(&tensors, &bar);
-        if bar.started.load(Ordering::Relaxed) {
-            opts.progress.finish();
-        }
-        done.map_err(|source| Error::Fetch {
-            compare: cmp.name.clone(),
-            model: model.to_owned(),
-            source: Box::new(source),
-        })?;
+    prefetch_side(cmp, &cmp.a, a, pairs.iter().map(|p| p.a).collect(), opts)?;
+    prefetch_side(cmp, &cmp.b, b, pairs.iter().map(|p| p.b).collect(), opts)
+}
+
+/// [`prefetch`] for one side: model `model` (its recipe name) and its tensors `tensors`.
+fn prefetch_side(
+    cmp: &CompareSpec,
+    model: &str,
+    m: plan::Model<'_>,
+    mut tensors: Vec<usize>,
+    opts: &RunOptions<'_>,
+) -> Result<(), Error> {
+    tensors.sort_unstable();
+    tensors.dedup();
+    let bar = FetchBar {
+        phase: format!("fetching {model}"),
+        opts,
+        started: AtomicBool::new(false),
+    };
+    let done = m.source.prefetch(&tensors, &bar);
+    if bar.started.load(Ordering::Relaxed) {
+        opts.progress.finish();
     }
-    Ok(())
+    done.map_err(|source| Error::Fetch {
+        compare: cmp.name.clone(),
+        model: model.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// A prefetch's bytes on the run's progress bar.
