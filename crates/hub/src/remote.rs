@@ -337,8 +337,14 @@ impl Hub {
         };
         let mut needed = vec![self.sized(client, r, commit, meta(&open)?)?];
         if open.ends_with(".safetensors.index.json") {
-            let index = store.file(r, commit, &needed[0])?;
             let url = self.url(r, commit, &open);
+            if needed[0].size > MAX_DOCUMENT {
+                return Err(Error::BadResponse {
+                    url,
+                    problem: format!("the shard index is larger than {MAX_DOCUMENT} bytes"),
+                });
+            }
+            let index = store.file(r, commit, &needed[0])?;
             fetch(Some(client), &index, &url, 0..index.size)?;
             let text = read_all(&index)?;
             let dir = open.rfind('/').map_or("", |i| &open[..=i]);

@@ -494,3 +494,53 @@ fn the_hugging_face_cache_resolves_offline_with_revisions_and_subpaths() {
         assert!(text.contains(cache.to_str().unwrap()), "{text}");
     }
 }
+
+#[test]
+fn a_sharded_model_in_a_subdirectory_fetches_the_index_and_each_shard_header() {
+    let shard = |name: &str, v: f32| {
+        SafetensorsBuilder::new()
+            .tensor_f32(name, &[4, 4], &[v; 16])
+            .to_bytes()
+            .unwrap()
+    };
+    let (x, y) = (shard("x.weight", 1.5), shard("y.weight", -2.0));
+    let index = br#"{"metadata": {}, "weight_map": {"x.weight": "a.safetensors", "y.weight": "b.safetensors"}}"#.to_vec();
+    let mut repo = Repo::new(COMMIT, &[("model.safetensors", model())]);
+    repo.add_commit(
+        TAGGED,
+        &[
+            ("sub/model.safetensors.index.json", index.clone()),
+            ("sub/a.safetensors", x.clone()),
+            ("sub/b.safetensors", y.clone()),
+            ("sub/unrelated.safetensors", shard("z", 0.0)),
+        ],
+    );
+    repo.refs.insert("v2".to_owned(), TAGGED.to_owned());
+    let srv = server(repo);
+    let s = Setup::new();
+    let (source, handle) = open(&s.hub(&srv.url(), None, false), "hf://org/model@v2/sub");
+    assert_eq!(handle.commit(), TAGGED);
+    assert_eq!(
+        srv.body_bytes(),
+        index.len() as u64 + header_len(&x) + header_len(&y),
+        "the index whole, then each listed shard's header; never the unlisted file"
+    );
+    assert_eq!(read(source.as_ref(), "y.weight").unwrap(), vec![-2.0; 16]);
+    let p = handle.provenance(source.files()).unwrap();
+    let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["sub/a.safetensors", "sub/b.safetensors"]);
+    // Reading its one tensor completed `b.safetensors`: verified, and named by its hash.
+    assert!(!p.files[0].complete && p.files[1].complete);
+    assert_eq!(
+        p.files[1].blake3,
+        Some(blake3::hash(&y).to_hex().to_string())
+    );
+    assert!(p.tensors.is_empty());
+
+    let err = s
+        .hub(&srv.url(), None, false)
+        .locate(&HfRef::parse("hf://org/model@v2/nowhere").unwrap())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::NoWeights { .. }), "{err:?}");
+}
