@@ -65,9 +65,9 @@ pub enum Command {
     },
     /// Compare two models without a recipe; prints the report to stdout.
     Compare {
-        /// Model A (file, directory, or hf://org/name[@revision][/subpath]).
+        /// Model A (file, directory, or `hf://org/name[@revision][/subpath]`).
         a: String,
-        /// Model B (file, directory, or hf://org/name[@revision][/subpath]).
+        /// Model B (file, directory, or `hf://org/name[@revision][/subpath]`).
         b: String,
         /// Metric to compute (repeatable; default: cosine and pearson).
         #[arg(long = "metric", short = 'm')]
@@ -89,7 +89,7 @@ pub enum Command {
     },
     /// List a model's tensors, dtypes, shapes and format metadata.
     Inspect {
-        /// The model (file, directory, or hf://org/name[@revision][/subpath]; only its
+        /// The model (file, directory, or `hf://org/name[@revision][/subpath]`; only its
         /// headers are fetched).
         model: PathBuf,
         /// Use this format instead of detecting it.

@@ -18,7 +18,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const MAX_TOKEN_FILE: u64 = 4096;
 
 /// An access token. Its `Debug` and `Display` print `<redacted>`, so that it cannot reach a
-/// log, an error or a report by accident; [`Token::header`] is the one way to its text.
+/// log, an error or a report by accident; the crate-private `Token::header` is the one way to its text.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
 

@@ -9,7 +9,7 @@
 //! binary needs neither system OpenSSL nor Python. Redirects are *not* left to it: the hub
 //! answers a file request with a redirect to a CDN host, and the access token must not
 //! follow it there. Following them here keeps that rule in one visible place
-//! ([`Client::send`]): the `Authorization` header goes only to the configured endpoint's
+//! (`Client::send`): the `Authorization` header goes only to the configured endpoint's
 //! own scheme, host and port.
 //!
 //! # Trust

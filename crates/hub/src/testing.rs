@@ -76,7 +76,9 @@ pub struct Faults {
 }
 
 struct Shared {
-    repos: Mutex<BTreeMap<String, Repo>>,
+    repos: BTreeMap<String, Repo>,
+    /// (repo, commit, path) → SHA-256, computed once at start (the hub lists them stored).
+    shas: BTreeMap<(String, String, String), String>,
     seen: Mutex<Vec<Seen>>,
     body_bytes: AtomicU64,
     faults: Faults,
@@ -97,8 +99,22 @@ impl HubServer {
     pub fn start(repos: BTreeMap<String, Repo>) -> std::io::Result<HubServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
+        let shas = repos
+            .iter()
+            .flat_map(|(name, repo)| {
+                repo.commits.iter().flat_map(move |(commit, files)| {
+                    files.iter().map(move |(path, bytes)| {
+                        (
+                            (name.clone(), commit.clone(), path.clone()),
+                            sha256_hex(bytes),
+                        )
+                    })
+                })
+            })
+            .collect();
         let shared = Arc::new(Shared {
-            repos: Mutex::new(repos),
+            shas,
+            repos,
             seen: Mutex::new(Vec::new()),
             body_bytes: AtomicU64::new(0),
             faults: Faults::default(),
@@ -208,7 +224,7 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .split('/')
         .map(decode)
         .collect();
-    let repos = lock(&shared.repos).clone();
+    let repos = &shared.repos;
     let authorized = |repo: &Repo| match &repo.gated_token {
         None => true,
         Some(t) => seen.authorization.as_deref() == Some(&format!("Bearer {t}")),
@@ -230,13 +246,13 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 return status(&mut out, 404);
             };
             let wrong = shared.faults.wrong_sha.load(Ordering::Relaxed);
+            let key = |p: &str| (format!("{org}/{name}"), commit.clone(), p.to_owned());
             let siblings: Vec<serde_json::Value> = files
                 .iter()
                 .map(|(p, b)| {
-                    let sha = if wrong {
-                        sha256_hex(p.as_bytes())
-                    } else {
-                        sha256_hex(b)
+                    let sha = match shared.shas.get(&key(p)) {
+                        Some(s) if !wrong => s.clone(),
+                        _ => sha256_hex(p.as_bytes()),
                     };
                     serde_json::json!({
                         "rfilename": p,
@@ -273,7 +289,11 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     "HTTP/1.1 302 Found\r\nLocation: http://{cdn}/cdn/{org}/{name}/{commit}/{file}\
                      \r\nX-Repo-Commit: {commit}\r\nX-Linked-Etag: \"{}\"\r\nContent-Length: 0\
                      \r\nConnection: close\r\n\r\n",
-                    sha256_hex(bytes)
+                    shared
+                        .shas
+                        .get(&(format!("{org}/{name}"), commit.clone(), file.clone()))
+                        .cloned()
+                        .unwrap_or_default()
                 );
             }
             send_file(&mut out, shared, bytes, seen.range.as_deref())
