@@ -365,3 +365,41 @@ fn gguf_header_first_then_only_the_tensor_ranges() {
     );
     assert_eq!(r["models"][0]["hub"]["identified_by"], "tensor-blake3");
 }
+
+/// In a recipe, an `hf://` path names the hub, not a file beside the recipe; a malformed one
+/// is a recipe error at its line.
+#[test]
+fn recipes_take_hf_paths_as_written() {
+    let w = World::new();
+    let sub = w.dir.path().join("recipes");
+    std::fs::create_dir_all(&sub).unwrap();
+    let recipe = |b: &str| {
+        format!(
+            "[audit]\nname = \"hub\"\n\n[models.a]\npath = \"hf://org/a\"\n\n[models.b]\n\
+             path = \"{b}\"\n\n[[compare]]\na = \"a\"\nb = \"b\"\ninclude = [\"{COMPONENT}\"]\n"
+        )
+    };
+    std::fs::write(sub.join("ok.toml"), recipe("hf://org/b@main")).unwrap();
+    let out = w.run(&["audit", "recipes/ok.toml", "--out", "out"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.dir.path().join("out/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["models"][1]["path"], "hf://org/b@main");
+    assert_eq!(report["models"][1]["hub"]["commit"], COMMIT_B);
+    let md = std::fs::read_to_string(w.dir.path().join("out/report.md")).unwrap();
+    assert!(
+        md.contains(COMMIT_B) && md.contains("partly fetched"),
+        "{md}"
+    );
+
+    std::fs::write(sub.join("bad.toml"), recipe("hf://org/../b")).unwrap();
+    let out = w.run(&["audit", "recipes/bad.toml", "--out", "out2"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a valid hf:// reference") && err.contains("bad.toml:8:8"),
+        "{err}"
+    );
+}
