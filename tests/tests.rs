@@ -28,3 +28,7 @@ mod real_models;
 /// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
 /// copies, kept recipes, bad input.
 mod correspondence;
+
+/// `hf://` models against a hub-shaped server on 127.0.0.1: a one-component audit fetches
+/// that component alone, re-runs and `--offline` read the store, the token stays private.
+mod hub;

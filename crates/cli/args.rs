@@ -9,10 +9,12 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use weightkin_core::Limits;
+use weightkin_hub::{Hub, HubEnv, HubOptions, WarningSink};
 use weightkin_runner::judge::Verdict;
 use weightkin_runner::{HashCache, NoProgress, Progress, ReportFormat, RunOptions};
 
@@ -36,6 +38,11 @@ pub struct Cli {
     /// WEIGHTKIN_PLUGIN_PATH). Loading a plugin runs its code.
     #[arg(long = "plugin", value_name = "PATH", global = true)]
     pub plugins: Vec<PathBuf>,
+    /// Never use the network for hf:// models: read them from the Hugging Face cache or
+    /// from what earlier runs fetched, and fail naming what is missing (also set by
+    /// HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,9 +65,9 @@ pub enum Command {
     },
     /// Compare two models without a recipe; prints the report to stdout.
     Compare {
-        /// Model A (file or directory).
+        /// Model A (file, directory, or `hf://org/name[@revision][/subpath]`).
         a: String,
-        /// Model B (file or directory).
+        /// Model B (file, directory, or `hf://org/name[@revision][/subpath]`).
         b: String,
         /// Metric to compute (repeatable; default: cosine and pearson).
         #[arg(long = "metric", short = 'm')]
@@ -104,7 +111,8 @@ pub enum Command {
     },
     /// List a model's tensors, dtypes, shapes and format metadata.
     Inspect {
-        /// The model (file or directory).
+        /// The model (file, directory, or `hf://org/name[@revision][/subpath]`; only its
+        /// headers are fetched).
         model: PathBuf,
         /// Use this format instead of detecting it.
         #[arg(long = "as")]
@@ -156,7 +164,7 @@ impl RunArgs {
     /// Sets up an audit run: builds the global thread pool (`--threads`; call once per
     /// process), opens the hash cache unless `--no-hash-cache`, and draws `bar` when stderr is
     /// a terminal.
-    pub fn options<'a>(&self, bar: &'a Bar) -> anyhow::Result<RunOptions<'a>> {
+    pub fn options<'a>(&self, bar: &'a Bar, offline: bool) -> anyhow::Result<RunOptions<'a>> {
         if let Some(n) = self.threads {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
@@ -176,8 +184,21 @@ impl RunArgs {
             } else {
                 HashCache::from_env()
             },
+            hub: Some(hub(offline)),
         })
     }
+}
+
+/// The hub as the environment sets it up (`HF_ENDPOINT`, `HF_TOKEN`, the caches), offline
+/// when `offline`; its warnings are printed on stderr.
+pub fn hub(offline: bool) -> Arc<Hub> {
+    let warn: WarningSink = Arc::new(|w| eprintln!("warning: {w}"));
+    let opts = HubOptions {
+        offline,
+        warn,
+        ..HubOptions::default()
+    };
+    Arc::new(Hub::new(HubEnv::from_env(), opts))
 }
 
 /// A verdict to gate on.

@@ -34,6 +34,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use weightkin_core::Limits;
+use weightkin_hub::HfRef;
 use weightkin_runner::{recipe, Report};
 
 use crate::args::{Cli, Command, FailOn, PluginsAction};
@@ -76,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     plugin_paths.extend(cli.plugins);
     weightkin_plugin_host::load_all(&mut registry, &plugin_paths)?;
     let bar = Bar::default();
+    let offline = cli.offline;
     match cli.command {
         Command::Audit {
             recipe,
@@ -83,7 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fail_on,
             run_args,
         } => {
-            let opts = run_args.options(&bar)?;
+            let opts = run_args.options(&bar, offline)?;
             let (recipe, report) = weightkin_runner::audit_file(&recipe, &registry, &opts)?;
             for path in report.write(&out, &recipe.formats)? {
                 emit(&format!("wrote {}\n", path.display()))?;
@@ -108,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fail_on,
             run_args,
         } => {
-            let opts = run_args.options(&bar)?;
+            let opts = run_args.options(&bar, offline)?;
             let source = weightkin_runner::adhoc_recipe(&a, &b, &metrics, &include, &exclude);
             // Paths on the command line are relative to the current directory.
             let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
@@ -125,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit_recipe,
             run_args,
         } => {
-            let opts = run_args.options(&bar)?;
+            let opts = run_args.options(&bar, offline)?;
             let source = weightkin_runner::adhoc_recipe(&a, &b, &[], &include, &exclude);
             let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
             let found = weightkin_runner::discover::discover(&recipe, &registry, &opts)?;
@@ -150,9 +152,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             json,
         } => {
-            let source = registry
-                .open(&model, format.as_deref(), &Limits::default())
-                .with_context(|| format!("cannot open {}", model.display()))?;
+            let source = match model.to_str().filter(|m| HfRef::is_hf(m)) {
+                // Only the headers are fetched: inspect reads no tensor.
+                Some(text) => {
+                    let located = args::hub(offline).locate(&HfRef::parse(text)?)?;
+                    registry.open(&located.path, format.as_deref(), &Limits::default())
+                }
+                None => registry.open(&model, format.as_deref(), &Limits::default()),
+            }
+            .with_context(|| format!("cannot open {}", model.display()))?;
             emit(&text::inspect(source.as_ref(), json))?;
         }
         Command::Plugins { action: None } => emit(&text::plugins(&registry))?,
@@ -180,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Demo { keep, run_args } => {
-            let opts = run_args.options(&bar)?;
+            let opts = run_args.options(&bar, offline)?;
             let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
             let dir = keep.as_deref().unwrap_or(tmp.path());
             let recipe_path = weightkin_runner::demo::generate(dir)

@@ -153,6 +153,17 @@ pub enum Error {
         /// What the plugin said.
         message: String,
     },
+    /// A remote source could not supply a tensor's bytes (a fetch failed, or the network is
+    /// off and the bytes are not cached). `source` is the remote crate's own error (e.g.
+    /// `weightkin_hub::Error`), reachable by downcasting.
+    #[error("tensor `{tensor}`: its bytes could not be fetched")]
+    Remote {
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A metric's code failed on a pair ([`crate::Metric::try_evaluate`]).
     #[error("metric `{metric}` failed: {problem}")]
     MetricFailed {

@@ -55,7 +55,10 @@ pub use moments::{
     WindowObserver, CHUNK, RELEASE_CHUNKS,
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
-pub use source::{FileInfo, Format, RawTensor, Side, Transform, WeightSource};
+pub use source::{
+    FetchProgress, FileInfo, Format, NoFetchProgress, RawTensor, Side, StoredRange, Transform,
+    WeightSource,
+};
 pub use subsample::{read_examples, ExampleSample};
 pub use table::{Located, Sorted, TensorTable};
 pub use tensor::{checked_numel, TensorInfo};

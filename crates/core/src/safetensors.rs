@@ -151,6 +151,15 @@ impl WeightSource for Source {
         convert::to_f32(info.dtype, data, start, out).ok_or_else(out_of_range)
     }
 
+    fn stored_range(&self, index: usize) -> Option<crate::StoredRange> {
+        let (info, range) = (self.tensors().get(index)?, self.ranges.get(index)?);
+        Some(crate::StoredRange {
+            file: info.file,
+            start: range.start as u64,
+            end: range.end as u64,
+        })
+    }
+
     fn raw(&self, index: usize) -> Option<crate::RawTensor<'_>> {
         let (info, range) = (self.tensors().get(index)?, self.ranges.get(index)?);
         let file = self.maps.get(info.file)?;

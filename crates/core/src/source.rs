@@ -113,7 +113,58 @@ pub trait WeightSource: Send + Sync {
     fn find(&self, name: &str) -> Option<usize> {
         self.table().find(name)
     }
+
+    /// Where tensor `index`'s stored bytes lie: one byte range of one of [`Self::files`].
+    ///
+    /// A remote source (the `weightkin-hub` crate) fetches exactly these bytes before the
+    /// tensor is read, so a format that knows its tensors' ranges lets an audit of one
+    /// component download that component alone. The default (`None`: unknown, or not one
+    /// contiguous range) makes a remote source fetch the whole file instead — slower, never
+    /// wrong.
+    fn stored_range(&self, index: usize) -> Option<StoredRange> {
+        let _ = index;
+        None
+    }
+
+    /// Gets tensors `tensors` ready to read, all at once, before an audit reads them one by
+    /// one: a remote source fetches their byte ranges, coalesced and in parallel, reporting
+    /// bytes to `progress`. Reads work without it (a remote source then fetches each tensor
+    /// when it is first read); this only makes them fast. The default does nothing: a local
+    /// file is ready.
+    fn prefetch(&self, tensors: &[usize], progress: &dyn FetchProgress) -> Result<()> {
+        let _ = (tensors, progress);
+        Ok(())
+    }
 }
+
+/// Where a tensor's stored bytes lie ([`WeightSource::stored_range`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRange {
+    /// Index into [`WeightSource::files`].
+    pub file: usize,
+    /// First byte, from the start of the file.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+/// Receives the progress of a [`WeightSource::prefetch`]. Calls may come from any thread.
+pub trait FetchProgress: Sync {
+    /// The prefetch will transfer `bytes` bytes in all (called once, before any
+    /// [`Self::fetched`]; not called when nothing needs fetching).
+    fn planned(&self, bytes: u64) {
+        let _ = bytes;
+    }
+    /// `bytes` more bytes arrived.
+    fn fetched(&self, bytes: u64) {
+        let _ = bytes;
+    }
+}
+
+/// A [`FetchProgress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFetchProgress;
+impl FetchProgress for NoFetchProgress {}
 
 /// One tensor of one model: tensor `index` of `source`, the side of a pair. What the pass
 /// ([`crate::pair_pass`]) and the readers ([`crate::read_tensor`], [`crate::read_examples`])

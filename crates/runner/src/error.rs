@@ -32,6 +32,28 @@ pub enum Error {
         #[source]
         source: Box<weightkin_core::Error>,
     },
+    /// An `hf://` model could not be located, or its provenance not recorded.
+    #[error("cannot open model `{model}` ({path})")]
+    Hub {
+        /// Model name in the recipe.
+        model: String,
+        /// Its path as written.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_hub::Error>,
+    },
+    /// The tensors a comparison pairs could not be fetched from the hub.
+    #[error("comparison `{compare}`: cannot fetch the paired tensors of model `{model}`")]
+    Fetch {
+        /// The comparison.
+        compare: String,
+        /// The model.
+        model: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_core::Error>,
+    },
     /// Rename rules mapped two tensors of one model to the same name.
     #[error(
         "model `{model}`: rename rules map both `{first}` and `{second}` to `{renamed}`; \

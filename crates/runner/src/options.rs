@@ -1,7 +1,10 @@
 //! Knobs that are not part of a recipe and do not change the report: limits, progress, the
-//! hash cache.
+//! hash cache, the hub.
+
+use std::sync::Arc;
 
 use weightkin_core::Limits;
+use weightkin_hub::Hub;
 
 use crate::hashcache::HashCache;
 
@@ -34,6 +37,10 @@ pub struct RunOptions<'a> {
     /// (see [`HashCache`]); `None` hashes every file. A cached hash is the same string the
     /// hash pass would give, so reports are byte-identical either way.
     pub hash_cache: Option<HashCache>,
+    /// How `hf://` models are reached (the Hugging Face cache, the fetched-bytes store, the
+    /// hub; `--offline`). `None`: settings from the environment with default options, made
+    /// when a recipe first names an `hf://` model.
+    pub hub: Option<Arc<Hub>>,
 }
 
 impl Default for RunOptions<'_> {
@@ -44,6 +51,7 @@ impl Default for RunOptions<'_> {
             limits: Limits::default(),
             progress: &NoProgress,
             hash_cache: None,
+            hub: None,
         }
     }
 }

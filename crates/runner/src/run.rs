@@ -197,6 +197,7 @@ fn compare(
     let (a, b) = (prepared.a(), prepared.b());
     let aligned = grids_and_alignment(cmp, a, b, opts)?;
     let mut pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
+    crate::open::prefetch(cmp, a, b, &pairing.pairs, opts)?;
     for p in &mut pairing.pairs {
         p.paired_by = prepared.paired_by.get(&p.name).cloned();
     }

@@ -59,6 +59,16 @@ impl WeightSource for Source {
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         read(&self.layout, self.map.bytes(), index, start, out)
     }
+
+    /// A tensor is one contiguous range of the file (a remote source fetches it alone).
+    fn stored_range(&self, index: usize) -> Option<weightkin_core::StoredRange> {
+        let entry = self.layout.entries.get(index)?;
+        Some(weightkin_core::StoredRange {
+            file: 0,
+            start: entry.range.start as u64,
+            end: entry.range.end as u64,
+        })
+    }
 }
 
 fn header_error(path: &Path, problem: HeaderProblem) -> Error {

@@ -9,7 +9,8 @@
 use std::sync::OnceLock;
 
 use weightkin_core::{
-    FileInfo, Located, RawTensor, Result, TensorInfo, TensorTable, Transform, WeightSource,
+    FetchProgress, FileInfo, Located, RawTensor, Result, StoredRange, TensorInfo, TensorTable,
+    Transform, WeightSource,
 };
 
 /// The most elements a view materialises (column parts and transposes): 64 MiB of f32.
@@ -258,6 +259,21 @@ impl WeightSource for Views<'_> {
             Loc::Base(p) => self.base.raw(*p),
             _ => None,
         }
+    }
+
+    fn stored_range(&self, index: usize) -> Option<StoredRange> {
+        // A view's elements lie within its parent's bytes.
+        self.base.stored_range(self.locs.get(index)?.parent())
+    }
+
+    fn prefetch(&self, tensors: &[usize], progress: &dyn FetchProgress) -> Result<()> {
+        let mut parents: Vec<usize> = tensors
+            .iter()
+            .filter_map(|&i| self.locs.get(i).map(Loc::parent))
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        self.base.prefetch(&parents, progress)
     }
 }
 

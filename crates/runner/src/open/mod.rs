@@ -2,16 +2,26 @@
 //! lazy), described for the report, its tensor names normalised by the recipe's rename
 //! rules, and its files' BLAKE3 hashes taken from the [`crate::HashCache`] or collected by the
 //! comparisons' passes and completed afterwards ([`FileHashes`]).
+//!
+//! An `hf://` model is located by `weightkin-hub` (the Hugging Face cache, else a sparse
+//! copy holding only the headers) and opened by its format like any local file; a remote
+//! one is wrapped so that its tensors' bytes are fetched before they are read: all the
+//! pairs' at once ([`prefetch`], right after pairing), any other one when first read. Its
+//! files are not hashed whole unless every byte is present; [`FileHashes::finish`] records
+//! its provenance instead ([`HubReport`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use weightkin_core::{FileHashers, MappedFile, Registry, WeightSource};
+use weightkin_core::{FetchProgress, FileHashers, MappedFile, Registry, WeightSource};
+use weightkin_hub::{Handle, Hub, HubEnv, HubOptions, Origin};
 
 use crate::hashcache::{Lookup, Pending};
 use crate::plan;
-use crate::recipe::Recipe;
-use crate::report::{FileReport, ModelReport};
+use crate::recipe::{CompareSpec, ModelSpec, Recipe};
+use crate::report::{FileReport, HubReport, Identity, ModelReport};
 use crate::{Error, RunOptions};
 
 /// An opened model.
@@ -22,6 +32,17 @@ pub struct Opened {
     pub report: ModelReport,
     /// Renamed tensor name → tensor index (the recipe's rename rules applied).
     pub names: BTreeMap<String, usize>,
+    /// For an `hf://` model: where its bytes come from (its provenance is recorded by
+    /// [`FileHashes::finish`]).
+    pub hub: Option<Handle>,
+}
+
+impl Opened {
+    /// Whether the model's files may be only partly present (a remote `hf://` model): they
+    /// are then never hashed whole by reading them.
+    fn remote(&self) -> bool {
+        self.hub.as_ref().is_some_and(|h| h.origin() == Origin::Hub)
+    }
 }
 
 impl Opened {
@@ -45,20 +66,39 @@ impl Models {
         opts: &RunOptions<'_>,
     ) -> Result<Models, Error> {
         let mut models = BTreeMap::new();
+        let mut hub = opts.hub.clone();
         for (name, spec) in &recipe.models {
-            let source = registry
-                .open(&spec.path, spec.format.as_deref(), &opts.limits)
-                .map_err(|source| Error::OpenModel {
-                    model: name.clone(),
-                    path: spec.path_as_given.clone(),
-                    source: Box::new(source),
-                })?;
-            let report = describe(name, &spec.path_as_given, &spec.path, source.as_ref());
-            models.insert(name.clone(), (source, report));
+            let open_error = |source| Error::OpenModel {
+                model: name.clone(),
+                path: spec.path_as_given.clone(),
+                source: Box::new(source),
+            };
+            let opened = match &spec.hub {
+                None => Source {
+                    source: registry
+                        .open(&spec.path, spec.format.as_deref(), &opts.limits)
+                        .map_err(open_error)?,
+                    path: spec.path.clone(),
+                    hub: None,
+                },
+                Some(reference) => {
+                    let hub = hub.get_or_insert_with(|| {
+                        Arc::new(Hub::new(HubEnv::from_env(), HubOptions::default()))
+                    });
+                    open_hub(name, spec, reference, hub, registry, opts)?
+                }
+            };
+            let report = describe(
+                name,
+                &spec.path_as_given,
+                &opened.path,
+                opened.source.as_ref(),
+            );
+            models.insert(name.clone(), (opened.source, report, opened.hub));
         }
         // Renamed after all are open, so that an unopenable model is reported first.
         let mut out = BTreeMap::new();
-        for (name, (source, report)) in models {
+        for (name, (source, report, hub)) in models {
             let rules = recipe.models.get(&name).map_or(&[][..], |s| &s.rename[..]);
             let names = plan::renamed(&name, source.as_ref(), rules)?;
             out.insert(
@@ -67,6 +107,7 @@ impl Models {
                     source,
                     report,
                     names,
+                    hub,
                 },
             );
         }
@@ -101,6 +142,9 @@ impl FileHashes {
         let mut hashers = FileHashers::new();
         let mut pending = BTreeMap::new();
         for m in models.0.values_mut() {
+            if m.remote() {
+                continue; // provenance recorded by `finish`, from the hub crate
+            }
             for (f, report) in m.source.files().iter().zip(&mut m.report.files) {
                 let miss = match &opts.hash_cache {
                     Some(cache) => match cache.begin(&f.path) {
@@ -125,7 +169,142 @@ impl FileHashes {
     /// passes did not read ([`weightkin_core::FileHasher::finish`]), stores the results in the
     /// cache, and writes them into the model reports.
     pub fn finish(self, models: &mut Models, opts: &RunOptions<'_>) -> Result<(), Error> {
-        finish_hashes(models, &self.hashers, self.pending, opts)
+        finish_hashes(models, &self.hashers, self.pending, opts)?;
+        record_hub(models)
+    }
+}
+
+/// A model's source as opened, before its names are renamed.
+struct Source {
+    source: Box<dyn WeightSource>,
+    /// The path opened (the one its files' report paths are relative to).
+    path: PathBuf,
+    hub: Option<Handle>,
+}
+
+/// Locates an `hf://` model, opens it with its format and wraps it for remote reads.
+fn open_hub(
+    name: &str,
+    spec: &ModelSpec,
+    reference: &weightkin_hub::HfRef,
+    hub: &Hub,
+    registry: &Registry,
+    opts: &RunOptions<'_>,
+) -> Result<Source, Error> {
+    let hub_error = |source| Error::Hub {
+        model: name.to_owned(),
+        path: spec.path_as_given.clone(),
+        source: Box::new(source),
+    };
+    let located = hub.locate(reference).map_err(hub_error)?;
+    let path = located.path.clone();
+    let inner = registry
+        .open(&path, spec.format.as_deref(), &opts.limits)
+        .map_err(|source| Error::OpenModel {
+            model: name.to_owned(),
+            path: spec.path_as_given.clone(),
+            source: Box::new(source),
+        })?;
+    let (source, handle) = located.wrap(inner).map_err(hub_error)?;
+    Ok(Source {
+        source,
+        path,
+        hub: Some(handle),
+    })
+}
+
+/// Writes each `hf://` model's provenance into its report: the repository, resolved commit
+/// and origin, each file's repository path and hub SHA-256, the whole-file BLAKE3 of a
+/// remote file that is wholly present, and otherwise the BLAKE3 of each tensor read.
+fn record_hub(models: &mut Models) -> Result<(), Error> {
+    for (name, m) in models.0.iter_mut() {
+        let Some(handle) = &m.hub else { continue };
+        let p = handle
+            .provenance(m.source.files())
+            .map_err(|source| Error::Hub {
+                model: name.clone(),
+                path: m.report.path.clone(),
+                source: Box::new(source),
+            })?;
+        for (report, file) in m.report.files.iter_mut().zip(&p.files) {
+            report.path.clone_from(&file.path);
+            report.sha256.clone_from(&file.sha256);
+            if let Some(b) = &file.blake3 {
+                report.blake3.clone_from(b);
+            }
+        }
+        let whole = m.report.files.iter().all(|f| !f.blake3.is_empty());
+        m.report.hub = Some(HubReport {
+            repo: p.repo,
+            revision: p.revision,
+            commit: p.commit,
+            origin: p.origin,
+            identified_by: if whole {
+                Identity::FileBlake3
+            } else {
+                Identity::TensorBlake3
+            },
+            tensors: if whole { BTreeMap::new() } else { p.tensors },
+        });
+    }
+    Ok(())
+}
+
+/// Fetches the byte ranges of every tensor `pairs` reads, for each side that is a remote
+/// model, before the pairs are measured: coalesced and in parallel, with the bytes shown on
+/// the progress bar. A local model does nothing here.
+pub fn prefetch(
+    cmp: &CompareSpec,
+    a: plan::Model<'_>,
+    b: plan::Model<'_>,
+    pairs: &[plan::Pair],
+    opts: &RunOptions<'_>,
+) -> Result<(), Error> {
+    prefetch_side(cmp, &cmp.a, a, pairs.iter().map(|p| p.a).collect(), opts)?;
+    prefetch_side(cmp, &cmp.b, b, pairs.iter().map(|p| p.b).collect(), opts)
+}
+
+/// [`prefetch`] for one side: model `model` (its recipe name) and its tensors `tensors`.
+fn prefetch_side(
+    cmp: &CompareSpec,
+    model: &str,
+    m: plan::Model<'_>,
+    mut tensors: Vec<usize>,
+    opts: &RunOptions<'_>,
+) -> Result<(), Error> {
+    tensors.sort_unstable();
+    tensors.dedup();
+    let bar = FetchBar {
+        phase: format!("fetching {model}"),
+        opts,
+        started: AtomicBool::new(false),
+    };
+    let done = m.source.prefetch(&tensors, &bar);
+    if bar.started.load(Ordering::Relaxed) {
+        opts.progress.finish();
+    }
+    done.map_err(|source| Error::Fetch {
+        compare: cmp.name.clone(),
+        model: model.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// A prefetch's bytes on the run's progress bar.
+struct FetchBar<'a> {
+    phase: String,
+    opts: &'a RunOptions<'a>,
+    started: AtomicBool,
+}
+
+impl FetchProgress for FetchBar<'_> {
+    fn planned(&self, bytes: u64) {
+        if !self.started.swap(true, Ordering::Relaxed) {
+            self.opts.progress.start(&self.phase, bytes, "bytes");
+        }
+    }
+    fn fetched(&self, bytes: u64) {
+        self.opts.progress.advance(bytes);
     }
 }
 
@@ -146,6 +325,7 @@ fn describe(name: &str, given: &str, path: &Path, source: &dyn WeightSource) -> 
                 path: rel.to_string_lossy().replace('\\', "/"),
                 bytes: f.size,
                 blake3: String::new(),
+                sha256: None,
             }
         })
         .collect();
@@ -162,6 +342,7 @@ fn describe(name: &str, given: &str, path: &Path, source: &dyn WeightSource) -> 
         parameters: source.tensors().iter().map(|t| t.numel as u64).sum(),
         dtypes,
         transforms: source.transforms().to_vec(),
+        hub: None,
     }
 }
 

@@ -57,8 +57,11 @@ pub struct Recipe {
 pub struct ModelSpec {
     /// The path exactly as written in the recipe (shown in reports).
     pub path_as_given: String,
-    /// The path to open: relative paths are resolved against the recipe's directory.
+    /// The path to open: relative paths are resolved against the recipe's directory; an
+    /// `hf://` reference is kept as written (see [`ModelSpec::hub`]).
     pub path: PathBuf,
+    /// The parsed reference, when the path is `hf://org/name[@revision][/subpath]`.
+    pub hub: Option<weightkin_hub::HfRef>,
     /// Explicit format name, if given (already checked to be registered).
     pub format: Option<String>,
     /// Rename rules, applied in order with `replace_all`.

@@ -4,7 +4,7 @@
 //! the diagnostics are sorted by position at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use globset::GlobMatcher;
 use regex::Regex;
@@ -115,9 +115,24 @@ fn model_spec(
     let which = format!("model `{name}`");
     let split_m = globs(&model.split, &which, "split", diags);
     let transpose_m = globs(&model.transpose, &which, "transpose", diags);
+    let span = model.path.span();
     let given = model.path.into_inner();
+    // An `hf://` reference names a hub repository, never a file beside the recipe.
+    let is_hub = weightkin_hub::HfRef::is_hf(&given);
+    let hub = is_hub
+        .then(|| weightkin_hub::HfRef::parse(&given))
+        .and_then(|parsed| {
+            parsed
+                .map_err(|e| diags.push(span, format!("model `{name}`: {e}")))
+                .ok()
+        });
     ModelSpec {
-        path: base_dir.join(&given),
+        path: if is_hub {
+            PathBuf::from(&given)
+        } else {
+            base_dir.join(&given)
+        },
+        hub,
         path_as_given: given,
         format,
         rename,

@@ -243,12 +243,12 @@ fn model_rows(o: &mut String, m: &ModelReport) {
         .files
         .iter()
         .map(|f| {
-            format!(
-                "<code>{}</code> {} B <code>{}</code>",
-                esc(&f.path),
-                f.bytes,
-                f.blake3
-            )
+            let hash = if f.blake3.is_empty() {
+                "partly fetched".to_owned()
+            } else {
+                format!("<code>{}</code>", f.blake3)
+            };
+            format!("<code>{}</code> {} B {hash}", esc(&f.path), f.bytes)
         })
         .collect();
     let _ = writeln!(
@@ -262,6 +262,19 @@ fn model_rows(o: &mut String, m: &ModelReport) {
         m.parameters,
         files.join("<br>")
     );
+    if let Some(h) = &m.hub {
+        let _ = writeln!(
+            o,
+            "<tr><td></td><td colspan=\"5\">hub <code>{}</code> revision <code>{}</code> \
+             commit <code>{}</code>; identified by {} ({} tensor hashes in the JSON report)\
+             </td></tr>",
+            esc(&h.repo),
+            esc(&h.revision),
+            h.commit,
+            esc(h.identified_by.text()),
+            h.tensors.len()
+        );
+    }
     for t in &m.transforms {
         let _ = writeln!(
             o,

@@ -115,6 +115,7 @@ fn models(o: &mut String, r: &Report) {
     let _ = writeln!(o, "## Models\n");
     model_table(o, r);
     file_table(o, r);
+    hub_table(o, r);
     transform_table(o, r);
 }
 
@@ -148,13 +149,61 @@ fn file_table(o: &mut String, r: &Report) {
         for f in &m.files {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | `{}` |",
+                "| {} | {} | {} | {} |",
                 cell(&m.name),
                 code(&f.path),
                 count(f.bytes),
-                f.blake3
+                file_hash(f)
             );
         }
+    }
+}
+
+/// A file's BLAKE3, or what stands in for it when the file was only partly fetched.
+fn file_hash(f: &super::FileReport) -> String {
+    match (&*f.blake3, &f.sha256) {
+        ("", Some(sha)) => format!("partly fetched (hub SHA-256 `{sha}`)"),
+        ("", None) => "partly fetched".to_owned(),
+        (b3, _) => format!("`{b3}`"),
+    }
+}
+
+/// A row per `hf://` model: repository, resolved commit, origin, and what identifies the
+/// bytes; nothing when no model is one.
+fn hub_table(o: &mut String, r: &Report) {
+    let hub: Vec<_> = r
+        .models
+        .iter()
+        .filter_map(|m| Some((m, m.hub.as_ref()?)))
+        .collect();
+    if hub.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n| model | hub repository | revision | commit | from | identified by |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for (m, h) in hub {
+        let tensors = if h.tensors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} tensors, BLAKE3 in the JSON report)", h.tensors.len())
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | `{}` | {} | {}{} |",
+            cell(&m.name),
+            code(&h.repo),
+            code(&h.revision),
+            h.commit,
+            match h.origin {
+                weightkin_hub::Origin::HfCache => "Hugging Face cache",
+                weightkin_hub::Origin::Hub => "hub (range requests)",
+            },
+            h.identified_by.text(),
+            tensors
+        );
     }
 }
 

@@ -155,17 +155,73 @@ pub struct ModelReport {
     /// What the format did to present the tensors (renaming, undone converter conventions).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transforms: Vec<weightkin_core::Transform>,
+    /// For an `hf://` model: the repository, the commit it resolved to, where the bytes came
+    /// from and what identifies them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubReport>,
 }
 
 /// One file of a model.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
-    /// Path relative to the model path (the file name for a single-file model).
+    /// Path relative to the model path (the file name for a single-file model); for an
+    /// `hf://` model, the path inside the repository.
     pub path: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// BLAKE3 of the contents (hex).
+    /// BLAKE3 of the contents (hex). Empty (and left out) for a hub file that was only
+    /// partly fetched: [`HubReport::tensors`] identifies what was read of it.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub blake3: String,
+    /// The hub's SHA-256 of the whole file (its LFS object id), for an `hf://` model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Where an `hf://` model came from and what identifies the bytes audited.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubReport {
+    /// `org/name`.
+    pub repo: String,
+    /// The revision asked for (`main` when none was given).
+    pub revision: String,
+    /// The commit it resolved to: `hf://org/name@{commit}` audits the same bytes again.
+    pub commit: String,
+    /// `hf-cache` (a complete local snapshot) or `hub` (fetched by range requests, possibly
+    /// in an earlier run).
+    pub origin: weightkin_hub::Origin,
+    /// What identifies the bytes.
+    pub identified_by: Identity,
+    /// Tensor name (as stored) → BLAKE3 of its stored bytes, for every tensor read from a
+    /// file that is not wholly present; empty when [`Identity::FileBlake3`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tensors: BTreeMap<String, String>,
+}
+
+/// What identifies an `hf://` model's audited bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// Every file is whole: each file's BLAKE3 (and, where the hub lists one, its SHA-256,
+    /// verified for fetched files) is in `files`.
+    FileBlake3,
+    /// Some file was only partly fetched, so it has no whole-file hash: the BLAKE3 of each
+    /// tensor read from it is in `tensors`; the hub's SHA-256 in `files` names the whole
+    /// file but was not verified.
+    TensorBlake3,
+}
+
+impl Identity {
+    /// The sentence renderers print.
+    pub fn text(self) -> &'static str {
+        match self {
+            Identity::FileBlake3 => "whole files: BLAKE3 of each file",
+            Identity::TensorBlake3 => {
+                "partly fetched: BLAKE3 of each tensor read (no whole-file hash; the hub's \
+                 SHA-256 names the file but was not verified)"
+            }
+        }
+    }
 }
 
 /// One comparison.
