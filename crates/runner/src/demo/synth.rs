@@ -357,6 +357,7 @@ fn bf16_bits(x: f32) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -719,7 +719,7 @@ fn mel_to_hz(scale: MelScale, m: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use weightkin_core::testing::uniform_f32;
 
