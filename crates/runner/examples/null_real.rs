@@ -20,12 +20,7 @@
 //! taps stay in place for kernels of one size).
 //!
 //! [`shift_null_vector`]: weightkin_runner::calibrate::shift_null_vector
-#![allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::print_stdout,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout, missing_docs)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
