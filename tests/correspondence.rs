@@ -12,7 +12,7 @@ use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
 use weightkin_runner::registry;
 
-use crate::util::{fixture, stderr, stdout, weightkin};
+use crate::util::{compare_json, fixture, stderr, stdout, weightkin};
 
 const JIT: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad.jit";
 const SILERO_ST: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad_16k.safetensors";
@@ -26,18 +26,7 @@ fn run_json(dir: &Path, args: &[&str]) -> Value {
 }
 
 fn compare(a: &Path, b: &Path) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let r = run_json(
-        dir.path(),
-        &[
-            "compare",
-            a.to_str().unwrap(),
-            b.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-    );
-    r["comparisons"][0].clone()
+    compare_json(a, b)["comparisons"][0].clone()
 }
 
 fn overall(c: &Value) -> &str {

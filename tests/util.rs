@@ -43,3 +43,20 @@ pub fn fixture(rel: &str) -> PathBuf {
     );
     p
 }
+
+/// `weightkin compare A B --format json`, run in a fresh directory: the parsed report.
+pub fn compare_json(a: &Path, b: &Path) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = weightkin(
+        dir.path(),
+        &[
+            "compare",
+            a.to_str().expect("utf-8 path"),
+            b.to_str().expect("utf-8 path"),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("JSON report")
+}

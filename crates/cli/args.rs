@@ -72,12 +72,8 @@ pub enum Command {
         /// Metric to compute (repeatable; default: cosine and pearson).
         #[arg(long = "metric", short = 'm')]
         metrics: Vec<String>,
-        /// Only compare tensors matching this glob (repeatable; `.` separates segments).
-        #[arg(long)]
-        include: Vec<String>,
-        /// Skip tensors matching this glob (repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
+        #[command(flatten)]
+        selection: Selection,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Md)]
         format: OutFormat,
@@ -94,12 +90,8 @@ pub enum Command {
         a: String,
         /// Model B (file or directory).
         b: String,
-        /// Only pair tensors matching this glob (repeatable; each model's own names).
-        #[arg(long)]
-        include: Vec<String>,
-        /// Skip tensors matching this glob (repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
+        #[command(flatten)]
+        selection: Selection,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutFormat::Md)]
         format: OutFormat,
@@ -134,6 +126,18 @@ pub enum Command {
         #[command(flatten)]
         run_args: RunArgs,
     },
+}
+
+/// Which tensors an ad-hoc `compare` or `match` selects.
+#[derive(clap::Args)]
+pub struct Selection {
+    /// Only tensors matching this glob (repeatable; `.` separates segments; under automatic
+    /// pairing, each model's own names).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Skip tensors matching this glob (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -37,7 +37,7 @@ use weightkin_core::Limits;
 use weightkin_hub::HfRef;
 use weightkin_runner::{recipe, Report};
 
-use crate::args::{Cli, Command, FailOn, PluginsAction};
+use crate::args::{Cli, Command, FailOn, PluginsAction, Selection};
 use crate::bar::Bar;
 
 /// Exit code of `plugins check` when a metric fails a conformance check.
@@ -104,8 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             a,
             b,
             metrics,
-            include,
-            exclude,
+            selection: Selection { include, exclude },
             format,
             fail_on,
             run_args,
@@ -121,8 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Match {
             a,
             b,
-            include,
-            exclude,
+            selection: Selection { include, exclude },
             format,
             emit_recipe,
             run_args,
