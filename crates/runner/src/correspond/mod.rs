@@ -530,7 +530,8 @@ impl Search<'_, '_> {
         let (mut open_a, mut open_b): (BTreeSet<&String>, BTreeSet<&String>) =
             (ra.keys().collect(), rb.keys().collect());
         let compatible = |x: &str, y: &str| {
-            ra[x].iter().zip(&rb[y]).any(|(p, q)| p.is_some() && p == q)
+            leaves_compatible(x, y)
+                && ra[x].iter().zip(&rb[y]).any(|(p, q)| p.is_some() && p == q)
                 && ra[x]
                     .iter()
                     .zip(&rb[y])
@@ -587,12 +588,15 @@ impl Search<'_, '_> {
         }
         // Remaining roles grouped by signature.
         type Signature = Vec<Option<Vec<usize>>>;
-        let mut groups: BTreeMap<&Signature, (Vec<&String>, Vec<&String>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(&Signature, u8), (Vec<&String>, Vec<&String>)> = BTreeMap::new();
+        // A weight role and a bias role never correspond: they are grouped apart.
+        let kind =
+            |r: &str| leaves_compatible(r, "weight") as u8 + 2 * leaves_compatible(r, "bias") as u8;
         for r in &open_a {
-            groups.entry(&ra[*r]).or_default().0.push(r);
+            groups.entry((&ra[*r], kind(r))).or_default().0.push(r);
         }
         for r in &open_b {
-            if let Some(g) = groups.get_mut(&rb[*r]) {
+            if let Some(g) = groups.get_mut(&(&rb[*r], kind(r))) {
                 g.1.push(r);
             }
         }
@@ -827,6 +831,9 @@ impl Search<'_, '_> {
         what: &str,
     ) -> Result<Vec<(String, String, PairedBy)>, Error> {
         if let ([x], [y]) = (ga, gb) {
+            if !leaves_compatible(&x.name, &y.name) {
+                return Ok(Vec::new());
+            }
             return Ok(vec![(
                 x.name.clone(),
                 y.name.clone(),
@@ -839,14 +846,18 @@ impl Search<'_, '_> {
         let mut score = vec![0.0; ga.len() * gb.len()];
         for (i, x) in ga.iter().enumerate() {
             for (j, y) in gb.iter().enumerate() {
-                score[i * gb.len() + j] = self
-                    .score(&x.name, &y.name, transposed)?
-                    .unwrap_or(f64::NEG_INFINITY);
+                score[i * gb.len() + j] = if leaves_compatible(&x.name, &y.name) {
+                    self.score(&x.name, &y.name, transposed)?
+                        .unwrap_or(f64::NEG_INFINITY)
+                } else {
+                    f64::NEG_INFINITY
+                };
             }
         }
         let k = ga.len().max(gb.len());
         Ok(hungarian_max(&score, ga.len(), gb.len())
             .into_iter()
+            .filter(|&(i, j)| leaves_compatible(&ga[i].name, &gb[j].name))
             .map(|(i, j)| {
                 let s = score[i * gb.len() + j];
                 (
@@ -894,6 +905,23 @@ impl Search<'_, '_> {
         self.cache.insert(key, v.clone());
         Ok(v)
     }
+}
+
+/// Whether two tensors can hold the same parameter by their last name segments: a weight
+/// never corresponds to a bias (`weight` vs `bias`); any other leaf (`weight_ih`, `basis`,
+/// a fused part's `weight#q`) may correspond to anything.
+fn leaves_compatible(a: &str, b: &str) -> bool {
+    let kind = |n: &str| {
+        let leaf = n.rsplit('.').next().unwrap_or(n);
+        let leaf = leaf.split_once('#').map_or(leaf, |(l, _)| l);
+        match leaf {
+            "weight" => 1,
+            "bias" => 2,
+            _ => 0,
+        }
+    };
+    let (x, y) = (kind(a), kind(b));
+    x == 0 || y == 0 || x == y
 }
 
 fn structure(rule: String) -> PairedBy {
