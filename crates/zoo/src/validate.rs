@@ -469,9 +469,11 @@ pub fn run_named(
     pairs
         .par_iter()
         .map(|p| {
+            // Both maps hold every model of `pairs` (built above from the same list).
             let (Some(b), Some(a_floats)) = (renamed.get(&p.b.name), floats.get(&p.a.name)) else {
-                return Err(Error::ReportField {
-                    field: "(renamed model missing)",
+                return Err(Error::MissingFile {
+                    model: format!("{} (renamed {})", p.b.name, naming.name()),
+                    path: work.join(naming.name()).join(&p.b.path),
                 });
             };
             let report = compare_auto(&dir.join(&p.a.path), &b.path)?;
