@@ -192,10 +192,11 @@ fn automatic_pairing_with_hidden_names() {
                 assert_eq!(c["methods"].get("name"), None, "{names}: {r}");
             }
         }
-        assert!(
-            content > 0,
-            "{names}: no pair was chosen by content\n{table}"
-        );
+        // Opaque names leave nothing but shapes and content (a later name table may
+        // normalise the convention's names instead).
+        if names == "opaque" {
+            assert!(content > 0, "{names}: no pair chosen by content\n{table}");
+        }
         // Casts and light fine-tunes are near-copies: every tensor pairs with its own
         // counterpart (or one bit-identical to it), under either naming.
         let near: Vec<&&Value> = related
