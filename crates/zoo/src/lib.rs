@@ -11,7 +11,8 @@
 //! Layout: [`rng`] (seeded streams), [`data`] (generated training data), [`nn`] (training),
 //! [`arch`] (Llama, ResNet and MLP models), [`weights`] (tensors and safetensors files),
 //! [`plan`] (which models the zoo holds and how each is made), [`build`] (training and
-//! writing them, with the cache check), [`manifest`] (the JSON truth file), [`validate`].
+//! writing them, with the cache check), [`manifest`] (the JSON truth file), [`validate`],
+//! [`rename`] (hiding B's tensor names, to validate automatic pairing).
 
 pub mod arch;
 pub mod build;
@@ -19,6 +20,7 @@ pub mod data;
 pub mod manifest;
 pub mod nn;
 pub mod plan;
+pub mod rename;
 pub mod rng;
 pub mod validate;
 pub mod weights;

@@ -4,6 +4,7 @@
 //! weightkin-zoo build DIR [--subset small|full] [--jobs N]   train what is missing, write the manifest
 //! weightkin-zoo verify DIR                                   check every file against the manifest
 //! weightkin-zoo validate DIR [--json FILE]                   run weightkin on the zoo's pairs, print the table
+//!               [--names original|opaque|convention]           B's names hidden, `pairing = "auto"`
 //! weightkin-zoo version                                      the generator version (the cache key)
 //! ```
 //!
@@ -29,6 +30,16 @@ use weightkin_zoo::{build, validate, GENERATOR_VERSION};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NamesArg {
+    /// The zoo's own names (equal names pair everything).
+    Original,
+    /// B's tensors renamed `t0000.weight`, … in a shuffled order: no layers, no roles.
+    Opaque,
+    /// B renamed to another convention (`blocks.N.attn.qkv`, q/k/v fused; timm ResNet).
+    Convention,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +79,10 @@ enum Command {
         /// Only the models of this subset (default: every model the directory holds).
         #[arg(long, value_enum)]
         subset: Option<SubsetArg>,
+        /// How B's tensor names are presented: hidden names are compared with
+        /// `pairing = "auto"` and the discovered pairing is checked against the truth.
+        #[arg(long, value_enum, default_value_t = NamesArg::Original)]
+        names: NamesArg,
     },
     /// Print the generator version (the zoo cache is keyed by it).
     Version,
@@ -139,13 +154,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             json,
             subset: s,
+            names,
         } => {
             let mut m = manifest(&dir)?;
             if let Some(s) = s {
                 let s = subset(s);
                 m.models.retain(|x| x.subsets.contains(&s));
             }
-            let results = validate::run(&dir, &m)?;
+            let naming = match names {
+                NamesArg::Original => validate::Naming::Original,
+                NamesArg::Opaque => validate::Naming::Opaque,
+                NamesArg::Convention => validate::Naming::Convention,
+            };
+            // Renamed copies of the B models live only as long as the run.
+            let work = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let results = validate::run_named(&dir, &m, naming, work.path())?;
             print!("{}", validate::table(&m, &results));
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&results)?;

@@ -20,6 +20,13 @@
 //! `inconclusive` or `independent`, and the distribution of z per tensor class (under a
 //! correct null, z is roughly standard normal and almost no tensor is significant); for
 //! derived pairs, the verdicts by transform and strength (power).
+//!
+//! **Hidden names** ([`Naming`], `validate --names opaque|convention`): every B is first
+//! rewritten under names that do not say what its tensors are ([`crate::rename`]), and each
+//! pair is compared with `pairing = "auto"`, so the verdicts measure the correspondence search
+//! itself — its false positives (a content search maximises similarity, so unrelated pairs
+//! are where it could create evidence) and its power once names are gone. Each pair's
+//! discovered pairing is checked against the truth the renaming recorded ([`PairingCheck`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +38,8 @@ use serde_json::Value;
 
 use crate::arch::Architecture;
 use crate::manifest::{Manifest, Model, Transform};
+pub use crate::rename::Naming;
+use crate::rename::{counterpart, layer_origins, rename};
 use crate::Error;
 
 /// Whether a pair shares ancestry.
@@ -64,10 +73,43 @@ pub struct TensorResult {
     pub null_sd: f64,
     /// z against the null.
     pub z: f64,
+    /// One-sided p against the null, multiplied by `candidates` (before Holm).
+    pub p: f64,
     /// Holm-adjusted p.
     pub p_adjusted: f64,
     /// p_adjusted < α.
     pub significant: bool,
+    /// B's tensor (view) name, when it differs from A's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_name: Option<String>,
+    /// How the pair was found (`name`, `normalised`, `structure`, `content`), when
+    /// automatic pairing found it other than by equal names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired_by: Option<String>,
+    /// Candidates the search chose among (its p-value was multiplied by this).
+    pub candidates: u64,
+}
+
+/// The discovered pairing of one compared pair, checked against the truth of the renaming.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PairingCheck {
+    /// A's float tensors that have a true counterpart in B.
+    pub expected: u64,
+    /// Of those, paired with their true counterpart.
+    pub correct: u64,
+    /// Paired with another tensor of B whose values are bit-identical to the true
+    /// counterpart's (e.g. the biases of two BatchNorms that feed one residual sum get the
+    /// same gradient from the same zero start, so they are equal in every trained ResNet).
+    pub equivalent: u64,
+    /// Paired with another tensor of B.
+    pub wrong: u64,
+    /// Not paired at all.
+    pub missing: u64,
+    /// Compared pairs by how they were found.
+    pub methods: BTreeMap<String, u64>,
+    /// The wrong pairs, `A name → B name found (true: B name)`, for derived pairs only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wrong_pairs: Vec<String>,
 }
 
 /// One compared pair.
@@ -91,6 +133,11 @@ pub struct PairResult {
     pub median_pearson: Option<f64>,
     /// Evidence and init-prior tensors with a z.
     pub tensors: Vec<TensorResult>,
+    /// How B's names were presented.
+    pub naming: Naming,
+    /// The discovered pairing against the truth (hidden names only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairing: Option<PairingCheck>,
 }
 
 /// A pair to compare.
@@ -187,12 +234,6 @@ fn same_data(a: &Model, b: &Model) -> bool {
 /// Runs weightkin on `a` and `b` (paths) exactly as `weightkin compare a b --format json`
 /// does, and returns the parsed JSON report.
 pub fn compare(a: &Path, b: &Path) -> Result<Value, Error> {
-    let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Compare {
-        a: a.display().to_string(),
-        b: b.display().to_string(),
-        source,
-    };
-    let registry = weightkin_runner::registry::builtin().map_err(|e| err(Box::new(e)))?;
     let text = weightkin_runner::adhoc_recipe(
         &a.display().to_string(),
         &b.display().to_string(),
@@ -200,7 +241,31 @@ pub fn compare(a: &Path, b: &Path) -> Result<Value, Error> {
         &[],
         &[],
     );
-    let recipe = weightkin_runner::recipe::parse(Path::new("<weightkin-zoo>"), &text, &registry)
+    compare_recipe(a, b, &text)
+}
+
+/// Runs weightkin on `a` and `b` with `pairing = "auto"` stated in the recipe (the default
+/// metrics), and returns the parsed JSON report.
+pub fn compare_auto(a: &Path, b: &Path) -> Result<Value, Error> {
+    // JSON string literals are TOML basic strings.
+    let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
+    let text = format!(
+        "[audit]\nname = \"weightkin-zoo automatic pairing\"\n\n[models.a]\npath = {}\n\n\
+         [models.b]\npath = {}\n\n[[compare]]\na = \"a\"\nb = \"b\"\npairing = \"auto\"\n",
+        quote(a),
+        quote(b)
+    );
+    compare_recipe(a, b, &text)
+}
+
+fn compare_recipe(a: &Path, b: &Path, text: &str) -> Result<Value, Error> {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Compare {
+        a: a.display().to_string(),
+        b: b.display().to_string(),
+        source,
+    };
+    let registry = weightkin_runner::registry::builtin().map_err(|e| err(Box::new(e)))?;
+    let recipe = weightkin_runner::recipe::parse(Path::new("<weightkin-zoo>"), text, &registry)
         .map_err(|e| err(Box::new(e)))?;
     let report =
         weightkin_runner::run(&recipe, &registry, &weightkin_runner::RunOptions::default())
@@ -249,11 +314,12 @@ fn read_result(pair: &Pair<'_>, report: &Value) -> Result<PairResult, Error> {
         let Some(e) = t.get("evidence") else { continue };
         let role = str_of(e, "role");
         let num = |k: &str| e.get(k).and_then(Value::as_f64);
-        if let (Some(pearson), Some(null_mean), Some(null_sd), Some(z), Some(p_adjusted)) = (
+        if let (Some(pearson), Some(null_mean), Some(null_sd), Some(z), Some(p), Some(p_adjusted)) = (
             num("pearson"),
             num("null_mean"),
             num("null_sd"),
             num("z"),
+            num("p"),
             num("p_adjusted"),
         ) {
             if role == "evidence" {
@@ -273,8 +339,18 @@ fn read_result(pair: &Pair<'_>, report: &Value) -> Result<PairResult, Error> {
                 null_mean,
                 null_sd,
                 z,
+                p,
                 p_adjusted,
                 significant: p_adjusted < alpha,
+                b_name: t.get("b_name").and_then(Value::as_str).map(str::to_owned),
+                paired_by: t
+                    .pointer("/paired_by/method")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                candidates: t
+                    .pointer("/paired_by/candidates")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1),
             });
         }
     }
@@ -289,6 +365,8 @@ fn read_result(pair: &Pair<'_>, report: &Value) -> Result<PairResult, Error> {
         components,
         median_pearson: pearsons.get(pearsons.len() / 2).copied(),
         tensors,
+        naming: Naming::Original,
+        pairing: None,
     })
 }
 
@@ -301,6 +379,171 @@ pub fn run(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
             read_result(p, &report)
         })
         .collect()
+}
+
+/// B of every pair renamed: where its file is and where each original tensor went.
+struct RenamedModel {
+    path: std::path::PathBuf,
+    truth: BTreeMap<String, String>,
+    /// Presented name → the first presented name whose tensor has the same shape and
+    /// bit-identical values (itself when none): pairs between such tensors cannot be told
+    /// apart by any search, and are counted as equivalent, not wrong.
+    same: BTreeMap<String, String>,
+}
+
+/// For every tensor of `w`, the first (by name) tensor with the same shape and identical
+/// values, both under their presented names (`truth`).
+fn identical(
+    w: &crate::weights::Weights,
+    truth: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut first: BTreeMap<(Vec<usize>, Vec<u32>), &String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (name, t) in w {
+        let Some(v) = t.floats() else { continue };
+        let key = (t.shape.clone(), v.iter().map(|x| x.to_bits()).collect());
+        let rep = *first.entry(key).or_insert(name);
+        if let (Some(x), Some(y)) = (truth.get(name), truth.get(rep)) {
+            out.insert(x.clone(), y.clone());
+        }
+    }
+    out
+}
+
+/// Compares every validation pair of the zoo in `dir` with B's names hidden under `naming`
+/// (renamed copies written under `work`) and `pairing = "auto"`, and checks each discovered
+/// pairing against the truth. [`Naming::Original`] is [`run`].
+pub fn run_named(
+    dir: &Path,
+    m: &Manifest,
+    naming: Naming,
+    work: &Path,
+) -> Result<Vec<PairResult>, Error> {
+    if naming == Naming::Original {
+        return run(dir, m);
+    }
+    let pairs = pairs(m);
+    let mut bs: Vec<&Model> = pairs.iter().map(|p| p.b).collect();
+    bs.sort_by(|x, y| x.name.cmp(&y.name));
+    bs.dedup_by(|x, y| x.name == y.name);
+    let renamed: BTreeMap<String, RenamedModel> = bs
+        .par_iter()
+        .map(|b| {
+            let w = crate::weights::read(&dir.join(&b.path))?;
+            let r = rename(&w, b.architecture, &b.name, naming);
+            let path = work.join(naming.name()).join(&b.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Write {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            let bytes = crate::weights::serialize(&r.weights, b.dtype, &b.name)?;
+            crate::build::write_atomic(&path, &bytes)?;
+            Ok((
+                b.name.clone(),
+                RenamedModel {
+                    path,
+                    same: identical(&w, &r.truth),
+                    truth: r.truth,
+                },
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    // A's float tensors, per model.
+    let mut as_: Vec<&Model> = pairs.iter().map(|p| p.a).collect();
+    as_.sort_by(|x, y| x.name.cmp(&y.name));
+    as_.dedup_by(|x, y| x.name == y.name);
+    let floats: BTreeMap<String, Vec<String>> = as_
+        .par_iter()
+        .map(|a| {
+            let w = crate::weights::read(&dir.join(&a.path))?;
+            let names = w
+                .iter()
+                .filter(|(_, t)| t.floats().is_some())
+                .map(|(n, _)| n.clone())
+                .collect();
+            Ok((a.name.clone(), names))
+        })
+        .collect::<Result<_, Error>>()?;
+    pairs
+        .par_iter()
+        .map(|p| {
+            // Both maps hold every model of `pairs` (built above from the same list).
+            let (Some(b), Some(a_floats)) = (renamed.get(&p.b.name), floats.get(&p.a.name)) else {
+                return Err(Error::MissingFile {
+                    model: format!("{} (renamed {})", p.b.name, naming.name()),
+                    path: work.join(naming.name()).join(&p.b.path),
+                });
+            };
+            let report = compare_auto(&dir.join(&p.a.path), &b.path)?;
+            let mut r = read_result(p, &report)?;
+            r.naming = naming;
+            let (ao, bo) = (layer_origins(m, p.a), layer_origins(m, p.b));
+            let truth = |a: &str| -> Option<String> {
+                b.truth
+                    .get(&counterpart(a, ao.as_deref(), bo.as_deref())?)
+                    .cloned()
+            };
+            let same = |x: &str, y: &str| b.same.get(x).is_some_and(|s| b.same.get(y) == Some(s));
+            r.pairing = Some(check_pairing(
+                &report,
+                a_floats,
+                &truth,
+                &same,
+                p.truth == Truth::Related,
+            ));
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Compares the pairs a report lists with the truth: `truth(a)` is the name B's true
+/// counterpart of A's tensor `a` is presented under, `None` when B has none.
+fn check_pairing(
+    report: &Value,
+    a_floats: &[String],
+    truth: &dyn Fn(&str) -> Option<String>,
+    same: &dyn Fn(&str, &str) -> bool,
+    keep_wrong: bool,
+) -> PairingCheck {
+    let mut found: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut c = PairingCheck::default();
+    for t in report
+        .pointer("/comparisons/0/tensors")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let (Some(name), method) = (
+            t.get("name").and_then(Value::as_str),
+            t.pointer("/paired_by/method")
+                .and_then(Value::as_str)
+                .unwrap_or("name"),
+        ) else {
+            continue;
+        };
+        let a = t.get("a_name").and_then(Value::as_str).unwrap_or(name);
+        let b = t.get("b_name").and_then(Value::as_str).unwrap_or(name);
+        found.insert(a, b);
+        *c.methods.entry(method.to_owned()).or_insert(0) += 1;
+    }
+    for a in a_floats {
+        let Some(want) = truth(a) else { continue };
+        c.expected += 1;
+        match found.get(a.as_str()) {
+            Some(got) if *got == want.as_str() => c.correct += 1,
+            Some(got) if same(got, &want) => c.equivalent += 1,
+            Some(got) => {
+                c.wrong += 1;
+                if keep_wrong {
+                    c.wrong_pairs.push(format!("{a} → {got} (true: {want})"));
+                }
+            }
+            None => c.missing += 1,
+        }
+    }
+    c
 }
 
 #[derive(Default)]
@@ -353,10 +596,17 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "weightkin-zoo {} ({} models): {} pairs compared with `weightkin compare` defaults",
+        "weightkin-zoo {} ({} models): {} pairs compared with `weightkin compare` defaults{}",
         m.generator.version,
         m.models.len(),
-        results.len()
+        results.len(),
+        match results.first().map(|r| r.naming) {
+            Some(n @ (Naming::Opaque | Naming::Convention)) => format!(
+                ",\nB's names hidden ({}) and `pairing = \"auto\"`",
+                n.name()
+            ),
+            _ => String::new(),
+        }
     );
     let header = format!(
         "{:<44} {:<7} {:>6} {:>8} {:>13} {:>12}",
@@ -402,6 +652,10 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
             );
         }
     }
+    if results.iter().any(|r| r.pairing.is_some()) {
+        pairing_table(&mut o, results);
+    }
+    search_null(&mut o, results);
     // Calibration per tensor class on unrelated pairs.
     let mut z: BTreeMap<(Architecture, String, String), ZStats> = BTreeMap::new();
     for r in results.iter().filter(|r| r.truth == Truth::Unrelated) {
@@ -453,4 +707,233 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
         );
     }
     o
+}
+
+/// Pairing accuracy per category, how pairs were found, and every tensor that made an
+/// unrelated pair other than `independent`.
+fn pairing_table(o: &mut String, results: &[PairResult]) {
+    let _ = writeln!(
+        o,
+        "\nPAIRING against the truth (A's float tensors with a counterpart in B; correct = paired \
+         with it; equal = paired with a tensor of B bit-identical to it)"
+    );
+    let _ = writeln!(
+        o,
+        "{:<9} {:<44} {:<7} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8}  by method (compared pairs)",
+        "truth", "", "arch", "pairs", "tensors", "correct", "equal", "wrong", "missing"
+    );
+    #[derive(Default)]
+    struct Acc {
+        pairs: u64,
+        c: PairingCheck,
+        all_correct: u64,
+    }
+    let mut rows: BTreeMap<(Truth, String, Architecture), Acc> = BTreeMap::new();
+    let mut totals: BTreeMap<Truth, Acc> = BTreeMap::new();
+    for r in results {
+        let Some(c) = &r.pairing else { continue };
+        for acc in [rows
+            .entry((r.truth, r.category.clone(), r.architecture))
+            .or_default()]
+        .into_iter()
+        .chain([totals.entry(r.truth).or_default()])
+        {
+            acc.pairs += 1;
+            acc.c.expected += c.expected;
+            acc.c.correct += c.correct;
+            acc.c.equivalent += c.equivalent;
+            acc.c.wrong += c.wrong;
+            acc.c.missing += c.missing;
+            acc.all_correct += u64::from(c.correct + c.equivalent == c.expected);
+            for (k, v) in &c.methods {
+                *acc.c.methods.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+    }
+    let line = |o: &mut String, truth: &str, cat: &str, arch: &str, a: &Acc| {
+        let methods =
+            a.c.methods
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+        let _ = writeln!(
+            o,
+            "{truth:<9} {cat:<44} {arch:<7} {:>6} {:>8} {:>8} {:>6} {:>6} {:>8}  {methods}",
+            a.pairs, a.c.expected, a.c.correct, a.c.equivalent, a.c.wrong, a.c.missing
+        );
+    };
+    for ((truth, cat, arch), a) in &rows {
+        line(o, truth_name(*truth), cat, arch.name(), a);
+    }
+    for (truth, a) in &totals {
+        line(o, truth_name(*truth), "all", "", a);
+        let _ = writeln!(
+            o,
+            "{:<9} pairs with every tensor paired correctly (or to an identical tensor): {} of \
+             {}; tensors: {} + {} of {} = {:.2} %",
+            truth_name(*truth),
+            a.all_correct,
+            a.pairs,
+            a.c.correct,
+            a.c.equivalent,
+            a.c.expected,
+            100.0 * (a.c.correct + a.c.equivalent) as f64 / a.c.expected.max(1) as f64
+        );
+    }
+    let wrong: Vec<&PairResult> = results
+        .iter()
+        .filter(|r| {
+            r.pairing
+                .as_ref()
+                .is_some_and(|c| !c.wrong_pairs.is_empty())
+        })
+        .collect();
+    if !wrong.is_empty() {
+        let _ = writeln!(o, "\nwrong pairs in derived pairs (first 40)");
+        for r in &wrong {
+            for w in r.pairing.iter().flat_map(|c| &c.wrong_pairs) {
+                let _ = writeln!(o, "  {} vs {}: {w}", r.a, r.b);
+            }
+        }
+        truncate_lines(o, "wrong pairs in derived pairs", 40);
+    }
+    let _ = writeln!(
+        o,
+        "\nunrelated pairs not `independent`: their significant tensors (name in A ← B, how \
+         paired, candidates k, Pearson, null, z, Holm p)"
+    );
+    let mut any = false;
+    for r in results
+        .iter()
+        .filter(|r| r.truth == Truth::Unrelated && r.verdict != "independent")
+    {
+        any = true;
+        let _ = writeln!(o, "  {} vs {}: {}", r.a, r.b, r.verdict);
+        for t in r.tensors.iter().filter(|t| t.significant) {
+            let _ = writeln!(
+                o,
+                "    {} ← {} {} k={} r={:.4} {} z={:.2} p={:.2e}",
+                t.name,
+                t.b_name.as_deref().unwrap_or("(same name)"),
+                t.paired_by.as_deref().unwrap_or("name"),
+                t.candidates,
+                t.pearson,
+                t.null,
+                t.z,
+                t.p_adjusted
+            );
+        }
+    }
+    if !any {
+        let _ = writeln!(o, "  none");
+    }
+}
+
+fn truth_name(t: Truth) -> &'static str {
+    match t {
+        Truth::Related => "derived",
+        Truth::Unrelated => "unrelated",
+    }
+}
+
+/// Keeps at most `max` lines after the line `title` (the last section of `o`).
+fn truncate_lines(o: &mut String, title: &str, max: usize) {
+    let Some(start) = o.rfind(title) else { return };
+    let body_start = o[start..].find('\n').map_or(o.len(), |i| start + i + 1);
+    let lines: Vec<&str> = o[body_start..].lines().collect();
+    if lines.len() <= max {
+        return;
+    }
+    let kept = lines[..max].join("\n");
+    let more = lines.len() - max;
+    o.truncate(body_start);
+    let _ = writeln!(o, "{kept}\n  … {more} more (see --json)");
+}
+
+/// The null under the search, on unrelated pairs: per evidence tensor, how often its
+/// one-sided p falls below 0.05 and 0.001 before and after the ×k adjustment for the `k`
+/// candidates the search chose among (a valid bound keeps each fraction at or below its
+/// level), by how the pair was found, and the smallest Holm-adjusted p of any unrelated pair.
+fn search_null(o: &mut String, results: &[PairResult]) {
+    #[derive(Default)]
+    struct S {
+        n: u64,
+        raw05: u64,
+        adj05: u64,
+        raw001: u64,
+        adj001: u64,
+        k_max: u64,
+        k_sum: u64,
+    }
+    let mut by: BTreeMap<(Architecture, String), S> = BTreeMap::new();
+    let mut min_holm: Option<(f64, &PairResult, &TensorResult)> = None;
+    for r in results.iter().filter(|r| r.truth == Truth::Unrelated) {
+        for t in r.tensors.iter().filter(|t| t.role == "evidence") {
+            let k = t.candidates.max(1);
+            let raw = if t.p < 1.0 { t.p / k as f64 } else { t.p };
+            let s = by
+                .entry((r.architecture, t.paired_by.clone().unwrap_or("name".into())))
+                .or_default();
+            s.n += 1;
+            s.raw05 += u64::from(raw < 0.05);
+            s.adj05 += u64::from(t.p < 0.05);
+            s.raw001 += u64::from(raw < 0.001);
+            s.adj001 += u64::from(t.p < 0.001);
+            s.k_max = s.k_max.max(k);
+            s.k_sum += k;
+            if min_holm.is_none_or(|(p, _, _)| t.p_adjusted < p) {
+                min_holm = Some((t.p_adjusted, r, t));
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nSEARCH NULL on unrelated pairs: evidence tensors whose one-sided p is below a level, \
+         before (raw) and after (×k) the adjustment for the k candidates searched"
+    );
+    let _ = writeln!(
+        o,
+        "{:<7} {:<10} {:>6} {:>6} {:>6} {:>11} {:>11} {:>12} {:>12}",
+        "arch",
+        "paired by",
+        "n",
+        "mean k",
+        "max k",
+        "raw < 0.05",
+        "×k < 0.05",
+        "raw < 0.001",
+        "×k < 0.001"
+    );
+    let pct = |x: u64, n: u64| format!("{:.2} %", 100.0 * x as f64 / n.max(1) as f64);
+    for ((arch, method), s) in &by {
+        let _ = writeln!(
+            o,
+            "{:<7} {:<10} {:>6} {:>6.1} {:>6} {:>11} {:>11} {:>12} {:>12}",
+            arch.name(),
+            method,
+            s.n,
+            s.k_sum as f64 / s.n.max(1) as f64,
+            s.k_max,
+            pct(s.raw05, s.n),
+            pct(s.adj05, s.n),
+            pct(s.raw001, s.n),
+            pct(s.adj001, s.n)
+        );
+    }
+    if let Some((p, r, t)) = min_holm {
+        let _ = writeln!(
+            o,
+            "smallest Holm-adjusted p of an unrelated pair: {p:.3e} ({} vs {}: {} ← {}, {} k={}, \
+             r={:.4}, z={:.2}; the verdict needs < 1e-3)",
+            r.a,
+            r.b,
+            t.name,
+            t.b_name.as_deref().unwrap_or("(same name)"),
+            t.paired_by.as_deref().unwrap_or("name"),
+            t.candidates,
+            t.pearson,
+            t.z
+        );
+    }
 }
