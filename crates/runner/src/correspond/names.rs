@@ -348,6 +348,17 @@ enum Fusion {
     MaybeGateUpRows,
 }
 
+/// Fused modules recognised by their own (last) module name when no convention of the table
+/// reads the tensor: the layout the name documents in every codebase that uses it (timm and
+/// DINOv2 `attn.qkv`, `qkv_proj`, MPT `Wqkv`: q, k, v along rows; `gate_up_proj`: gate then
+/// up).
+const GENERIC_FUSED: &[(&str, Fusion)] = &[
+    ("qkv", Fusion::QkvRows),
+    ("qkv_proj", Fusion::QkvRows),
+    ("Wqkv", Fusion::QkvRows),
+    ("gate_up_proj", Fusion::GateUpRows),
+];
+
 impl Fusion {
     /// The segment of the rule's canonical role that a part replaces, and the parts.
     const fn parts(self) -> (&'static str, &'static [PartKind]) {
@@ -1593,18 +1604,32 @@ pub fn fused(
         return Ok(None);
     }
     let (stripped, _) = strip_wrappers(name);
-    let Reading::Rule {
-        convention,
-        rule,
-        rest,
-        ..
-    } = read(&stripped)
-    else {
-        return Ok(None);
+    let (fusion, convention_name, is_bias, is_weight) = match read(&stripped) {
+        Reading::Rule {
+            convention,
+            rule,
+            rest,
+            ..
+        } => (
+            rule.fusion,
+            convention.name,
+            rest == ".bias" || (rest.is_empty() && rule.to.ends_with(".bias")),
+            rest == ".weight" || (rest.is_empty() && rule.to.ends_with(".weight")),
+        ),
+        _ => {
+            // No convention knows the name: a module whose own name documents a fused
+            // layout (timm's `blocks.N.attn.qkv`) is still split.
+            let Some((module, leaf)) = stripped.rsplit_once('.') else {
+                return Ok(None);
+            };
+            let module = module.rsplit('.').next().unwrap_or(module);
+            let Some(&(_, fusion)) = GENERIC_FUSED.iter().find(|(m, _)| *m == module) else {
+                return Ok(None);
+            };
+            (fusion, "generic", leaf == "bias", leaf == "weight")
+        }
     };
-    let is_bias = rest == ".bias" || (rest.is_empty() && rule.to.ends_with(".bias"));
-    let is_weight = rest == ".weight" || (rest.is_empty() && rule.to.ends_with(".weight"));
-    if rule.fusion == Fusion::No || !(is_bias || is_weight) {
+    if fusion == Fusion::No || !(is_bias || is_weight) {
         return Ok(None);
     }
     let owned = || (name.to_owned(), shape.to_vec());
@@ -1613,7 +1638,7 @@ pub fn fused(
         return Err(FusedProblem::Rank { name, shape });
     }
     // The fused axis, and the model width d the weight reads (its other axis).
-    let (axis, len, d) = match (rule.fusion, is_bias) {
+    let (axis, len, d) = match (fusion, is_bias) {
         (Fusion::QkvColumns, false) => (1, shape[1], Some(shape[0])),
         (_, false) => (0, shape[0], Some(shape[1])),
         (fusion, true) => {
@@ -1642,7 +1667,7 @@ pub fn fused(
             (0, shape[0], d)
         }
     };
-    let parts = match rule.fusion {
+    let parts = match fusion {
         Fusion::No => return Ok(None),
         Fusion::QkvRows | Fusion::QkvColumns => {
             let (q, kv) = match hints.heads {
@@ -1704,7 +1729,7 @@ pub fn fused(
                 return Err(FusedProblem::Interleaved {
                     name,
                     shape,
-                    convention: convention.name,
+                    convention: convention_name,
                 });
             };
             let valid = heads.kv > 0
@@ -1741,7 +1766,7 @@ pub fn fused(
             ]
         }
         Fusion::GateUpRows | Fusion::MaybeGateUpRows => {
-            let gated = rule.fusion == Fusion::GateUpRows;
+            let gated = fusion == Fusion::GateUpRows;
             let f = match hints.ffn {
                 Some(ffn) if !gated && len == ffn => return Ok(None),
                 Some(ffn) if ffn.checked_mul(2) == Some(len) && ffn > 0 => ffn,
@@ -3081,6 +3106,49 @@ mod tests {
             ),
             Err(FusedProblem::Rank { .. })
         ));
+    }
+
+    #[test]
+    fn a_fused_module_no_convention_knows_is_split_by_its_own_name() {
+        // timm-style names (no `visual.` container): q = d, kv from the rest (GQA).
+        let split = fused(
+            "trunk.blocks.3.attn.qkv.weight",
+            &[128, 64],
+            None,
+            Hints::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let lens: Vec<usize> = split.parts.iter().map(Part::len).collect();
+        assert_eq!((split.axis, lens), (0, vec![64, 32, 32]));
+        assert_eq!(split.parts[1].name, "trunk.blocks.3.attn.qkv.weight#k");
+        let bias = fused(
+            "trunk.blocks.3.attn.qkv.bias",
+            &[128],
+            Some(&[128, 64]),
+            Hints::default(),
+        );
+        assert_eq!(bias.unwrap().unwrap().parts.len(), 3);
+        assert!(matches!(
+            fused(
+                "trunk.blocks.3.attn.qkv.weight",
+                &[7, 4],
+                None,
+                Hints::default()
+            ),
+            Err(FusedProblem::DoesNotDivide { .. })
+        ));
+        // A module of another name is not fused, nor is a part.
+        for name in [
+            "trunk.blocks.3.attn.qkvx.weight",
+            "trunk.blocks.3.attn.qkv.weight#q",
+        ] {
+            assert_eq!(
+                fused(name, &[128, 64], None, Hints::default()),
+                Ok(None),
+                "{name}"
+            );
+        }
     }
 
     #[test]
