@@ -588,7 +588,8 @@ impl Search<'_, '_> {
         }
         // Remaining roles grouped by signature.
         type Signature = Vec<Option<Vec<usize>>>;
-        let mut groups: BTreeMap<(&Signature, u8), (Vec<&String>, Vec<&String>)> = BTreeMap::new();
+        type Group<'r> = (Vec<&'r String>, Vec<&'r String>);
+        let mut groups: BTreeMap<(&Signature, u8), Group<'_>> = BTreeMap::new();
         // A weight role and a bias role never correspond: they are grouped apart.
         let kind =
             |r: &str| leaves_compatible(r, "weight") as u8 + 2 * leaves_compatible(r, "bias") as u8;
