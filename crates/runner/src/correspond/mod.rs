@@ -880,7 +880,9 @@ impl Search<'_, '_> {
         let x = self.subsample(true, a, false)?;
         let y = self.subsample(false, b, transposed)?;
         Ok(match (x, y) {
-            (Some(x), Some(y)) if x.len() == y.len() => pearson(&x, &y),
+            (Some(x), Some(y)) if x.len() == y.len() => weightkin_core::Moments::of_tensors(&x, &y)
+                .pearson()
+                .value(),
             _ => None,
         })
     }
@@ -988,24 +990,6 @@ fn read_subsample(
         k += len;
     }
     Ok(Some(out))
-}
-
-fn pearson(x: &[f32], y: &[f32]) -> Option<f64> {
-    let n = x.len() as f64;
-    if x.len() < 2 {
-        return None;
-    }
-    let mx = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let my = y.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (&a, &b) in x.iter().zip(y) {
-        let (a, b) = (f64::from(a) - mx, f64::from(b) - my);
-        sxy += a * b;
-        sxx += a * a;
-        syy += b * b;
-    }
-    let r = sxy / (sxx * syy).sqrt();
-    r.is_finite().then_some(r)
 }
 
 /// Maximum-score assignment of a `rows × cols` score matrix ([`weightkin_core::lap`]):
