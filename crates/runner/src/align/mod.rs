@@ -7,6 +7,8 @@
 //! too. With `align = "auto"` a meaningful alignment re-pairs layered tensors along it
 //! ([`LayerRemap`]).
 
+pub mod units;
+
 use std::collections::BTreeMap;
 
 use crate::judge::MIN_EFFECT;

@@ -7,7 +7,7 @@ use super::{
     Cited, ComponentVerdict, Components, Evidence, Excluded, Exclusion, Measured, Method, Role,
     Verdict, Verdicts, ALPHA, MIN_EFFECT, MIN_SUPPORT_FRACTION,
 };
-use crate::recipe::CompareSpec;
+use crate::recipe::{CompareSpec, Permutation};
 use crate::report::{round, NullKind, Reason, Unpaired};
 use crate::stats;
 
@@ -437,13 +437,23 @@ fn caveats(
                 .to_owned(),
         );
     }
-    out.push(
-        "Element-wise statistics (Pearson, cosine) do not detect a copy whose hidden units were \
-         permuted: such a copy reads as independent. CKA with the matching orientation is \
-         invariant to permuting the feature axis; permutation-robust matching is not part of \
-         the verdict yet."
-            .to_owned(),
-    );
+    out.push(match spec.permutation {
+        Permutation::Off => {
+            "Element-wise statistics (Pearson, cosine) do not detect a copy whose hidden \
+             units were permuted: such a copy reads as independent. `permutation = \"auto\"` \
+             (`compare --align-units`) aligns MLP hidden units before measuring; CKA with the \
+             matching orientation is invariant to permuting the feature axis."
+                .to_owned()
+        }
+        Permutation::Auto => {
+            "MLP hidden units were aligned by assignment before measuring and judged \
+             against the same alignment of A's layer i with B's layer j ≠ i, so a copy whose \
+             MLP units were permuted or width-pruned is compared unit by unit. The residual \
+             stream, attention heads and rotations are not aligned: a copy that permutes or \
+             rotates those still reads as independent on the tensors that live on them."
+                .to_owned()
+        }
+    });
     out.push(format!(
         "`derived` means shared ancestry: `{}` may derive from `{}`, the reverse, or both from a \
          common ancestor (including a shared initialisation seed). The weights cannot tell \

@@ -22,7 +22,7 @@ mod diagnostic;
 mod raw;
 mod validate;
 
-pub use adhoc::adhoc_recipe;
+pub use adhoc::{adhoc_recipe, adhoc_recipe_with};
 use diagnostic::Diagnostics;
 pub use diagnostic::{suggest, Diagnostic, RecipeError};
 
@@ -127,6 +127,8 @@ pub struct CompareSpec {
     pub align: Align,
     /// How tensors are paired.
     pub pairing: PairingMode,
+    /// Whether B's MLP hidden units are aligned to A's before measuring.
+    pub permutation: Permutation,
     /// Models declared independent of A, whose values form the null (`references`).
     pub references: Vec<String>,
     /// Globs of tensors that are evidence whatever the automatic checks say.
@@ -190,6 +192,16 @@ pub enum PairingMode {
     Names,
     /// Names, then normalised names, structure and content ([`crate::correspond`]); the
     /// default when neither model has rename rules.
+    Auto,
+}
+
+/// Whether a compare aligns hidden units (`permutation = "off" | "auto"`; default `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permutation {
+    /// Units compared in stored order.
+    Off,
+    /// B's MLP hidden units matched to A's by assignment, judged against the same alignment
+    /// across layers ([`crate::align::units`]).
     Auto,
 }
 
