@@ -28,3 +28,7 @@ mod real_models;
 /// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
 /// copies, kept recipes, bad input.
 mod correspondence;
+
+/// Unit alignment (issue 15) on real weights: MiniLM with its MLP hidden units permuted or
+/// width-pruned, and the same transforms on an unrelated model of the same shape.
+mod permutation;
