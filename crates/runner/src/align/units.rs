@@ -783,6 +783,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gathered_tensors_read_their_parent_rows_and_columns_in_any_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m: Vec<f32> = (0..12).map(|i| i as f32).collect(); // [3, 4]
+        weightkin_core::testing::SafetensorsBuilder::new()
+            .tensor_f32("cols", &[3, 4], &m)
+            .tensor_f32("rows", &[4, 3], &m)
+            .tensor_f32("same", &[2], &[1.0, 2.0])
+            .write(&path)
+            .unwrap();
+        let registry = crate::registry::builtin().unwrap();
+        let base = registry
+            .open(&path, None, &weightkin_core::Limits::default())
+            .unwrap();
+        let (ic, ir) = (base.find("cols").unwrap(), base.find("rows").unwrap());
+        let index = Arc::new(vec![3, 0, 2]);
+        let gathers = BTreeMap::from([
+            (
+                ic,
+                Gather {
+                    rows: 3,
+                    cols: 4,
+                    axis: Axis::Cols,
+                    index: index.clone(),
+                },
+            ),
+            (
+                ir,
+                Gather {
+                    rows: 4,
+                    cols: 3,
+                    axis: Axis::Rows,
+                    index,
+                },
+            ),
+        ]);
+        let g = Gathered::new(base.as_ref(), gathers).unwrap();
+        assert_eq!(g.tensors()[ic].shape, vec![3, 3]);
+        assert_eq!(g.tensors()[ir].shape, vec![3, 3]);
+        let whole = |i: usize| {
+            let mut out = vec![0f32; g.tensors()[i].numel];
+            g.read_f32(i, 0, &mut out).unwrap();
+            out
+        };
+        // Columns 3, 0, 2 of [[0 1 2 3] [4 5 6 7] [8 9 10 11]].
+        let cols = whole(ic);
+        assert_eq!(cols, vec![3.0, 0.0, 2.0, 7.0, 4.0, 6.0, 11.0, 8.0, 10.0]);
+        // Rows 3, 0, 2 of [[0 1 2] [3 4 5] [6 7 8] [9 10 11]].
+        let rows = whole(ir);
+        assert_eq!(rows, vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0]);
+        // Any sub-range reads the same elements as the whole.
+        for (i, all) in [(ic, &cols), (ir, &rows)] {
+            for start in 0..9 {
+                for len in 1..=9 - start {
+                    let mut out = vec![0f32; len];
+                    g.read_f32(i, start, &mut out).unwrap();
+                    assert_eq!(&out[..], &all[start..start + len]);
+                }
+            }
+        }
+        assert_eq!(whole(g.find("same").unwrap()), vec![1.0, 2.0]);
+        let mut past = vec![0f32; 2];
+        assert!(g.read_f32(ic, 8, &mut past).is_err());
+    }
+
+    #[test]
     fn dot_is_exact_on_small_integers() {
         let x: Vec<f32> = (0..19).map(|i| i as f32).collect();
         assert_eq!(dot(&x, &x), (0..19).map(|i| (i * i) as f64).sum::<f64>());

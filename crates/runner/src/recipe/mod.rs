@@ -301,4 +301,30 @@ mod tests {
         assert!(g.is_match(glob_path("a.b.c.weight")));
         assert!(!g.is_match(glob_path("a.b.bias")));
     }
+
+    #[test]
+    fn permutation_is_off_by_default_and_checked() {
+        let reg = crate::registry::builtin().unwrap();
+        let recipe = |extra: &str| {
+            format!(
+                "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                 [models.b]\npath = \"b.safetensors\"\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\n{extra}\n"
+            )
+        };
+        let p = Path::new("r.toml");
+        let r = parse(p, &recipe(""), &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Off);
+        let r = parse(p, &recipe("permutation = \"auto\""), &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Auto);
+        let err = parse(p, &recipe("permutation = \"atuo\""), &reg).unwrap_err();
+        assert_eq!(err.diagnostics.len(), 1);
+        let msg = &err.diagnostics[0].message;
+        assert!(msg.contains("unknown `permutation` `atuo`"), "{msg}");
+        assert!(msg.contains("did you mean"), "{msg}");
+        // The ad-hoc recipe of `compare --align-units` asks for it.
+        let text = adhoc_recipe_with("a.safetensors", "b.safetensors", &[], &[], &[], true);
+        let r = parse(p, &text, &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Auto);
+    }
 }
