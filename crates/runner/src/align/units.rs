@@ -54,10 +54,12 @@
 //!
 //! The residual-stream basis (embedding columns, every input/output axis, norm parameters),
 //! attention heads and rotations are not aligned yet: a copy that permutes those still reads
-//! as independent on the tensors that live on them. Each stack is aligned with its tensors
-//! held in memory (f32), at most [`STACK_MEMORY`] bytes; a larger stack is listed, not
-//! aligned. Layers pair by name (layer `i` of A with layer `i` of B), not along a layer
-//! alignment.
+//! as independent on the tensors that live on them. Alignments are solved one at a time,
+//! holding the similarity matrix (`f_b × f_a` f32, at most [`SCORE_CELLS_MAX`] cells: 4096²
+//! fits, a 14 336-wide FFN does not), the two sides' feature vectors, and one member tensor
+//! of each model at a time (at most [`MATERIALISE_MAX`] elements each); a layer past either
+//! cap is listed, not aligned — matching wide layers on sampled units is the next step.
+//! Layers pair by name (layer `i` of A with layer `i` of B), not along a layer alignment.
 //!
 //! # Determinism
 //!
@@ -74,6 +76,7 @@ use weightkin_core::{
 };
 
 use crate::correspond::names;
+use crate::correspond::views::MATERIALISE_MAX;
 use crate::plan::{layer_and_class, stack_of, Model};
 use crate::recipe::CompareSpec;
 use crate::report::{round, UnitLayer, UnitStack, UnitsReport};
@@ -85,8 +88,9 @@ use crate::Error;
 /// input dimensions, which keeps a permuted copy's cosine near 1 and unrelated units near 0.
 pub const FEATURES_MAX: usize = 2048;
 
-/// Most bytes of tensors (f32, both models) one stack's alignment holds: 512 MiB.
-pub const STACK_MEMORY: usize = 512 << 20;
+/// Most cells of one similarity matrix: 2²⁴ (64 MiB of f32, a 4096 × 4096 layer), within
+/// the tool's 300 MB RSS budget with the feature vectors beside it.
+pub const SCORE_CELLS_MAX: usize = 1 << 24;
 
 /// Matched-similarity z above which an alignment counts as recovered.
 pub const FOUND_Z: f64 = 5.0;
@@ -126,12 +130,6 @@ struct Group {
     fa: usize,
     /// B's units.
     fb: usize,
-}
-
-/// A layer's tensors, read.
-struct Loaded {
-    a: Vec<Vec<f32>>,
-    b: Vec<Vec<f32>>,
 }
 
 /// How B's units of one layer map onto A's.
@@ -187,27 +185,25 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
             ));
             continue;
         }
-        let bytes: usize = layers
-            .iter()
-            .flat_map(|g| &g.members)
-            .map(|m| 4 * (a.source.tensors()[m.a].numel + b.source.tensors()[m.b].numel))
-            .sum();
-        if bytes > STACK_MEMORY {
+        let too_big = layers.iter().find(|g| {
+            g.fa.saturating_mul(g.fb) > SCORE_CELLS_MAX
+                || g.members.iter().any(|m| {
+                    a.source.tensors()[m.a].numel > MATERIALISE_MAX
+                        || b.source.tensors()[m.b].numel > MATERIALISE_MAX
+                })
+        });
+        if let Some(g) = too_big {
             skipped.push(format!(
-                "`{stack}`: its MLP tensors take {} MiB as f32, more than the {} MiB unit \
-                 alignment holds (sampled matching of wide layers is not implemented yet)",
-                bytes >> 20,
-                STACK_MEMORY >> 20
+                "`{stack}`: layer {} has {} × {} hidden units (or a tensor of more than {} \
+                 elements); unit alignment holds at most {} similarities at once (matching \
+                 wide layers on sampled units is not implemented yet)",
+                g.layer, g.fb, g.fa, MATERIALISE_MAX, SCORE_CELLS_MAX
             ));
             continue;
         }
-        let loaded = layers
-            .par_iter()
-            .map(|g| load(cmp, a, b, g))
-            .collect::<Result<Vec<_>, Error>>()?;
         let l = layers.len();
-        // The evidence alignment (i, i) and the null's (i, i + s): one list, solved in
-        // parallel, collected in order.
+        // The evidence alignment (i, i) and the null's (i, i + s), solved one at a time
+        // (each parallel inside), in this order.
         let mut offsets = vec![1, l / 2];
         offsets.dedup();
         let mut jobs: Vec<(usize, usize)> = (0..l).map(|i| (i, i)).collect();
@@ -217,25 +213,41 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
             }
         }
         let solved = jobs
-            .par_iter()
+            .iter()
             .map(|&(i, j)| {
-                let usable = layers[i].fa == layers[j].fa && layers[i].fb == layers[j].fb;
+                let (x, y) = (&layers[i], &layers[j]);
+                let usable = x.fa == y.fa
+                    && x.fb == y.fb
+                    && x.members.len() == y.members.len()
+                    && x.members
+                        .iter()
+                        .zip(&y.members)
+                        .all(|(p, q)| p.class == q.class);
                 if i != j && !usable {
                     return Ok(None);
                 }
-                let m = match_units(cmp, &layers[i], &loaded[i].a, &loaded[j].b)?;
-                let after: Vec<Option<f64>> = layers[i]
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(k, mem)| aligned_pearson(mem, &m, &loaded[i].a[k], &loaded[j].b[k]))
-                    .collect();
-                Ok(Some((m, after)))
+                let (ga, gb) = (&layers[i], &layers[j]);
+                let m = match_units(
+                    cmp,
+                    ga,
+                    |k| read(cmp, a, ga.members[k].a),
+                    |k| read(cmp, b, gb.members[k].b),
+                )?;
+                let mut after = Vec::new();
+                let mut before = Vec::new();
+                for (mem, mem_b) in ga.members.iter().zip(&gb.members) {
+                    let (va, vb) = (read(cmp, a, mem.a)?, read(cmp, b, mem_b.b)?);
+                    after.push(aligned_pearson(mem, &m, &va, &vb));
+                    if i == j && ga.fa == ga.fb {
+                        before.extend(pearson(&va, &vb));
+                    }
+                }
+                Ok(Some((m, after, before)))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let mut null_similarity = Vec::new();
         for (&(i, _), got) in jobs.iter().zip(&solved).skip(l) {
-            let Some((m, after)) = got else { continue };
+            let Some((m, after, _)) = got else { continue };
             null_similarity.push(m.similarity);
             for (mem, r) in layers[i].members.iter().zip(after) {
                 if let Some(r) = r {
@@ -247,17 +259,8 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
         let null_sd = null_sd.max(SIMILARITY_SD_FLOOR);
         let mut out_layers = Vec::new();
         for (i, g) in layers.iter().enumerate() {
-            let Some((m, after)) = &solved[i] else {
+            let Some((m, after, before)) = &solved[i] else {
                 return Err(Error::Internal("a layer's own alignment was not solved"));
-            };
-            let before: Vec<f64> = if g.fa == g.fb {
-                g.members
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, _)| pearson(&loaded[i].a[k], &loaded[i].b[k]))
-                    .collect()
-            } else {
-                Vec::new()
             };
             let after: Vec<f64> = after.iter().flatten().copied().collect();
             let moved = m
@@ -276,7 +279,7 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
                 similarity: round(m.similarity),
                 similarity_z: round(z),
                 recovered: z >= FOUND_Z,
-                pearson_before: crate::report::rounded_mean(&before),
+                pearson_before: crate::report::rounded_mean(before),
                 pearson_after: crate::report::rounded_mean(&after),
                 tensors: g.members.iter().map(|m| m.name.clone()).collect(),
             });
@@ -473,36 +476,37 @@ fn groups(
     (stacks, skipped)
 }
 
-/// Reads a layer's member tensors of both models.
-fn load(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, g: &Group) -> Result<Loaded, Error> {
-    let read = |s: &dyn WeightSource, i: usize| -> Result<Vec<f32>, Error> {
-        let info = &s.tensors()[i];
-        let mut v = vec![0f32; info.numel];
-        s.read_f32(i, 0, &mut v).map_err(|source| Error::Measure {
+/// Reads one tensor of a model as f32.
+fn read(cmp: &CompareSpec, m: Model<'_>, index: usize) -> Result<Vec<f32>, Error> {
+    let info = &m.source.tensors()[index];
+    let mut v = vec![0f32; info.numel];
+    m.source
+        .read_f32(index, 0, &mut v)
+        .map_err(|source| Error::Measure {
             compare: cmp.name.clone(),
             tensor: info.name.clone(),
             source: Box::new(source),
         })?;
-        Ok(v)
-    };
-    Ok(Loaded {
-        a: g.members
-            .iter()
-            .map(|m| read(a.source, m.a))
-            .collect::<Result<_, _>>()?,
-        b: g.members
-            .iter()
-            .map(|m| read(b.source, m.b))
-            .collect::<Result<_, _>>()?,
-    })
+    // Read whole and converted: its mapped pages can go (a memory hint only).
+    if let Some(raw) = m.source.raw(index) {
+        raw.file.release(raw.bytes);
+    }
+    Ok(v)
 }
 
 /// Unit-major feature vectors (unit length) of one side: `f × k` values.
-fn features(members: &[Member], values: &[Vec<f32>], f: usize, per_member: &[usize]) -> Vec<f32> {
+/// Members are read one at a time (`read(k)` for member `k`).
+fn features(
+    members: &[Member],
+    read: impl Fn(usize) -> Result<Vec<f32>, Error>,
+    f: usize,
+    per_member: &[usize],
+) -> Result<Vec<f32>, Error> {
     let k: usize = per_member.iter().sum();
     let mut out = vec![0f32; f * k];
     let mut offset = 0;
-    for ((m, v), &take) in members.iter().zip(values).zip(per_member) {
+    for (i, (m, &take)) in members.iter().zip(per_member).enumerate() {
+        let v = read(i)?;
         let (mean, sd) = {
             let n = v.len().max(1) as f64;
             let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
@@ -534,7 +538,7 @@ fn features(members: &[Member], values: &[Vec<f32>], f: usize, per_member: &[usi
             row.iter_mut().for_each(|x| *x *= inv);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Dot product summed in eight fixed lanes, then in lane order: a fixed order, so the same
@@ -557,8 +561,8 @@ fn dot(x: &[f32], y: &[f32]) -> f64 {
 fn match_units(
     cmp: &CompareSpec,
     g: &Group,
-    a: &[Vec<f32>],
-    b: &[Vec<f32>],
+    read_a: impl Fn(usize) -> Result<Vec<f32>, Error>,
+    read_b: impl Fn(usize) -> Result<Vec<f32>, Error>,
 ) -> Result<Matched, Error> {
     // Coordinates per member: biases give their one value; matrices share the rest.
     let matrices = g.members.iter().filter(|m| m.other > 1).count().max(1);
@@ -569,8 +573,8 @@ fn match_units(
         .iter()
         .map(|m| m.other.min(budget.max(1)))
         .collect();
-    let fa_feat = features(&g.members, a, g.fa, &per_member);
-    let fb_feat = features(&g.members, b, g.fb, &per_member);
+    let fa_feat = features(&g.members, read_a, g.fa, &per_member)?;
+    let fb_feat = features(&g.members, read_b, g.fb, &per_member)?;
     let k: usize = per_member.iter().sum();
     let mut score = vec![0f32; g.fb * g.fa];
     score.par_chunks_mut(g.fa).enumerate().for_each(|(v, row)| {
@@ -764,6 +768,14 @@ impl WeightSource for Gathered<'_> {
                     done += take;
                     e += take;
                 }
+            }
+        }
+        // A gathered read touches the parent out of order, so the measure stage cannot hand
+        // back its pages chunk by chunk; the read that ends the tensor hands back all of
+        // them (a memory hint: a chunk still being read faults its pages back in).
+        if start + out.len() == self.table.tensors()[index].numel {
+            if let Some(raw) = self.base.raw(index) {
+                raw.file.release(raw.bytes);
             }
         }
         Ok(())
