@@ -1,8 +1,13 @@
 //! The pipeline: a validated recipe through every stage to its report.
 //!
 //! ```text
-//! open ─▶ plan ─▶ (grids ─▶ align ─▶ plan again along the alignment) ─▶ measure ⇄ calibrate ─▶ judge ─▶ report
+//! open ─▶ (align units) ─▶ plan ─▶ (grids ─▶ align ─▶ plan again along the alignment) ─▶ measure ⇄ calibrate ─▶ judge ─▶ report
 //! ```
+//!
+//! With `permutation = "auto"`, unit alignment ([`units`]) comes first: it recovers B's MLP
+//! hidden-unit order (and, for a width-pruned B, the subset of A's units it kept), and every
+//! later stage sees both models through its permuted and cut views; the aligned classes'
+//! nulls come from the same alignment across layers and replace the calibrated ones.
 //!
 //! Measure and calibrate interleave batch by batch: the measure stage keeps each layered
 //! pair's calibration subsample while the data is in cache, and the cross-layer null of a
