@@ -527,7 +527,7 @@ fn units(o: &mut String, u: &UnitsReport) {
                 l.matched,
                 l.moved,
                 num(Some(l.similarity)),
-                num(Some(l.similarity_z)),
+                format!("{:.1}", l.similarity_z),
                 num(l.pearson_before),
                 num(l.pearson_after),
             );
