@@ -520,14 +520,14 @@ fn units(o: &mut String, u: &UnitsReport) {
         for l in &s.layers {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
                 l.layer,
                 l.units_a,
                 l.units_b,
                 l.matched,
                 l.moved,
                 num(Some(l.similarity)),
-                format!("{:.1}", l.similarity_z),
+                l.similarity_z,
                 num(l.pearson_before),
                 num(l.pearson_after),
             );
