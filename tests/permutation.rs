@@ -274,3 +274,32 @@ fn a_width_pruned_copy_reads_derived_with_the_kept_units_matched() {
     assert!(finding.contains("1024 of A's 1536"), "{finding}");
     assert_eq!(evidence(&c).len(), 3 * LAYERS);
 }
+
+#[test]
+fn degenerate_units_are_aligned_without_error_or_a_finding() {
+    // B's MLP: every unit a copy of unit 0 (rows, bias) and an all-zero output projection:
+    // one distinct unit per layer, nothing to recover.
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = SafetensorsBuilder::new();
+    for (name, shape, v) in &minilm() {
+        let v: Vec<f32> = if name.ends_with("intermediate.dense.weight") {
+            v[..HIDDEN].repeat(UNITS)
+        } else if name.ends_with("intermediate.dense.bias") {
+            vec![v[0]; UNITS]
+        } else if name.starts_with("encoder.layer.") && name.ends_with(".output.dense.weight") {
+            vec![0.0; v.len()]
+        } else {
+            v.clone()
+        };
+        st = st.tensor_f32(name, shape, &v);
+    }
+    let b = dir.path().join("degenerate.safetensors");
+    st.write(&b).unwrap();
+    let c = compare_mlp(&fixture(MINILM), &b, true);
+    assert_ne!(overall(&c), "derived", "{}", c["verdicts"]);
+    for l in layers(&c) {
+        assert_eq!(l["matched"], UNITS, "{l}");
+        assert_eq!(l["recovered"], false, "{l}");
+    }
+    assert!(c["units"].get("finding").is_none(), "{}", c["units"]);
+}

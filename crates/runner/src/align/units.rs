@@ -25,7 +25,10 @@
 //! maximises its sum. The problem is rectangular where B has fewer units than A (a
 //! width-pruned FFN, Minitron-style): every unit of B is matched to a distinct unit of A,
 //! and A's tensors are cut to the matched units (in A's order), B's presented in that order.
-//! B wider than A is not aligned (listed with the reason).
+//! B wider than A is not aligned (listed with the reason). Units whose feature vector
+//! repeats another's bit for bit (dead or duplicated units, a constant tensor) are left out
+//! of the assignment — any order of them is optimal, and many equal rows are the solver's
+//! cubic worst case — and take the leftover units in index order.
 //!
 //! # The null under the same search
 //!
@@ -576,30 +579,55 @@ fn match_units(
     let fa_feat = features(&g.members, read_a, g.fa, &per_member)?;
     let fb_feat = features(&g.members, read_b, g.fb, &per_member)?;
     let k: usize = per_member.iter().sum();
-    let mut score = vec![0f32; g.fb * g.fa];
-    score.par_chunks_mut(g.fa).enumerate().for_each(|(v, row)| {
-        let bv = &fb_feat[v * k..(v + 1) * k];
-        for (u, s) in row.iter_mut().enumerate() {
-            *s = dot(bv, &fa_feat[u * k..(u + 1) * k]) as f32;
+    // Units whose feature vector repeats an earlier one's (dead units, duplicated units, a
+    // constant tensor) are left out of the assignment: any order of them is optimal, and
+    // many equal rows are the solver's cubic worst case (`weightkin_core::lap`). They take
+    // the units left over, in index order, afterwards.
+    let (live_a, live_b) = (distinct(&fa_feat, k, g.fa), distinct(&fb_feat, k, g.fb));
+    let mut score = vec![0f32; live_b.len() * live_a.len()];
+    if !live_a.is_empty() {
+        score
+            .par_chunks_mut(live_a.len())
+            .zip(&live_b)
+            .for_each(|(out, &v)| {
+                let bv = &fb_feat[v * k..(v + 1) * k];
+                for (s, &u) in out.iter_mut().zip(&live_a) {
+                    *s = dot(bv, &fa_feat[u * k..(u + 1) * k]) as f32;
+                }
+            });
+    }
+    let assignment =
+        lap::assign_max(&score, live_b.len(), live_a.len()).map_err(|source| Error::Align {
+            compare: cmp.name.clone(),
+            tensor: g
+                .members
+                .first()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            source,
+        })?;
+    let mut taken_a = vec![false; g.fa];
+    let mut taken_b = vec![false; g.fb];
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(g.fb);
+    for (r, c) in assignment.pairs() {
+        let (v, u) = (live_b[r], live_a[c]);
+        taken_a[u] = true;
+        taken_b[v] = true;
+        pairs.push((u, v));
+    }
+    let mut free_a = (0..g.fa).filter(|&u| !taken_a[u]);
+    for v in (0..g.fb).filter(|&v| !taken_b[v]) {
+        if let Some(u) = free_a.next() {
+            pairs.push((u, v));
         }
-    });
-    let assignment = lap::assign_max(&score, g.fb, g.fa).map_err(|source| Error::Align {
-        compare: cmp.name.clone(),
-        tensor: g
-            .members
-            .first()
-            .map(|m| m.name.clone())
-            .unwrap_or_default(),
-        source,
-    })?;
-    let mut pairs: Vec<(usize, usize)> = assignment.pairs().map(|(v, u)| (u, v)).collect();
+    }
     pairs.sort_unstable();
     let similarity = if pairs.is_empty() {
         0.0
     } else {
         pairs
             .iter()
-            .map(|&(u, v)| f64::from(score[v * g.fa + u]))
+            .map(|&(u, v)| dot(&fb_feat[v * k..(v + 1) * k], &fa_feat[u * k..(u + 1) * k]))
             .sum::<f64>()
             / pairs.len() as f64
     };
@@ -608,6 +636,32 @@ fn match_units(
         b_order: pairs.iter().map(|p| p.1).collect(),
         similarity,
     })
+}
+
+/// The units (rows of `feat`, `k` values each) whose feature vector is not bit-for-bit
+/// an earlier unit's, ascending.
+fn distinct(feat: &[f32], k: usize, f: usize) -> Vec<usize> {
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(f);
+    for u in 0..f {
+        let r = &feat[u * k..(u + 1) * k];
+        // FNV-1a over the bits: a bucket key only, equality is checked in full.
+        let h = r.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+            (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+        });
+        let bucket = seen.entry(h).or_default();
+        if bucket.iter().any(|&w| {
+            feat[w * k..(w + 1) * k]
+                .iter()
+                .zip(r)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        }) {
+            continue;
+        }
+        bucket.push(u);
+        out.push(u);
+    }
+    out
 }
 
 /// Pearson of two equally long slices (None if either is constant).
@@ -858,6 +912,15 @@ mod tests {
         assert_eq!(whole(g.find("same").unwrap()), vec![1.0, 2.0]);
         let mut past = vec![0f32; 2];
         assert!(g.read_f32(ic, 8, &mut past).is_err());
+    }
+
+    #[test]
+    fn distinct_keeps_the_first_of_equal_units() {
+        // Four units of two values each: 1 repeats 0, 3 repeats 2 (−0.0 differs from 0.0 in
+        // its bits, so it counts as distinct: any tie rule works as long as it is fixed).
+        let feat = [1.0, 2.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, -0.0, 0.0];
+        assert_eq!(distinct(&feat, 2, 5), vec![0, 2, 4]);
+        assert_eq!(distinct(&[], 0, 0), Vec::<usize>::new());
     }
 
     #[test]
