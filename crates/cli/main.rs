@@ -107,10 +107,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             selection: Selection { include, exclude },
             format,
             fail_on,
+            align_units,
             run_args,
         } => {
             let opts = run_args.options(&bar, offline)?;
-            let source = weightkin_runner::adhoc_recipe(&a, &b, &metrics, &include, &exclude);
+            let source = weightkin_runner::recipe::adhoc_recipe_with(
+                &a,
+                &b,
+                &metrics,
+                &include,
+                &exclude,
+                align_units,
+            );
             // Paths on the command line are relative to the current directory.
             let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
             let report = weightkin_runner::run(&recipe, &registry, &opts)?;

@@ -89,6 +89,18 @@ pub enum Error {
         #[source]
         source: Box<weightkin_core::Error>,
     },
+    /// The assignment that aligns hidden units failed (a non-finite similarity: the
+    /// tensors hold NaN or infinite values).
+    #[error("comparison `{compare}`: cannot align the hidden units of `{tensor}`")]
+    Align {
+        /// The comparison.
+        compare: String,
+        /// A tensor of the layer.
+        tensor: String,
+        /// Why.
+        #[source]
+        source: weightkin_core::lap::LapError,
+    },
     /// A report file could not be written.
     #[error(transparent)]
     WriteReport(#[from] WriteError),

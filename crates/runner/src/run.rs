@@ -1,8 +1,13 @@
 //! The pipeline: a validated recipe through every stage to its report.
 //!
 //! ```text
-//! open ─▶ plan ─▶ (grids ─▶ align ─▶ plan again along the alignment) ─▶ measure ⇄ calibrate ─▶ judge ─▶ report
+//! open ─▶ (align units) ─▶ plan ─▶ (grids ─▶ align ─▶ plan again along the alignment) ─▶ measure ⇄ calibrate ─▶ judge ─▶ report
 //! ```
+//!
+//! With `permutation = "auto"`, unit alignment ([`units`]) comes first: it recovers B's MLP
+//! hidden-unit order (and, for a width-pruned B, the subset of A's units it kept), and every
+//! later stage sees both models through its permuted and cut views; the aligned classes'
+//! nulls come from the same alignment across layers and replace the calibrated ones.
 //!
 //! Measure and calibrate interleave batch by batch: the measure stage keeps each layered
 //! pair's calibration subsample while the data is in cache, and the cross-layer null of a
@@ -18,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use weightkin_core::{FileHashers, Registry, Samples};
 
-use crate::align::{self, LayerRemap};
+use crate::align::{self, units, LayerRemap};
 use crate::calibrate::{self, Class};
 use crate::correspond::{self, Views};
 use crate::judge;
@@ -26,7 +31,7 @@ use crate::measure::grid::{self, LayeredModel};
 use crate::measure::pairs::{self, Job, Measured};
 use crate::open::{FileHashes, Models};
 use crate::plan::{self, Model, Pairing};
-use crate::recipe::{Align, CompareSpec, PairingMode, Recipe};
+use crate::recipe::{Align, CompareSpec, PairingMode, Permutation, Recipe};
 use crate::report::{
     class_summaries, AuditInfo, Comparison, CorrespondenceReport, PairedBy, Report, Summary,
     TensorRow, Tool, Unpaired, SCHEMA_VERSION,
@@ -194,7 +199,28 @@ fn compare(
     hashers: &FileHashers,
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
-    let (a, b) = (prepared.a(), prepared.b());
+    // Unit alignment first: everything after it sees B in A's unit order.
+    let units = match cmp.permutation {
+        Permutation::Auto => Some(units::align(cmp, prepared.a(), prepared.b())?),
+        Permutation::Off => None,
+    };
+    let gathered = units
+        .as_ref()
+        .map(|u| u.present(&prepared.a, &prepared.b))
+        .transpose()?;
+    let (a, b) = match &gathered {
+        Some((ga, gb)) => (
+            Model {
+                source: ga,
+                names: &prepared.a_names,
+            },
+            Model {
+                source: gb,
+                names: &prepared.b_names,
+            },
+        ),
+        None => (prepared.a(), prepared.b()),
+    };
     let aligned = grids_and_alignment(cmp, a, b, opts)?;
     let mut pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
     crate::open::prefetch(cmp, a, b, &pairing.pairs, opts)?;
@@ -234,6 +260,16 @@ fn compare(
     opts.progress.finish();
 
     let mut nulls = calibrate::nulls(cmp, a, cross_layer, references, opts)?;
+    // An aligned class is judged against the same alignment across layers, whatever null it
+    // had: the others were measured without the search.
+    for (class, samples) in units.iter().flat_map(|u| &u.nulls) {
+        let null = calibrate::Null {
+            kind: crate::report::NullKind::AlignedCrossLayer,
+            samples: samples.clone(),
+            trimmed: BTreeMap::new(),
+        };
+        nulls.insert(class.clone(), null);
+    }
     calibrate::shift_nulls(cmp, a, b, &pairing.pairs, &mut nulls)?;
     let judged: Vec<judge::Measured<'_>> = pairing
         .pairs
@@ -249,7 +285,11 @@ fn compare(
         a: a.source,
         b: b.source,
     };
-    let (evidence, verdicts) = judge::judge(cmp, &judged, sources, &nulls, &pairing.unpaired);
+    let (evidence, mut verdicts) = judge::judge(cmp, &judged, sources, &nulls, &pairing.unpaired);
+    if let Some(finding) = units.as_ref().and_then(|u| u.report.finding.as_ref()) {
+        verdicts.sentence.push(' ');
+        verdicts.sentence.push_str(finding);
+    }
     let mut rows: Vec<TensorRow> = measured.into_iter().map(|m| m.row).collect();
     for (row, e) in rows.iter_mut().zip(evidence) {
         row.evidence = Some(e);
@@ -280,6 +320,7 @@ fn compare(
         skipped_grids: aligned.skipped_grids,
         alignments: aligned.alignments,
         correspondence: prepared.correspondence.clone(),
+        units: units.map(|u| u.report),
         verdicts,
     })
 }

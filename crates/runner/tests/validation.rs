@@ -258,6 +258,47 @@ fn a_copy_with_permuted_hidden_units() {
     }
 }
 
+/// Unit alignment (`permutation = "auto"`, issue 15) on the MLP tensors alone: a fine-tuned
+/// copy whose units were then permuted is `derived` with every layer's permutation
+/// recovered; unrelated pairs with B permuted the same way stay `independent` (the null is
+/// aligned the same way, so the search gains them nothing).
+#[test]
+fn unit_alignment_finds_a_permuted_copy_and_not_an_unrelated_one() {
+    let mlp = "include = [\"**.mlp.**\"]\npermutation = \"auto\"";
+    let base = Model::init(&small(), 1);
+    let copy = base.fine_tune(2, 0.5).permute_mlp_units(9);
+    let c = audit(&base, &copy, mlp);
+    assert_eq!(
+        c.verdicts.overall,
+        Verdict::Derived,
+        "{}",
+        c.verdicts.sentence
+    );
+    let units = c.units.as_ref().unwrap();
+    assert_eq!(units.stacks.len(), 1);
+    for l in &units.stacks[0].layers {
+        assert!(l.recovered && l.moved > 150, "{l:?}");
+        assert!(l.pearson_after.unwrap() > 0.85, "{l:?}");
+    }
+    assert!(c
+        .verdicts
+        .sentence
+        .contains("permuted relative to A's in 4 of 4 layers"));
+    assert!(pearson(&c, "model.layers.1.mlp.up_proj.weight") > 0.85);
+    let unaligned = audit(&base, &copy, "include = [\"**.mlp.**\"]");
+    assert_eq!(unaligned.verdicts.overall, Verdict::Independent);
+
+    let mut derived = 0;
+    for seed in 0..12u64 {
+        let b = Model::init(&small(), 201 + 2 * seed).permute_mlp_units(300 + seed);
+        let c = audit(&Model::init(&small(), 200 + 2 * seed), &b, mlp);
+        derived += usize::from(c.verdicts.overall == Verdict::Derived);
+        let units = c.units.as_ref().unwrap();
+        assert!(units.finding.is_none(), "{:?}", units.finding);
+    }
+    assert_eq!(derived, 0);
+}
+
 #[test]
 fn no_false_positives_on_independent_pairs() {
     let mut derived = 0;

@@ -5,7 +5,10 @@
 //! of A's layers and B repeating layers in place), and the unconstrained best match per B
 //! layer beside it, so a non-monotone reuse (SOLAR-style "layers 0–23 then 8–31") is visible
 //! too. With `align = "auto"` a meaningful alignment re-pairs layered tensors along it
-//! ([`LayerRemap`]).
+//! ([`LayerRemap`]). Within layers: [`units`] aligns MLP hidden units (permuted or
+//! width-pruned copies), with its own null under the same search.
+
+pub mod units;
 
 use std::collections::BTreeMap;
 

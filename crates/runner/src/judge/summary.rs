@@ -7,7 +7,7 @@ use super::{
     Cited, ComponentVerdict, Components, Evidence, Excluded, Exclusion, Measured, Method, Role,
     Verdict, Verdicts, ALPHA, MIN_EFFECT, MIN_SUPPORT_FRACTION,
 };
-use crate::recipe::CompareSpec;
+use crate::recipe::{CompareSpec, Permutation};
 use crate::report::{round, NullKind, Reason, Unpaired};
 use crate::stats;
 
@@ -92,7 +92,7 @@ pub(super) fn summarise(
     Verdicts {
         overall,
         sentence,
-        method: method(),
+        method: method(spec.permutation),
         caveats: caveats(spec, measured, rows, &components),
         components,
     }
@@ -356,7 +356,20 @@ fn without_counterpart(
 }
 
 /// The decision rule, as the report states it.
-fn method() -> Method {
+fn method(permutation: Permutation) -> Method {
+    const NULLS: &str = "reference models declared independent of A (same class) > cross-layer \
+                (A's layer i vs B's layer j ≠ i, same class; s.d. floored at 1/√n) > \
+                shift (A's matrix or vector vs B's shifted circularly along one axis, for a \
+                tensor with neither; a vector's p-value must also hold without its most \
+                influential element) > analytic (mean 0, s.d. 1/√n)";
+    const ALIGNED_NULLS: &str = "for MLP tensors whose hidden units were aligned: aligned \
+                cross-layer (A's layer i vs B's layer j ≠ i after the same assignment of \
+                hidden units, the null under the same search); otherwise reference models \
+                declared independent of A (same class) > cross-layer (A's layer i vs B's \
+                layer j ≠ i, same class; s.d. floored at 1/√n) > shift (A's matrix or vector \
+                vs B's shifted circularly along one axis, for a tensor with neither; a \
+                vector's p-value must also hold without its most influential element) > \
+                analytic (mean 0, s.d. 1/√n)";
     Method {
         statistic: "Pearson correlation per tensor (centred, so norm weights near 1.0 do \
                     not inflate it)",
@@ -366,11 +379,10 @@ fn method() -> Method {
         min_support_fraction: MIN_SUPPORT_FRACTION,
         combination: "Stouffer's z per component, a summary only (assumes independent \
                       tensors, which layers of one model are not)",
-        nulls: "reference models declared independent of A (same class) > cross-layer \
-                (A's layer i vs B's layer j ≠ i, same class; s.d. floored at 1/√n) > \
-                shift (A's matrix or vector vs B's shifted circularly along one axis, for a \
-                tensor with neither; a vector's p-value must also hold without its most \
-                influential element) > analytic (mean 0, s.d. 1/√n)",
+        nulls: match permutation {
+            Permutation::Off => NULLS,
+            Permutation::Auto => ALIGNED_NULLS,
+        },
     }
 }
 
@@ -437,13 +449,23 @@ fn caveats(
                 .to_owned(),
         );
     }
-    out.push(
-        "Element-wise statistics (Pearson, cosine) do not detect a copy whose hidden units were \
-         permuted: such a copy reads as independent. CKA with the matching orientation is \
-         invariant to permuting the feature axis; permutation-robust matching is not part of \
-         the verdict yet."
-            .to_owned(),
-    );
+    out.push(match spec.permutation {
+        Permutation::Off => {
+            "Element-wise statistics (Pearson, cosine) do not detect a copy whose hidden \
+             units were permuted: such a copy reads as independent. `permutation = \"auto\"` \
+             (`compare --align-units`) aligns MLP hidden units before measuring; CKA with the \
+             matching orientation is invariant to permuting the feature axis."
+                .to_owned()
+        }
+        Permutation::Auto => {
+            "MLP hidden units were aligned by assignment before measuring and judged \
+             against the same alignment of A's layer i with B's layer j ≠ i, so a copy whose \
+             MLP units were permuted or width-pruned is compared unit by unit. The residual \
+             stream, attention heads and rotations are not aligned: a copy that permutes or \
+             rotates those still reads as independent on the tensors that live on them."
+                .to_owned()
+        }
+    });
     out.push(format!(
         "`derived` means shared ancestry: `{}` may derive from `{}`, the reverse, or both from a \
          common ancestor (including a shared initialisation seed). The weights cannot tell \

@@ -10,6 +10,19 @@ pub fn adhoc_recipe(
     include: &[String],
     exclude: &[String],
 ) -> String {
+    adhoc_recipe_with(a, b, metrics, include, exclude, false)
+}
+
+/// [`adhoc_recipe`], with `permutation = "auto"` when `align_units` (`compare
+/// --align-units`).
+pub fn adhoc_recipe_with(
+    a: &str,
+    b: &str,
+    metrics: &[String],
+    include: &[String],
+    exclude: &[String],
+    align_units: bool,
+) -> String {
     let mut root = toml::Table::new();
     let mut audit = toml::Table::new();
     audit.insert("name".into(), format!("compare {a} {b}").into());
@@ -33,6 +46,9 @@ pub fn adhoc_recipe(
     }
     if !exclude.is_empty() {
         cmp.insert("exclude".into(), list(exclude));
+    }
+    if align_units {
+        cmp.insert("permutation".into(), "auto".into());
     }
     root.insert(
         "compare".into(),

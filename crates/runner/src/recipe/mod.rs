@@ -22,7 +22,7 @@ mod diagnostic;
 mod raw;
 mod validate;
 
-pub use adhoc::adhoc_recipe;
+pub use adhoc::{adhoc_recipe, adhoc_recipe_with};
 use diagnostic::Diagnostics;
 pub use diagnostic::{suggest, Diagnostic, RecipeError};
 
@@ -130,6 +130,8 @@ pub struct CompareSpec {
     pub align: Align,
     /// How tensors are paired.
     pub pairing: PairingMode,
+    /// Whether B's MLP hidden units are aligned to A's before measuring.
+    pub permutation: Permutation,
     /// Models declared independent of A, whose values form the null (`references`).
     pub references: Vec<String>,
     /// Globs of tensors that are evidence whatever the automatic checks say.
@@ -193,6 +195,16 @@ pub enum PairingMode {
     Names,
     /// Names, then normalised names, structure and content ([`crate::correspond`]); the
     /// default when neither model has rename rules.
+    Auto,
+}
+
+/// Whether a compare aligns hidden units (`permutation = "off" | "auto"`; default `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permutation {
+    /// Units compared in stored order.
+    Off,
+    /// B's MLP hidden units matched to A's by assignment, judged against the same alignment
+    /// across layers ([`crate::align::units`]).
     Auto,
 }
 
@@ -291,5 +303,31 @@ mod tests {
         let g = compile_glob("**.weight").unwrap();
         assert!(g.is_match(glob_path("a.b.c.weight")));
         assert!(!g.is_match(glob_path("a.b.bias")));
+    }
+
+    #[test]
+    fn permutation_is_off_by_default_and_checked() {
+        let reg = crate::registry::builtin().unwrap();
+        let recipe = |extra: &str| {
+            format!(
+                "[audit]\nname = \"t\"\n[models.a]\npath = \"a.safetensors\"\n\
+                 [models.b]\npath = \"b.safetensors\"\n\
+                 [[compare]]\na = \"a\"\nb = \"b\"\n{extra}\n"
+            )
+        };
+        let p = Path::new("r.toml");
+        let r = parse(p, &recipe(""), &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Off);
+        let r = parse(p, &recipe("permutation = \"auto\""), &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Auto);
+        let err = parse(p, &recipe("permutation = \"atuo\""), &reg).unwrap_err();
+        assert_eq!(err.diagnostics.len(), 1);
+        let msg = &err.diagnostics[0].message;
+        assert!(msg.contains("unknown `permutation` `atuo`"), "{msg}");
+        assert!(msg.contains("did you mean"), "{msg}");
+        // The ad-hoc recipe of `compare --align-units` asks for it.
+        let text = adhoc_recipe_with("a.safetensors", "b.safetensors", &[], &[], &[], true);
+        let r = parse(p, &text, &reg).unwrap();
+        assert_eq!(r.compares[0].permutation, Permutation::Auto);
     }
 }

@@ -74,6 +74,8 @@ pub(super) struct RawCompare {
     #[serde(default)]
     pub(super) pairing: Option<Spanned<String>>,
     #[serde(default)]
+    pub(super) permutation: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) references: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) evidence: Vec<Spanned<String>>,

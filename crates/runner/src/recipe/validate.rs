@@ -15,7 +15,7 @@ use super::diagnostic::{suggest, Diagnostics};
 use super::raw::{RawCompare, RawGrid, RawModel, RawRecipe, RawReport};
 use super::{
     compile_glob, Align, BuiltMetric, CompareSpec, ComponentSpec, Found, GridSpec, ModelSpec,
-    PairingMode, Recipe, RenameRule, DEFAULT_FORMATS, DEFAULT_METRICS,
+    PairingMode, Permutation, Recipe, RenameRule, DEFAULT_FORMATS, DEFAULT_METRICS,
 };
 use crate::report::ReportFormat;
 
@@ -303,6 +303,7 @@ fn compare_spec(
         .and_then(|g| grid_spec(g, &builder, &mut seen, diags));
     let align = align(cmp.align, grid_given, &which, diags);
     let pairing = pairing(cmp.pairing, &cmp.a, &cmp.b, models, &which, diags);
+    let permutation = permutation(cmp.permutation, &which, diags);
     check_references(&cmp.references, &cmp.a, &cmp.b, models, &which, diags);
     let evidence_m = globs(&cmp.evidence, &which, "evidence", diags);
     let not_evidence_m = globs(&cmp.not_evidence, &which, "not-evidence", diags);
@@ -353,12 +354,39 @@ fn compare_spec(
         grid,
         align,
         pairing,
+        permutation,
         references: unwrap_all(cmp.references),
         evidence: unwrap_all(cmp.evidence),
         evidence_m,
         not_evidence: unwrap_all(cmp.not_evidence),
         not_evidence_m,
         components,
+    }
+}
+
+/// `permutation = "off" | "auto"`, default `off`: aligning units costs an assignment per
+/// layer and its null (three per layer), and changes the null of the aligned classes.
+fn permutation(
+    given: Option<Spanned<String>>,
+    which: &str,
+    diags: &mut Diagnostics<'_>,
+) -> Permutation {
+    let Some(given) = given else {
+        return Permutation::Off;
+    };
+    match given.get_ref().as_str() {
+        "off" => Permutation::Off,
+        "auto" => Permutation::Auto,
+        other => {
+            diags.push(
+                given.span(),
+                format!(
+                    "{which}: unknown `permutation` `{other}`: expected \"off\" or \"auto\"{}",
+                    suggest(other, ["off", "auto"].into_iter())
+                ),
+            );
+            Permutation::Off
+        }
     }
 }
 

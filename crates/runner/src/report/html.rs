@@ -286,12 +286,58 @@ fn model_rows(o: &mut String, m: &ModelReport) {
     }
 }
 
+/// The MLP unit alignment: the finding, then a row per layer.
+fn units(o: &mut String, u: &crate::report::UnitsReport) {
+    let _ = writeln!(o, "<h3>MLP unit alignment</h3>");
+    if let Some(f) = &u.finding {
+        let _ = writeln!(o, "<p><b>Finding:</b> {}</p>", esc(f));
+    }
+    for s in &u.stacks {
+        let _ = writeln!(
+            o,
+            "<p><code>{}</code>: matched cosine of the cross-layer alignments (null under the \
+             same search): mean {:.4}, s.d. {:.4}, {} alignments.</p>",
+            esc(&s.stack),
+            s.null_similarity_mean,
+            s.null_similarity_sd,
+            s.null_alignments
+        );
+        let _ = writeln!(
+            o,
+            "<table><tr><th>layer</th><th>units A</th><th>units B</th><th>matched</th>\
+             <th>moved</th><th>matched cosine</th><th>z</th><th>recovered</th></tr>"
+        );
+        for l in &s.layers {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td>\
+                 <td>{:.1}</td><td>{}</td></tr>",
+                l.layer,
+                l.units_a,
+                l.units_b,
+                l.matched,
+                l.moved,
+                l.similarity,
+                l.similarity_z,
+                if l.recovered { "yes" } else { "no" }
+            );
+        }
+        let _ = writeln!(o, "</table>");
+    }
+    for why in &u.skipped {
+        let _ = writeln!(o, "<p>Not aligned: {}</p>", esc(why));
+    }
+}
+
 /// One comparison's section, its parts in page order.
 fn comparison(o: &mut String, c: &Comparison) {
     comparison_intro(o, c);
     evidence(o, c);
     not_evidence(o, c);
     class_table(o, c);
+    if let Some(u) = &c.units {
+        units(o, u);
+    }
     for a in &c.alignments {
         alignment(o, a);
     }

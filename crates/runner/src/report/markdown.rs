@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::report::{
     z_text, Alignment, Comparison, CorrespondenceReport, Grid, Method, PairMethod, Report, Role,
-    Stats, TensorRow,
+    Stats, TensorRow, UnitsReport,
 };
 
 /// Formats a metric value with fixed precision.
@@ -245,6 +245,9 @@ fn comparison(o: &mut String, c: &Comparison) {
     evidence(o, c);
     class_table(o, c);
     per_layer(o, c);
+    if let Some(u) = &c.units {
+        units(o, u);
+    }
     for a in &c.alignments {
         alignment(o, a);
     }
@@ -520,6 +523,67 @@ fn alignment(o: &mut String, a: &Alignment) {
             b.a,
             num(b.score)
         );
+    }
+}
+
+/// The MLP unit alignment: a line per stack saying what was found, a row per layer.
+fn units(o: &mut String, u: &UnitsReport) {
+    let _ = writeln!(o, "\n### MLP unit alignment (`permutation = \"auto\"`)\n");
+    if let Some(f) = &u.finding {
+        let _ = writeln!(o, "**Finding:** {f}\n");
+    }
+    for s in &u.stacks {
+        let recovered = s.layers.iter().filter(|l| l.recovered).count();
+        let moved = s
+            .layers
+            .iter()
+            .filter(|l| l.recovered && l.moved > 0)
+            .count();
+        let (ua, ub) = s.layers.first().map_or((0, 0), |l| (l.units_a, l.units_b));
+        let what = if recovered == 0 {
+            "no alignment stands out from the cross-layer alignments (units compared as matched, \
+             judged against the same search)"
+        } else if ub < ua {
+            "subset (width-pruned)"
+        } else if moved > 0 {
+            "permutation"
+        } else {
+            "identity (B's units in A's order)"
+        };
+        let _ = writeln!(
+            o,
+            "`{}` — MLP units: {what}; {ub} of {ua} matched per layer, recovered in {recovered} \
+             of {} layers. Matched cosine across layers (null under the same search, {} \
+             alignments): mean {}, s.d. {}.\n",
+            s.stack,
+            s.layers.len(),
+            s.null_alignments,
+            num(Some(s.null_similarity_mean)),
+            num(Some(s.null_similarity_sd)),
+        );
+        let _ = writeln!(
+            o,
+            "| layer | units A | units B | matched | moved | matched cosine | z | Pearson before | Pearson after |"
+        );
+        let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for l in &s.layers {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                l.layer,
+                l.units_a,
+                l.units_b,
+                l.matched,
+                l.moved,
+                num(Some(l.similarity)),
+                l.similarity_z,
+                num(l.pearson_before),
+                num(l.pearson_after),
+            );
+        }
+    }
+    for why in &u.skipped {
+        let _ = writeln!(o, "- not aligned: {}", cell(why));
     }
 }
 

@@ -262,6 +262,63 @@ pub struct Comparison {
     /// pair was paired by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correspondence: Option<CorrespondenceReport>,
+    /// The MLP hidden-unit alignment (`permutation = "auto"`); absent when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitsReport>,
+}
+
+/// What unit alignment ([`crate::align::units`]) found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UnitsReport {
+    /// Per layer stack with an MLP on both sides, sorted by name.
+    pub stacks: Vec<UnitStack>,
+    /// What was not aligned, and why.
+    pub skipped: Vec<String>,
+    /// The finding a recovered permutation or cut is: a sentence, or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+}
+
+/// One stack's MLP unit alignment.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitStack {
+    /// The stack (`encoder.layer`).
+    pub stack: String,
+    /// Mean matched cosine of the cross-layer alignments (A's layer i with B's layer j ≠ i).
+    pub null_similarity_mean: f64,
+    /// Their s.d. (floored at 0.001).
+    pub null_similarity_sd: f64,
+    /// How many cross-layer alignments the null has.
+    pub null_alignments: usize,
+    /// Per layer, in layer order.
+    pub layers: Vec<UnitLayer>,
+}
+
+/// One layer's MLP unit alignment.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitLayer {
+    /// Layer index.
+    pub layer: u32,
+    /// A's hidden units.
+    pub units_a: usize,
+    /// B's hidden units.
+    pub units_b: usize,
+    /// Units matched (B's, all of them).
+    pub matched: usize,
+    /// Matched units not at A's index (0: B's units are in A's order).
+    pub moved: usize,
+    /// Mean cosine of the matched units' weights.
+    pub similarity: f64,
+    /// Its z against the cross-layer alignments.
+    pub similarity_z: f64,
+    /// Whether the alignment stands out from the cross-layer alignments (z ≥ 5).
+    pub recovered: bool,
+    /// Mean Pearson of the layer's MLP tensors before alignment (none if the widths differ).
+    pub pearson_before: Option<f64>,
+    /// Mean Pearson after alignment.
+    pub pearson_after: Option<f64>,
+    /// The tensors aligned (A's names).
+    pub tensors: Vec<String>,
 }
 
 /// One metric for every (layer of A, layer of B) of one tensor class.

@@ -125,6 +125,9 @@ pub enum NullKind {
     CrossLayer,
     /// Reference models declared independent of A, same class.
     Reference,
+    /// A's layer i against B's layer j ≠ i, after aligning their hidden units by the same
+    /// assignment that aligned the pair (the null under the same search).
+    AlignedCrossLayer,
     /// A's matrix against B's with one axis shifted: keeps structure both models share along
     /// the other axis (a vocabulary, a label set), destroys shared ancestry.
     Shift,

@@ -1,0 +1,976 @@
+//! Unit alignment (issue 15, first slice): recover, per layer, the permutation of B's MLP
+//! hidden units against A's, present B's tensors in A's unit order, and give the aligned
+//! evidence a null computed **under the same search**.
+//!
+//! # What is aligned
+//!
+//! An MLP's hidden units can be listed in any order without changing what the layer
+//! computes: permuting the rows of its input projections (`mlp.up`, `mlp.gate`, and their
+//! biases) and the columns of its output projection (`mlp.down`) by one permutation is a
+//! function-preserving change, and it sends every element-wise statistic to zero. Members
+//! are found by their canonical role ([`crate::correspond::names::normalise_all`]), so
+//! BERT's `intermediate.dense`/`output.dense`, Llama's `gate_proj`/`up_proj`/`down_proj`,
+//! GPT-2's `c_fc`/`c_proj` and llama.cpp's `ffn_*` are all covered; A's and B's tensor of
+//! a member are the ones the plan pairs by name (after automatic pairing).
+//!
+//! # How
+//!
+//! Zhu et al. ("Independence tests for language models", ICML'25, `salzhu/model-tracing`)
+//! match units by the linear assignment of their `up`/`gate` rows. Here every member
+//! contributes: a unit's feature vector is its row of each input projection, its column of
+//! the output projection and its bias values, each tensor standardised by its own mean and
+//! s.d. (so no tensor dominates by scale), at most [`FEATURES_MAX`] evenly spaced
+//! coordinates in all; the similarity of unit `v` of B and unit `u` of A is the cosine of
+//! their feature vectors, and [`weightkin_core::lap::assign_max`] finds the matching that
+//! maximises its sum. The problem is rectangular where B has fewer units than A (a
+//! width-pruned FFN, Minitron-style): every unit of B is matched to a distinct unit of A,
+//! and A's tensors are cut to the matched units (in A's order), B's presented in that order.
+//! B wider than A is not aligned (listed with the reason). Units whose feature vector
+//! repeats another's bit for bit (dead or duplicated units, a constant tensor) are left out
+//! of the assignment — any order of them is optimal, and many equal rows are the solver's
+//! cubic worst case — and take the leftover units in index order.
+//!
+//! # The null under the same search
+//!
+//! An assignment maximises similarity, so an aligned pair of unrelated tensors correlates
+//! more than an unaligned one: the null must be computed under the same search. This
+//! module's null is the **aligned cross-layer null**: A's layer `i` is aligned with B's
+//! layer `j ≠ i` (offsets 1 and ⌊L/2⌋, as the ordinary cross-layer null) by exactly the
+//! same procedure, and every member's Pearson is measured after that alignment. Layers of
+//! one architecture share everything but the ancestry of the particular layer, so this is
+//! what "aligned but unrelated" looks like for this pair of models; it replaces the class's
+//! cross-layer or reference null ([`crate::report::NullKind::AlignedCrossLayer`]). Why not hold the
+//! evidence out of the matching (learn on `up`, measure on `down`)? Within a trained model
+//! a unit's input and output weights are not independent (their norms and signs go
+//! together), so a permutation learned on one carries similarity into the other for
+//! unrelated models too; and a BERT-style MLP has only one tensor on each side. The
+//! cross-layer null makes no such assumption: whatever the search adds, it adds there too.
+//! A stack with fewer than [`crate::calibrate::CROSS_LAYER_MIN`] layers has no such null
+//! and is not aligned (listed).
+//!
+//! The same statistic decides whether an alignment was *found*: the mean cosine of the
+//! matched units against the same mean in the cross-layer alignments; a layer whose matched
+//! similarity stands [`FOUND_Z`] s.d. above them is reported as recovered, and a recovered
+//! permutation that moves units is stated as a finding.
+//!
+//! # Limits of this slice
+//!
+//! The residual-stream basis (embedding columns, every input/output axis, norm parameters),
+//! attention heads and rotations are not aligned yet: a copy that permutes those still reads
+//! as independent on the tensors that live on them. Alignments are solved one at a time,
+//! holding the similarity matrix (`f_b × f_a` f32, at most [`SCORE_CELLS_MAX`] cells: 4096²
+//! fits, a 14 336-wide FFN does not), the two sides' feature vectors, and one member tensor
+//! of each model at a time (at most [`MATERIALISE_MAX`] elements each); a layer past either
+//! cap is listed, not aligned — matching wide layers on sampled units is the next step.
+//! Layers pair by name (layer `i` of A with layer `i` of B), not along a layer alignment.
+//!
+//! # Determinism
+//!
+//! Similarities are dot products summed in a fixed order, the solver breaks ties by index,
+//! and layers run in parallel but are collected in layer order: the same inputs give the
+//! same alignment and the same report for any thread count.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use weightkin_core::{
+    lap, FileInfo, Located, RawTensor, TensorInfo, TensorTable, Transform, WeightSource,
+};
+
+use crate::correspond::names;
+use crate::correspond::views::MATERIALISE_MAX;
+use crate::plan::{layer_and_class, stack_of, Model};
+use crate::recipe::CompareSpec;
+use crate::report::{round, UnitLayer, UnitStack, UnitsReport};
+use crate::Error;
+
+/// Most feature coordinates per unit (summed over the members): 2048. The similarity costs
+/// `f_a · f_b · FEATURES_MAX` multiply-adds per alignment; the coordinates are evenly
+/// spaced over each member's other axis, so a wide model is matched on a sample of its
+/// input dimensions, which keeps a permuted copy's cosine near 1 and unrelated units near 0.
+pub const FEATURES_MAX: usize = 2048;
+
+/// Most cells of one similarity matrix: 2²⁴ (64 MiB of f32, a 4096 × 4096 layer), within
+/// the tool's 300 MB RSS budget with the feature vectors beside it.
+pub const SCORE_CELLS_MAX: usize = 1 << 24;
+
+/// Matched-similarity z above which an alignment counts as recovered.
+pub const FOUND_Z: f64 = 5.0;
+
+/// Floor of the matched-similarity null's s.d.: cosines are reported to 4 digits.
+const SIMILARITY_SD_FLOOR: f64 = 1e-3;
+
+/// Along which axis of a tensor the hidden units lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Axis {
+    /// Rows: an input projection `[f, d]` or a bias `[f]`.
+    Rows,
+    /// Columns: an output projection `[d, f]`.
+    Cols,
+}
+
+/// One tensor on a layer's unit axis, in both models.
+#[derive(Debug, Clone)]
+struct Member {
+    /// Its (A's) name.
+    name: String,
+    /// Its class.
+    class: String,
+    a: usize,
+    b: usize,
+    axis: Axis,
+    /// Elements per unit (the other axis; 1 for a bias).
+    other: usize,
+}
+
+/// One layer's MLP.
+#[derive(Debug, Clone)]
+struct Group {
+    layer: u32,
+    members: Vec<Member>,
+    /// A's units.
+    fa: usize,
+    /// B's units.
+    fb: usize,
+}
+
+/// How B's units of one layer map onto A's.
+#[derive(Debug, Clone)]
+struct Matched {
+    /// A's matched units, ascending.
+    kept_a: Vec<usize>,
+    /// `b_order[k]`: B's unit matched to `kept_a[k]`.
+    b_order: Vec<usize>,
+    /// Mean cosine of the matched units.
+    similarity: f64,
+}
+
+/// What unit alignment found for a comparison: the permuted (and cut) presentations and
+/// the null of each aligned class.
+pub struct Units {
+    /// The report section.
+    pub report: UnitsReport,
+    /// Aligned class → Pearson values of the aligned cross-layer null.
+    pub nulls: BTreeMap<String, Vec<f64>>,
+    gather_a: BTreeMap<usize, Gather>,
+    gather_b: BTreeMap<usize, Gather>,
+}
+
+impl Units {
+    /// A presented with its cut tensors (width-pruned B), B in A's unit order.
+    pub fn present<'a>(
+        &self,
+        a: &'a dyn WeightSource,
+        b: &'a dyn WeightSource,
+    ) -> Result<(Gathered<'a>, Gathered<'a>), Error> {
+        Ok((
+            Gathered::new(a, self.gather_a.clone())?,
+            Gathered::new(b, self.gather_b.clone())?,
+        ))
+    }
+}
+
+/// Finds every layered MLP of `a` with its counterpart in `b`, aligns B's units to A's and
+/// computes the aligned cross-layer null.
+pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Error> {
+    let (stacks, mut skipped) = groups(cmp, a, b);
+    let mut report = UnitsReport::default();
+    let mut nulls: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let (mut gather_a, mut gather_b) = (BTreeMap::new(), BTreeMap::new());
+    for (stack, layers) in stacks {
+        if layers.len() < crate::calibrate::CROSS_LAYER_MIN {
+            skipped.push(format!(
+                "`{stack}`: {} layers with an MLP on both sides; the null under the same \
+                 search needs {} (A's layer i aligned with B's layer j ≠ i)",
+                layers.len(),
+                crate::calibrate::CROSS_LAYER_MIN
+            ));
+            continue;
+        }
+        let too_big = layers.iter().find(|g| {
+            g.fa.saturating_mul(g.fb) > SCORE_CELLS_MAX
+                || g.members.iter().any(|m| {
+                    a.source.tensors()[m.a].numel > MATERIALISE_MAX
+                        || b.source.tensors()[m.b].numel > MATERIALISE_MAX
+                })
+        });
+        if let Some(g) = too_big {
+            skipped.push(format!(
+                "`{stack}`: layer {} has {} × {} hidden units (or a tensor of more than {} \
+                 elements); unit alignment holds at most {} similarities at once (matching \
+                 wide layers on sampled units is not implemented yet)",
+                g.layer, g.fb, g.fa, MATERIALISE_MAX, SCORE_CELLS_MAX
+            ));
+            continue;
+        }
+        let l = layers.len();
+        // The evidence alignment (i, i) and the null's (i, i + s), solved one at a time
+        // (each parallel inside), in this order.
+        let mut offsets = vec![1, l / 2];
+        offsets.dedup();
+        let mut jobs: Vec<(usize, usize)> = (0..l).map(|i| (i, i)).collect();
+        for i in 0..l {
+            for &s in &offsets {
+                jobs.push((i, (i + s) % l));
+            }
+        }
+        let solved = jobs
+            .iter()
+            .map(|&(i, j)| {
+                let (x, y) = (&layers[i], &layers[j]);
+                let usable = x.fa == y.fa
+                    && x.fb == y.fb
+                    && x.members.len() == y.members.len()
+                    && x.members
+                        .iter()
+                        .zip(&y.members)
+                        .all(|(p, q)| p.class == q.class);
+                if i != j && !usable {
+                    return Ok(None);
+                }
+                let (ga, gb) = (&layers[i], &layers[j]);
+                let m = match_units(
+                    cmp,
+                    ga,
+                    |k| read(cmp, a, ga.members[k].a),
+                    |k| read(cmp, b, gb.members[k].b),
+                )?;
+                let mut after = Vec::new();
+                let mut before = Vec::new();
+                for (mem, mem_b) in ga.members.iter().zip(&gb.members) {
+                    let (va, vb) = (read(cmp, a, mem.a)?, read(cmp, b, mem_b.b)?);
+                    after.push(aligned_pearson(mem, &m, &va, &vb));
+                    if i == j && ga.fa == ga.fb {
+                        before.extend(pearson(&va, &vb));
+                    }
+                }
+                Ok(Some((m, after, before)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut null_similarity = Vec::new();
+        for (&(i, _), got) in jobs.iter().zip(&solved).skip(l) {
+            let Some((m, after, _)) = got else { continue };
+            null_similarity.push(m.similarity);
+            for (mem, r) in layers[i].members.iter().zip(after) {
+                if let Some(r) = r {
+                    nulls.entry(mem.class.clone()).or_default().push(*r);
+                }
+            }
+        }
+        let (null_mean, null_sd) = mean_sd(&null_similarity);
+        let null_sd = null_sd.max(SIMILARITY_SD_FLOOR);
+        let mut out_layers = Vec::new();
+        for (i, g) in layers.iter().enumerate() {
+            let Some((m, after, before)) = &solved[i] else {
+                return Err(Error::Internal("a layer's own alignment was not solved"));
+            };
+            let after: Vec<f64> = after.iter().flatten().copied().collect();
+            let moved = m
+                .kept_a
+                .iter()
+                .zip(&m.b_order)
+                .filter(|(u, v)| u != v)
+                .count();
+            let z = (m.similarity - null_mean) / null_sd;
+            out_layers.push(UnitLayer {
+                layer: g.layer,
+                units_a: g.fa,
+                units_b: g.fb,
+                matched: m.b_order.len(),
+                moved,
+                similarity: round(m.similarity),
+                similarity_z: round(z),
+                recovered: z >= FOUND_Z,
+                pearson_before: crate::report::rounded_mean(before),
+                pearson_after: crate::report::rounded_mean(&after),
+                tensors: g.members.iter().map(|m| m.name.clone()).collect(),
+            });
+            for mem in &g.members {
+                let (rows_a, cols_a) = dims(mem, g.fa);
+                let (rows_b, cols_b) = dims(mem, g.fb);
+                if g.fb < g.fa {
+                    gather_a.insert(
+                        mem.a,
+                        Gather {
+                            rows: rows_a,
+                            cols: cols_a,
+                            axis: mem.axis,
+                            index: Arc::new(m.kept_a.clone()),
+                        },
+                    );
+                }
+                gather_b.insert(
+                    mem.b,
+                    Gather {
+                        rows: rows_b,
+                        cols: cols_b,
+                        axis: mem.axis,
+                        index: Arc::new(m.b_order.clone()),
+                    },
+                );
+            }
+        }
+        report.stacks.push(UnitStack {
+            stack,
+            null_similarity_mean: round(null_mean),
+            null_similarity_sd: round(null_sd),
+            null_alignments: null_similarity.len(),
+            layers: out_layers,
+        });
+    }
+    report.skipped = skipped;
+    report.finding = finding(&report);
+    Ok(Units {
+        report,
+        nulls,
+        gather_a,
+        gather_b,
+    })
+}
+
+/// The sentence a recovered permutation or cut earns in the verdict, if any.
+fn finding(report: &UnitsReport) -> Option<String> {
+    let mut parts = Vec::new();
+    for s in &report.stacks {
+        let recovered: Vec<&UnitLayer> = s.layers.iter().filter(|l| l.recovered).collect();
+        if recovered.is_empty() {
+            continue;
+        }
+        let permuted = recovered.iter().filter(|l| l.moved > 0).count();
+        let pruned: Vec<&&UnitLayer> = recovered.iter().filter(|l| l.units_b < l.units_a).collect();
+        if let Some(p) = pruned.first() {
+            parts.push(format!(
+                "B's MLP in `{}` is width-pruned: {} of {} layers keep {} of A's {} hidden \
+                 units, matched by assignment",
+                s.stack,
+                pruned.len(),
+                s.layers.len(),
+                p.units_b,
+                p.units_a
+            ));
+        } else if permuted > 0 {
+            parts.push(format!(
+                "B's MLP hidden units in `{}` are permuted relative to A's in {} of {} layers \
+                 (a function-preserving reordering, recovered by assignment)",
+                s.stack,
+                permuted,
+                s.layers.len()
+            ));
+        }
+    }
+    (!parts.is_empty()).then(|| format!("{}.", parts.join("; ")))
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// Rows and columns of a member's tensor with `f` units.
+fn dims(m: &Member, f: usize) -> (usize, usize) {
+    match m.axis {
+        Axis::Rows => (f, m.other),
+        Axis::Cols => (m.other, f),
+    }
+}
+
+/// The MLP groups by stack, and what could not be aligned.
+fn groups(
+    cmp: &CompareSpec,
+    a: Model<'_>,
+    b: Model<'_>,
+) -> (BTreeMap<String, Vec<Group>>, Vec<String>) {
+    let names: Vec<&String> = a.names.keys().filter(|n| cmp.selects(n)).collect();
+    let read = names::normalise_all(names.iter().map(|n| n.as_str()));
+    let (ta, tb) = (a.source.tensors(), b.source.tensors());
+    let mut by_layer: BTreeMap<(String, u32), Vec<Member>> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (name, n) in names.iter().zip(&read) {
+        let c = &n.canonical;
+        let (in_proj, bias) = if c.ends_with(".mlp.up.weight") || c.ends_with(".mlp.gate.weight") {
+            (true, false)
+        } else if c.ends_with(".mlp.up.bias") || c.ends_with(".mlp.gate.bias") {
+            (true, true)
+        } else if c.ends_with(".mlp.down.weight") {
+            (false, false)
+        } else {
+            continue;
+        };
+        let (Some(layer), class) = layer_and_class(name) else {
+            continue;
+        };
+        let (Some(&ia), Some(&ib)) = (a.names.get(*name), b.names.get(*name)) else {
+            continue;
+        };
+        let (sa, sb) = (&ta[ia].shape, &tb[ib].shape);
+        let fits = match (bias, in_proj) {
+            (true, _) => sa.len() == 1 && sb.len() == 1,
+            (false, true) => sa.len() == 2 && sb.len() == 2 && sa[1] == sb[1],
+            (false, false) => sa.len() == 2 && sb.len() == 2 && sa[0] == sb[0],
+        };
+        if !fits || !ta[ia].dtype.is_float() || !tb[ib].dtype.is_float() {
+            skipped.push(format!(
+                "`{name}`: shapes {sa:?} and {sb:?} do not share the non-unit axis"
+            ));
+            continue;
+        }
+        let (axis, other) = match (bias, in_proj) {
+            (true, _) => (Axis::Rows, 1),
+            (false, true) => (Axis::Rows, sa[1]),
+            (false, false) => (Axis::Cols, sa[0]),
+        };
+        by_layer
+            .entry((stack_of(&class).to_owned(), layer))
+            .or_default()
+            .push(Member {
+                name: (*name).clone(),
+                class,
+                a: ia,
+                b: ib,
+                axis,
+                other,
+            });
+    }
+    let mut stacks: BTreeMap<String, Vec<Group>> = BTreeMap::new();
+    for ((stack, layer), members) in by_layer {
+        let units = |m: &Member, shape: &[usize]| match m.axis {
+            Axis::Rows => shape[0],
+            Axis::Cols => shape[1],
+        };
+        let Some(first) = members.first() else {
+            continue;
+        };
+        let (fa, fb) = (
+            units(first, &ta[first.a].shape),
+            units(first, &tb[first.b].shape),
+        );
+        let agree = members
+            .iter()
+            .all(|m| units(m, &ta[m.a].shape) == fa && units(m, &tb[m.b].shape) == fb);
+        if !agree {
+            skipped.push(format!(
+                "`{stack}` layer {layer}: its MLP tensors disagree on the number of hidden units"
+            ));
+            continue;
+        }
+        if fb > fa {
+            skipped.push(format!(
+                "`{stack}` layer {layer}: B has {fb} hidden units, more than A's {fa} (B's \
+                 units must be a subset of A's)"
+            ));
+            continue;
+        }
+        if fa < 2 || !members.iter().any(|m| m.other > 1) {
+            continue;
+        }
+        stacks.entry(stack).or_default().push(Group {
+            layer,
+            members,
+            fa,
+            fb,
+        });
+    }
+    (stacks, skipped)
+}
+
+/// Reads one tensor of a model as f32.
+fn read(cmp: &CompareSpec, m: Model<'_>, index: usize) -> Result<Vec<f32>, Error> {
+    let info = &m.source.tensors()[index];
+    let mut v = vec![0f32; info.numel];
+    m.source
+        .read_f32(index, 0, &mut v)
+        .map_err(|source| Error::Measure {
+            compare: cmp.name.clone(),
+            tensor: info.name.clone(),
+            source: Box::new(source),
+        })?;
+    // Read whole and converted: its mapped pages can go (a memory hint only).
+    if let Some(raw) = m.source.raw(index) {
+        raw.file.release(raw.bytes);
+    }
+    Ok(v)
+}
+
+/// Unit-major feature vectors (unit length) of one side: `f × k` values.
+/// Members are read one at a time (`read(k)` for member `k`).
+fn features(
+    members: &[Member],
+    read: impl Fn(usize) -> Result<Vec<f32>, Error>,
+    f: usize,
+    per_member: &[usize],
+) -> Result<Vec<f32>, Error> {
+    let k: usize = per_member.iter().sum();
+    let mut out = vec![0f32; f * k];
+    let mut offset = 0;
+    for (i, (m, &take)) in members.iter().zip(per_member).enumerate() {
+        let v = read(i)?;
+        let (mean, sd) = {
+            let n = v.len().max(1) as f64;
+            let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+            let var = v
+                .iter()
+                .map(|&x| (f64::from(x) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            (mean, var.sqrt())
+        };
+        let scale = if sd > 0.0 { 1.0 / sd } else { 0.0 };
+        for c in 0..take {
+            // Evenly spaced coordinates of the other axis.
+            let e = c * m.other / take;
+            for u in 0..f {
+                let x = match m.axis {
+                    Axis::Rows => v[u * m.other + e],
+                    Axis::Cols => v[e * f + u],
+                };
+                out[u * k + offset + c] = ((f64::from(x) - mean) * scale) as f32;
+            }
+        }
+        offset += take;
+    }
+    for row in out.chunks_exact_mut(k.max(1)) {
+        let norm = dot(row, row).sqrt();
+        if norm > 0.0 {
+            let inv = (1.0 / norm) as f32;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+    Ok(out)
+}
+
+/// Dot product summed in eight fixed lanes, then in lane order: a fixed order, so the same
+/// value on every run, and vectorised by the compiler.
+fn dot(x: &[f32], y: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (cx, cy) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        for l in 0..8 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = rx.iter().zip(ry).map(|(a, b)| a * b).sum();
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + f64::from(tail)
+}
+
+/// Matches B's units (of `b`, layer j) to A's (of `a`, layer i) by assignment on the cosine
+/// of their feature vectors.
+fn match_units(
+    cmp: &CompareSpec,
+    g: &Group,
+    read_a: impl Fn(usize) -> Result<Vec<f32>, Error>,
+    read_b: impl Fn(usize) -> Result<Vec<f32>, Error>,
+) -> Result<Matched, Error> {
+    // Coordinates per member: biases give their one value; matrices share the rest.
+    let matrices = g.members.iter().filter(|m| m.other > 1).count().max(1);
+    let biases = g.members.len() - g.members.iter().filter(|m| m.other > 1).count();
+    let budget = FEATURES_MAX.saturating_sub(biases) / matrices;
+    let per_member: Vec<usize> = g
+        .members
+        .iter()
+        .map(|m| m.other.min(budget.max(1)))
+        .collect();
+    let fa_feat = features(&g.members, read_a, g.fa, &per_member)?;
+    let fb_feat = features(&g.members, read_b, g.fb, &per_member)?;
+    let k: usize = per_member.iter().sum();
+    // Units whose feature vector repeats an earlier one's (dead units, duplicated units, a
+    // constant tensor) are left out of the assignment: any order of them is optimal, and
+    // many equal rows are the solver's cubic worst case (`weightkin_core::lap`). They take
+    // the units left over, in index order, afterwards.
+    let (live_a, live_b) = (distinct(&fa_feat, k, g.fa), distinct(&fb_feat, k, g.fb));
+    let mut score = vec![0f32; live_b.len() * live_a.len()];
+    if !live_a.is_empty() {
+        score
+            .par_chunks_mut(live_a.len())
+            .zip(&live_b)
+            .for_each(|(out, &v)| {
+                let bv = &fb_feat[v * k..(v + 1) * k];
+                for (s, &u) in out.iter_mut().zip(&live_a) {
+                    *s = dot(bv, &fa_feat[u * k..(u + 1) * k]) as f32;
+                }
+            });
+    }
+    let assignment =
+        lap::assign_max(&score, live_b.len(), live_a.len()).map_err(|source| Error::Align {
+            compare: cmp.name.clone(),
+            tensor: g
+                .members
+                .first()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            source,
+        })?;
+    let mut taken_a = vec![false; g.fa];
+    let mut taken_b = vec![false; g.fb];
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(g.fb);
+    for (r, c) in assignment.pairs() {
+        let (v, u) = (live_b[r], live_a[c]);
+        taken_a[u] = true;
+        taken_b[v] = true;
+        pairs.push((u, v));
+    }
+    let mut free_a = (0..g.fa).filter(|&u| !taken_a[u]);
+    for v in (0..g.fb).filter(|&v| !taken_b[v]) {
+        if let Some(u) = free_a.next() {
+            pairs.push((u, v));
+        }
+    }
+    pairs.sort_unstable();
+    let similarity = if pairs.is_empty() {
+        0.0
+    } else {
+        pairs
+            .iter()
+            .map(|&(u, v)| dot(&fb_feat[v * k..(v + 1) * k], &fa_feat[u * k..(u + 1) * k]))
+            .sum::<f64>()
+            / pairs.len() as f64
+    };
+    Ok(Matched {
+        kept_a: pairs.iter().map(|p| p.0).collect(),
+        b_order: pairs.iter().map(|p| p.1).collect(),
+        similarity,
+    })
+}
+
+/// The units (rows of `feat`, `k` values each) whose feature vector is not bit-for-bit
+/// an earlier unit's, ascending.
+fn distinct(feat: &[f32], k: usize, f: usize) -> Vec<usize> {
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(f);
+    for u in 0..f {
+        let r = &feat[u * k..(u + 1) * k];
+        // FNV-1a over the bits: a bucket key only, equality is checked in full.
+        let h = r.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+            (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+        });
+        let bucket = seen.entry(h).or_default();
+        if bucket.iter().any(|&w| {
+            feat[w * k..(w + 1) * k]
+                .iter()
+                .zip(r)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        }) {
+            continue;
+        }
+        bucket.push(u);
+        out.push(u);
+    }
+    out
+}
+
+/// Pearson of two equally long slices (None if either is constant).
+fn pearson(x: &[f32], y: &[f32]) -> Option<f64> {
+    if x.len() != y.len() || x.is_empty() {
+        return None;
+    }
+    pearson_iter(x.iter().copied().zip(y.iter().copied()))
+}
+
+fn pearson_iter(it: impl Iterator<Item = (f32, f32)>) -> Option<f64> {
+    let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    let pairs: Vec<(f64, f64)> = it.map(|(a, b)| (f64::from(a), f64::from(b))).collect();
+    for &(a, b) in &pairs {
+        n += 1.0;
+        sx += a;
+        sy += b;
+    }
+    let (mx, my) = (sx / n, sy / n);
+    let (mut xx, mut yy, mut xy) = (0f64, 0f64, 0f64);
+    for &(a, b) in &pairs {
+        let (da, db) = (a - mx, b - my);
+        xx += da * da;
+        yy += db * db;
+        xy += da * db;
+    }
+    (xx > 0.0 && yy > 0.0).then(|| xy / (xx * yy).sqrt())
+}
+
+/// Pearson of a member after alignment: A cut to its matched units, B in their order.
+fn aligned_pearson(m: &Member, matched: &Matched, a: &[f32], b: &[f32]) -> Option<f64> {
+    let n = matched.kept_a.len();
+    let other = m.other;
+    let fa = a.len() / other.max(1);
+    let fb = b.len() / other.max(1);
+    let it = (0..n * other).map(|e| match m.axis {
+        Axis::Rows => {
+            let (k, c) = (e / other, e % other);
+            (
+                a[matched.kept_a[k] * other + c],
+                b[matched.b_order[k] * other + c],
+            )
+        }
+        Axis::Cols => {
+            let (r, k) = (e / n, e % n);
+            (
+                a[r * fa + matched.kept_a[k]],
+                b[r * fb + matched.b_order[k]],
+            )
+        }
+    });
+    pearson_iter(it)
+}
+
+/// A tensor presented with its unit axis gathered: rows (or columns) `index` of the parent.
+#[derive(Debug, Clone)]
+struct Gather {
+    /// Parent's rows.
+    rows: usize,
+    /// Parent's columns.
+    cols: usize,
+    axis: Axis,
+    index: Arc<Vec<usize>>,
+}
+
+/// A model with some tensors presented along another unit order (and, for A against a
+/// width-pruned B, cut to the matched units). Names and indices are the parent's; the
+/// gathered tensors read their parent row by row, holding one row at a time.
+pub struct Gathered<'a> {
+    base: &'a dyn WeightSource,
+    table: TensorTable,
+    gathers: Vec<Option<Gather>>,
+}
+
+impl<'a> Gathered<'a> {
+    fn new(
+        base: &'a dyn WeightSource,
+        mut by_index: BTreeMap<usize, Gather>,
+    ) -> Result<Self, Error> {
+        let mut located = Vec::new();
+        for (i, t) in base.tensors().iter().enumerate() {
+            let mut info = t.clone();
+            if let Some(g) = by_index.get(&i) {
+                let shape = match (g.axis, t.shape.len()) {
+                    (Axis::Rows, 1) => vec![g.index.len()],
+                    (Axis::Rows, _) => vec![g.index.len(), g.cols],
+                    (Axis::Cols, _) => vec![g.rows, g.index.len()],
+                };
+                let mut fresh = TensorInfo::new(t.name.clone(), shape, t.dtype)
+                    .map_err(|_| Error::Internal("a gathered tensor's shape overflows"))?;
+                fresh.file = t.file;
+                fresh.stored_name = t.stored_name.clone();
+                info = fresh;
+            }
+            located.push(Located { info, at: i });
+        }
+        let sorted = TensorTable::build(base.format(), base.files().to_vec(), located)
+            .map_err(|_| Error::Internal("a gathered model's table could not be built"))?;
+        if sorted.locators.iter().enumerate().any(|(k, &i)| k != i) {
+            return Err(Error::Internal("a gathered model reordered its tensors"));
+        }
+        let gathers = (0..base.tensors().len())
+            .map(|i| by_index.remove(&i))
+            .collect();
+        let table = sorted
+            .table
+            .with_metadata(base.metadata().clone())
+            .with_transforms(base.transforms().to_vec());
+        Ok(Gathered {
+            base,
+            table,
+            gathers,
+        })
+    }
+}
+
+impl WeightSource for Gathered<'_> {
+    fn table(&self) -> &TensorTable {
+        &self.table
+    }
+
+    fn files(&self) -> &[FileInfo] {
+        self.base.files()
+    }
+
+    fn transforms(&self) -> &[Transform] {
+        self.table.transforms()
+    }
+
+    fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> weightkin_core::Result<()> {
+        self.table.checked_read(index, start, out.len())?;
+        let Some(g) = &self.gathers[index] else {
+            return self.base.read_f32(index, start, out);
+        };
+        let n = g.index.len();
+        let mut e = start;
+        let mut done = 0;
+        let mut row = Vec::new();
+        while done < out.len() {
+            match g.axis {
+                Axis::Rows => {
+                    let (r, c) = (e / g.cols, e % g.cols);
+                    let take = (g.cols - c).min(out.len() - done);
+                    let parent = g.index[r] * g.cols + c;
+                    self.base
+                        .read_f32(index, parent, &mut out[done..done + take])?;
+                    done += take;
+                    e += take;
+                }
+                Axis::Cols => {
+                    let (r, c) = (e / n, e % n);
+                    row.resize(g.cols, 0f32);
+                    self.base.read_f32(index, r * g.cols, &mut row)?;
+                    let take = (n - c).min(out.len() - done);
+                    for k in 0..take {
+                        out[done + k] = row[g.index[c + k]];
+                    }
+                    done += take;
+                    e += take;
+                }
+            }
+        }
+        // A gathered read touches the parent out of order, so the measure stage cannot hand
+        // back its pages chunk by chunk; the read that ends the tensor hands back all of
+        // them (a memory hint: a chunk still being read faults its pages back in).
+        if start + out.len() == self.table.tensors()[index].numel {
+            if let Some(raw) = self.base.raw(index) {
+                raw.file.release(raw.bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
+        match self.gathers.get(index)? {
+            None => self.base.raw(index),
+            Some(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn gathered_tensors_read_their_parent_rows_and_columns_in_any_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m: Vec<f32> = (0..12).map(|i| i as f32).collect(); // [3, 4]
+        weightkin_core::testing::SafetensorsBuilder::new()
+            .tensor_f32("cols", &[3, 4], &m)
+            .tensor_f32("rows", &[4, 3], &m)
+            .tensor_f32("same", &[2], &[1.0, 2.0])
+            .write(&path)
+            .unwrap();
+        let registry = crate::registry::builtin().unwrap();
+        let base = registry
+            .open(&path, None, &weightkin_core::Limits::default())
+            .unwrap();
+        let (ic, ir) = (base.find("cols").unwrap(), base.find("rows").unwrap());
+        let index = Arc::new(vec![3, 0, 2]);
+        let gathers = BTreeMap::from([
+            (
+                ic,
+                Gather {
+                    rows: 3,
+                    cols: 4,
+                    axis: Axis::Cols,
+                    index: index.clone(),
+                },
+            ),
+            (
+                ir,
+                Gather {
+                    rows: 4,
+                    cols: 3,
+                    axis: Axis::Rows,
+                    index,
+                },
+            ),
+        ]);
+        let g = Gathered::new(base.as_ref(), gathers).unwrap();
+        assert_eq!(g.tensors()[ic].shape, vec![3, 3]);
+        assert_eq!(g.tensors()[ir].shape, vec![3, 3]);
+        let whole = |i: usize| {
+            let mut out = vec![0f32; g.tensors()[i].numel];
+            g.read_f32(i, 0, &mut out).unwrap();
+            out
+        };
+        // Columns 3, 0, 2 of [[0 1 2 3] [4 5 6 7] [8 9 10 11]].
+        let cols = whole(ic);
+        assert_eq!(cols, vec![3.0, 0.0, 2.0, 7.0, 4.0, 6.0, 11.0, 8.0, 10.0]);
+        // Rows 3, 0, 2 of [[0 1 2] [3 4 5] [6 7 8] [9 10 11]].
+        let rows = whole(ir);
+        assert_eq!(rows, vec![9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0]);
+        // Any sub-range reads the same elements as the whole.
+        for (i, all) in [(ic, &cols), (ir, &rows)] {
+            for start in 0..9 {
+                for len in 1..=9 - start {
+                    let mut out = vec![0f32; len];
+                    g.read_f32(i, start, &mut out).unwrap();
+                    assert_eq!(&out[..], &all[start..start + len]);
+                }
+            }
+        }
+        assert_eq!(whole(g.find("same").unwrap()), vec![1.0, 2.0]);
+        let mut past = vec![0f32; 2];
+        assert!(g.read_f32(ic, 8, &mut past).is_err());
+    }
+
+    #[test]
+    fn distinct_keeps_the_first_of_equal_units() {
+        // Four units of two values each: 1 repeats 0, 3 repeats 2 (−0.0 differs from 0.0 in
+        // its bits, so it counts as distinct: any tie rule works as long as it is fixed).
+        let feat = [1.0, 2.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, -0.0, 0.0];
+        assert_eq!(distinct(&feat, 2, 5), vec![0, 2, 4]);
+        assert_eq!(distinct(&[], 0, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn dot_is_exact_on_small_integers() {
+        let x: Vec<f32> = (0..19).map(|i| i as f32).collect();
+        assert_eq!(dot(&x, &x), (0..19).map(|i| (i * i) as f64).sum::<f64>());
+    }
+
+    #[test]
+    fn aligned_pearson_undoes_a_permutation_on_both_axes() {
+        let f = 5;
+        let rows: Vec<f32> = (0..f * 3).map(|i| ((i * 7) % 11) as f32).collect();
+        let perm = [3usize, 0, 4, 1, 2];
+        // B's unit v is A's unit perm[v].
+        let mut b_rows = vec![0f32; f * 3];
+        for v in 0..f {
+            for c in 0..3 {
+                b_rows[v * 3 + c] = rows[perm[v] * 3 + c];
+            }
+        }
+        let mut pairs: Vec<(usize, usize)> = (0..f).map(|v| (perm[v], v)).collect();
+        pairs.sort_unstable();
+        let m = Matched {
+            kept_a: pairs.iter().map(|p| p.0).collect(),
+            b_order: pairs.iter().map(|p| p.1).collect(),
+            similarity: 1.0,
+        };
+        let mem = Member {
+            name: "x".into(),
+            class: "x".into(),
+            a: 0,
+            b: 0,
+            axis: Axis::Rows,
+            other: 3,
+        };
+        let r = aligned_pearson(&mem, &m, &rows, &b_rows).unwrap();
+        assert!((r - 1.0).abs() < 1e-12, "{r}");
+        // Columns: A is [3, f], B's column v is A's column perm[v].
+        let cols = rows.clone();
+        let mut b_cols = vec![0f32; 3 * f];
+        for r in 0..3 {
+            for v in 0..f {
+                b_cols[r * f + v] = cols[r * f + perm[v]];
+            }
+        }
+        let mem = Member {
+            axis: Axis::Cols,
+            ..mem
+        };
+        let r = aligned_pearson(&mem, &m, &cols, &b_cols).unwrap();
+        assert!((r - 1.0).abs() < 1e-12, "{r}");
+    }
+}
