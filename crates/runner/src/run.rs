@@ -206,7 +206,7 @@ fn compare(
     };
     let gathered = units
         .as_ref()
-        .map(|u| u.present(&prepared.a, &prepared.b))
+        .map(|u| u.present(&cmp.a, &prepared.a, &cmp.b, &prepared.b))
         .transpose()?;
     let (a, b) = match &gathered {
         Some((ga, gb)) => (

@@ -74,12 +74,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use weightkin_core::{
-    lap, FileInfo, Located, RawTensor, TensorInfo, TensorTable, Transform, WeightSource,
-};
+use weightkin_core::{lap, WeightSource};
 
 use crate::correspond::names;
-use crate::correspond::views::MATERIALISE_MAX;
+use crate::correspond::views::{GatherAxis, Loc, View, Views, MATERIALISE_MAX};
 use crate::plan::{layer_and_class, stack_of, Model};
 use crate::recipe::CompareSpec;
 use crate::report::{round, UnitLayer, UnitStack, UnitsReport};
@@ -161,12 +159,14 @@ impl Units {
     /// A presented with its cut tensors (width-pruned B), B in A's unit order.
     pub fn present<'a>(
         &self,
+        model_a: &str,
         a: &'a dyn WeightSource,
+        model_b: &str,
         b: &'a dyn WeightSource,
-    ) -> Result<(Gathered<'a>, Gathered<'a>), Error> {
+    ) -> Result<(Views<'a>, Views<'a>), Error> {
         Ok((
-            Gathered::new(a, self.gather_a.clone())?,
-            Gathered::new(b, self.gather_b.clone())?,
+            gathered(model_a, a, &self.gather_a)?,
+            gathered(model_b, b, &self.gather_b)?,
         ))
     }
 }
@@ -727,120 +727,48 @@ struct Gather {
     index: Arc<Vec<usize>>,
 }
 
-/// A model with some tensors presented along another unit order (and, for A against a
-/// width-pruned B, cut to the matched units). Names and indices are the parent's; the
-/// gathered tensors read their parent row by row, holding one row at a time.
-pub struct Gathered<'a> {
+/// `base` with the tensors of `gathers` presented along another unit order (and, for A
+/// against a width-pruned B, cut to the matched units), in place: names and indices are the
+/// parent's ([`Views::replacing`], [`Loc::Gather`]).
+fn gathered<'a>(
+    model: &str,
     base: &'a dyn WeightSource,
-    table: TensorTable,
-    gathers: Vec<Option<Gather>>,
-}
-
-impl<'a> Gathered<'a> {
-    fn new(
-        base: &'a dyn WeightSource,
-        mut by_index: BTreeMap<usize, Gather>,
-    ) -> Result<Self, Error> {
-        let mut located = Vec::new();
-        for (i, t) in base.tensors().iter().enumerate() {
-            let mut info = t.clone();
-            if let Some(g) = by_index.get(&i) {
-                let shape = match (g.axis, t.shape.len()) {
-                    (Axis::Rows, 1) => vec![g.index.len()],
-                    (Axis::Rows, _) => vec![g.index.len(), g.cols],
-                    (Axis::Cols, _) => vec![g.rows, g.index.len()],
-                };
-                let mut fresh = TensorInfo::new(t.name.clone(), shape, t.dtype)
-                    .map_err(|_| Error::Internal("a gathered tensor's shape overflows"))?;
-                fresh.file = t.file;
-                fresh.stored_name = t.stored_name.clone();
-                info = fresh;
-            }
-            located.push(Located { info, at: i });
-        }
-        let sorted = TensorTable::build(base.format(), base.files().to_vec(), located)
-            .map_err(|_| Error::Internal("a gathered model's table could not be built"))?;
-        if sorted.locators.iter().enumerate().any(|(k, &i)| k != i) {
-            return Err(Error::Internal("a gathered model reordered its tensors"));
-        }
-        let gathers = (0..base.tensors().len())
-            .map(|i| by_index.remove(&i))
-            .collect();
-        let table = sorted
-            .table
-            .with_metadata(base.metadata().clone())
-            .with_transforms(base.transforms().to_vec());
-        Ok(Gathered {
-            base,
-            table,
-            gathers,
-        })
-    }
-}
-
-impl WeightSource for Gathered<'_> {
-    fn table(&self) -> &TensorTable {
-        &self.table
-    }
-
-    fn files(&self) -> &[FileInfo] {
-        self.base.files()
-    }
-
-    fn transforms(&self) -> &[Transform] {
-        self.table.transforms()
-    }
-
-    fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> weightkin_core::Result<()> {
-        self.table.checked_read(index, start, out.len())?;
-        let Some(g) = &self.gathers[index] else {
-            return self.base.read_f32(index, start, out);
+    gathers: &BTreeMap<usize, Gather>,
+) -> Result<Views<'a>, Error> {
+    let mut views = BTreeMap::new();
+    for (&i, g) in gathers {
+        let Some(t) = base.tensors().get(i) else {
+            return Err(Error::Internal("a gathered tensor is not in its model"));
         };
-        let n = g.index.len();
-        let mut e = start;
-        let mut done = 0;
-        let mut row = Vec::new();
-        while done < out.len() {
-            match g.axis {
-                Axis::Rows => {
-                    let (r, c) = (e / g.cols, e % g.cols);
-                    let take = (g.cols - c).min(out.len() - done);
-                    let parent = g.index[r] * g.cols + c;
-                    self.base
-                        .read_f32(index, parent, &mut out[done..done + take])?;
-                    done += take;
-                    e += take;
-                }
-                Axis::Cols => {
-                    let (r, c) = (e / n, e % n);
-                    row.resize(g.cols, 0f32);
-                    self.base.read_f32(index, r * g.cols, &mut row)?;
-                    let take = (n - c).min(out.len() - done);
-                    for k in 0..take {
-                        out[done + k] = row[g.index[c + k]];
-                    }
-                    done += take;
-                    e += take;
-                }
-            }
-        }
-        // A gathered read touches the parent out of order, so the measure stage cannot hand
-        // back its pages chunk by chunk; the read that ends the tensor hands back all of
-        // them (a memory hint: a chunk still being read faults its pages back in).
-        if start + out.len() == self.table.tensors()[index].numel {
-            if let Some(raw) = self.base.raw(index) {
-                raw.file.release(raw.bytes);
-            }
-        }
-        Ok(())
+        let shape = match (g.axis, t.shape.len()) {
+            (Axis::Rows, 1) => vec![g.index.len()],
+            (Axis::Rows, _) => vec![g.index.len(), g.cols],
+            (Axis::Cols, _) => vec![g.rows, g.index.len()],
+        };
+        let axis = match g.axis {
+            Axis::Rows => GatherAxis::Rows,
+            Axis::Cols => GatherAxis::Cols,
+        };
+        let loc = Loc::Gather {
+            parent: i,
+            rows: g.rows,
+            cols: g.cols,
+            axis,
+            index: Arc::clone(&g.index),
+        };
+        views.insert(
+            i,
+            View {
+                name: t.name.clone(),
+                shape,
+                loc,
+            },
+        );
     }
-
-    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
-        match self.gathers.get(index)? {
-            None => self.base.raw(index),
-            Some(_) => None,
-        }
-    }
+    Views::replacing(base, views).map_err(|source| Error::Views {
+        model: model.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 #[cfg(test)]
@@ -885,7 +813,7 @@ mod tests {
                 },
             ),
         ]);
-        let g = Gathered::new(base.as_ref(), gathers).unwrap();
+        let g = gathered("m", base.as_ref(), &gathers).unwrap();
         assert_eq!(g.tensors()[ic].shape, vec![3, 3]);
         assert_eq!(g.tensors()[ir].shape, vec![3, 3]);
         let whole = |i: usize| {

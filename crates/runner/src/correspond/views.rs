@@ -6,6 +6,7 @@
 //! shape; only column parts and transposes materialise their parent, once, and only up to
 //! [`MATERIALISE_MAX`] elements.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use weightkin_core::{
@@ -44,6 +45,21 @@ pub enum Loc {
         /// Parent's columns.
         cols: usize,
     },
+    /// The parent's rows (or columns) `index`, in that order: a unit axis reordered to
+    /// another model's unit order, or cut to the units it kept ([`crate::align::units`]).
+    /// Read row by row, one parent row at a time.
+    Gather {
+        /// Parent tensor index.
+        parent: usize,
+        /// Parent's rows (1 for a vector).
+        rows: usize,
+        /// Parent's columns.
+        cols: usize,
+        /// Which axis `index` reorders.
+        axis: GatherAxis,
+        /// The parent's rows (or columns), in the view's order.
+        index: std::sync::Arc<Vec<usize>>,
+    },
     /// The transpose of a `rows × cols` parent (materialised).
     Transpose {
         /// Parent tensor index.
@@ -55,12 +71,63 @@ pub enum Loc {
     },
 }
 
+/// The axis a [`Loc::Gather`] reorders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatherAxis {
+    /// Rows (of a matrix, or the elements of a vector).
+    Rows,
+    /// Columns.
+    Cols,
+}
+
 impl Loc {
     fn parent(&self) -> usize {
         match *self {
             Loc::Base(p) | Loc::Reshape(p) => p,
-            Loc::Rows { parent, .. } | Loc::Cols { parent, .. } | Loc::Transpose { parent, .. } => {
-                parent
+            Loc::Rows { parent, .. }
+            | Loc::Cols { parent, .. }
+            | Loc::Gather { parent, .. }
+            | Loc::Transpose { parent, .. } => parent,
+        }
+    }
+
+    /// Elements the location provides from a parent of `numel` elements; 0 when it does not
+    /// fit the parent.
+    fn provides(&self, numel: usize) -> usize {
+        match self {
+            Loc::Base(_) | Loc::Reshape(_) | Loc::Transpose { .. } => numel,
+            Loc::Rows { start, row_len, .. } => {
+                let rows = numel.checked_div(*row_len).unwrap_or(0);
+                rows.saturating_sub(*start).saturating_mul(*row_len)
+            }
+            Loc::Cols {
+                start, len, cols, ..
+            } => {
+                let rows = numel.checked_div(*cols).unwrap_or(0);
+                if start.saturating_add(*len) <= *cols {
+                    rows.saturating_mul(*len)
+                } else {
+                    0
+                }
+            }
+            Loc::Gather {
+                rows,
+                cols,
+                axis,
+                index,
+                ..
+            } => {
+                let (bound, other) = match axis {
+                    GatherAxis::Rows => (*rows, *cols),
+                    GatherAxis::Cols => (*cols, *rows),
+                };
+                let fits =
+                    rows.checked_mul(*cols) == Some(numel) && index.iter().all(|&i| i < bound);
+                if fits {
+                    index.len().saturating_mul(other)
+                } else {
+                    0
+                }
             }
         }
     }
@@ -77,6 +144,43 @@ pub struct View {
     pub loc: Loc,
 }
 
+/// A view as a table entry: its metadata derived from its parent's (dtype, file, stored
+/// name), refused when its element count differs from what its location provides.
+fn located_view(base: &dyn WeightSource, v: View) -> Result<Located<Loc>> {
+    let parent = base
+        .tensors()
+        .get(v.loc.parent())
+        .ok_or(weightkin_core::Error::NoSuchTensor {
+            index: v.loc.parent(),
+            count: base.tensors().len(),
+        })?;
+    let mut info = TensorInfo::new(v.name, v.shape, parent.dtype).map_err(|problem| {
+        weightkin_core::Error::InvalidTensor {
+            path: base
+                .files()
+                .get(parent.file)
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            tensor: parent.name.clone(),
+            problem,
+        }
+    })?;
+    info.file = parent.file;
+    info.stored_name = parent.stored_name.clone();
+    if info.name != parent.name {
+        info.stored_name = Some(parent.stored_name.clone().unwrap_or(parent.name.clone()));
+    }
+    let provided = v.loc.provides(parent.numel);
+    let fits = match v.loc {
+        Loc::Rows { .. } => info.numel <= provided && info.numel > 0,
+        _ => info.numel == provided,
+    };
+    if !fits {
+        return Err(info.out_of_range(0, provided));
+    }
+    Ok(Located { info, at: v.loc })
+}
+
 /// A model with views added (see the module documentation).
 pub struct Views<'a> {
     base: &'a dyn WeightSource,
@@ -89,61 +193,39 @@ impl<'a> Views<'a> {
     /// `base` with `views` added. A view whose name a tensor of `base` already has, or whose
     /// element count differs from what its location provides, is refused.
     pub fn new(base: &'a dyn WeightSource, views: Vec<View>) -> Result<Views<'a>> {
-        let mut located: Vec<Located<Loc>> = base
-            .tensors()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Located {
-                info: t.clone(),
-                at: Loc::Base(i),
-            })
-            .collect();
-        for v in views {
-            let parent =
-                base.tensors()
-                    .get(v.loc.parent())
-                    .ok_or(weightkin_core::Error::NoSuchTensor {
-                        index: v.loc.parent(),
-                        count: base.tensors().len(),
-                    })?;
-            let mut info = TensorInfo::new(v.name, v.shape, parent.dtype).map_err(|problem| {
-                weightkin_core::Error::InvalidTensor {
-                    path: base
-                        .files()
-                        .get(parent.file)
-                        .map(|f| f.path.clone())
-                        .unwrap_or_default(),
-                    tensor: parent.name.clone(),
-                    problem,
+        Views::build(base, views, BTreeMap::new())
+    }
+
+    /// `base` with some of its tensors replaced in place by views of themselves (same
+    /// name, same index; `replacements` maps a tensor index to its view). What the unit
+    /// alignment presents: a tensor in another model's unit order.
+    pub fn replacing(
+        base: &'a dyn WeightSource,
+        replacements: BTreeMap<usize, View>,
+    ) -> Result<Views<'a>> {
+        Views::build(base, Vec::new(), replacements)
+    }
+
+    fn build(
+        base: &'a dyn WeightSource,
+        views: Vec<View>,
+        mut replacements: BTreeMap<usize, View>,
+    ) -> Result<Views<'a>> {
+        let mut located = Vec::new();
+        for (i, t) in base.tensors().iter().enumerate() {
+            match replacements.remove(&i) {
+                Some(v) if v.name == t.name && v.loc.parent() == i => {
+                    located.push(located_view(base, v)?)
                 }
-            })?;
-            info.file = parent.file;
-            info.stored_name = Some(parent.stored_name.clone().unwrap_or(parent.name.clone()));
-            let provided = match v.loc {
-                Loc::Base(_) | Loc::Reshape(_) | Loc::Transpose { .. } => parent.numel,
-                Loc::Rows { start, row_len, .. } => {
-                    let rows = parent.numel.checked_div(row_len).unwrap_or(0);
-                    rows.saturating_sub(start).saturating_mul(row_len)
-                }
-                Loc::Cols {
-                    start, len, cols, ..
-                } => {
-                    let rows = parent.numel.checked_div(cols).unwrap_or(0);
-                    if start.saturating_add(len) <= cols {
-                        rows.saturating_mul(len)
-                    } else {
-                        0
-                    }
-                }
-            };
-            let fits = match v.loc {
-                Loc::Rows { .. } => info.numel <= provided && info.numel > 0,
-                _ => info.numel == provided,
-            };
-            if !fits {
-                return Err(info.out_of_range(0, provided));
+                Some(v) => return Err(base.tensors()[i].out_of_range(0, v.shape.len())),
+                None => located.push(Located {
+                    info: t.clone(),
+                    at: Loc::Base(i),
+                }),
             }
-            located.push(Located { info, at: v.loc });
+        }
+        for v in views {
+            located.push(located_view(base, v)?);
         }
         let sorted = TensorTable::build(base.format(), base.files().to_vec(), located)?;
         let table = sorted
@@ -237,6 +319,52 @@ impl WeightSource for Views<'_> {
                     let e = start + k;
                     let (r, c) = (e / len, e % len);
                     *o = values[r * cols + col + c];
+                }
+                Ok(())
+            }
+            Loc::Gather {
+                parent,
+                cols,
+                axis,
+                index: ref order,
+                ..
+            } => {
+                let n = order.len();
+                let (mut e, mut done) = (start, 0);
+                let mut row = Vec::new();
+                while done < out.len() {
+                    let take = match axis {
+                        GatherAxis::Rows => {
+                            let (r, c) = (e / cols, e % cols);
+                            let take = (cols - c).min(out.len() - done);
+                            self.base.read_f32(
+                                parent,
+                                order[r] * cols + c,
+                                &mut out[done..done + take],
+                            )?;
+                            take
+                        }
+                        GatherAxis::Cols => {
+                            let (r, c) = (e / n, e % n);
+                            row.resize(cols, 0f32);
+                            self.base.read_f32(parent, r * cols, &mut row)?;
+                            let take = (n - c).min(out.len() - done);
+                            for (o, &k) in out[done..done + take].iter_mut().zip(&order[c..]) {
+                                *o = row[k];
+                            }
+                            take
+                        }
+                    };
+                    done += take;
+                    e += take;
+                }
+                // A gathered read touches its parent out of order, so the pass cannot hand
+                // back its pages chunk by chunk: the read that ends the tensor hands back all
+                // of them (a memory hint: a chunk still being read faults its pages back in).
+                if start + out.len() == self.table.tensors()[index].numel {
+                    if let Some(raw) = self.base.raw(parent) {
+                        raw.file.release(raw.bytes);
+                    }
                 }
                 Ok(())
             }
