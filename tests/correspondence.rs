@@ -11,7 +11,9 @@ use serde_json::Value;
 use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
 
-use crate::util::{compare_json, fixture, minilm, stderr, stdout, weightkin, MINILM};
+use crate::util::{
+    add_relative_noise, compare_json, fixture, minilm, stderr, stdout, weightkin, MINILM,
+};
 
 const JIT: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad.jit";
 const SILERO_ST: &str = "silero-vad-6.2.3/silero_vad/data/silero_vad_16k.safetensors";
@@ -221,17 +223,7 @@ fn a_renamed_fused_copy_of_a_real_model_is_found_and_a_reinitialised_one_is_not(
     let mut rng = Rng::new(14);
     // 2 % noise relative to each tensor's spread.
     let noisy = minilm_variant(dir.path(), "noisy.safetensors", &mut |v| {
-        let n = v.len() as f64;
-        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let sd = (v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        for x in v.iter_mut() {
-            *x += (0.02 * sd * rng.normal()) as f32;
-        }
+        add_relative_noise(v, 0.02, &mut rng)
     });
     let mut rng = Rng::new(15);
     // Each tensor's values shuffled: the same distribution, no shared ancestry.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
 
-use crate::util::{fixture, minilm, stderr, stdout, weightkin, MINILM};
+use crate::util::{add_relative_noise, fixture, minilm, stderr, stdout, weightkin, MINILM};
 
 const LAYERS: usize = 6;
 const UNITS: usize = 1536;
@@ -81,17 +81,7 @@ fn variant(
     }
     let mut st = SafetensorsBuilder::new();
     for (name, shape, v) in &mut t {
-        let n = v.len() as f64;
-        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let sd = (v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        for x in v.iter_mut() {
-            *x += (0.02 * sd * rng.normal()) as f32;
-        }
+        add_relative_noise(v, 0.02, &mut rng);
         st = st.tensor_f32(name, shape, v);
     }
     let path = dir.join(name);

@@ -81,3 +81,19 @@ pub fn minilm() -> Vec<(String, Vec<usize>, Vec<f32>)> {
         })
         .collect()
 }
+
+/// Adds Gaussian noise of `fraction` times the tensor's own standard deviation to `v`: a
+/// light fine-tune's footprint.
+pub fn add_relative_noise(v: &mut [f32], fraction: f64, rng: &mut weightkin_core::rng::Rng) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let sd = (v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    for x in v.iter_mut() {
+        *x += (fraction * sd * rng.normal()) as f32;
+    }
+}
