@@ -12,23 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use weightkin_runner::demo::synth::{Arch, Model, Store};
-use weightkin_runner::{recipe, registry, run, RunOptions};
+use weightkin_runner::demo::synth::{audit_pair, Arch, Model};
 
 fn judge(a: &Model, b: &Model) -> weightkin_runner::report::Comparison {
-    let dir = tempfile::tempdir().unwrap();
-    a.write(&dir.path().join("a.safetensors"), Store::F32)
-        .unwrap();
-    b.write(&dir.path().join("b.safetensors"), Store::F32)
-        .unwrap();
-    let text = "[audit]\nname = \"fpr\"\n[models.a]\npath = \"a.safetensors\"\n\
-                [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n";
-    let reg = registry::builtin().unwrap();
-    let r = recipe::parse(&dir.path().join("r.toml"), text, &reg).unwrap();
-    run(&r, &reg, &RunOptions::default())
-        .unwrap()
-        .comparisons
-        .remove(0)
+    audit_pair(a, b, "").unwrap()
 }
 
 fn main() {

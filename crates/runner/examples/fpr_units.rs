@@ -20,28 +20,15 @@
 
 use std::collections::BTreeMap;
 
-use weightkin_runner::demo::synth::{Arch, Model, Store};
+use weightkin_runner::demo::synth::{audit_pair, Arch, Model};
 use weightkin_runner::report::Comparison;
-use weightkin_runner::{recipe, registry, run, RunOptions};
 
 fn judge(a: &Model, b: &Model, align: bool) -> Comparison {
-    let dir = tempfile::tempdir().unwrap();
-    a.write(&dir.path().join("a.safetensors"), Store::F32)
-        .unwrap();
-    b.write(&dir.path().join("b.safetensors"), Store::F32)
-        .unwrap();
-    let text = format!(
-        "[audit]\nname = \"fpr\"\n[models.a]\npath = \"a.safetensors\"\n\
-         [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n\
-         include = [\"**.mlp.**\"]\npermutation = \"{}\"\n",
+    let extra = format!(
+        "include = [\"**.mlp.**\"]\npermutation = \"{}\"",
         if align { "auto" } else { "off" }
     );
-    let reg = registry::builtin().unwrap();
-    let r = recipe::parse(&dir.path().join("r.toml"), &text, &reg).unwrap();
-    run(&r, &reg, &RunOptions::default())
-        .unwrap()
-        .comparisons
-        .remove(0)
+    audit_pair(a, b, &extra).unwrap()
 }
 
 fn main() {

@@ -3,7 +3,7 @@
 //! by `cargo run --release -p weightkin-runner --example fpr` and recorded in VALIDATION.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use weightkin_runner::demo::synth::{Arch, Model, Store};
+use weightkin_runner::demo::synth::{audit_pair, Arch, Model, Store};
 use weightkin_runner::judge::{Role, Verdict};
 use weightkin_runner::report::Comparison;
 use weightkin_runner::{recipe, registry, run, RunOptions};
@@ -22,20 +22,7 @@ fn small() -> Arch {
 /// Writes `a` and `b`, audits them with `extra` lines added to the `[[compare]]` table, and
 /// returns the comparison.
 fn audit(a: &Model, b: &Model, extra: &str) -> Comparison {
-    let dir = tempfile::tempdir().unwrap();
-    a.write(&dir.path().join("a.safetensors"), Store::F32)
-        .unwrap();
-    b.write(&dir.path().join("b.safetensors"), Store::F32)
-        .unwrap();
-    let text = format!(
-        "[audit]\nname = \"case\"\n[models.a]\npath = \"a.safetensors\"\n\
-         [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n{extra}\n"
-    );
-    let path = dir.path().join("r.toml");
-    let reg = registry::builtin().unwrap();
-    let r = recipe::parse(&path, &text, &reg).unwrap();
-    let report = run(&r, &reg, &RunOptions::default()).unwrap();
-    report.comparisons.into_iter().next().unwrap()
+    audit_pair(a, b, extra).unwrap()
 }
 
 fn component(c: &Comparison, name: &str) -> Verdict {

@@ -355,6 +355,31 @@ fn bf16_bits(x: f32) -> u16 {
     (rounded >> 16) as u16
 }
 
+/// Writes `a` and `b` (F32 safetensors) into a temporary directory and audits them with one
+/// `[[compare]]`, `extra` lines added to its table: how the validation suite and the
+/// false-positive examples judge a synthetic pair.
+pub fn audit_pair(
+    a: &Model,
+    b: &Model,
+    extra: &str,
+) -> Result<crate::report::Comparison, Box<dyn std::error::Error + Send + Sync>> {
+    let dir = tempfile::tempdir()?;
+    a.write(&dir.path().join("a.safetensors"), Store::F32)?;
+    b.write(&dir.path().join("b.safetensors"), Store::F32)?;
+    let text = format!(
+        "[audit]\nname = \"pair\"\n[models.a]\npath = \"a.safetensors\"\n\
+         [models.b]\npath = \"b.safetensors\"\n[[compare]]\na = \"a\"\nb = \"b\"\n{extra}\n"
+    );
+    let reg = crate::registry::builtin()?;
+    let recipe = crate::recipe::parse(&dir.path().join("r.toml"), &text, &reg)?;
+    let report = crate::run(&recipe, &reg, &crate::RunOptions::default())?;
+    report
+        .comparisons
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the audit returned no comparison".into())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
