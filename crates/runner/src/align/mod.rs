@@ -8,6 +8,7 @@
 //! ([`LayerRemap`]). Within layers: [`units`] aligns MLP hidden units (permuted or
 //! width-pruned copies), with its own null under the same search.
 
+pub mod residual;
 pub mod units;
 
 use std::collections::BTreeMap;

@@ -118,8 +118,30 @@ struct Member {
     a: usize,
     b: usize,
     axis: Axis,
-    /// Elements per unit (the other axis; 1 for a bias).
+    /// Elements per unit row (or column): the other axis; 1 for a bias.
     other: usize,
+    /// Consecutive rows (or columns) per unit: 1 for an MLP unit, the rows of a KV group's
+    /// heads for attention (`ratio · head_dim` for queries and the output projection,
+    /// `head_dim` for keys and values).
+    block: usize,
+}
+
+impl Member {
+    /// Elements of one unit.
+    fn per_unit(&self) -> usize {
+        self.block * self.other
+    }
+
+    /// Index in the tensor (of `f` units) of element `e` of unit `u`.
+    fn at(&self, f: usize, u: usize, e: usize) -> usize {
+        match self.axis {
+            Axis::Rows => u * self.block * self.other + e,
+            Axis::Cols => {
+                let (r, bi) = (e / self.block, e % self.block);
+                r * f * self.block + u * self.block + bi
+            }
+        }
+    }
 }
 
 /// One layer's MLP.
@@ -173,12 +195,12 @@ impl Units {
 
 /// Finds every layered MLP of `a` with its counterpart in `b`, aligns B's units to A's and
 /// computes the aligned cross-layer null.
-pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Error> {
-    let (stacks, mut skipped) = groups(cmp, a, b);
+pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Result<Units, Error> {
+    let (stacks, mut skipped) = groups(cmp, a, b, heads);
     let mut report = UnitsReport::default();
     let mut nulls: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let (mut gather_a, mut gather_b) = (BTreeMap::new(), BTreeMap::new());
-    for (stack, layers) in stacks {
+    for ((stack, kind), layers) in stacks {
         if layers.len() < crate::calibrate::CROSS_LAYER_MIN {
             skipped.push(format!(
                 "`{stack}`: {} layers with an MLP on both sides; the null under the same \
@@ -296,7 +318,7 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
                             rows: rows_a,
                             cols: cols_a,
                             axis: mem.axis,
-                            index: Arc::new(m.kept_a.clone()),
+                            index: Arc::new(expand(&m.kept_a, mem.block)),
                         },
                     );
                 }
@@ -306,13 +328,14 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> Result<Units, Err
                         rows: rows_b,
                         cols: cols_b,
                         axis: mem.axis,
-                        index: Arc::new(m.b_order.clone()),
+                        index: Arc::new(expand(&m.b_order, mem.block)),
                     },
                 );
             }
         }
         report.stacks.push(UnitStack {
             stack,
+            what: kind.what().to_owned(),
             null_similarity_mean: round(null_mean),
             null_similarity_sd: round(null_sd),
             null_alignments: null_similarity.len(),
@@ -339,10 +362,16 @@ fn finding(report: &UnitsReport) -> Option<String> {
         }
         let permuted = recovered.iter().filter(|l| l.moved > 0).count();
         let pruned: Vec<&&UnitLayer> = recovered.iter().filter(|l| l.units_b < l.units_a).collect();
+        let heads = s.what == "attention heads";
+        let (what, units) = if heads {
+            ("attention", "KV head groups")
+        } else {
+            ("MLP", "hidden units")
+        };
         if let Some(p) = pruned.first() {
             parts.push(format!(
-                "B's MLP in `{}` is width-pruned: {} of {} layers keep {} of A's {} hidden \
-                 units, matched by assignment",
+                "B's {what} in `{}` is width-pruned: {} of {} layers keep {} of A's {} \
+                 {units}, matched by assignment",
                 s.stack,
                 pruned.len(),
                 s.layers.len(),
@@ -351,7 +380,7 @@ fn finding(report: &UnitsReport) -> Option<String> {
             ));
         } else if permuted > 0 {
             parts.push(format!(
-                "B's MLP hidden units in `{}` are permuted relative to A's in {} of {} layers \
+                "B's {what} {units} in `{}` are permuted relative to A's in {} of {} layers \
                  (a function-preserving reordering, recovered by assignment)",
                 s.stack,
                 permuted,
@@ -372,35 +401,96 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Rows (or columns) of `units`, each `block` long.
+fn expand(units: &[usize], block: usize) -> Vec<usize> {
+    units
+        .iter()
+        .flat_map(|&u| u * block..(u + 1) * block)
+        .collect()
+}
+
 /// Rows and columns of a member's tensor with `f` units.
 fn dims(m: &Member, f: usize) -> (usize, usize) {
     match m.axis {
-        Axis::Rows => (f, m.other),
-        Axis::Cols => (m.other, f),
+        Axis::Rows => (f * m.block, m.other),
+        Axis::Cols => (m.other, f * m.block),
     }
 }
 
-/// The MLP groups by stack, and what could not be aligned.
+/// Attention head counts of both models (query heads, KV heads), where known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Heads {
+    /// A's `(heads, kv_heads)`.
+    pub a: Option<(usize, usize)>,
+    /// B's.
+    pub b: Option<(usize, usize)>,
+}
+
+/// What kind of units a group aligns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// MLP hidden units.
+    Mlp,
+    /// Attention KV groups (each with its query heads).
+    Heads,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Mlp => "mlp units",
+            Kind::Heads => "attention heads",
+        }
+    }
+}
+
+/// The MLP and attention groups by stack, and what could not be aligned.
 fn groups(
     cmp: &CompareSpec,
     a: Model<'_>,
     b: Model<'_>,
-) -> (BTreeMap<String, Vec<Group>>, Vec<String>) {
+    heads: Heads,
+) -> (BTreeMap<(String, Kind), Vec<Group>>, Vec<String>) {
     let names: Vec<&String> = a.names.keys().filter(|n| cmp.selects(n)).collect();
     let read = names::normalise_all(names.iter().map(|n| n.as_str()));
     let (ta, tb) = (a.source.tensors(), b.source.tensors());
-    let mut by_layer: BTreeMap<(String, u32), Vec<Member>> = BTreeMap::new();
+    let mut by_layer: BTreeMap<(String, Kind, u32), Vec<Member>> = BTreeMap::new();
     let mut skipped = Vec::new();
+    // Heads align only where both models' counts are known and equal.
+    let head_counts = match (heads.a, heads.b) {
+        (Some(x), Some(y)) if x == y && x.1 > 0 && x.0 % x.1 == 0 => Some(x),
+        (Some(x), Some(y)) => {
+            skipped.push(format!(
+                "attention heads: A has {} query and {} KV heads, B {} and {}; heads are \
+                 aligned between equal counts only",
+                x.0, x.1, y.0, y.1
+            ));
+            None
+        }
+        _ => None,
+    };
+    let mut heads_unknown = false;
     for (name, n) in names.iter().zip(&read) {
         let c = &n.canonical;
-        let (in_proj, bias) = if c.ends_with(".mlp.up.weight") || c.ends_with(".mlp.gate.weight") {
-            (true, false)
-        } else if c.ends_with(".mlp.up.bias") || c.ends_with(".mlp.gate.bias") {
-            (true, true)
-        } else if c.ends_with(".mlp.down.weight") {
-            (false, false)
-        } else {
+        let Some((role, leaf)) = c.rsplit_once('.') else {
             continue;
+        };
+        let role = role.rsplit('.').take(2).collect::<Vec<_>>();
+        let role = match role.as_slice() {
+            [r, p] => format!("{p}.{r}"),
+            _ => continue,
+        };
+        let bias = leaf == "bias";
+        if leaf != "weight" && !bias {
+            continue;
+        }
+        // (kind, unit axis, block rows per unit as a function of the head counts).
+        let (kind, axis_rows) = match role.as_str() {
+            "mlp.up" | "mlp.gate" => (Kind::Mlp, true),
+            "mlp.down" if !bias => (Kind::Mlp, false),
+            "attn.q" | "attn.k" | "attn.v" => (Kind::Heads, true),
+            "attn.o" if !bias => (Kind::Heads, false),
+            _ => continue,
         };
         let (Some(layer), class) = layer_and_class(name) else {
             continue;
@@ -409,7 +499,7 @@ fn groups(
             continue;
         };
         let (sa, sb) = (&ta[ia].shape, &tb[ib].shape);
-        let fits = match (bias, in_proj) {
+        let fits = match (bias, axis_rows) {
             (true, _) => sa.len() == 1 && sb.len() == 1,
             (false, true) => sa.len() == 2 && sb.len() == 2 && sa[1] == sb[1],
             (false, false) => sa.len() == 2 && sb.len() == 2 && sa[0] == sb[0],
@@ -420,13 +510,35 @@ fn groups(
             ));
             continue;
         }
-        let (axis, other) = match (bias, in_proj) {
+        let (axis, other) = match (bias, axis_rows) {
             (true, _) => (Axis::Rows, 1),
             (false, true) => (Axis::Rows, sa[1]),
             (false, false) => (Axis::Cols, sa[0]),
         };
+        let unit_len = if axis_rows { sa[0] } else { sa[1] };
+        let block = match kind {
+            Kind::Mlp => 1,
+            Kind::Heads => {
+                let Some((h, kv)) = head_counts else {
+                    heads_unknown |= heads.a.is_none() || heads.b.is_none();
+                    continue;
+                };
+                let q_rows = match role.as_str() {
+                    "attn.q" | "attn.o" => unit_len,
+                    // Keys and values: kv heads of head_dim rows.
+                    _ => unit_len * h / kv,
+                };
+                if q_rows % h != 0 || unit_len % kv != 0 {
+                    skipped.push(format!(
+                        "`{name}`: {unit_len} rows do not divide into {h} query / {kv} KV heads"
+                    ));
+                    continue;
+                }
+                unit_len / kv
+            }
+        };
         by_layer
-            .entry((stack_of(&class).to_owned(), layer))
+            .entry((stack_of(&class).to_owned(), kind, layer))
             .or_default()
             .push(Member {
                 name: (*name).clone(),
@@ -435,13 +547,21 @@ fn groups(
                 b: ib,
                 axis,
                 other,
+                block,
             });
     }
-    let mut stacks: BTreeMap<String, Vec<Group>> = BTreeMap::new();
-    for ((stack, layer), members) in by_layer {
+    if heads_unknown {
+        skipped.push(
+            "attention heads: the head counts of A or B are unknown (no GGUF metadata or \
+             `config.json` beside the weights)"
+                .to_owned(),
+        );
+    }
+    let mut stacks: BTreeMap<(String, Kind), Vec<Group>> = BTreeMap::new();
+    for ((stack, kind, layer), members) in by_layer {
         let units = |m: &Member, shape: &[usize]| match m.axis {
-            Axis::Rows => shape[0],
-            Axis::Cols => shape[1],
+            Axis::Rows => shape[0] / m.block.max(1),
+            Axis::Cols => shape[1] / m.block.max(1),
         };
         let Some(first) = members.first() else {
             continue;
@@ -455,21 +575,15 @@ fn groups(
             .all(|m| units(m, &ta[m.a].shape) == fa && units(m, &tb[m.b].shape) == fb);
         if !agree {
             skipped.push(format!(
-                "`{stack}` layer {layer}: its MLP tensors disagree on the number of hidden units"
-            ));
-            continue;
-        }
-        if fb > fa {
-            skipped.push(format!(
-                "`{stack}` layer {layer}: B has {fb} hidden units, more than A's {fa} (B's \
-                 units must be a subset of A's)"
+                "`{stack}` layer {layer}: its {} tensors disagree on the number of units",
+                kind.what()
             ));
             continue;
         }
         if fa < 2 || !members.iter().any(|m| m.other > 1) {
             continue;
         }
-        stacks.entry(stack).or_default().push(Group {
+        stacks.entry((stack, kind)).or_default().push(Group {
             layer,
             members,
             fa,
@@ -522,13 +636,10 @@ fn features(
         };
         let scale = if sd > 0.0 { 1.0 / sd } else { 0.0 };
         for c in 0..take {
-            // Evenly spaced coordinates of the other axis.
-            let e = c * m.other / take;
+            // Evenly spaced coordinates of the unit's elements.
+            let e = c * m.per_unit() / take;
             for u in 0..f {
-                let x = match m.axis {
-                    Axis::Rows => v[u * m.other + e],
-                    Axis::Cols => v[e * f + u],
-                };
+                let x = v[m.at(f, u, e)];
                 out[u * k + offset + c] = ((f64::from(x) - mean) * scale) as f32;
             }
         }
@@ -568,13 +679,13 @@ fn match_units(
     read_b: impl Fn(usize) -> Result<Vec<f32>, Error>,
 ) -> Result<Matched, Error> {
     // Coordinates per member: biases give their one value; matrices share the rest.
-    let matrices = g.members.iter().filter(|m| m.other > 1).count().max(1);
-    let biases = g.members.len() - g.members.iter().filter(|m| m.other > 1).count();
+    let matrices = g.members.iter().filter(|m| m.per_unit() > 1).count().max(1);
+    let biases = g.members.len() - g.members.iter().filter(|m| m.per_unit() > 1).count();
     let budget = FEATURES_MAX.saturating_sub(biases) / matrices;
     let per_member: Vec<usize> = g
         .members
         .iter()
-        .map(|m| m.other.min(budget.max(1)))
+        .map(|m| m.per_unit().min(budget.max(1)))
         .collect();
     let fa_feat = features(&g.members, read_a, g.fa, &per_member)?;
     let fb_feat = features(&g.members, read_b, g.fb, &per_member)?;
@@ -694,24 +805,15 @@ fn pearson_iter(it: impl Iterator<Item = (f32, f32)>) -> Option<f64> {
 /// Pearson of a member after alignment: A cut to its matched units, B in their order.
 fn aligned_pearson(m: &Member, matched: &Matched, a: &[f32], b: &[f32]) -> Option<f64> {
     let n = matched.kept_a.len();
-    let other = m.other;
-    let fa = a.len() / other.max(1);
-    let fb = b.len() / other.max(1);
-    let it = (0..n * other).map(|e| match m.axis {
-        Axis::Rows => {
-            let (k, c) = (e / other, e % other);
-            (
-                a[matched.kept_a[k] * other + c],
-                b[matched.b_order[k] * other + c],
-            )
-        }
-        Axis::Cols => {
-            let (r, k) = (e / n, e % n);
-            (
-                a[r * fa + matched.kept_a[k]],
-                b[r * fb + matched.b_order[k]],
-            )
-        }
+    let per = m.per_unit();
+    let fa = a.len() / per.max(1);
+    let fb = b.len() / per.max(1);
+    let it = (0..n * per).map(|i| {
+        let (k, e) = (i / per, i % per);
+        (
+            a[m.at(fa, matched.kept_a[k], e)],
+            b[m.at(fb, matched.b_order[k], e)],
+        )
     });
     pearson_iter(it)
 }
@@ -755,6 +857,7 @@ fn gathered<'a>(
             cols: g.cols,
             axis,
             index: Arc::clone(&g.index),
+            sign: None,
         };
         views.insert(
             i,

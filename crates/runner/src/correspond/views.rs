@@ -7,7 +7,7 @@
 //! [`MATERIALISE_MAX`] elements.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use weightkin_core::{
     FetchProgress, FileInfo, Located, RawTensor, Result, StoredRange, TensorInfo, TensorTable,
@@ -59,6 +59,27 @@ pub enum Loc {
         axis: GatherAxis,
         /// The parent's rows (or columns), in the view's order.
         index: std::sync::Arc<Vec<usize>>,
+        /// A factor (±1) per gathered row (or column), in the view's order: a residual basis
+        /// recovered as a signed permutation ([`crate::align::residual`]).
+        sign: Option<std::sync::Arc<Vec<f32>>>,
+    },
+    /// `left · (parent · diag(scale)) · right` for a `rows × cols` parent (a vector is
+    /// `rows × 1`), computed when first read and dropped once its last element has been read:
+    /// a residual stream presented in another model's basis (a rotation, or a projection
+    /// between widths) with norm gains folded in ([`crate::align::residual`]).
+    Linear {
+        /// Parent tensor index.
+        parent: usize,
+        /// Parent's rows.
+        rows: usize,
+        /// Parent's columns.
+        cols: usize,
+        /// A factor per parent column, applied first.
+        scale: Option<std::sync::Arc<Vec<f32>>>,
+        /// Multiplies from the left (`out_rows × rows`).
+        left: Option<std::sync::Arc<Matrix>>,
+        /// Multiplies from the right (`cols × out_cols`).
+        right: Option<std::sync::Arc<Matrix>>,
     },
     /// The transpose of a `rows × cols` parent (materialised).
     Transpose {
@@ -69,6 +90,23 @@ pub enum Loc {
         /// Parent's columns.
         cols: usize,
     },
+}
+
+/// A dense row-major f32 matrix (a [`Loc::Linear`] factor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// `rows × cols` values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Matrix {
+    fn as_ref(&self) -> faer::MatRef<'_, f32> {
+        faer::MatRef::from_row_major_slice(&self.data, self.rows, self.cols)
+    }
 }
 
 /// The axis a [`Loc::Gather`] reorders.
@@ -87,6 +125,7 @@ impl Loc {
             Loc::Rows { parent, .. }
             | Loc::Cols { parent, .. }
             | Loc::Gather { parent, .. }
+            | Loc::Linear { parent, .. }
             | Loc::Transpose { parent, .. } => parent,
         }
     }
@@ -125,6 +164,26 @@ impl Loc {
                     rows.checked_mul(*cols) == Some(numel) && index.iter().all(|&i| i < bound);
                 if fits {
                     index.len().saturating_mul(other)
+                } else {
+                    0
+                }
+            }
+            Loc::Linear {
+                rows,
+                cols,
+                scale,
+                left,
+                right,
+                ..
+            } => {
+                let fits = rows.checked_mul(*cols) == Some(numel)
+                    && scale.as_ref().is_none_or(|s| s.len() == *cols)
+                    && left.as_ref().is_none_or(|m| m.cols == *rows)
+                    && right.as_ref().is_none_or(|m| m.rows == *cols);
+                let out_rows = left.as_ref().map_or(*rows, |m| m.rows);
+                let out_cols = right.as_ref().map_or(*cols, |m| m.cols);
+                if fits {
+                    out_rows.saturating_mul(out_cols)
                 } else {
                     0
                 }
@@ -187,6 +246,8 @@ pub struct Views<'a> {
     table: TensorTable,
     locs: Vec<Loc>,
     materialised: Vec<OnceLock<std::result::Result<Vec<f32>, String>>>,
+    /// [`Loc::Linear`] results being read, dropped after their last element.
+    computed: Vec<Mutex<Option<Arc<Vec<f32>>>>>,
 }
 
 impl<'a> Views<'a> {
@@ -233,11 +294,13 @@ impl<'a> Views<'a> {
             .with_metadata(base.metadata().clone())
             .with_transforms(base.transforms().to_vec());
         let materialised = sorted.locators.iter().map(|_| OnceLock::new()).collect();
+        let computed = sorted.locators.iter().map(|_| Mutex::new(None)).collect();
         Ok(Views {
             base,
             table,
             locs: sorted.locators,
             materialised,
+            computed,
         })
     }
 
@@ -279,6 +342,83 @@ impl<'a> Views<'a> {
             action: "read a tensor view",
             source: std::io::Error::other(msg.clone()),
         })
+    }
+}
+
+impl Views<'_> {
+    /// A [`Loc::Linear`] view's values: computed on first read, kept until its last element
+    /// has been read.
+    fn linear_values(&self, index: usize) -> Result<Arc<Vec<f32>>> {
+        let Loc::Linear {
+            parent,
+            rows,
+            cols,
+            ref scale,
+            ref left,
+            ref right,
+        } = self.locs[index]
+        else {
+            return Err(weightkin_core::Error::NoSuchTensor {
+                index,
+                count: self.locs.len(),
+            });
+        };
+        let mut cell = self.computed[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = cell.as_ref() {
+            return Ok(Arc::clone(v));
+        }
+        let info = &self.base.tensors()[parent];
+        if info.numel > MATERIALISE_MAX {
+            return Err(info.out_of_range(0, MATERIALISE_MAX));
+        }
+        let mut x = vec![0f32; info.numel];
+        self.base.read_f32(parent, 0, &mut x)?;
+        if let Some(s) = scale {
+            for row in x.chunks_exact_mut(cols.max(1)) {
+                row.iter_mut().zip(s.iter()).for_each(|(v, f)| *v *= f);
+            }
+        }
+        let mut cur = Matrix {
+            rows,
+            cols,
+            data: x,
+        };
+        if let Some(r) = right {
+            cur = product(&cur, r);
+        }
+        if let Some(l) = left {
+            cur = product(l, &cur);
+        }
+        let v = Arc::new(cur.data);
+        *cell = Some(Arc::clone(&v));
+        Ok(v)
+    }
+}
+
+/// `x · y`, computed on one thread (a fixed order of operations, so the same bits on every
+/// run and for any thread count).
+pub fn product(x: &Matrix, y: &Matrix) -> Matrix {
+    let mut out = faer::Mat::<f32>::zeros(x.rows, y.cols);
+    faer::linalg::matmul::matmul(
+        out.as_mut(),
+        faer::Accum::Replace,
+        x.as_ref(),
+        y.as_ref(),
+        1.0f32,
+        faer::Par::Seq,
+    );
+    let mut data = Vec::with_capacity(x.rows * y.cols);
+    for i in 0..x.rows {
+        for j in 0..y.cols {
+            data.push(out[(i, j)]);
+        }
+    }
+    Matrix {
+        rows: x.rows,
+        cols: y.cols,
+        data,
     }
 }
 
@@ -327,6 +467,7 @@ impl WeightSource for Views<'_> {
                 cols,
                 axis,
                 index: ref order,
+                ref sign,
                 ..
             } => {
                 let n = order.len();
@@ -355,6 +496,17 @@ impl WeightSource for Views<'_> {
                             take
                         }
                     };
+                    if let Some(sign) = sign {
+                        let n = order.len();
+                        for (k, o) in out[done..done + take].iter_mut().enumerate() {
+                            let at = e + k;
+                            let unit = match axis {
+                                GatherAxis::Rows => at / cols,
+                                GatherAxis::Cols => at % n,
+                            };
+                            *o *= sign[unit];
+                        }
+                    }
                     done += take;
                     e += take;
                 }
@@ -364,6 +516,17 @@ impl WeightSource for Views<'_> {
                 if start + out.len() == self.table.tensors()[index].numel {
                     if let Some(raw) = self.base.raw(parent) {
                         raw.file.release(raw.bytes);
+                    }
+                }
+                Ok(())
+            }
+            Loc::Linear { .. } => {
+                let values = self.linear_values(index)?;
+                let end = start + out.len();
+                out.copy_from_slice(&values[start..end]);
+                if end == values.len() {
+                    if let Ok(mut cell) = self.computed[index].lock() {
+                        *cell = None;
                     }
                 }
                 Ok(())

@@ -262,9 +262,69 @@ pub struct Comparison {
     /// pair was paired by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correspondence: Option<CorrespondenceReport>,
+    /// The residual-stream alignment (`permutation = "auto"`); absent when not asked for or
+    /// when the models have no token embedding to align on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residual: Option<ResidualReport>,
     /// The MLP hidden-unit alignment (`permutation = "auto"`); absent when not asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub units: Option<UnitsReport>,
+}
+
+/// What the residual-stream alignment ([`crate::align::residual`]) found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResidualReport {
+    /// The tower aligned (`text`).
+    pub tower: String,
+    /// The token embedding it was fitted on (A's name).
+    pub embedding: String,
+    /// Which rows correspond: shared tokens (and where the token strings came from) or row
+    /// order (and why).
+    pub rows: String,
+    /// Tokens both vocabularies hold (when matched by token strings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_tokens: Option<usize>,
+    /// Embedding rows used (fit and check halves).
+    pub rows_used: usize,
+    /// Sampled rows dropped (all zero, not finite, or repeated).
+    pub rows_dropped: usize,
+    /// A's residual width.
+    pub width_a: usize,
+    /// B's residual width.
+    pub width_b: usize,
+    /// Held-out fit of the identity (equal widths only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_identity: Option<f64>,
+    /// Held-out fit of the best signed permutation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_permutation: Option<f64>,
+    /// Held-out fit of the orthogonal Procrustes rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_rotation: Option<f64>,
+    /// Held-out fit of the basis chosen.
+    pub fit: f64,
+    /// `identity`, `signed permutation`, `rotation`, `projection` (a rotation between widths)
+    /// or `not aligned`.
+    pub basis: String,
+    /// Whether the chosen basis fits the held-out rows well enough to be reported as found
+    /// (≥ 0.8; wording only, never evidence).
+    pub recovered: bool,
+    /// Dimensions matched by the permutation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<usize>,
+    /// Matched dimensions not at A's index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<usize>,
+    /// Matched dimensions with flipped sign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sign_flips: Option<usize>,
+    /// B tensors presented in A's basis.
+    pub tensors: usize,
+    /// Tensors not compared because of the alignment (listed under not compared).
+    pub withheld: usize,
+    /// What could not be aligned, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// What unit alignment ([`crate::align::units`]) found.
@@ -284,6 +344,8 @@ pub struct UnitsReport {
 pub struct UnitStack {
     /// The stack (`encoder.layer`).
     pub stack: String,
+    /// What was aligned: `mlp units` or `attention heads` (KV groups with their query heads).
+    pub what: String,
     /// Mean matched cosine of the cross-layer alignments (A's layer i with B's layer j ≠ i).
     pub null_similarity_mean: f64,
     /// Their s.d. (floored at 0.001).

@@ -24,6 +24,11 @@ pub enum Reason {
     FusedNotSplit,
     /// Presented transposed (`NAME#T`) to pair with a tensor stored the other way round.
     Transposed,
+    /// On the residual axis outside the layers, after a residual alignment fitted on the
+    /// token embeddings: its agreement is not independent evidence.
+    AlignmentFitted,
+    /// A norm gain under a rotated residual stream: it does not rotate.
+    NotRotatable,
 }
 
 impl Reason {
@@ -38,6 +43,8 @@ impl Reason {
             Reason::SplitIntoParts => "fused tensor, compared as its parts",
             Reason::FusedNotSplit => "fused tensor whose layout does not fit its shape",
             Reason::Transposed => "compared transposed (as NAME#T)",
+            Reason::AlignmentFitted => "fitted by the residual alignment (not evidence)",
+            Reason::NotRotatable => "norm gain under a rotated residual stream",
         }
     }
 }
