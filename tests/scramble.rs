@@ -543,7 +543,7 @@ fn matmul(a: &[f32], k: usize, b: &[f32], n: usize) -> Vec<f32> {
     assert_eq!(b.len(), k * n);
     let m = a.len() / k;
     let mut out = vec![0f32; m * n];
-    const ROWS: usize = 4;
+    const ROWS: usize = 16;
     out.par_chunks_mut(ROWS * n)
         .zip(a.par_chunks(ROWS * k))
         .for_each(|(o, a)| {
