@@ -36,3 +36,8 @@ mod hub;
 /// Unit alignment (issue 15) on real weights: MiniLM with its MLP hidden units permuted or
 /// width-pruned, and the same transforms on an unrelated model of the same shape.
 mod permutation;
+
+/// Function-preserving scrambles of real models (issue 15): permuted, pruned, re-vocabularied
+/// and rotated copies of MiniLM and SmolLM2, unrelated stand-ins of the same shapes, and
+/// forward passes proving each copy computes what it claims.
+mod scramble;
