@@ -37,6 +37,9 @@ mod hub;
 /// width-pruned, and the same transforms on an unrelated model of the same shape.
 mod permutation;
 
+/// The alignment stage (issue 15) through the binary: permuted, pruned, re-vocabularied and
+/// rotated copies read `derived`, unrelated models aligned the same way `independent`.
+mod alignment;
 /// Function-preserving scrambles of real models (issue 15): permuted, pruned, re-vocabularied
 /// and rotated copies of MiniLM and SmolLM2, unrelated stand-ins of the same shapes, and
 /// forward passes proving each copy computes what it claims.

@@ -467,6 +467,9 @@ pub fn align(
     match basis {
         Basis::Identity => {
             out.report.basis = "identity".to_owned();
+            if let Rows::Shared { pairs, .. } = rows {
+                present_vocabulary(&mut out, &members, ta, tb, pairs);
+            }
         }
         Basis::Permutation(perm) => {
             out.report.basis = "signed permutation".to_owned();
@@ -516,6 +519,51 @@ fn finding(r: &ResidualReport) -> Option<String> {
             r.width_b, r.width_a
         )),
         _ => None,
+    }
+}
+
+/// Presents the token rows of B's embedding and output head in A's token order over the
+/// shared tokens (A cut to them where B lacks some of A's tokens): a vocabulary extended,
+/// shrunk or reordered. Token identity comes from the token strings, not from a search, so
+/// these tensors stay evidence with their ordinary null.
+fn present_vocabulary(
+    out: &mut Residual,
+    members: &[Member],
+    ta: &[weightkin_core::TensorInfo],
+    tb: &[weightkin_core::TensorInfo],
+    pairs: &[(usize, usize)],
+) {
+    for m in members
+        .iter()
+        .filter(|m| m.layer.is_none() && matches!(m.role.as_str(), "embed" | "lm_head"))
+    {
+        let (sa, sb) = (&ta[m.a].shape, &tb[m.b].shape);
+        let ([va, ca], [vb, cb]) = (sa.as_slice(), sb.as_slice()) else {
+            continue;
+        };
+        let usable: Vec<(usize, usize)> = pairs
+            .iter()
+            .copied()
+            .filter(|&(x, y)| x < *va && y < *vb)
+            .collect();
+        let identical = *va == *vb && usable.len() == *va && usable.iter().all(|(x, y)| x == y);
+        if identical || usable.is_empty() || ca != cb {
+            continue;
+        }
+        let idx_a: Arc<Vec<usize>> = Arc::new(usable.iter().map(|p| p.0).collect());
+        let idx_b: Arc<Vec<usize>> = Arc::new(usable.iter().map(|p| p.1).collect());
+        if usable.len() < *va {
+            out.views_a.insert(
+                m.a,
+                gather_view(&ta[m.a], m.a, (*va, *ca, GatherAxis::Rows), &idx_a, None),
+            );
+        }
+        out.views_b.insert(
+            m.b,
+            gather_view(&tb[m.b], m.b, (*vb, *cb, GatherAxis::Rows), &idx_b, None),
+        );
+        out.report.tensors += 1;
+        out.report.vocabulary_rows = Some(usable.len());
     }
 }
 
@@ -685,6 +733,9 @@ fn present_rotation(
         if m.place == Place::Gain {
             continue;
         }
+        if m.layer.is_none() {
+            out.withheld.push(withheld(m));
+        }
         if ta[m.a].numel > MATERIALISE_MAX || tb[m.b].numel > MATERIALISE_MAX {
             out.report.skipped.push(format!(
                 "`{}`: more than {MATERIALISE_MAX} elements; a rotated view is computed in \
@@ -775,9 +826,6 @@ fn present_rotation(
             },
         );
         transformed += 1;
-        if m.layer.is_none() {
-            out.withheld.push(withheld(m));
-        }
     }
     for m in members.iter().filter(|m| m.place == Place::Gain) {
         let detail = if folded.contains(&m.name) {

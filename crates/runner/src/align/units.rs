@@ -73,11 +73,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use weightkin_core::{lap, WeightSource};
 
 use crate::correspond::names;
-use crate::correspond::views::{GatherAxis, Loc, View, Views, MATERIALISE_MAX};
+use crate::correspond::views::{product, GatherAxis, Loc, Matrix, View, Views, MATERIALISE_MAX};
 use crate::plan::{layer_and_class, stack_of, Model};
 use crate::recipe::CompareSpec;
 use crate::report::{round, UnitLayer, UnitStack, UnitsReport};
@@ -237,9 +236,14 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                 jobs.push((i, (i + s) % l));
             }
         }
-        let solved = jobs
+        // Solved B layer by B layer (each B layer's tensors are read, and where the residual
+        // alignment rotates them computed, close together), then put back in job order.
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        order.sort_by_key(|&k| (jobs[k].1, jobs[k].0 != jobs[k].1, jobs[k].0));
+        let mut solved_in_order = order
             .iter()
-            .map(|&(i, j)| {
+            .map(|&k| {
+                let (i, j) = jobs[k];
                 let (x, y) = (&layers[i], &layers[j]);
                 let usable = x.fa == y.fa
                     && x.fb == y.fb
@@ -249,7 +253,7 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                         .zip(&y.members)
                         .all(|(p, q)| p.class == q.class);
                 if i != j && !usable {
-                    return Ok(None);
+                    return Ok((k, None));
                 }
                 let (ga, gb) = (&layers[i], &layers[j]);
                 let m = match_units(
@@ -267,9 +271,11 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                         before.extend(pearson(&va, &vb));
                     }
                 }
-                Ok(Some((m, after, before)))
+                Ok((k, Some((m, after, before))))
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        solved_in_order.sort_by_key(|(k, _)| *k);
+        let solved: Vec<_> = solved_in_order.into_iter().map(|(_, s)| s).collect();
         let mut null_similarity = Vec::new();
         for (&(i, _), got) in jobs.iter().zip(&solved).skip(l) {
             let Some((m, after, _)) = got else { continue };
@@ -695,18 +701,37 @@ fn match_units(
     // many equal rows are the solver's cubic worst case (`weightkin_core::lap`). They take
     // the units left over, in index order, afterwards.
     let (live_a, live_b) = (distinct(&fa_feat, k, g.fa), distinct(&fb_feat, k, g.fb));
-    let mut score = vec![0f32; live_b.len() * live_a.len()];
-    if !live_a.is_empty() {
-        score
-            .par_chunks_mut(live_a.len())
-            .zip(&live_b)
-            .for_each(|(out, &v)| {
-                let bv = &fb_feat[v * k..(v + 1) * k];
-                for (s, &u) in out.iter_mut().zip(&live_a) {
-                    *s = dot(bv, &fa_feat[u * k..(u + 1) * k]) as f32;
+    // The similarities of the live units: one matrix product, on one thread (a fixed order
+    // of operations, so the same bits for any thread count).
+    let gather = |feat: &[f32], live: &[usize]| -> Vec<f32> {
+        live.iter()
+            .flat_map(|&u| feat[u * k..(u + 1) * k].iter().copied())
+            .collect()
+    };
+    let score = if live_a.is_empty() || live_b.is_empty() || k == 0 {
+        vec![0f32; live_b.len() * live_a.len()]
+    } else {
+        let fb_live = Matrix {
+            rows: live_b.len(),
+            cols: k,
+            data: gather(&fb_feat, &live_b),
+        };
+        let fa_live_t = {
+            let rows = gather(&fa_feat, &live_a);
+            let mut t = vec![0f32; k * live_a.len()];
+            for (u, row) in rows.chunks_exact(k).enumerate() {
+                for (c, &x) in row.iter().enumerate() {
+                    t[c * live_a.len() + u] = x;
                 }
-            });
-    }
+            }
+            Matrix {
+                rows: k,
+                cols: live_a.len(),
+                data: t,
+            }
+        };
+        product(&fb_live, &fa_live_t).data
+    };
     let assignment =
         lap::assign_max(&score, live_b.len(), live_a.len()).map_err(|source| Error::Align {
             compare: cmp.name.clone(),

@@ -64,7 +64,8 @@ pub enum Loc {
         sign: Option<std::sync::Arc<Vec<f32>>>,
     },
     /// `left · (parent · diag(scale)) · right` for a `rows × cols` parent (a vector is
-    /// `rows × 1`), computed when first read and dropped once its last element has been read:
+    /// `rows × 1`), computed when first read and kept while it is among the most recently
+    /// used ([`LINEAR_CACHE_BYTES`]):
     /// a residual stream presented in another model's basis (a rotation, or a projection
     /// between widths) with norm gains folded in ([`crate::align::residual`]).
     Linear {
@@ -246,9 +247,13 @@ pub struct Views<'a> {
     table: TensorTable,
     locs: Vec<Loc>,
     materialised: Vec<OnceLock<std::result::Result<Vec<f32>, String>>>,
-    /// [`Loc::Linear`] results being read, dropped after their last element.
-    computed: Vec<Mutex<Option<Arc<Vec<f32>>>>>,
+    /// [`Loc::Linear`] results, most recently used last, at most [`LINEAR_CACHE_BYTES`].
+    computed: Mutex<Vec<(usize, Arc<Vec<f32>>)>>,
 }
+
+/// Bytes of computed [`Loc::Linear`] results a [`Views`] keeps for re-reading (the unit
+/// alignment reads each layer's tensors several times: its own alignment and the null's).
+pub const LINEAR_CACHE_BYTES: usize = 256 << 20;
 
 impl<'a> Views<'a> {
     /// `base` with `views` added. A view whose name a tensor of `base` already has, or whose
@@ -294,7 +299,7 @@ impl<'a> Views<'a> {
             .with_metadata(base.metadata().clone())
             .with_transforms(base.transforms().to_vec());
         let materialised = sorted.locators.iter().map(|_| OnceLock::new()).collect();
-        let computed = sorted.locators.iter().map(|_| Mutex::new(None)).collect();
+        let computed = Mutex::new(Vec::new());
         Ok(Views {
             base,
             table,
@@ -363,11 +368,17 @@ impl Views<'_> {
                 count: self.locs.len(),
             });
         };
-        let mut cell = self.computed[index]
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(v) = cell.as_ref() {
-            return Ok(Arc::clone(v));
+        {
+            let mut cache = self
+                .computed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(k) = cache.iter().position(|(i, _)| *i == index) {
+                let hit = cache.remove(k);
+                let v = Arc::clone(&hit.1);
+                cache.push(hit);
+                return Ok(v);
+            }
         }
         let info = &self.base.tensors()[parent];
         if info.numel > MATERIALISE_MAX {
@@ -392,7 +403,17 @@ impl Views<'_> {
             cur = product(l, &cur);
         }
         let v = Arc::new(cur.data);
-        *cell = Some(Arc::clone(&v));
+        let mut cache = self
+            .computed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !cache.iter().any(|(i, _)| *i == index) {
+            cache.push((index, Arc::clone(&v)));
+        }
+        let bytes = |c: &[(usize, Arc<Vec<f32>>)]| c.iter().map(|(_, v)| v.len() * 4).sum::<usize>();
+        while cache.len() > 1 && bytes(&cache) > LINEAR_CACHE_BYTES {
+            cache.remove(0);
+        }
         Ok(v)
     }
 }
@@ -522,13 +543,7 @@ impl WeightSource for Views<'_> {
             }
             Loc::Linear { .. } => {
                 let values = self.linear_values(index)?;
-                let end = start + out.len();
-                out.copy_from_slice(&values[start..end]);
-                if end == values.len() {
-                    if let Ok(mut cell) = self.computed[index].lock() {
-                        *cell = None;
-                    }
-                }
+                out.copy_from_slice(&values[start..start + out.len()]);
                 Ok(())
             }
             Loc::Transpose { parent, rows, .. } => {

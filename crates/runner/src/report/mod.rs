@@ -318,7 +318,11 @@ pub struct ResidualReport {
     /// Matched dimensions with flipped sign.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sign_flips: Option<usize>,
-    /// B tensors presented in A's basis.
+    /// Token rows at which the embedding and output head are compared, when B's vocabulary
+    /// is not A's in A's order (B's rows presented in A's token order over the shared tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocabulary_rows: Option<usize>,
+    /// B tensors presented in A's basis (or token order).
     pub tensors: usize,
     /// Tensors not compared because of the alignment (listed under not compared).
     pub withheld: usize,

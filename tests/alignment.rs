@@ -1,0 +1,189 @@
+//! The alignment stage (issue 15) end to end through the binary, on real weights scrambled
+//! by function-preserving transforms ([`crate::scramble`]): MiniLM with its residual stream,
+//! attention heads and MLP units permuted; MiniLM width-pruned; MiniLM with its vocabulary
+//! extended and reordered; SmolLM2-135M with norm gains folded and its residual stream
+//! rotated. Each must read `derived` with the alignment stated; the same transforms applied
+//! to an unrelated model of the same shape must read `independent`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::scramble;
+use crate::util::{fixture, stderr, stdout, weightkin, MINILM};
+
+/// `compare A B --align-units --format json`: the one comparison.
+fn aligned(a: &Path, b: &Path) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "json",
+        "--align-units",
+    ];
+    let out = weightkin(dir.path(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    r["comparisons"][0].clone()
+}
+
+fn overall(c: &Value) -> &str {
+    c["verdicts"]["overall"].as_str().unwrap()
+}
+
+fn sentence(c: &Value) -> &str {
+    c["verdicts"]["sentence"].as_str().unwrap()
+}
+
+/// The unit stacks of one kind (`mlp units`, `attention heads`).
+fn stacks<'a>(c: &'a Value, what: &str) -> Vec<&'a Value> {
+    c["units"]["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["what"] == what)
+        .collect()
+}
+
+fn all_layers_recovered(c: &Value, what: &str) -> bool {
+    let s = stacks(c, what);
+    !s.is_empty()
+        && s.iter().all(|s| {
+            s["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["recovered"] == true)
+        })
+}
+
+#[test]
+fn a_fully_permuted_minilm_reads_derived_with_the_permutations_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = scramble::minilm_permuted(dir.path(), 15, 0.02);
+    let a = fixture(MINILM);
+    let c = aligned(&a, &b);
+    let r = &c["residual"];
+    assert_eq!(r["basis"], "signed permutation", "{r}");
+    assert_eq!(r["recovered"], true);
+    assert_eq!(r["matched"], 384);
+    assert!(r["moved"].as_u64().unwrap() > 300, "{r}");
+    assert!(r["fit"].as_f64().unwrap() > 0.99, "{r}");
+    assert!(all_layers_recovered(&c, "mlp units"), "{}", c["units"]);
+    assert!(all_layers_recovered(&c, "attention heads"), "{}", c["units"]);
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+    assert!(sentence(&c).contains("residual stream is a permutation"));
+    // Every layered tensor is evidence for derivation; the embeddings are not evidence.
+    let tensors = c["tensors"].as_array().unwrap();
+    let layered: Vec<&Value> = tensors
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("encoder.layer."))
+        .collect();
+    assert!(layered.len() >= 90, "{}", layered.len());
+    for t in &layered {
+        assert!(t["evidence"]["pearson"].as_f64().unwrap() > 0.99, "{t}");
+    }
+    let withheld: Vec<&str> = c["not_compared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["reason"] == "alignment-fitted")
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        withheld.contains(&"embeddings.word_embeddings.weight"),
+        "{withheld:?}"
+    );
+    // Without alignment the same copy shows nothing in its layers.
+    let dir2 = tempfile::tempdir().unwrap();
+    let out = weightkin(
+        dir2.path(),
+        &[
+            "compare",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let plain: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_ne!(plain["comparisons"][0]["verdicts"]["overall"], "derived");
+}
+
+#[test]
+fn the_same_permutation_of_an_unrelated_model_stays_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let unrelated = scramble::minilm_independent(&da, 16);
+    let b = scramble::minilm_permuted(&db, 15, 0.02);
+    let c = aligned(&unrelated, &b);
+    assert_eq!(overall(&c), "independent", "{}", sentence(&c));
+    assert_ne!(c["residual"]["recovered"], true, "{}", c["residual"]);
+}
+
+#[test]
+fn a_width_pruned_minilm_reads_derived() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = scramble::minilm_pruned(dir.path(), 17, 1024, true, 0.02);
+    let c = aligned(&fixture(MINILM), &b);
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+    assert!(sentence(&c).contains("width-pruned"), "{}", sentence(&c));
+    for s in stacks(&c, "mlp units") {
+        for l in s["layers"].as_array().unwrap() {
+            assert_eq!(l["units_b"], 1024);
+            assert_eq!(l["recovered"], true);
+        }
+    }
+}
+
+#[test]
+fn a_vocabulary_extended_and_reordered_minilm_reads_derived_on_shared_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = scramble::minilm_revocab(dir.path(), 18, 500, 0.02);
+    let c = aligned(&fixture(MINILM), &b);
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+    let r = &c["residual"];
+    assert!(r["rows"].as_str().unwrap().starts_with("shared tokens"), "{r}");
+    assert_eq!(r["shared_tokens"], 30522, "{r}");
+    assert_eq!(r["basis"], "identity", "{r}");
+    // The embedding is compared over the shared tokens, in A's row order.
+    let emb = c["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "embeddings.word_embeddings.weight")
+        .unwrap_or_else(|| panic!("{}", c["not_compared"]));
+    assert!(emb["evidence"]["pearson"].as_f64().unwrap() > 0.99, "{emb}");
+}
+
+#[test]
+fn a_rotated_smollm2_reads_derived_and_an_unrelated_one_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dr, di) = (dir.path().join("rot"), dir.path().join("ind"));
+    std::fs::create_dir_all(&dr).unwrap();
+    std::fs::create_dir_all(&di).unwrap();
+    let a = fixture(scramble::SMOLLM2);
+    let rotated = scramble::smollm2_rotated(&dr, 19, 0.02);
+    let c = aligned(&a, &rotated);
+    let r = &c["residual"];
+    assert_eq!(r["basis"], "rotation", "{r}");
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+    assert!(sentence(&c).contains("rotated"), "{}", sentence(&c));
+    let gains = c["not_compared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["reason"] == "not-rotatable")
+        .count();
+    assert_eq!(gains, 61);
+
+    let unrelated = scramble::smollm2_independent(&di, 20);
+    let c = aligned(&unrelated, &rotated);
+    assert_eq!(overall(&c), "independent", "{}", sentence(&c));
+    assert_ne!(c["residual"]["recovered"], true, "{}", c["residual"]);
+}
