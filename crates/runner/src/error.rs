@@ -101,6 +101,17 @@ pub enum Error {
         #[source]
         source: weightkin_core::lap::LapError,
     },
+    /// A file beside a model's weights (`tokenizer.json`, `vocab.txt`, `config.json`) or its
+    /// tokenizer or head counts in GGUF metadata are malformed ([`crate::align::vocab`],
+    /// [`crate::align::facts`]).
+    #[error("{}", path.display())]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: crate::align::beside::FileProblem,
+    },
     /// A report file could not be written.
     #[error(transparent)]
     WriteReport(#[from] WriteError),
