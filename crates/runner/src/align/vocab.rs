@@ -37,9 +37,11 @@
 //! are written `<0xNN>`, so a byte-level BPE token and a SentencePiece byte-fallback token for
 //! the same byte meet.
 //!
-//! Two rows of one vocabulary may normalise to the same text (SentencePiece's `<0x41>` and
-//! `A`; a cased and an uncased spelling never collide, but a byte token and its character
-//! do): such tokens are ambiguous and left out of [`shared`], which counts them.
+//! A SentencePiece byte-fallback token whose character is also a piece of its own (`<0x41>`
+//! beside `A`) is never produced by the tokenizer — it falls back to bytes only for
+//! characters no piece covers — so the piece keeps the text and the byte token keeps its
+//! stored form `<0xNN>`, which matches nothing. Any other two rows of one vocabulary that
+//! normalise to the same text are ambiguous and left out of [`shared`], which counts them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -138,8 +140,12 @@ pub fn vocabulary(source: &dyn WeightSource) -> Result<Option<Vocabulary>, Error
             .map(|v| unquote(v))
             .and_then(Scheme::from_gguf);
         let scheme = declared.unwrap_or_else(|| Scheme::guess(stored));
+        let mut tokens: Vec<String> = stored.iter().map(|t| normalise(t, scheme)).collect();
+        if scheme == Scheme::SentencePiece {
+            unused_byte_tokens(stored.iter().map(String::as_str), &mut tokens);
+        }
         return Ok(Some(Vocabulary {
-            tokens: stored.iter().map(|t| normalise(t, scheme)).collect(),
+            tokens,
             source: "GGUF metadata `tokenizer.ggml.tokens`".to_owned(),
             scheme,
         }));
@@ -216,6 +222,31 @@ fn unique_rows(tokens: &[String]) -> (HashMap<&str, Option<usize>>, usize) {
             .or_insert(Some(row));
     }
     (index, duplicates)
+}
+
+/// Gives SentencePiece byte-fallback tokens (`<0xNN>`) whose text some other token also
+/// spells their stored form back: SentencePiece falls back to bytes only for characters none
+/// of its pieces cover, so `<0x21>` is never produced when `!` is a piece, and the piece is
+/// the row that means `!`. `stored` parallels `tokens`.
+fn unused_byte_tokens<'a>(stored: impl Iterator<Item = &'a str> + Clone, tokens: &mut [String]) {
+    let pieces: std::collections::HashSet<&str> = stored
+        .clone()
+        .zip(tokens.iter())
+        .filter(|(raw, _)| byte_token(raw).is_none())
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let unused: Vec<(usize, &str)> = stored
+        .enumerate()
+        .filter(|&(i, raw)| {
+            byte_token(raw).is_some() && tokens.get(i).is_some_and(|t| pieces.contains(t.as_str()))
+        })
+        .collect();
+    drop(pieces);
+    for (i, raw) in unused {
+        if let Some(t) = tokens.get_mut(i) {
+            *t = raw.to_owned();
+        }
+    }
 }
 
 /// A metadata text without the quotes GGUF's metadata printer puts around strings.
@@ -471,10 +502,17 @@ fn from_tokenizer_json(path: &Path, text: &str) -> Result<(Vec<String>, Scheme),
             None => rows[i] = Some((stored, text)),
         }
     }
-    let tokens = rows
-        .into_iter()
-        .map(|r| r.map(|(_, text)| text).unwrap_or_default())
+    let stored: Vec<&str> = rows
+        .iter()
+        .map(|r| r.as_ref().map_or("", |(t, _)| t.as_str()))
         .collect();
+    let mut tokens: Vec<String> = rows
+        .iter()
+        .map(|r| r.as_ref().map(|(_, text)| text.clone()).unwrap_or_default())
+        .collect();
+    if scheme == Scheme::SentencePiece {
+        unused_byte_tokens(stored.iter().copied(), &mut tokens);
+    }
     Ok((tokens, scheme))
 }
 
@@ -668,6 +706,14 @@ mod tests {
         let e = parse(truncated).unwrap_err();
         let text = weightkin_core::testing::error_chain(&e);
         assert!(text.contains("dir/tokenizer.json"), "{text}");
+    }
+
+    #[test]
+    fn byte_tokens_give_way_to_pieces() {
+        let unigram = r#"{"model": {"type": "Unigram", "vocab": [["<0x21>", 0], ["!", 0], ["<0x0A>", 0], ["<0xC3>", 0], ["▁", 0]]}}"#;
+        let (tokens, _) = parse(unigram).unwrap();
+        // `!` is a piece, so `<0x21>` is unused; no piece is a newline or half a character.
+        assert_eq!(tokens, ["<0x21>", "!", "\n", "<0xC3>", " "]);
     }
 
     #[test]
