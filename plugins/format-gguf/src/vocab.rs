@@ -1,6 +1,6 @@
 //! The tokenizer's token strings (`tokenizer.ggml.tokens`), for shared-vocabulary matching.
 //!
-//! The header parser keeps only short arrays ([`crate::header`]'s `MAX_KEPT_ARRAY`): a
+//! The header parser keeps only short arrays (the header module's `MAX_KEPT_ARRAY`): a
 //! vocabulary runs to hundreds of thousands of strings and most callers never look at it. It
 //! records where each array's elements start instead, and this module decodes the token
 //! array from the mapped bytes when a caller asks ([`weightkin_core::WeightSource::vocabulary`]).
