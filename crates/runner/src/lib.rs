@@ -44,7 +44,7 @@ mod stats;
 
 use std::path::Path;
 
-pub use error::Error;
+pub use error::{Error, FileProblem};
 pub use hashcache::HashCache;
 pub use options::{NoProgress, Progress, RunOptions};
 pub use recipe::{adhoc_recipe, Recipe, RecipeError};

@@ -166,6 +166,9 @@ pub struct Array {
     pub len: u64,
     /// The elements, when `len <= MAX_KEPT_ARRAY`.
     pub items: Option<Vec<Value>>,
+    /// Offset of the first element from the start of the file (where a long array's elements
+    /// can be decoded later, e.g. [`crate::vocab::tokens`]).
+    pub offset: u64,
 }
 
 impl Value {
@@ -346,6 +349,7 @@ impl<'a> Reader<'a> {
                 }
                 let elem = self.value_type(key)?;
                 let len = self.u64()?;
+                let offset = self.pos as u64;
                 self.need_items(len, elem.min_bytes())?;
                 let keep = len <= MAX_KEPT_ARRAY;
                 let mut items = Vec::new();
@@ -359,6 +363,7 @@ impl<'a> Reader<'a> {
                     elem,
                     len,
                     items: keep.then_some(items),
+                    offset,
                 })
             }
         })

@@ -52,6 +52,7 @@ mod names;
 mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod vocab;
 
 pub use error::Problem;
 pub use ggml::{dtype as ggml_dtype, type_id as ggml_type_id};
@@ -98,6 +99,9 @@ pub fn fuzz(bytes: &[u8]) {
             let mut out = vec![0f32; n];
             let _ = source::read(&layout, bytes, i, 0, &mut out);
             let _ = source::read(&layout, bytes, i, t.numel - n, &mut out);
+        }
+        if let Some(at) = layout.tokens {
+            let _ = vocab::tokens(bytes, at);
         }
     }
 }

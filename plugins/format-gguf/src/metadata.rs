@@ -118,12 +118,14 @@ mod tests {
             elem: ValueType::String,
             len: 49152,
             items: None,
+            offset: 0,
         });
         assert_eq!(value(&long), "array of 49152 strings");
         let short = Value::Array(Array {
             elem: ValueType::U32,
             len: 2,
             items: Some(vec![Value::U64(4), Value::U64(8)]),
+            offset: 0,
         });
         assert_eq!(value(&short), "[4, 8]");
         assert_eq!(value(&Value::String("a\nb\"".into())), "\"a\\nb\\\"\"");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use weightkin_core::{
     checked_numel, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, Result, TensorInfo,
@@ -12,6 +13,7 @@ use weightkin_core::{
 
 use crate::convention::{self, Remap};
 use crate::header::{self, Failure, Header};
+use crate::vocab::{self, TokensAt};
 use crate::{dequant, ggml, metadata, names, Problem, NAME};
 
 /// The key gguf-split writes into every shard (`LLM_KV_SPLIT_COUNT` in llama.cpp).
@@ -34,6 +36,8 @@ pub(crate) struct Entry {
 pub(crate) struct Layout {
     pub table: TensorTable,
     pub entries: Vec<Entry>,
+    /// Where the tokenizer's token strings lie, when the file has them.
+    pub tokens: Option<TokensAt>,
 }
 
 /// An opened GGUF file.
@@ -41,13 +45,19 @@ pub(crate) struct Layout {
 pub(crate) struct Source {
     map: MappedFile,
     layout: Layout,
+    /// The token strings, decoded on first use ([`WeightSource::vocabulary`]).
+    vocab: OnceLock<Option<Vec<String>>>,
 }
 
 impl Source {
     pub(crate) fn open(path: &Path, limits: &Limits) -> Result<Source> {
         let map = MappedFile::open(path)?;
         let layout = layout(path, map.bytes(), limits)?;
-        Ok(Source { map, layout })
+        Ok(Source {
+            map,
+            layout,
+            vocab: OnceLock::new(),
+        })
     }
 }
 
@@ -58,6 +68,14 @@ impl WeightSource for Source {
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         read(&self.layout, self.map.bytes(), index, start, out)
+    }
+
+    /// `tokenizer.ggml.tokens`, decoded from the header bytes on first call (see
+    /// [`vocab::tokens`] for the bounds).
+    fn vocabulary(&self) -> Option<&[String]> {
+        self.vocab
+            .get_or_init(|| vocab::tokens(self.map.bytes(), self.layout.tokens?))
+            .as_deref()
     }
 
     /// A tensor is one contiguous range of the file (a remote source fetches it alone).
@@ -179,7 +197,9 @@ pub(crate) fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layou
         &checked.iter().map(|c| c.info.dtype).collect::<Vec<_>>(),
         trailing,
     );
-    present(file, &header, checked, metadata)
+    let mut layout = present(file, &header, checked, metadata)?;
+    layout.tokens = vocab::locate(&header);
+    Ok(layout)
 }
 
 /// Checks that tensors share no byte and leave no gap larger than alignment padding; returns
@@ -357,6 +377,7 @@ fn present(
             .with_metadata(metadata)
             .with_transforms(transforms),
         entries: sorted.locators,
+        tokens: None,
     })
 }
 

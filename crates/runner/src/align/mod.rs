@@ -8,8 +8,11 @@
 //! ([`LayerRemap`]). Within layers: [`units`] aligns MLP hidden units (permuted or
 //! width-pruned copies), with its own null under the same search.
 
+pub mod beside;
+pub mod facts;
 pub mod residual;
 pub mod units;
+pub mod vocab;
 
 use std::collections::BTreeMap;
 

@@ -456,6 +456,11 @@ impl WeightSource for Views<'_> {
         self.table.transforms()
     }
 
+    /// The base's: views rearrange tensors, never the tokenizer.
+    fn vocabulary(&self) -> Option<&[String]> {
+        self.base.vocabulary()
+    }
+
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         self.table.checked_read(index, start, out.len())?;
         match self.locs[index] {

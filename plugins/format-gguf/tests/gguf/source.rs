@@ -278,3 +278,44 @@ fn a_file_without_tensors_or_keys_opens_empty() {
     assert_eq!(source.format(), NAME);
     assert_eq!(source.files().len(), 1);
 }
+
+#[test]
+fn vocabulary_is_the_token_array_long_or_short() {
+    use weightkin_format_gguf::vocab::TOKENS_KEY;
+    let strings =
+        |tokens: &[String]| Meta::Array(8, tokens.iter().map(|t| Meta::Str(t.clone())).collect());
+    // Longer than the header keeps (1024), with a tensor after the metadata.
+    let long: Vec<String> = (0..3000).map(|i| format!("Ġtok{i}")).collect();
+    let bytes = GgufBuilder::new("llama")
+        .kv(TOKENS_KEY, strings(&long))
+        .kv(
+            "tokenizer.ggml.scores",
+            Meta::Array(6, vec![Meta::F32(0.5); 3000]),
+        )
+        .tensor_f32("token_embd.weight", &[2, 2], &[1.0, 2.0, 3.0, 4.0])
+        .to_bytes()
+        .unwrap();
+    let source = open_bytes(&bytes).unwrap();
+    assert_eq!(source.vocabulary(), Some(long.as_slice()));
+    // Asked twice: the same (decoded once).
+    assert_eq!(source.vocabulary().map(<[String]>::len), Some(3000));
+
+    let short = vec!["<s>".to_owned(), "▁a".to_owned()];
+    let bytes = GgufBuilder::new("llama")
+        .kv(TOKENS_KEY, strings(&short))
+        .to_bytes()
+        .unwrap();
+    assert_eq!(
+        open_bytes(&bytes).unwrap().vocabulary(),
+        Some(short.as_slice())
+    );
+
+    // No tokens, or tokens that are not strings: no vocabulary.
+    let bytes = GgufBuilder::new("llama").to_bytes().unwrap();
+    assert_eq!(open_bytes(&bytes).unwrap().vocabulary(), None);
+    let bytes = GgufBuilder::new("llama")
+        .kv(TOKENS_KEY, Meta::Array(4, vec![Meta::U32(1)]))
+        .to_bytes()
+        .unwrap();
+    assert_eq!(open_bytes(&bytes).unwrap().vocabulary(), None);
+}
