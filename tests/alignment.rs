@@ -72,7 +72,11 @@ fn a_fully_permuted_minilm_reads_derived_with_the_permutations_found() {
     assert!(r["moved"].as_u64().unwrap() > 300, "{r}");
     assert!(r["fit"].as_f64().unwrap() > 0.99, "{r}");
     assert!(all_layers_recovered(&c, "mlp units"), "{}", c["units"]);
-    assert!(all_layers_recovered(&c, "attention heads"), "{}", c["units"]);
+    assert!(
+        all_layers_recovered(&c, "attention heads"),
+        "{}",
+        c["units"]
+    );
     assert_eq!(overall(&c), "derived", "{}", sentence(&c));
     assert!(sentence(&c).contains("residual stream is a permutation"));
     // Every layered tensor is evidence for derivation; the embeddings are not evidence.
@@ -147,7 +151,10 @@ fn a_vocabulary_extended_and_reordered_minilm_reads_derived_on_shared_tokens() {
     let c = aligned(&fixture(MINILM), &b);
     assert_eq!(overall(&c), "derived", "{}", sentence(&c));
     let r = &c["residual"];
-    assert!(r["rows"].as_str().unwrap().starts_with("shared tokens"), "{r}");
+    assert!(
+        r["rows"].as_str().unwrap().starts_with("shared tokens"),
+        "{r}"
+    );
     assert_eq!(r["shared_tokens"], 30522, "{r}");
     assert_eq!(r["basis"], "identity", "{r}");
     // The embedding is compared over the shared tokens, in A's row order.

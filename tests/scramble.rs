@@ -1437,4 +1437,3 @@ fn smollm2_rotated_computes_the_same_logits() {
     let lm = llama_forward(&mixed, &ids, layers);
     assert!(max_abs_diff(&la, &lm) / max_abs(&la) > 0.05);
 }
-

@@ -361,16 +361,27 @@ fn compare(
 /// Which embedding rows of A and B hold the same token: by token strings where both models
 /// have a vocabulary ([`align::vocab`]), else in row order.
 fn residual_rows(prepared: &Prepared<'_>) -> Result<align::residual::Rows, Error> {
-    let _ = prepared;
-    Ok(align::residual::Rows::Order(
-        "no token strings read".to_owned(),
-    ))
+    let va = align::vocab::vocabulary(&prepared.a)?;
+    let vb = align::vocab::vocabulary(&prepared.b)?;
+    Ok(match (va, vb) {
+        (Some(va), Some(vb)) => align::residual::Rows::Shared {
+            pairs: align::vocab::shared(&va, &vb).rows,
+            source_a: format!("A: {}", va.source),
+            source_b: format!("B: {}", vb.source),
+        },
+        (None, None) => align::residual::Rows::Order("no token strings for A or B".to_owned()),
+        (None, Some(_)) => align::residual::Rows::Order("no token strings for A".to_owned()),
+        (Some(_), None) => align::residual::Rows::Order("no token strings for B".to_owned()),
+    })
 }
 
 /// Attention head counts of both models, where their metadata or `config.json` gives them.
 fn head_counts(prepared: &Prepared<'_>) -> Result<units::Heads, Error> {
-    let _ = prepared;
-    Ok(units::Heads::default())
+    let of = |h: Option<align::facts::HeadCounts>| h.map(|h| (h.heads, h.kv_heads));
+    Ok(units::Heads {
+        a: of(align::facts::head_counts(&prepared.a)?),
+        b: of(align::facts::head_counts(&prepared.b)?),
+    })
 }
 
 /// Takes the pairs the residual alignment withholds out of the comparison and lists them.

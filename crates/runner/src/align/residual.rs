@@ -207,9 +207,7 @@ fn members(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> BTreeMap<String, Ve
             (true, "attn.q" | "attn.k" | "attn.v" | "mlp.gate" | "mlp.up", true) => Place::Cols,
             (true, "attn.o" | "mlp.down", true) => Place::Rows,
             (true, "attn.o" | "mlp.down", false) => Place::Bias,
-            (false, "embed" | "pos_embed" | "type_embed" | "lm_head" | "pool", true) => {
-                Place::Cols
-            }
+            (false, "embed" | "pos_embed" | "type_embed" | "lm_head" | "pool", true) => Place::Cols,
             (_, r, true) if is_norm(r) => Place::Gain,
             (_, r, false) if is_norm(r) => Place::Bias,
             _ => continue,
@@ -273,8 +271,7 @@ pub fn align(
             finding: None,
         }))
     };
-    if ea.shape.len() != 2 || eb.shape.len() != 2 || !ea.dtype.is_float() || !eb.dtype.is_float()
-    {
+    if ea.shape.len() != 2 || eb.shape.len() != 2 || !ea.dtype.is_float() || !eb.dtype.is_float() {
         return cannot(
             report,
             format!(
@@ -290,9 +287,7 @@ pub fn align(
     if da.max(db) > WIDTH_MAX || da.min(db) < 2 {
         return cannot(
             report,
-            format!(
-                "residual widths {da} and {db}: alignment covers widths 2 to {WIDTH_MAX}"
-            ),
+            format!("residual widths {da} and {db}: alignment covers widths 2 to {WIDTH_MAX}"),
         );
     }
     let pairs: Vec<(usize, usize)> = match rows {
@@ -410,7 +405,8 @@ pub fn align(
     })?;
     // Held-out fits.
     let n_check = check.len();
-    let fit_identity = (da == db).then(|| pearson_pairs(ca.iter().copied().zip(cb.iter().copied())));
+    let fit_identity =
+        (da == db).then(|| pearson_pairs(ca.iter().copied().zip(cb.iter().copied())));
     let fit_perm = pearson_pairs((0..n_check).flat_map(|r| {
         let (ra, rb) = (&ca[r * da..(r + 1) * da], &cb[r * db..(r + 1) * db]);
         perm.iter()
@@ -586,9 +582,10 @@ fn present_permutation(
     for m in members {
         let (sa, sb) = (&ta[m.a].shape, &tb[m.b].shape);
         let Some((ga, gb)) = gathers(m.place, sa, sb, da, db) else {
-            out.report
-                .skipped
-                .push(format!("`{}`: shapes {sa:?} and {sb:?} do not fit the residual widths", m.name));
+            out.report.skipped.push(format!(
+                "`{}`: shapes {sa:?} and {sb:?} do not fit the residual widths",
+                m.name
+            ));
             continue;
         };
         let sign = match m.place {
@@ -596,7 +593,8 @@ fn present_permutation(
             _ => Some(Arc::clone(&signs)),
         };
         if cut_a {
-            out.views_a.insert(m.a, gather_view(&ta[m.a], m.a, ga, &idx_a, None));
+            out.views_a
+                .insert(m.a, gather_view(&ta[m.a], m.a, ga, &idx_a, None));
         }
         out.views_b
             .insert(m.b, gather_view(&tb[m.b], m.b, gb, &idx_b, sign));
@@ -632,10 +630,10 @@ fn gathers(
     db: usize,
 ) -> Option<(GatherDims, GatherDims)> {
     match (place, sa, sb) {
-        (Place::Cols, [ra, ca], [rb, cb]) if *ca == da && *cb == db && ra == rb => {
+        (Place::Cols, [ra, ca], [rb, cb]) if *ca == da && *cb == db => {
             Some(((*ra, da, GatherAxis::Cols), (*rb, db, GatherAxis::Cols)))
         }
-        (Place::Rows, [ra, ca], [rb, cb]) if *ra == da && *rb == db && ca == cb => {
+        (Place::Rows, [ra, ca], [rb, cb]) if *ra == da && *rb == db => {
             Some(((da, *ca, GatherAxis::Rows), (db, *cb, GatherAxis::Rows)))
         }
         (Place::Bias | Place::Gain, [a], [b]) if *a == da && *b == db => {
@@ -753,7 +751,7 @@ fn present_rotation(
             None => (None, None),
         };
         let (va, vb) = match (m.place, sa.as_slice(), sb.as_slice()) {
-            (Place::Cols, [ra, ca], [rb, cb]) if *ca == da && *cb == db && ra == rb => (
+            (Place::Cols, [ra, ca], [rb, cb]) if *ca == da && *cb == db => (
                 scale_a.map(|s| Loc::Linear {
                     parent: m.a,
                     rows: *ra,
@@ -771,7 +769,7 @@ fn present_rotation(
                     right: Some(Arc::clone(&qt)),
                 },
             ),
-            (Place::Rows, [ra, ca], [rb, cb]) if *ra == da && *rb == db && ca == cb => (
+            (Place::Rows, [ra, _], [rb, cb]) if *ra == da && *rb == db => (
                 None,
                 Loc::Linear {
                     parent: m.b,
@@ -996,7 +994,20 @@ mod tests {
     #[test]
     fn usable_rows_drop_zero_repeated_and_non_finite_rows() {
         // Rows: ok, zero in A, repeated in B (rows 2 and 3), NaN in A, ok.
-        let xa = [1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 5.0, 6.0, f64::NAN, 1.0, 7.0, 8.0];
+        let xa = [
+            1.0,
+            2.0,
+            0.0,
+            0.0,
+            3.0,
+            4.0,
+            5.0,
+            6.0,
+            f64::NAN,
+            1.0,
+            7.0,
+            8.0,
+        ];
         let xb = [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 5.0, 5.0];
         assert_eq!(usable_rows(&xa, 2, &xb, 2), vec![0, 5]);
     }

@@ -1011,6 +1011,7 @@ mod tests {
             b: 0,
             axis: Axis::Rows,
             other: 3,
+            block: 1,
         };
         let r = aligned_pearson(&mem, &m, &rows, &b_rows).unwrap();
         assert!((r - 1.0).abs() < 1e-12, "{r}");

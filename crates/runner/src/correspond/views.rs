@@ -410,7 +410,8 @@ impl Views<'_> {
         if !cache.iter().any(|(i, _)| *i == index) {
             cache.push((index, Arc::clone(&v)));
         }
-        let bytes = |c: &[(usize, Arc<Vec<f32>>)]| c.iter().map(|(_, v)| v.len() * 4).sum::<usize>();
+        let bytes =
+            |c: &[(usize, Arc<Vec<f32>>)]| c.iter().map(|(_, v)| v.len() * 4).sum::<usize>();
         while cache.len() > 1 && bytes(&cache) > LINEAR_CACHE_BYTES {
             cache.remove(0);
         }
