@@ -87,6 +87,8 @@ pub struct Prepared<'a> {
     pub(crate) correspondence: Option<CorrespondenceReport>,
     /// Tensors split into parts (A, B) and B's tensors transposed, by stored name.
     pub(crate) presented: (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>),
+    /// Head counts the recipe states for A and B (`heads`, `kv-heads`).
+    pub(crate) heads: units::Heads,
 }
 
 impl Prepared<'_> {
@@ -112,6 +114,10 @@ pub fn prepare<'a>(
     models: &'a Models,
 ) -> Result<Prepared<'a>, Error> {
     let (a, b) = (models.get(&cmp.a)?, models.get(&cmp.b)?);
+    let heads = units::Heads {
+        a: recipe.models.get(&cmp.a).and_then(|s| s.heads),
+        b: recipe.models.get(&cmp.b).and_then(|s| s.heads),
+    };
     fn side(which: &'static str, notes: Vec<Unpaired>) -> impl Iterator<Item = Unpaired> {
         notes.into_iter().map(move |mut u| {
             u.detail = format!("{which}: {}", u.detail);
@@ -148,6 +154,7 @@ pub fn prepare<'a>(
             notes,
             correspondence: any.then_some(auto.report),
             presented: (auto.split_a, auto.split_b, auto.transposed),
+            heads,
         });
     }
     let named = |name: &str, m: &'a crate::open::Opened| -> Result<_, Error> {
@@ -188,6 +195,7 @@ pub fn prepare<'a>(
         notes,
         correspondence: None,
         presented: Default::default(),
+        heads,
     })
 }
 
@@ -377,10 +385,15 @@ fn residual_rows(prepared: &Prepared<'_>) -> Result<align::residual::Rows, Error
 
 /// Attention head counts of both models, where their metadata or `config.json` gives them.
 fn head_counts(prepared: &Prepared<'_>) -> Result<units::Heads, Error> {
-    let of = |h: Option<align::facts::HeadCounts>| h.map(|h| (h.heads, h.kv_heads));
+    let of = |stated: Option<(usize, usize)>, m: &Views<'_>| -> Result<_, Error> {
+        if stated.is_some() {
+            return Ok(stated);
+        }
+        Ok(align::facts::head_counts(m)?.map(|h| (h.heads, h.kv_heads)))
+    };
     Ok(units::Heads {
-        a: of(align::facts::head_counts(&prepared.a)?),
-        b: of(align::facts::head_counts(&prepared.b)?),
+        a: of(prepared.heads.a, &prepared.a)?,
+        b: of(prepared.heads.b, &prepared.b)?,
     })
 }
 

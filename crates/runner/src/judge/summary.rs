@@ -451,18 +451,20 @@ fn caveats(
     }
     out.push(match spec.permutation {
         Permutation::Off => {
-            "Element-wise statistics (Pearson, cosine) do not detect a copy whose hidden \
-             units were permuted: such a copy reads as independent. `permutation = \"auto\"` \
-             (`compare --align-units`) aligns MLP hidden units before measuring; CKA with the \
-             matching orientation is invariant to permuting the feature axis."
+            "Element-wise statistics (Pearson, cosine) do not detect a copy whose residual \
+             stream, attention heads or hidden units were permuted, or whose residual stream \
+             was rotated: such a copy reads as independent. `permutation = \"auto\"` \
+             (`compare --align-units`) aligns them before measuring; CKA with the matching \
+             orientation is invariant to permuting the feature axis."
                 .to_owned()
         }
         Permutation::Auto => {
-            "MLP hidden units were aligned by assignment before measuring and judged \
-             against the same alignment of A's layer i with B's layer j ≠ i, so a copy whose \
-             MLP units were permuted or width-pruned is compared unit by unit. The residual \
-             stream, attention heads and rotations are not aligned: a copy that permutes or \
-             rotates those still reads as independent on the tensors that live on them."
+            "The residual stream was aligned from the token embeddings over shared tokens \
+             (identity, signed permutation or rotation, whichever fits held-out rows best), \
+             then attention heads (as KV groups) and MLP hidden units by assignment, judged \
+             against the same alignment of A's layer i with B's layer j ≠ i: a copy that \
+             permutes, rotates or width-prunes those is compared unit by unit. What could not \
+             be aligned is listed in the report's alignment sections."
                 .to_owned()
         }
     });

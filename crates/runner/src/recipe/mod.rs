@@ -73,6 +73,9 @@ pub struct ModelSpec {
     /// Globs of 2-D tensors to present transposed (`NAME#T`), matched on stored names.
     pub transpose: Vec<String>,
     transpose_m: Vec<GlobMatcher>,
+    /// Attention heads `(query, key/value)` as the recipe states them (`heads`, `kv-heads`),
+    /// over what the file's metadata or `config.json` says.
+    pub heads: Option<(usize, usize)>,
 }
 
 impl ModelSpec {

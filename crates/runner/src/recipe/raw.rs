@@ -39,6 +39,10 @@ pub(super) struct RawModel {
     pub(super) split: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) transpose: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) heads: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) kv_heads: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -115,6 +115,7 @@ fn model_spec(
     let which = format!("model `{name}`");
     let split_m = globs(&model.split, &which, "split", diags);
     let transpose_m = globs(&model.transpose, &which, "transpose", diags);
+    let heads = head_counts(&which, model.heads, model.kv_heads, diags);
     let span = model.path.span();
     let given = model.path.into_inner();
     // An `hf://` reference names a hub repository, never a file beside the recipe.
@@ -140,7 +141,42 @@ fn model_spec(
         split_m,
         transpose: unwrap_all(model.transpose),
         transpose_m,
+        heads,
     }
+}
+
+/// `heads` and `kv-heads`: positive, `kv-heads` dividing `heads` (default: equal), and
+/// `kv-heads` only with `heads`.
+fn head_counts(
+    which: &str,
+    heads: Option<Spanned<i64>>,
+    kv: Option<Spanned<i64>>,
+    diags: &mut Diagnostics,
+) -> Option<(usize, usize)> {
+    let Some(h) = heads else {
+        if let Some(kv) = kv {
+            diags.push(
+                kv.span(),
+                format!("{which}: `kv-heads` needs `heads` (the number of query heads)"),
+            );
+        }
+        return None;
+    };
+    let (span, hv) = (h.span(), *h.get_ref());
+    let kvv = kv.as_ref().map_or(hv, |k| *k.get_ref());
+    let kv_span = kv.as_ref().map_or(span.clone(), |k| k.span());
+    if !(1..=65_536).contains(&hv) {
+        diags.push(span, format!("{which}: `heads` must be 1 to 65536, not {hv}"));
+        return None;
+    }
+    if kvv < 1 || hv % kvv != 0 {
+        diags.push(
+            kv_span,
+            format!("{which}: `kv-heads` must be a positive divisor of `heads` ({hv}), not {kvv}"),
+        );
+        return None;
+    }
+    Some((hv as usize, kvv as usize))
 }
 
 /// A rename rule's `paired-by` and `candidates`: both or neither.

@@ -286,18 +286,28 @@ fn model_rows(o: &mut String, m: &ModelReport) {
     }
 }
 
-/// The MLP unit alignment: the finding, then a row per layer.
+/// The residual-stream alignment: one paragraph.
+fn residual(o: &mut String, r: &crate::report::ResidualReport) {
+    let _ = writeln!(o, "<h3>Residual-stream alignment</h3>");
+    let _ = writeln!(o, "<p>{}</p>", esc(&crate::report::residual_text(r)));
+    for why in &r.skipped {
+        let _ = writeln!(o, "<p>Not aligned: {}</p>", esc(why));
+    }
+}
+
+/// The unit alignment (MLP units, attention heads): the finding, then a row per layer.
 fn units(o: &mut String, u: &crate::report::UnitsReport) {
-    let _ = writeln!(o, "<h3>MLP unit alignment</h3>");
+    let _ = writeln!(o, "<h3>Unit alignment</h3>");
     if let Some(f) = &u.finding {
         let _ = writeln!(o, "<p><b>Finding:</b> {}</p>", esc(f));
     }
     for s in &u.stacks {
         let _ = writeln!(
             o,
-            "<p><code>{}</code>: matched cosine of the cross-layer alignments (null under the \
-             same search): mean {:.4}, s.d. {:.4}, {} alignments.</p>",
+            "<p><code>{}</code>, {}: matched cosine of the cross-layer alignments (null under \
+             the same search): mean {:.4}, s.d. {:.4}, {} alignments.</p>",
             esc(&s.stack),
+            esc(&s.what),
             s.null_similarity_mean,
             s.null_similarity_sd,
             s.null_alignments
@@ -335,6 +345,9 @@ fn comparison(o: &mut String, c: &Comparison) {
     evidence(o, c);
     not_evidence(o, c);
     class_table(o, c);
+    if let Some(r) = &c.residual {
+        residual(o, r);
+    }
     if let Some(u) = &c.units {
         units(o, u);
     }

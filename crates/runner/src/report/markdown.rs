@@ -245,6 +245,9 @@ fn comparison(o: &mut String, c: &Comparison) {
     evidence(o, c);
     class_table(o, c);
     per_layer(o, c);
+    if let Some(r) = &c.residual {
+        residual(o, r);
+    }
     if let Some(u) = &c.units {
         units(o, u);
     }
@@ -526,9 +529,19 @@ fn alignment(o: &mut String, a: &Alignment) {
     }
 }
 
-/// The MLP unit alignment: a line per stack saying what was found, a row per layer.
+/// The residual-stream alignment: what was fitted and chosen.
+fn residual(o: &mut String, r: &crate::report::ResidualReport) {
+    let _ = writeln!(o, "\n### Residual-stream alignment (`permutation = \"auto\"`)\n");
+    let _ = writeln!(o, "{}\n", crate::report::residual_text(r));
+    for why in &r.skipped {
+        let _ = writeln!(o, "- not aligned: {}", cell(why));
+    }
+}
+
+/// The unit alignment (MLP units, attention heads): a line per stack saying what was found,
+/// a row per layer.
 fn units(o: &mut String, u: &UnitsReport) {
-    let _ = writeln!(o, "\n### MLP unit alignment (`permutation = \"auto\"`)\n");
+    let _ = writeln!(o, "\n### Unit alignment (`permutation = \"auto\"`)\n");
     if let Some(f) = &u.finding {
         let _ = writeln!(o, "**Finding:** {f}\n");
     }
@@ -552,10 +565,11 @@ fn units(o: &mut String, u: &UnitsReport) {
         };
         let _ = writeln!(
             o,
-            "`{}` — MLP units: {what}; {ub} of {ua} matched per layer, recovered in {recovered} \
+            "`{}` — {}: {what}; {ub} of {ua} matched per layer, recovered in {recovered} \
              of {} layers. Matched cosine across layers (null under the same search, {} \
              alignments): mean {}, s.d. {}.\n",
             s.stack,
+            s.what,
             s.layers.len(),
             s.null_alignments,
             num(Some(s.null_similarity_mean)),

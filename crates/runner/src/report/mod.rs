@@ -331,6 +331,48 @@ pub struct ResidualReport {
     pub skipped: Vec<String>,
 }
 
+/// One sentence (or three) on what the residual alignment fitted and chose, for the Markdown
+/// and HTML reports.
+pub fn residual_text(r: &ResidualReport) -> String {
+    let fits = [
+        ("identity", r.fit_identity),
+        ("signed permutation", r.fit_permutation),
+        ("rotation", r.fit_rotation),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k} {v:.4}")))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let mut t = format!(
+        "Tower `{}`, fitted on `{}` (A {} wide, B {} wide) over {}: {} rows used ({} dropped).",
+        r.tower, r.embedding, r.width_a, r.width_b, r.rows, r.rows_used, r.rows_dropped
+    );
+    if !fits.is_empty() {
+        t.push_str(&format!(" Held-out fit: {fits}."));
+    }
+    t.push_str(&format!(
+        " Basis: {}{}; {} tensors of B presented in A's basis, {} withheld from the \
+         evidence.",
+        r.basis,
+        if r.recovered {
+            " (recovered)"
+        } else if r.basis == "identity" || r.basis == "not aligned" {
+            " (no basis recovered: tensors compared as stored)"
+        } else {
+            " (not recovered: the best fit, applied so that the layers can be compared, and \
+             judged against the same alignment across layers)"
+        },
+        r.tensors,
+        r.withheld
+    ));
+    if let Some(n) = r.vocabulary_rows {
+        t.push_str(&format!(
+            " Embedding and output head compared over {n} shared tokens in A's token order."
+        ));
+    }
+    t
+}
+
 /// What unit alignment ([`crate::align::units`]) found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UnitsReport {
