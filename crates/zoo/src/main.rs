@@ -83,6 +83,10 @@ enum Command {
         /// `pairing = "auto"` and the discovered pairing is checked against the truth.
         #[arg(long, value_enum, default_value_t = NamesArg::Original)]
         names: NamesArg,
+        /// Compare with `permutation = "auto"` (residual stream, attention heads and MLP units
+        /// aligned first): the false-positive rate of the alignment's searches.
+        #[arg(long, conflicts_with = "names")]
+        align: bool,
     },
     /// Print the generator version (the zoo cache is keyed by it).
     Version,
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             subset: s,
             names,
+            align,
         } => {
             let mut m = manifest(&dir)?;
             if let Some(s) = s {
@@ -168,7 +173,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // Renamed copies of the B models live only as long as the run.
             let work = tempfile::tempdir().context("cannot create a temporary directory")?;
-            let results = validate::run_named(&dir, &m, naming, work.path())?;
+            let results = if align {
+                validate::run_aligned(&dir, &m)?
+            } else {
+                validate::run_named(&dir, &m, naming, work.path())?
+            };
             print!("{}", validate::table(&m, &results));
             if let Some(path) = json {
                 let text = serde_json::to_string_pretty(&results)?;

@@ -138,6 +138,51 @@ pub struct PairResult {
     /// The discovered pairing against the truth (hidden names only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pairing: Option<PairingCheck>,
+    /// What the alignment stage found (`validate --align` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aligned: Option<AlignCheck>,
+}
+
+/// The alignment stage's findings on one pair (`permutation = "auto"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlignCheck {
+    /// Layers aligned (MLP units and attention head groups, every stack).
+    pub layers: u64,
+    /// Of those, recovered (matched similarity ≥ 5 s.d. above the cross-layer alignments).
+    pub recovered: u64,
+    /// The residual basis chosen (`identity`, `signed permutation`, `rotation`, …, or `not
+    /// aligned`), if the models have a token embedding.
+    pub residual: Option<String>,
+}
+
+fn align_check(c: &Value) -> Option<AlignCheck> {
+    let units = c.get("units")?;
+    let mut out = AlignCheck {
+        residual: c
+            .pointer("/residual/basis")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        ..AlignCheck::default()
+    };
+    for s in units
+        .get("stacks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        for l in s
+            .get("layers")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            out.layers += 1;
+            if l.get("recovered").and_then(Value::as_bool) == Some(true) {
+                out.recovered += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A pair to compare.
@@ -367,7 +412,43 @@ fn read_result(pair: &Pair<'_>, report: &Value) -> Result<PairResult, Error> {
         tensors,
         naming: Naming::Original,
         pairing: None,
+        aligned: align_check(c),
     })
+}
+
+/// Runs weightkin on `a` and `b` with `permutation = "auto"` (residual stream, attention
+/// heads and MLP units aligned before measuring), stating the Llama models' head counts in
+/// the recipe (the zoo writes no `config.json`).
+pub fn compare_aligned(a: &Path, b: &Path, arch: Architecture) -> Result<Value, Error> {
+    let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
+    let heads = match arch {
+        Architecture::Llama => format!(
+            "heads = {}\nkv-heads = {}\n",
+            crate::arch::llama::CONFIG.heads,
+            crate::arch::llama::CONFIG.kv_heads
+        ),
+        _ => String::new(),
+    };
+    let text = format!(
+        "[audit]\nname = \"weightkin-zoo aligned\"\n\n[models.a]\npath = {}\n{heads}\n\
+         [models.b]\npath = {}\n{heads}\n[[compare]]\na = \"a\"\nb = \"b\"\n\
+         permutation = \"auto\"\n",
+        quote(a),
+        quote(b)
+    );
+    compare_recipe(a, b, &text)
+}
+
+/// Compares every validation pair of the zoo in `dir` with `permutation = "auto"`.
+pub fn run_aligned(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
+    pairs(m)
+        .par_iter()
+        .map(|p| {
+            let report =
+                compare_aligned(&dir.join(&p.a.path), &dir.join(&p.b.path), p.a.architecture)?;
+            read_result(p, &report)
+        })
+        .collect()
 }
 
 /// Compares every validation pair of the zoo in `dir`.
@@ -655,6 +736,9 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
     if results.iter().any(|r| r.pairing.is_some()) {
         pairing_table(&mut o, results);
     }
+    if results.iter().any(|r| r.aligned.is_some()) {
+        align_table(&mut o, results);
+    }
     search_null(&mut o, results);
     // Calibration per tensor class on unrelated pairs.
     let mut z: BTreeMap<(Architecture, String, String), ZStats> = BTreeMap::new();
@@ -707,6 +791,49 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
         );
     }
     o
+}
+
+/// What the alignment stage found, by truth and architecture: layers aligned, layers whose
+/// alignment counted as recovered, and the residual bases chosen.
+fn align_table(o: &mut String, results: &[PairResult]) {
+    let _ = writeln!(
+        o,
+        "\nALIGNMENT (permutation = \"auto\"): layer alignments (MLP units, attention head \
+         groups) recovered, and residual bases chosen"
+    );
+    let mut rows: BTreeMap<(Truth, Architecture), (u64, u64, u64, BTreeMap<String, u64>)> =
+        BTreeMap::new();
+    for r in results {
+        let Some(a) = &r.aligned else { continue };
+        let e = rows.entry((r.truth, r.architecture)).or_default();
+        e.0 += 1;
+        e.1 += a.layers;
+        e.2 += a.recovered;
+        *e.3.entry(
+            a.residual
+                .clone()
+                .unwrap_or_else(|| "no token embedding".into()),
+        )
+        .or_default() += 1;
+    }
+    let _ = writeln!(
+        o,
+        "{:<10} {:<7} {:>6} {:>8} {:>10}  residual basis (pairs)",
+        "truth", "arch", "pairs", "layers", "recovered"
+    );
+    for ((truth, arch), (pairs, layers, recovered, bases)) in &rows {
+        let bases: Vec<String> = bases.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(
+            o,
+            "{:<10} {:<7} {:>6} {:>8} {:>10}  {}",
+            truth_name(*truth),
+            arch.name(),
+            pairs,
+            layers,
+            recovered,
+            bases.join(", ")
+        );
+    }
 }
 
 /// Pairing accuracy per category, how pairs were found, and every tensor that made an

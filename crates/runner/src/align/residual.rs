@@ -224,8 +224,15 @@ fn members(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>) -> BTreeMap<String, Ve
             place,
         });
     }
-    // Only towers with a token embedding can be aligned on tokens.
-    out.retain(|_, ms| ms.iter().any(|m| m.role == "embed" && m.layer.is_none()));
+    // Only towers with a token embedding can be aligned on tokens; an `embed` with a bias
+    // is a linear input layer (features in, not tokens), not a table of token rows.
+    let biased: BTreeSet<String> = read
+        .iter()
+        .filter_map(|n| n.canonical.strip_suffix(".embed.bias").map(str::to_owned))
+        .collect();
+    out.retain(|tower, ms| {
+        !biased.contains(tower) && ms.iter().any(|m| m.role == "embed" && m.layer.is_none())
+    });
     out
 }
 

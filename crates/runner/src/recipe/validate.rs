@@ -166,7 +166,10 @@ fn head_counts(
     let kvv = kv.as_ref().map_or(hv, |k| *k.get_ref());
     let kv_span = kv.as_ref().map_or(span.clone(), |k| k.span());
     if !(1..=65_536).contains(&hv) {
-        diags.push(span, format!("{which}: `heads` must be 1 to 65536, not {hv}"));
+        diags.push(
+            span,
+            format!("{which}: `heads` must be 1 to 65536, not {hv}"),
+        );
         return None;
     }
     if kvv < 1 || hv % kvv != 0 {

@@ -531,7 +531,10 @@ fn alignment(o: &mut String, a: &Alignment) {
 
 /// The residual-stream alignment: what was fitted and chosen.
 fn residual(o: &mut String, r: &crate::report::ResidualReport) {
-    let _ = writeln!(o, "\n### Residual-stream alignment (`permutation = \"auto\"`)\n");
+    let _ = writeln!(
+        o,
+        "\n### Residual-stream alignment (`permutation = \"auto\"`)\n"
+    );
     let _ = writeln!(o, "{}\n", crate::report::residual_text(r));
     for why in &r.skipped {
         let _ = writeln!(o, "- not aligned: {}", cell(why));
