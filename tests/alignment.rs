@@ -194,3 +194,164 @@ fn a_rotated_smollm2_reads_derived_and_an_unrelated_one_independent() {
     assert_eq!(overall(&c), "independent", "{}", sentence(&c));
     assert_ne!(c["residual"]["recovered"], true, "{}", c["residual"]);
 }
+
+/// `weightkin audit RECIPE --format json`-style run of a recipe text in `dir`: the report.
+fn audit(dir: &Path, recipe: &str) -> Result<Value, String> {
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, recipe).unwrap();
+    let out_dir = dir.join("out");
+    let out = weightkin(
+        dir,
+        &[
+            "audit",
+            path.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    if !out.status.success() {
+        return Err(stderr(&out));
+    }
+    let text = std::fs::read_to_string(out_dir.join("report.json")).unwrap();
+    Ok(serde_json::from_str(&text).unwrap())
+}
+
+/// A copy of MiniLM's weights in `dir` with `tokenizer.json` replaced by `tokens`.
+fn minilm_with_tokens(dir: &Path, tokens: impl Fn(usize) -> String) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let model = dir.join("model.safetensors");
+    std::fs::copy(fixture(MINILM), &model).unwrap();
+    let vocab: serde_json::Map<String, Value> =
+        (0..30522).map(|i| (tokens(i), Value::from(i))).collect();
+    let tok = serde_json::json!({"model": {"type": "WordPiece", "vocab": vocab}});
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    model
+}
+
+#[test]
+fn no_shared_vocabulary_is_a_stated_cannot_align() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = minilm_with_tokens(&dir.path().join("b"), |i| format!("zz{i}"));
+    let c = aligned(&fixture(MINILM), &b);
+    let r = &c["residual"];
+    assert_eq!(r["basis"], "not aligned", "{r}");
+    assert_eq!(r["shared_tokens"], 0, "{r}");
+    let why = r["skipped"][0].as_str().unwrap();
+    assert!(
+        why.contains("0 usable embedding rows (of 0 shared tokens")
+            && why.contains("needs at least"),
+        "{why}"
+    );
+    // Nothing was transformed: B is compared as stored (here: MiniLM itself).
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+}
+
+#[test]
+fn duplicated_tokens_are_left_out_of_the_shared_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every token of B below row 10 000 reads as one of ten strings: those rows match nothing.
+    let original = scramble::tokenizer_vocab(&fixture(MINILM).with_file_name("tokenizer.json"));
+    let by_row: std::collections::BTreeMap<usize, String> =
+        original.into_iter().map(|(t, i)| (i, t)).collect();
+    let b = minilm_with_tokens(&dir.path().join("b"), |i| {
+        if i < 10_000 {
+            format!("dup{}", i % 10)
+        } else {
+            by_row[&i].clone()
+        }
+    });
+    let c = aligned(&fixture(MINILM), &b);
+    let r = &c["residual"];
+    assert_eq!(r["shared_tokens"], 30522 - 10_000, "{r}");
+    assert_eq!(r["basis"], "identity", "{r}");
+}
+
+#[test]
+fn an_all_zero_embedding_cannot_be_aligned_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut t = crate::util::minilm();
+    for (name, _, v) in &mut t {
+        if name == "embeddings.word_embeddings.weight" {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    let mut builder = weightkin_core::testing::SafetensorsBuilder::new();
+    for (name, shape, v) in &t {
+        builder = builder.tensor_f32(name, shape, v);
+    }
+    let b = b_dir.join("model.safetensors");
+    builder.write(&b).unwrap();
+    std::fs::copy(
+        fixture(MINILM).with_file_name("tokenizer.json"),
+        b_dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let c = aligned(&fixture(MINILM), &b);
+    let r = &c["residual"];
+    assert_eq!(r["basis"], "not aligned", "{r}");
+    assert_eq!(r["rows_used"], 0, "{r}");
+    assert!(
+        r["skipped"][0].as_str().unwrap().contains("all zero"),
+        "{r}"
+    );
+}
+
+#[test]
+fn head_counts_from_the_recipe_are_checked_and_mismatches_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixture(MINILM);
+    let quoted = serde_json::Value::from(a.display().to_string()).to_string();
+    let recipe = |heads_b: &str| {
+        format!(
+            "[audit]\nname = \"heads\"\n\n[models.a]\npath = {quoted}\nheads = 12\n\n\
+             [models.b]\npath = {quoted}\n{heads_b}\n\n[[compare]]\na = \"a\"\nb = \"b\"\n\
+             permutation = \"auto\"\n"
+        )
+    };
+    let r = audit(dir.path(), &recipe("heads = 6")).unwrap();
+    let skipped = r["comparisons"][0]["units"]["skipped"].to_string();
+    assert!(
+        skipped.contains("A has 12 query and 12 KV heads, B 6 and 6"),
+        "{skipped}"
+    );
+    let err = audit(dir.path(), &recipe("heads = 12\nkv-heads = 5")).unwrap_err();
+    assert!(
+        err.contains("`kv-heads` must be a positive divisor of `heads` (12), not 5"),
+        "{err}"
+    );
+    assert!(err.contains("recipe.toml"), "{err}");
+    let err = audit(dir.path(), &recipe("kv-heads = 4")).unwrap_err();
+    assert!(err.contains("`kv-heads` needs `heads`"), "{err}");
+}
+
+#[test]
+fn smollm2_and_gemma3_of_different_widths_read_independent_on_aligned_evidence() {
+    let (s, g) = (fixture(crate::util::SMOLLM2), fixture(crate::util::GEMMA3));
+    for (a, b) in [(&s, &g), (&g, &s)] {
+        let c = aligned(a, b);
+        let r = &c["residual"];
+        assert_eq!(r["basis"], "projection", "{r}");
+        assert_eq!(r["recovered"], false, "{r}");
+        assert!(r["shared_tokens"].as_u64().unwrap() > 40_000, "{r}");
+        assert_eq!(overall(&c), "independent", "{}", sentence(&c));
+        // The evidence that decided it: every layer's MLP, 576 of 640 residual dimensions
+        // and 1536 of 2048 units, judged against the same alignment across layers.
+        let evidence: Vec<&Value> = c["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["evidence"]["role"] == "evidence")
+            .collect();
+        assert_eq!(evidence.len(), 54, "{}", c["summary"]);
+        for t in &evidence {
+            assert_eq!(t["evidence"]["null"], "aligned-cross-layer", "{t}");
+        }
+        let skipped = c["units"]["skipped"].to_string();
+        assert!(
+            skipped.contains("heads are aligned between equal counts only"),
+            "{skipped}"
+        );
+    }
+}
