@@ -355,3 +355,71 @@ fn smollm2_and_gemma3_of_different_widths_read_independent_on_aligned_evidence()
         );
     }
 }
+
+/// Power against noise, per transform (VALIDATION.md "Alignment"): not run by default (about
+/// 4 minutes); `cargo test --release --test integration alignment_power -- --ignored
+/// --nocapture` prints the table. Noise is Gaussian with s.d. `level` × each tensor's s.d.,
+/// added after the transform; expected Pearson of a layer tensor ≈ 1/√(1 + level²).
+#[test]
+#[ignore]
+fn alignment_power() {
+    let a = fixture(MINILM);
+    let s = fixture(scramble::SMOLLM2);
+    println!("| transform | noise | expected r | verdict | basis (held-out fit) | layers recovered | median layer r |");
+    println!("|---|---:|---:|---|---|---:|---:|");
+    for level in [0.02, 0.25, 0.5, 1.0, 2.0, 3.0] {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["p", "w", "v", "r"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let runs: Vec<(&str, &Path, std::path::PathBuf)> = vec![
+            (
+                "MiniLM permuted (residual, heads, units)",
+                &a,
+                scramble::minilm_permuted(&dir.path().join("p"), 31, level),
+            ),
+            (
+                "MiniLM FFN pruned 1024/1536",
+                &a,
+                scramble::minilm_pruned(&dir.path().join("w"), 32, 1024, true, level),
+            ),
+            (
+                "MiniLM vocabulary +500, reordered",
+                &a,
+                scramble::minilm_revocab(&dir.path().join("v"), 33, 500, level),
+            ),
+            (
+                "SmolLM2 rotated (gains folded)",
+                &s,
+                scramble::smollm2_rotated(&dir.path().join("r"), 34, level),
+            ),
+        ];
+        for (what, a, b) in runs {
+            let c = aligned(a, &b);
+            let r = &c["residual"];
+            let (mut layers, mut recovered) = (0, 0);
+            for st in c["units"]["stacks"].as_array().unwrap() {
+                for l in st["layers"].as_array().unwrap() {
+                    layers += 1;
+                    recovered += usize::from(l["recovered"] == true);
+                }
+            }
+            let mut rs: Vec<f64> = c["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["evidence"]["role"] == "evidence")
+                .filter_map(|t| t["evidence"]["pearson"].as_f64())
+                .collect();
+            rs.sort_by(f64::total_cmp);
+            println!(
+                "| {what} | {level} | {:.3} | {} | {} ({}) | {recovered}/{layers} | {:.3} |",
+                1.0 / (1.0 + level * level).sqrt(),
+                overall(&c),
+                r["basis"].as_str().unwrap_or("-"),
+                r["fit"],
+                rs.get(rs.len() / 2).copied().unwrap_or(f64::NAN),
+            );
+        }
+    }
+}

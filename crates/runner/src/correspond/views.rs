@@ -386,6 +386,10 @@ impl Views<'_> {
         }
         let mut x = vec![0f32; info.numel];
         self.base.read_f32(parent, 0, &mut x)?;
+        // Read whole and converted: its mapped pages can go (a memory hint only).
+        if let Some(raw) = self.base.raw(parent) {
+            raw.file.release(raw.bytes);
+        }
         if let Some(s) = scale {
             for row in x.chunks_exact_mut(cols.max(1)) {
                 row.iter_mut().zip(s.iter()).for_each(|(v, f)| *v *= f);
