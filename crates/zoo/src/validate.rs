@@ -153,6 +153,10 @@ pub struct AlignCheck {
     /// The residual basis chosen (`identity`, `signed permutation`, `rotation`, …, or `not
     /// aligned`), if the models have a token embedding.
     pub residual: Option<String>,
+    /// B was given a function-preserving scramble before the comparison
+    /// (`validate --align --scramble`, Llama only: [`crate::scramble`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scrambled: bool,
 }
 
 fn align_check(c: &Value) -> Option<AlignCheck> {
@@ -451,6 +455,47 @@ pub fn run_aligned(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
         .collect()
 }
 
+/// Compares every validation pair of the zoo in `dir` with `permutation = "auto"` after
+/// giving every B a function-preserving scramble ([`crate::scramble`]: KV groups and MLP units
+/// permuted in every layer, seeded by B's name), written under `work`. Architectures the
+/// scramble does not cover (ResNet, MLP) are compared unchanged, and their
+/// [`AlignCheck::scrambled`] is false.
+pub fn run_scrambled(dir: &Path, m: &Manifest, work: &Path) -> Result<Vec<PairResult>, Error> {
+    let pairs = pairs(m);
+    let mut bs: Vec<&Model> = pairs.iter().map(|p| p.b).collect();
+    bs.sort_by(|x, y| x.name.cmp(&y.name));
+    bs.dedup_by(|x, y| x.name == y.name);
+    // B's name → its scrambled copy (models not scrambled are absent).
+    let scrambled: BTreeMap<String, std::path::PathBuf> = bs
+        .par_iter()
+        .map(|b| {
+            let w = crate::weights::read(&dir.join(&b.path))?;
+            let config = crate::arch::llama::CONFIG;
+            let Some(s) = crate::scramble::scramble(&w, b.architecture, &b.name, &config)? else {
+                return Ok(None);
+            };
+            let path = work.join("scrambled").join(&b.path);
+            let bytes = crate::weights::serialize(&s, b.dtype, &b.name)?;
+            crate::build::write_atomic(&path, &bytes)?;
+            Ok(Some((b.name.clone(), path)))
+        })
+        .filter_map(Result::transpose)
+        .collect::<Result<_, Error>>()?;
+    pairs
+        .par_iter()
+        .map(|p| {
+            let b = scrambled.get(&p.b.name);
+            let b_path = b.cloned().unwrap_or_else(|| dir.join(&p.b.path));
+            let report = compare_aligned(&dir.join(&p.a.path), &b_path, p.a.architecture)?;
+            let mut r = read_result(p, &report)?;
+            if let Some(a) = &mut r.aligned {
+                a.scrambled = b.is_some();
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
 /// Compares every validation pair of the zoo in `dir`.
 pub fn run(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
     pairs(m)
@@ -689,6 +734,21 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
             _ => String::new(),
         }
     );
+    if results.iter().any(|r| r.aligned.is_some()) {
+        let _ = writeln!(
+            o,
+            "with `permutation = \"auto\"`{}",
+            if results
+                .iter()
+                .any(|r| r.aligned.as_ref().is_some_and(|a| a.scrambled))
+            {
+                "; every Llama B scrambled first (function-preserving KV-group and MLP-unit \
+                 permutations), ResNet and MLP B unchanged"
+            } else {
+                ""
+            }
+        );
+    }
     let header = format!(
         "{:<44} {:<7} {:>6} {:>8} {:>13} {:>12}",
         "", "arch", "pairs", "derived", "inconclusive", "independent"
@@ -801,34 +861,46 @@ fn align_table(o: &mut String, results: &[PairResult]) {
         "\nALIGNMENT (permutation = \"auto\"): layer alignments (MLP units, attention head \
          groups) recovered, and residual bases chosen"
     );
-    let mut rows: BTreeMap<(Truth, Architecture), (u64, u64, u64, BTreeMap<String, u64>)> =
-        BTreeMap::new();
+    type Row = (u64, u64, u64, u64, BTreeMap<String, u64>);
+    let mut rows: BTreeMap<(Truth, Architecture), Row> = BTreeMap::new();
     for r in results {
         let Some(a) = &r.aligned else { continue };
         let e = rows.entry((r.truth, r.architecture)).or_default();
         e.0 += 1;
+        e.3 += u64::from(a.scrambled);
         e.1 += a.layers;
         e.2 += a.recovered;
-        *e.3.entry(
+        *e.4.entry(
             a.residual
                 .clone()
                 .unwrap_or_else(|| "no token embedding".into()),
         )
         .or_default() += 1;
     }
+    if results
+        .iter()
+        .any(|r| r.aligned.as_ref().is_some_and(|a| a.scrambled))
+    {
+        let _ = writeln!(
+            o,
+            "B scrambled first (function-preserving: KV groups and MLP units permuted in every \
+             layer, seeded by B's name) for Llama only; ResNet and MLP B compared unchanged"
+        );
+    }
     let _ = writeln!(
         o,
-        "{:<10} {:<7} {:>6} {:>8} {:>10}  residual basis (pairs)",
-        "truth", "arch", "pairs", "layers", "recovered"
+        "{:<10} {:<7} {:>6} {:>9} {:>8} {:>10}  residual basis (pairs)",
+        "truth", "arch", "pairs", "scrambled", "layers", "recovered"
     );
-    for ((truth, arch), (pairs, layers, recovered, bases)) in &rows {
+    for ((truth, arch), (pairs, layers, recovered, scrambled, bases)) in &rows {
         let bases: Vec<String> = bases.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(
             o,
-            "{:<10} {:<7} {:>6} {:>8} {:>10}  {}",
+            "{:<10} {:<7} {:>6} {:>9} {:>8} {:>10}  {}",
             truth_name(*truth),
             arch.name(),
             pairs,
+            scrambled,
             layers,
             recovered,
             bases.join(", ")
