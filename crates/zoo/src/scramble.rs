@@ -41,6 +41,26 @@ pub fn permutation(n: usize, s: &mut Stream) -> Vec<usize> {
     }
 }
 
+/// The permutations [`scramble`] applies to layer `layer` of `model`: of the KV groups
+/// (`kv_heads` of them) and of the MLP units (`intermediate`).
+pub fn permutations(model: &str, layer: usize, config: &Config) -> (Vec<usize>, Vec<usize>) {
+    let l = layer.to_string();
+    let groups = permutation(
+        config.kv_heads,
+        &mut Stream::new(&[model, "scramble", &l, "kv groups"]),
+    );
+    let units = permutation(
+        config.intermediate,
+        &mut Stream::new(&[model, "scramble", &l, "mlp units"]),
+    );
+    (groups, units)
+}
+
+/// How many elements `p` moves (not at their own index).
+pub fn moved(p: &[usize]) -> usize {
+    p.iter().enumerate().filter(|(i, x)| i != *x).count()
+}
+
 /// `w` with every Llama layer's KV groups and MLP units permuted (see the module docs), or
 /// `None` for an architecture this module does not scramble. `model` (the manifest name)
 /// seeds the permutations; `config` gives the head counts. Layers are found by their
@@ -69,12 +89,8 @@ pub fn scramble(
     let hd = config.hidden / config.heads.max(1);
     let group = (config.heads / config.kv_heads.max(1)) * hd;
     for l in layers {
-        let layer = l.to_string();
         let p = format!("model.layers.{l}");
-        let pi = permutation(
-            config.kv_heads,
-            &mut Stream::new(&[model, "scramble", &layer, "kv groups"]),
-        );
+        let (pi, sigma) = permutations(model, l, config);
         permute(
             &mut out,
             model,
@@ -107,10 +123,6 @@ pub fn scramble(
             group,
             &pi,
         )?;
-        let sigma = permutation(
-            config.intermediate,
-            &mut Stream::new(&[model, "scramble", &layer, "mlp units"]),
-        );
         permute(
             &mut out,
             model,

@@ -157,6 +157,34 @@ pub struct AlignCheck {
     /// (`validate --align --scramble`, Llama only: [`crate::scramble`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub scrambled: bool,
+    /// Per kind of alignment (`mlp units`, `attention heads`).
+    pub kinds: BTreeMap<String, AlignKind>,
+}
+
+/// The alignment stage's findings for one kind of unit on one pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlignKind {
+    /// Layers aligned.
+    pub layers: u64,
+    /// Of those, recovered.
+    pub recovered: u64,
+    /// Units (KV groups, for heads) the alignment moved, over all layers.
+    pub moved: u64,
+    /// With a scrambled B: units the scramble moved in the same layers (a derived B, whose
+    /// units are in A's order before the scramble, is aligned back exactly only if the two
+    /// agree layer by layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_by_scramble: Option<u64>,
+    /// With a scrambled B: layers whose alignment moved as many units as the scramble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers_moved_as_scrambled: Option<u64>,
+    /// Sum over layers of the mean Pearson of the layer's tensors before alignment.
+    pub pearson_before_sum: f64,
+    /// Sum over layers of the mean Pearson after alignment.
+    pub pearson_after_sum: f64,
+    /// (layer, units moved by the alignment), for the scramble check.
+    #[serde(skip)]
+    layer_moves: Vec<(usize, u64)>,
 }
 
 fn align_check(c: &Value) -> Option<AlignCheck> {
@@ -174,6 +202,7 @@ fn align_check(c: &Value) -> Option<AlignCheck> {
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
+        let kind = out.kinds.entry(str_of(s, "what")).or_default();
         for l in s
             .get("layers")
             .and_then(Value::as_array)
@@ -181,12 +210,43 @@ fn align_check(c: &Value) -> Option<AlignCheck> {
             .unwrap_or_default()
         {
             out.layers += 1;
+            kind.layers += 1;
             if l.get("recovered").and_then(Value::as_bool) == Some(true) {
                 out.recovered += 1;
+                kind.recovered += 1;
+            }
+            let num = |k: &str| l.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let moved = l.get("moved").and_then(Value::as_u64).unwrap_or(0);
+            kind.moved += moved;
+            kind.pearson_before_sum += num("pearson_before");
+            kind.pearson_after_sum += num("pearson_after");
+            if let Some(i) = l.get("layer").and_then(Value::as_u64) {
+                kind.layer_moves.push((i as usize, moved));
             }
         }
     }
     Some(out)
+}
+
+/// Fills in, for B scrambled as `model`, how many units the scramble moved in the layers
+/// aligned, and in how many layers the alignment moved as many.
+fn check_scramble(a: &mut AlignCheck, model: &str) {
+    let config = crate::arch::llama::CONFIG;
+    for (what, kind) in &mut a.kinds {
+        let (mut total, mut agree) = (0, 0);
+        for &(layer, moved) in &kind.layer_moves {
+            let (groups, units) = crate::scramble::permutations(model, layer, &config);
+            let want = crate::scramble::moved(if what == "attention heads" {
+                &groups
+            } else {
+                &units
+            }) as u64;
+            total += want;
+            agree += u64::from(want == moved);
+        }
+        kind.moved_by_scramble = Some(total);
+        kind.layers_moved_as_scrambled = Some(agree);
+    }
 }
 
 /// A pair to compare.
@@ -490,6 +550,9 @@ pub fn run_scrambled(dir: &Path, m: &Manifest, work: &Path) -> Result<Vec<PairRe
             let mut r = read_result(p, &report)?;
             if let Some(a) = &mut r.aligned {
                 a.scrambled = b.is_some();
+                if a.scrambled {
+                    check_scramble(a, &p.b.name);
+                }
             }
             Ok(r)
         })
@@ -904,6 +967,69 @@ fn align_table(o: &mut String, results: &[PairResult]) {
             layers,
             recovered,
             bases.join(", ")
+        );
+    }
+    let mut kinds: BTreeMap<(Truth, Architecture, String), (u64, AlignKind)> = BTreeMap::new();
+    for r in results {
+        let Some(a) = &r.aligned else { continue };
+        for (what, k) in &a.kinds {
+            let e = kinds
+                .entry((r.truth, r.architecture, what.clone()))
+                .or_default();
+            e.0 += 1;
+            e.1.layers += k.layers;
+            e.1.recovered += k.recovered;
+            e.1.moved += k.moved;
+            e.1.pearson_before_sum += k.pearson_before_sum;
+            e.1.pearson_after_sum += k.pearson_after_sum;
+            if let Some(m) = k.moved_by_scramble {
+                *e.1.moved_by_scramble.get_or_insert(0) += m;
+            }
+            if let Some(m) = k.layers_moved_as_scrambled {
+                *e.1.layers_moved_as_scrambled.get_or_insert(0) += m;
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nby kind: units (KV groups for heads) moved by the alignment and by the scramble, layers \
+         moving as many as the scramble, mean Pearson of the layers' tensors before → after"
+    );
+    let _ = writeln!(
+        o,
+        "{:<10} {:<7} {:<16} {:>6} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
+        "truth",
+        "arch",
+        "kind",
+        "pairs",
+        "layers",
+        "recovered",
+        "moved",
+        "scramble",
+        "as many",
+        "r before",
+        "r after"
+    );
+    let opt = |x: Option<u64>| x.map_or("-".to_owned(), |x| x.to_string());
+    for ((truth, arch, what), (pairs, k)) in &kinds {
+        let n = k.layers.max(1) as f64;
+        let _ = writeln!(
+            o,
+            "{:<10} {:<7} {:<16} {:>6} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8.4} {:>8.4}",
+            truth_name(*truth),
+            arch.name(),
+            what,
+            pairs,
+            k.layers,
+            k.recovered,
+            k.moved,
+            opt(k.moved_by_scramble),
+            opt(k.layers_moved_as_scrambled),
+            k.pearson_before_sum / n,
+            k.pearson_after_sum / n
         );
     }
 }
