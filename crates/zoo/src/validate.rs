@@ -228,7 +228,7 @@ fn align_check(c: &Value) -> Option<AlignCheck> {
     Some(out)
 }
 
-/// Fills in, for B scrambled as `model`, how many units the scramble moved in the layers
+/// Fills in, for a derived B scrambled as `model`, how many units the scramble moved in the layers
 /// aligned, and in how many layers the alignment moved as many.
 fn check_scramble(a: &mut AlignCheck, model: &str) {
     let config = crate::arch::llama::CONFIG;
@@ -550,7 +550,7 @@ pub fn run_scrambled(dir: &Path, m: &Manifest, work: &Path) -> Result<Vec<PairRe
             let mut r = read_result(p, &report)?;
             if let Some(a) = &mut r.aligned {
                 a.scrambled = b.is_some();
-                if a.scrambled {
+                if a.scrambled && p.truth == Truth::Related {
                     check_scramble(a, &p.b.name);
                 }
             }
@@ -1030,6 +1030,31 @@ fn align_table(o: &mut String, results: &[PairResult]) {
             opt(k.layers_moved_as_scrambled),
             k.pearson_before_sum / n,
             k.pearson_after_sum / n
+        );
+    }
+    // Evidence measured after alignment (null `aligned-cross-layer`), per truth and arch.
+    let mut evidence: BTreeMap<(Truth, Architecture), (u64, u64, u64)> = BTreeMap::new();
+    for r in results {
+        let aligned: Vec<&TensorResult> = r
+            .tensors
+            .iter()
+            .filter(|t| t.role == "evidence" && t.null == "aligned-cross-layer")
+            .collect();
+        if aligned.is_empty() {
+            continue;
+        }
+        let e = evidence.entry((r.truth, r.architecture)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(aligned.iter().all(|t| t.significant));
+        e.2 += u64::from(aligned.iter().any(|t| t.significant));
+    }
+    for ((truth, arch), (n, all, any)) in &evidence {
+        let _ = writeln!(
+            o,
+            "{} {} pairs with aligned evidence: {n}; every aligned tensor significant: {all}; \
+             at least one: {any}",
+            truth_name(*truth),
+            arch.name()
         );
     }
 }
