@@ -12,7 +12,8 @@
 //! [`arch`] (Llama, ResNet and MLP models), [`weights`] (tensors and safetensors files),
 //! [`plan`] (which models the zoo holds and how each is made), [`build`] (training and
 //! writing them, with the cache check), [`manifest`] (the JSON truth file), [`validate`],
-//! [`rename`] (hiding B's tensor names, to validate automatic pairing).
+//! [`rename`] (hiding B's tensor names, to validate automatic pairing), [`scramble`]
+//! (function-preserving permutations of B, to validate alignment).
 
 pub mod arch;
 pub mod build;
@@ -22,6 +23,7 @@ pub mod nn;
 pub mod plan;
 pub mod rename;
 pub mod rng;
+pub mod scramble;
 pub mod validate;
 pub mod weights;
 
@@ -138,6 +140,16 @@ pub enum Error {
     ReportField {
         /// The JSON path.
         field: &'static str,
+    },
+    /// A model could not be scrambled (a tensor is missing or not of the configured shape).
+    #[error("model {model}: cannot scramble `{tensor}`: {reason}")]
+    Scramble {
+        /// The model.
+        model: String,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        reason: String,
     },
     /// The thread pool could not be built.
     #[error("cannot start {threads} worker threads")]

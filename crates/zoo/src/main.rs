@@ -5,6 +5,7 @@
 //! weightkin-zoo verify DIR                                   check every file against the manifest
 //! weightkin-zoo validate DIR [--json FILE]                   run weightkin on the zoo's pairs, print the table
 //!               [--names original|opaque|convention]           B's names hidden, `pairing = "auto"`
+//!               [--align [--scramble]]                         `permutation = "auto"`; B scrambled
 //! weightkin-zoo version                                      the generator version (the cache key)
 //! ```
 //!
@@ -87,6 +88,10 @@ enum Command {
         /// aligned first): the false-positive rate of the alignment's searches.
         #[arg(long, conflicts_with = "names")]
         align: bool,
+        /// With `--align`: give every Llama B a function-preserving scramble first (KV groups
+        /// and MLP units permuted in every layer); ResNet and MLP B are compared unchanged.
+        #[arg(long, requires = "align")]
+        scramble: bool,
     },
     /// Print the generator version (the zoo cache is keyed by it).
     Version,
@@ -160,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             subset: s,
             names,
             align,
+            scramble,
         } => {
             let mut m = manifest(&dir)?;
             if let Some(s) = s {
@@ -173,7 +179,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // Renamed copies of the B models live only as long as the run.
             let work = tempfile::tempdir().context("cannot create a temporary directory")?;
-            let results = if align {
+            let results = if scramble {
+                validate::run_scrambled(&dir, &m, work.path())?
+            } else if align {
                 validate::run_aligned(&dir, &m)?
             } else {
                 validate::run_named(&dir, &m, naming, work.path())?

@@ -21,6 +21,18 @@ use crate::Error;
 pub struct Params(BTreeMap<String, Var>);
 
 impl Params {
+    /// Every float tensor of `w` as a parameter (integer tensors are left out).
+    pub fn from_weights(w: &Weights) -> candle_core::Result<Params> {
+        let mut vars = BTreeMap::new();
+        for (name, t) in w {
+            if let Values::F32(v) = &t.values {
+                let tensor = Tensor::from_slice(v, t.shape.as_slice(), &Device::Cpu)?;
+                vars.insert(name.clone(), Var::from_tensor(&tensor)?);
+            }
+        }
+        Ok(Params(vars))
+    }
+
     /// The tensor `name` (an error names it if the model has none).
     pub fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
         self.0

@@ -153,6 +153,38 @@ pub struct AlignCheck {
     /// The residual basis chosen (`identity`, `signed permutation`, `rotation`, …, or `not
     /// aligned`), if the models have a token embedding.
     pub residual: Option<String>,
+    /// B was given a function-preserving scramble before the comparison
+    /// (`validate --align --scramble`, Llama only: [`crate::scramble`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scrambled: bool,
+    /// Per kind of alignment (`mlp units`, `attention heads`).
+    pub kinds: BTreeMap<String, AlignKind>,
+}
+
+/// The alignment stage's findings for one kind of unit on one pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlignKind {
+    /// Layers aligned.
+    pub layers: u64,
+    /// Of those, recovered.
+    pub recovered: u64,
+    /// Units (KV groups, for heads) the alignment moved, over all layers.
+    pub moved: u64,
+    /// With a scrambled B: units the scramble moved in the same layers (a derived B, whose
+    /// units are in A's order before the scramble, is aligned back exactly only if the two
+    /// agree layer by layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_by_scramble: Option<u64>,
+    /// With a scrambled B: layers whose alignment moved as many units as the scramble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers_moved_as_scrambled: Option<u64>,
+    /// Sum over layers of the mean Pearson of the layer's tensors before alignment.
+    pub pearson_before_sum: f64,
+    /// Sum over layers of the mean Pearson after alignment.
+    pub pearson_after_sum: f64,
+    /// (layer, units moved by the alignment), for the scramble check.
+    #[serde(skip)]
+    layer_moves: Vec<(usize, u64)>,
 }
 
 fn align_check(c: &Value) -> Option<AlignCheck> {
@@ -170,6 +202,7 @@ fn align_check(c: &Value) -> Option<AlignCheck> {
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
+        let kind = out.kinds.entry(str_of(s, "what")).or_default();
         for l in s
             .get("layers")
             .and_then(Value::as_array)
@@ -177,12 +210,43 @@ fn align_check(c: &Value) -> Option<AlignCheck> {
             .unwrap_or_default()
         {
             out.layers += 1;
+            kind.layers += 1;
             if l.get("recovered").and_then(Value::as_bool) == Some(true) {
                 out.recovered += 1;
+                kind.recovered += 1;
+            }
+            let num = |k: &str| l.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let moved = l.get("moved").and_then(Value::as_u64).unwrap_or(0);
+            kind.moved += moved;
+            kind.pearson_before_sum += num("pearson_before");
+            kind.pearson_after_sum += num("pearson_after");
+            if let Some(i) = l.get("layer").and_then(Value::as_u64) {
+                kind.layer_moves.push((i as usize, moved));
             }
         }
     }
     Some(out)
+}
+
+/// Fills in, for a derived B scrambled as `model`, how many units the scramble moved in the layers
+/// aligned, and in how many layers the alignment moved as many.
+fn check_scramble(a: &mut AlignCheck, model: &str) {
+    let config = crate::arch::llama::CONFIG;
+    for (what, kind) in &mut a.kinds {
+        let (mut total, mut agree) = (0, 0);
+        for &(layer, moved) in &kind.layer_moves {
+            let (groups, units) = crate::scramble::permutations(model, layer, &config);
+            let want = crate::scramble::moved(if what == "attention heads" {
+                &groups
+            } else {
+                &units
+            }) as u64;
+            total += want;
+            agree += u64::from(want == moved);
+        }
+        kind.moved_by_scramble = Some(total);
+        kind.layers_moved_as_scrambled = Some(agree);
+    }
 }
 
 /// A pair to compare.
@@ -451,6 +515,50 @@ pub fn run_aligned(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
         .collect()
 }
 
+/// Compares every validation pair of the zoo in `dir` with `permutation = "auto"` after
+/// giving every B a function-preserving scramble ([`crate::scramble`]: KV groups and MLP units
+/// permuted in every layer, seeded by B's name), written under `work`. Architectures the
+/// scramble does not cover (ResNet, MLP) are compared unchanged, and their
+/// [`AlignCheck::scrambled`] is false.
+pub fn run_scrambled(dir: &Path, m: &Manifest, work: &Path) -> Result<Vec<PairResult>, Error> {
+    let pairs = pairs(m);
+    let mut bs: Vec<&Model> = pairs.iter().map(|p| p.b).collect();
+    bs.sort_by(|x, y| x.name.cmp(&y.name));
+    bs.dedup_by(|x, y| x.name == y.name);
+    // B's name → its scrambled copy (models not scrambled are absent).
+    let scrambled: BTreeMap<String, std::path::PathBuf> = bs
+        .par_iter()
+        .map(|b| {
+            let w = crate::weights::read(&dir.join(&b.path))?;
+            let config = crate::arch::llama::CONFIG;
+            let Some(s) = crate::scramble::scramble(&w, b.architecture, &b.name, &config)? else {
+                return Ok(None);
+            };
+            let path = work.join("scrambled").join(&b.path);
+            let bytes = crate::weights::serialize(&s, b.dtype, &b.name)?;
+            crate::build::write_atomic(&path, &bytes)?;
+            Ok(Some((b.name.clone(), path)))
+        })
+        .filter_map(Result::transpose)
+        .collect::<Result<_, Error>>()?;
+    pairs
+        .par_iter()
+        .map(|p| {
+            let b = scrambled.get(&p.b.name);
+            let b_path = b.cloned().unwrap_or_else(|| dir.join(&p.b.path));
+            let report = compare_aligned(&dir.join(&p.a.path), &b_path, p.a.architecture)?;
+            let mut r = read_result(p, &report)?;
+            if let Some(a) = &mut r.aligned {
+                a.scrambled = b.is_some();
+                if a.scrambled && p.truth == Truth::Related {
+                    check_scramble(a, &p.b.name);
+                }
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
 /// Compares every validation pair of the zoo in `dir`.
 pub fn run(dir: &Path, m: &Manifest) -> Result<Vec<PairResult>, Error> {
     pairs(m)
@@ -689,6 +797,21 @@ pub fn table(m: &Manifest, results: &[PairResult]) -> String {
             _ => String::new(),
         }
     );
+    if results.iter().any(|r| r.aligned.is_some()) {
+        let _ = writeln!(
+            o,
+            "with `permutation = \"auto\"`{}",
+            if results
+                .iter()
+                .any(|r| r.aligned.as_ref().is_some_and(|a| a.scrambled))
+            {
+                "; every Llama B scrambled first (function-preserving KV-group and MLP-unit \
+                 permutations), ResNet and MLP B unchanged"
+            } else {
+                ""
+            }
+        );
+    }
     let header = format!(
         "{:<44} {:<7} {:>6} {:>8} {:>13} {:>12}",
         "", "arch", "pairs", "derived", "inconclusive", "independent"
@@ -801,37 +924,137 @@ fn align_table(o: &mut String, results: &[PairResult]) {
         "\nALIGNMENT (permutation = \"auto\"): layer alignments (MLP units, attention head \
          groups) recovered, and residual bases chosen"
     );
-    let mut rows: BTreeMap<(Truth, Architecture), (u64, u64, u64, BTreeMap<String, u64>)> =
-        BTreeMap::new();
+    type Row = (u64, u64, u64, u64, BTreeMap<String, u64>);
+    let mut rows: BTreeMap<(Truth, Architecture), Row> = BTreeMap::new();
     for r in results {
         let Some(a) = &r.aligned else { continue };
         let e = rows.entry((r.truth, r.architecture)).or_default();
         e.0 += 1;
+        e.3 += u64::from(a.scrambled);
         e.1 += a.layers;
         e.2 += a.recovered;
-        *e.3.entry(
+        *e.4.entry(
             a.residual
                 .clone()
                 .unwrap_or_else(|| "no token embedding".into()),
         )
         .or_default() += 1;
     }
+    if results
+        .iter()
+        .any(|r| r.aligned.as_ref().is_some_and(|a| a.scrambled))
+    {
+        let _ = writeln!(
+            o,
+            "B scrambled first (function-preserving: KV groups and MLP units permuted in every \
+             layer, seeded by B's name) for Llama only; ResNet and MLP B compared unchanged"
+        );
+    }
     let _ = writeln!(
         o,
-        "{:<10} {:<7} {:>6} {:>8} {:>10}  residual basis (pairs)",
-        "truth", "arch", "pairs", "layers", "recovered"
+        "{:<10} {:<7} {:>6} {:>9} {:>8} {:>10}  residual basis (pairs)",
+        "truth", "arch", "pairs", "scrambled", "layers", "recovered"
     );
-    for ((truth, arch), (pairs, layers, recovered, bases)) in &rows {
+    for ((truth, arch), (pairs, layers, recovered, scrambled, bases)) in &rows {
         let bases: Vec<String> = bases.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(
             o,
-            "{:<10} {:<7} {:>6} {:>8} {:>10}  {}",
+            "{:<10} {:<7} {:>6} {:>9} {:>8} {:>10}  {}",
             truth_name(*truth),
             arch.name(),
             pairs,
+            scrambled,
             layers,
             recovered,
             bases.join(", ")
+        );
+    }
+    let mut kinds: BTreeMap<(Truth, Architecture, String), (u64, AlignKind)> = BTreeMap::new();
+    for r in results {
+        let Some(a) = &r.aligned else { continue };
+        for (what, k) in &a.kinds {
+            let e = kinds
+                .entry((r.truth, r.architecture, what.clone()))
+                .or_default();
+            e.0 += 1;
+            e.1.layers += k.layers;
+            e.1.recovered += k.recovered;
+            e.1.moved += k.moved;
+            e.1.pearson_before_sum += k.pearson_before_sum;
+            e.1.pearson_after_sum += k.pearson_after_sum;
+            if let Some(m) = k.moved_by_scramble {
+                *e.1.moved_by_scramble.get_or_insert(0) += m;
+            }
+            if let Some(m) = k.layers_moved_as_scrambled {
+                *e.1.layers_moved_as_scrambled.get_or_insert(0) += m;
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\nby kind: units (KV groups for heads) moved by the alignment and by the scramble, layers \
+         moving as many as the scramble, mean Pearson of the layers' tensors before → after"
+    );
+    let _ = writeln!(
+        o,
+        "{:<10} {:<7} {:<16} {:>6} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8}",
+        "truth",
+        "arch",
+        "kind",
+        "pairs",
+        "layers",
+        "recovered",
+        "moved",
+        "scramble",
+        "as many",
+        "r before",
+        "r after"
+    );
+    let opt = |x: Option<u64>| x.map_or("-".to_owned(), |x| x.to_string());
+    for ((truth, arch, what), (pairs, k)) in &kinds {
+        let n = k.layers.max(1) as f64;
+        let _ = writeln!(
+            o,
+            "{:<10} {:<7} {:<16} {:>6} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8.4} {:>8.4}",
+            truth_name(*truth),
+            arch.name(),
+            what,
+            pairs,
+            k.layers,
+            k.recovered,
+            k.moved,
+            opt(k.moved_by_scramble),
+            opt(k.layers_moved_as_scrambled),
+            k.pearson_before_sum / n,
+            k.pearson_after_sum / n
+        );
+    }
+    // Evidence measured after alignment (null `aligned-cross-layer`), per truth and arch.
+    let mut evidence: BTreeMap<(Truth, Architecture), (u64, u64, u64)> = BTreeMap::new();
+    for r in results {
+        let aligned: Vec<&TensorResult> = r
+            .tensors
+            .iter()
+            .filter(|t| t.role == "evidence" && t.null == "aligned-cross-layer")
+            .collect();
+        if aligned.is_empty() {
+            continue;
+        }
+        let e = evidence.entry((r.truth, r.architecture)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(aligned.iter().all(|t| t.significant));
+        e.2 += u64::from(aligned.iter().any(|t| t.significant));
+    }
+    for ((truth, arch), (n, all, any)) in &evidence {
+        let _ = writeln!(
+            o,
+            "{} {} pairs with aligned evidence: {n}; every aligned tensor significant: {all}; \
+             at least one: {any}",
+            truth_name(*truth),
+            arch.name()
         );
     }
 }

@@ -217,6 +217,21 @@ impl Trainable for Job {
         let Batch::Tokens { inputs, targets } = batch else {
             return Err(candle_core::Error::Msg("llama needs token batches".into()));
         };
+        nn::cross_entropy(&self.forward(p, inputs)?, targets)
+    }
+}
+
+impl Job {
+    /// The next-token logits of `tokens` (one sequence of exactly `context` tokens, each
+    /// below `vocab`) under the weights `w`: `context · vocab` values, row-major by position.
+    pub fn logits(&self, w: &Weights, tokens: &[u32]) -> Result<Vec<f32>, Error> {
+        let p = Params::from_weights(w)?;
+        let inputs = nn::ids(tokens.to_vec(), &[1, tokens.len()])?;
+        Ok(self.forward(&p, &inputs)?.flatten_all()?.to_vec1()?)
+    }
+
+    /// Logits (batch · time, vocab) of token windows `inputs` (batch, time).
+    fn forward(&self, p: &Params, inputs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = inputs.dims2()?;
         let c = &self.config;
         let mut x = p
@@ -231,8 +246,7 @@ impl Trainable for Job {
             x = (x + self.mlp(p, l, &h)?)?;
         }
         let x = nn::rms_norm(&x, p.get("model.norm.weight")?)?;
-        let logits = nn::linear(&x, p.get("lm_head.weight")?, None)?.reshape((b * t, c.vocab))?;
-        nn::cross_entropy(&logits, targets)
+        nn::linear(&x, p.get("lm_head.weight")?, None)?.reshape((b * t, c.vocab))
     }
 }
 

@@ -1,0 +1,326 @@
+//! Function-preserving scrambles, to validate alignment (`permutation = "auto"`) on trained
+//! models whose true permutation is known.
+//!
+//! A Llama decoder layer computes the same function under two kinds of relabelling, applied
+//! here in every layer independently:
+//!
+//! - **KV groups.** With grouped-query attention, key/value head `g` serves the
+//!   `heads / kv_heads` query heads `g·r … g·r + r − 1` (`r = heads / kv_heads`). One
+//!   permutation π of the `kv_heads` groups moves the rows of `k_proj` and `v_proj` in
+//!   blocks of `head_dim`, the rows of `q_proj` in blocks of `r · head_dim`, and the columns
+//!   of `o_proj` in blocks of `r · head_dim`, all by the same π, so every query head stays
+//!   with its key/value head. Dimensions inside a head are never moved: RoPE rotates them in
+//!   pairs `(j, j + head_dim/2)`, so only whole heads may be relabelled.
+//! - **MLP units.** One permutation of the `intermediate` units moves the rows of
+//!   `gate_proj` and `up_proj` and the columns of `down_proj`.
+//!
+//! The new block (or unit) `i` is the old block `π(i)`. Permutations are drawn from a
+//! [`Stream`] seeded by the model's name, the layer and the purpose, uniformly among the
+//! permutations that move something (a scramble that happened to be the identity would test
+//! nothing): with two KV groups, the groups are always swapped. The ResNet and MLP
+//! architectures are not scrambled ([`scramble`] returns `None`).
+
+use crate::arch::llama::Config;
+use crate::arch::Architecture;
+use crate::rng::Stream;
+use crate::weights::{Tensor, Weights};
+use crate::Error;
+
+/// A uniformly random permutation of `0..n` other than the identity (the identity when
+/// `n < 2`), drawn from `s`.
+pub fn permutation(n: usize, s: &mut Stream) -> Vec<usize> {
+    loop {
+        let mut p: Vec<usize> = (0..n).collect();
+        // Fisher-Yates.
+        for i in (1..n).rev() {
+            p.swap(i, s.below(i + 1));
+        }
+        if n < 2 || p.iter().enumerate().any(|(i, &x)| i != x) {
+            return p;
+        }
+    }
+}
+
+/// The permutations [`scramble`] applies to layer `layer` of `model`: of the KV groups
+/// (`kv_heads` of them) and of the MLP units (`intermediate`).
+pub fn permutations(model: &str, layer: usize, config: &Config) -> (Vec<usize>, Vec<usize>) {
+    let l = layer.to_string();
+    let groups = permutation(
+        config.kv_heads,
+        &mut Stream::new(&[model, "scramble", &l, "kv groups"]),
+    );
+    let units = permutation(
+        config.intermediate,
+        &mut Stream::new(&[model, "scramble", &l, "mlp units"]),
+    );
+    (groups, units)
+}
+
+/// How many elements `p` moves (not at their own index).
+pub fn moved(p: &[usize]) -> usize {
+    p.iter().enumerate().filter(|(i, x)| i != *x).count()
+}
+
+/// `w` with every Llama layer's KV groups and MLP units permuted (see the module docs), or
+/// `None` for an architecture this module does not scramble. `model` (the manifest name)
+/// seeds the permutations; `config` gives the head counts. Layers are found by their
+/// `model.layers.N.` tensors, so a model with layers dropped is scrambled in the layers it
+/// has. An error names the tensor whose shape is not the configuration's.
+pub fn scramble(
+    w: &Weights,
+    arch: Architecture,
+    model: &str,
+    config: &Config,
+) -> Result<Option<Weights>, Error> {
+    if arch != Architecture::Llama {
+        return Ok(None);
+    }
+    let mut out = w.clone();
+    let layers: std::collections::BTreeSet<usize> = w
+        .keys()
+        .filter_map(|n| {
+            n.strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let hd = config.hidden / config.heads.max(1);
+    let group = (config.heads / config.kv_heads.max(1)) * hd;
+    for l in layers {
+        let p = format!("model.layers.{l}");
+        let (pi, sigma) = permutations(model, l, config);
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.self_attn.q_proj.weight"),
+            0,
+            group,
+            &pi,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.self_attn.k_proj.weight"),
+            0,
+            hd,
+            &pi,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.self_attn.v_proj.weight"),
+            0,
+            hd,
+            &pi,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.self_attn.o_proj.weight"),
+            1,
+            group,
+            &pi,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.mlp.gate_proj.weight"),
+            0,
+            1,
+            &sigma,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.mlp.up_proj.weight"),
+            0,
+            1,
+            &sigma,
+        )?;
+        permute(
+            &mut out,
+            model,
+            &format!("{p}.mlp.down_proj.weight"),
+            1,
+            1,
+            &sigma,
+        )?;
+    }
+    Ok(Some(out))
+}
+
+/// Moves blocks of `block` rows (`axis` 0) or columns (`axis` 1) of the matrix `name`: new
+/// block `i` is old block `pi[i]`.
+fn permute(
+    w: &mut Weights,
+    model: &str,
+    name: &str,
+    axis: usize,
+    block: usize,
+    pi: &[usize],
+) -> Result<(), Error> {
+    let bad = |what: String| Error::Scramble {
+        model: model.to_owned(),
+        tensor: name.to_owned(),
+        reason: what,
+    };
+    let t = w
+        .get(name)
+        .ok_or_else(|| bad("the tensor is missing".into()))?;
+    let (rows, cols) = match t.shape.as_slice() {
+        [r, c] => (*r, *c),
+        s => return Err(bad(format!("shape {s:?} is not a matrix"))),
+    };
+    let along = if axis == 0 { rows } else { cols };
+    if along != block * pi.len() {
+        return Err(bad(format!(
+            "shape [{rows}, {cols}]: axis {axis} is not {} blocks of {block}",
+            pi.len()
+        )));
+    }
+    let v = t
+        .floats()
+        .ok_or_else(|| bad("the tensor is not floating-point".into()))?;
+    let mut new = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (sr, sc) = if axis == 0 {
+                (pi[r / block] * block + r % block, c)
+            } else {
+                (r, pi[c / block] * block + c % block)
+            };
+            new[r * cols + c] = v[sr * cols + sc];
+        }
+    }
+    let shape = t.shape.clone();
+    w.insert(name.to_owned(), Tensor::f32(shape, new));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::arch::llama::{Job, CONFIG};
+    use crate::data::TextDomain;
+
+    /// A base model: the zoo's cached one when it is there, else fresh initial weights
+    /// (function preservation does not depend on training).
+    fn base() -> Weights {
+        let cached = dirs_home().map(|h| h.join(".cache/weightkin/zoo/1/llama/base-0.safetensors"));
+        match cached {
+            Some(p) if p.exists() => crate::weights::read(&p).unwrap(),
+            _ => CONFIG.init(&mut Stream::new(&["scramble test", "init"])),
+        }
+    }
+
+    fn dirs_home() -> Option<std::path::PathBuf> {
+        std::env::var_os("HOME").map(std::path::PathBuf::from)
+    }
+
+    #[test]
+    fn permutations_move_something_and_are_permutations() {
+        for n in [2usize, 3, 176] {
+            for seed in 0..20 {
+                let p = permutation(n, &mut Stream::new(&["perm", &seed.to_string()]));
+                let mut sorted = p.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+                assert!(p.iter().enumerate().any(|(i, &x)| i != x));
+            }
+        }
+        assert_eq!(permutation(1, &mut Stream::new(&["one"])), vec![0]);
+    }
+
+    #[test]
+    fn scramble_preserves_the_llama_function() {
+        let w = base();
+        let s = scramble(&w, Architecture::Llama, "llama/base-0", &CONFIG)
+            .unwrap()
+            .unwrap();
+        // Every permuted tensor of every layer moved; everything else is untouched.
+        for (name, t) in &w {
+            let moved = [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .iter()
+            .any(|r| name.ends_with(&format!(".{r}.weight")));
+            assert_eq!(s[name].shape, t.shape, "{name}");
+            if moved {
+                assert_ne!(s[name], *t, "{name} was not scrambled");
+            } else {
+                assert_eq!(s[name], *t, "{name} changed");
+            }
+        }
+        let job = Job::new(CONFIG, TextDomain::Story).unwrap();
+        let tokens: Vec<u32> = (0..CONFIG.context as u32)
+            .map(|i| (i * 7 + 3) % CONFIG.vocab as u32)
+            .collect();
+        let a = job.logits(&w, &tokens).unwrap();
+        let b = job.logits(&s, &tokens).unwrap();
+        assert_eq!(a.len(), CONFIG.context * CONFIG.vocab);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "logits differ by {diff}");
+        // The logits are not trivially equal (e.g. all zero).
+        let spread = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        assert!(spread > 1e-2, "logits are degenerate ({spread})");
+    }
+
+    #[test]
+    fn a_wrong_scramble_changes_the_function() {
+        // Moving q's heads without their KV heads is not function-preserving: the test's
+        // forward pass can tell (so the test above could fail).
+        let w = base();
+        let mut s = w.clone();
+        permute(
+            &mut s,
+            "m",
+            "model.layers.0.self_attn.q_proj.weight",
+            0,
+            16,
+            &[1, 0, 2, 3],
+        )
+        .unwrap();
+        let job = Job::new(CONFIG, TextDomain::Story).unwrap();
+        let tokens: Vec<u32> = (0..CONFIG.context as u32).map(|i| i % 11).collect();
+        let a = job.logits(&w, &tokens).unwrap();
+        let b = job.logits(&s, &tokens).unwrap();
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff > 1e-3, "logits differ by only {diff}");
+    }
+
+    #[test]
+    fn other_architectures_are_not_scrambled_and_bad_shapes_are_errors() {
+        let w = base();
+        assert!(scramble(&w, Architecture::Mlp, "m", &CONFIG)
+            .unwrap()
+            .is_none());
+        let mut bad = w.clone();
+        bad.insert(
+            "model.layers.1.mlp.up_proj.weight".into(),
+            Tensor::f32(vec![10, 64], vec![0.0; 640]),
+        );
+        let e = scramble(&bad, Architecture::Llama, "m", &CONFIG).unwrap_err();
+        assert!(
+            e.to_string().contains("model.layers.1.mlp.up_proj.weight"),
+            "{e}"
+        );
+    }
+}
