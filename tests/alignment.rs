@@ -362,6 +362,7 @@ fn smollm2_and_gemma3_of_different_widths_read_independent_on_aligned_evidence()
 /// added after the transform; expected Pearson of a layer tensor ≈ 1/√(1 + level²).
 #[test]
 #[ignore]
+#[allow(clippy::print_stdout)]
 fn alignment_power() {
     let a = fixture(MINILM);
     let s = fixture(scramble::SMOLLM2);

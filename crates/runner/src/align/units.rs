@@ -450,13 +450,11 @@ impl Kind {
     }
 }
 
+/// The groups of each (stack, kind), in layer order.
+type Stacks = BTreeMap<(String, Kind), Vec<Group>>;
+
 /// The MLP and attention groups by stack, and what could not be aligned.
-fn groups(
-    cmp: &CompareSpec,
-    a: Model<'_>,
-    b: Model<'_>,
-    heads: Heads,
-) -> (BTreeMap<(String, Kind), Vec<Group>>, Vec<String>) {
+fn groups(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> (Stacks, Vec<String>) {
     let names: Vec<&String> = a.names.keys().filter(|n| cmp.selects(n)).collect();
     let read = names::normalise_all(names.iter().map(|n| n.as_str()));
     let (ta, tb) = (a.source.tensors(), b.source.tensors());
@@ -563,7 +561,7 @@ fn groups(
                 .to_owned(),
         );
     }
-    let mut stacks: BTreeMap<(String, Kind), Vec<Group>> = BTreeMap::new();
+    let mut stacks: Stacks = BTreeMap::new();
     for ((stack, kind, layer), members) in by_layer {
         let units = |m: &Member, shape: &[usize]| match m.axis {
             Axis::Rows => shape[0] / m.block.max(1),
