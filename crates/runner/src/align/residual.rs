@@ -17,7 +17,8 @@
 //! 1. **Rows.** The token embeddings of A and B (canonical role `embed`, the text tower's)
 //!    over the tokens both vocabularies hold, matched by their token strings
 //!    ([`super::vocab`]), or in row order when a side has no token strings (said so in the
-//!    report). At most [`ROWS_MAX`] rows, evenly spaced over the shared list; rows that are
+//!    report). [`ROWS_PER_WIDTH`] rows per dimension of the wider side (4096 to [`ROWS_MAX`]),
+//!    evenly spaced over the shared list; rows that are
 //!    all zero, not finite, or bit-for-bit equal to another sampled row in either model are
 //!    dropped (unused and duplicated tokens carry no information about the basis). The rows
 //!    left alternate between a *fit* half and a *check* half.
@@ -81,8 +82,13 @@ use crate::recipe::CompareSpec;
 use crate::report::{round, ResidualReport};
 use crate::Error;
 
-/// Most embedding rows used (fit and check halves together).
+/// Most embedding rows used (fit and check halves together): [`ROWS_PER_WIDTH`] per dimension
+/// of the wider side, at least 4096, at most this.
 pub const ROWS_MAX: usize = 16_384;
+
+/// Embedding rows sampled per residual dimension (of the wider side): 8, so that the fit half
+/// holds 4 rows per dimension. A side with fewer than half as many usable rows is not aligned.
+pub const ROWS_PER_WIDTH: usize = 8;
 
 /// Held-out fit from which a recovered basis is reported as found.
 pub const FOUND_FIT: f64 = 0.8;
@@ -90,8 +96,9 @@ pub const FOUND_FIT: f64 = 0.8;
 /// A simpler candidate within this much held-out fit of the best is preferred.
 pub const TIE: f64 = 0.02;
 
-/// Widest residual stream aligned (the Procrustes SVD runs on a `d_A × d_B` f64 matrix).
-pub const WIDTH_MAX: usize = 8192;
+/// Widest residual stream aligned: [`ROWS_MAX`] rows hold 4 per dimension of a 4096-wide
+/// stream, and the Procrustes SVD runs on a `d_A × d_B` f64 matrix (128 MiB at 4096).
+pub const WIDTH_MAX: usize = 4096;
 
 /// Where a member's residual axis lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,9 +323,11 @@ pub fn align(
             (0..va.min(vb)).map(|r| (r, r)).collect()
         }
     };
-    let need = 4 * da.max(db);
+    let need = ROWS_PER_WIDTH / 2 * da.max(db);
     // Evenly spaced over the shared list.
-    let take = pairs.len().min(ROWS_MAX);
+    let take = pairs
+        .len()
+        .min((ROWS_PER_WIDTH * da.max(db)).clamp(4096, ROWS_MAX));
     let picked: Vec<(usize, usize)> = (0..take)
         .map(|k| pairs[k * pairs.len() / take.max(1)])
         .collect();

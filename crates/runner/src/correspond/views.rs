@@ -253,7 +253,7 @@ pub struct Views<'a> {
 
 /// Bytes of computed [`Loc::Linear`] results a [`Views`] keeps for re-reading (the unit
 /// alignment reads each layer's tensors several times: its own alignment and the null's).
-pub const LINEAR_CACHE_BYTES: usize = 256 << 20;
+pub const LINEAR_CACHE_BYTES: usize = 64 << 20;
 
 impl<'a> Views<'a> {
     /// `base` with `views` added. A view whose name a tensor of `base` already has, or whose
@@ -426,21 +426,15 @@ impl Views<'_> {
 /// `x · y`, computed on one thread (a fixed order of operations, so the same bits on every
 /// run and for any thread count).
 pub fn product(x: &Matrix, y: &Matrix) -> Matrix {
-    let mut out = faer::Mat::<f32>::zeros(x.rows, y.cols);
+    let mut data = vec![0f32; x.rows * y.cols];
     faer::linalg::matmul::matmul(
-        out.as_mut(),
+        faer::MatMut::from_row_major_slice_mut(&mut data, x.rows, y.cols),
         faer::Accum::Replace,
         x.as_ref(),
         y.as_ref(),
         1.0f32,
         faer::Par::Seq,
     );
-    let mut data = Vec::with_capacity(x.rows * y.cols);
-    for i in 0..x.rows {
-        for j in 0..y.cols {
-            data.push(out[(i, j)]);
-        }
-    }
     Matrix {
         rows: x.rows,
         cols: y.cols,
