@@ -10,27 +10,11 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::scramble;
-use crate::util::{fixture, stderr, stdout, weightkin, MINILM};
+use crate::util::{compare_json_with, fixture, overall, stderr, weightkin, MINILM};
 
 /// `compare A B --align-units --format json`: the one comparison.
 fn aligned(a: &Path, b: &Path) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "compare",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--format",
-        "json",
-        "--align-units",
-    ];
-    let out = weightkin(dir.path(), &args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    r["comparisons"][0].clone()
-}
-
-fn overall(c: &Value) -> &str {
-    c["verdicts"]["overall"].as_str().unwrap()
+    compare_json_with(a, b, &["--align-units"])["comparisons"][0].clone()
 }
 
 fn sentence(c: &Value) -> &str {
@@ -101,19 +85,8 @@ fn a_fully_permuted_minilm_reads_derived_with_the_permutations_found() {
         "{withheld:?}"
     );
     // Without alignment the same copy shows nothing in its layers.
-    let dir2 = tempfile::tempdir().unwrap();
-    let out = weightkin(
-        dir2.path(),
-        &[
-            "compare",
-            a.to_str().unwrap(),
-            b.to_str().unwrap(),
-            "--format",
-            "json",
-        ],
-    );
-    let plain: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_ne!(plain["comparisons"][0]["verdicts"]["overall"], "derived");
+    let plain = compare_json_with(&a, &b, &[]);
+    assert_ne!(overall(&plain["comparisons"][0]), "derived");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use weightkin_core::rng::Rng;
 use weightkin_core::testing::SafetensorsBuilder;
 
-use crate::util::{add_relative_noise, fixture, minilm, stderr, stdout, weightkin, MINILM};
+use crate::util::{add_relative_noise, compare_json_with, fixture, minilm, overall, MINILM};
 
 const LAYERS: usize = 6;
 const UNITS: usize = 1536;
@@ -91,29 +91,16 @@ fn variant(
 
 /// `compare A B` on the MLP tensors only, with `--align-units` if `align`.
 fn compare_mlp(a: &Path, b: &Path, align: bool) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "compare",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        "--format",
-        "json",
+    let mut extra = vec![
         "--include",
         "encoder.layer.*.intermediate.**",
         "--include",
         "encoder.layer.*.output.dense.weight",
     ];
     if align {
-        args.push("--align-units");
+        extra.push("--align-units");
     }
-    let out = weightkin(dir.path(), &args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    r["comparisons"][0].clone()
-}
-
-fn overall(c: &Value) -> &str {
-    c["verdicts"]["overall"].as_str().unwrap()
+    compare_json_with(a, b, &extra)["comparisons"][0].clone()
 }
 
 fn layers(c: &Value) -> &Vec<Value> {

@@ -46,19 +46,28 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// `weightkin compare A B --format json`, run in a fresh directory: the parsed report.
 pub fn compare_json(a: &Path, b: &Path) -> serde_json::Value {
+    compare_json_with(a, b, &[])
+}
+
+/// `weightkin compare A B --format json EXTRA…`, run in a fresh directory: the parsed report.
+pub fn compare_json_with(a: &Path, b: &Path, extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = weightkin(
-        dir.path(),
-        &[
-            "compare",
-            a.to_str().expect("utf-8 path"),
-            b.to_str().expect("utf-8 path"),
-            "--format",
-            "json",
-        ],
-    );
+    let mut args = vec![
+        "compare",
+        a.to_str().expect("utf-8 path"),
+        b.to_str().expect("utf-8 path"),
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = weightkin(dir.path(), &args);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_str(&stdout(&out)).expect("JSON report")
+}
+
+/// A comparison's overall verdict.
+pub fn overall(c: &serde_json::Value) -> &str {
+    c["verdicts"]["overall"].as_str().expect("overall verdict")
 }
 
 /// all-MiniLM-L6-v2's safetensors file, relative to [`fixtures`].

@@ -12,6 +12,19 @@ pub mod beside;
 pub mod facts;
 pub mod residual;
 pub mod units;
+
+/// `base` with some tensors replaced in place by views of themselves
+/// ([`Views::replacing`]); an error names the model.
+fn replaced<'a>(
+    model: &str,
+    base: &'a dyn weightkin_core::WeightSource,
+    views: BTreeMap<usize, crate::correspond::views::View>,
+) -> Result<crate::correspond::views::Views<'a>, crate::Error> {
+    crate::correspond::views::Views::replacing(base, views).map_err(|source| crate::Error::Views {
+        model: model.to_owned(),
+        source: Box::new(source),
+    })
+}
 pub mod vocab;
 
 use std::collections::BTreeMap;

@@ -172,15 +172,9 @@ impl Residual {
         model_b: &str,
         b: &'a dyn WeightSource,
     ) -> Result<(Views<'a>, Views<'a>), Error> {
-        let wrap = |model: &str, base: &'a dyn WeightSource, views: &BTreeMap<usize, View>| {
-            Views::replacing(base, views.clone()).map_err(|source| Error::Views {
-                model: model.to_owned(),
-                source: Box::new(source),
-            })
-        };
         Ok((
-            wrap(model_a, a, &self.views_a)?,
-            wrap(model_b, b, &self.views_b)?,
+            super::replaced(model_a, a, self.views_a.clone())?,
+            super::replaced(model_b, b, self.views_b.clone())?,
         ))
     }
 }

@@ -891,10 +891,7 @@ fn gathered<'a>(
             },
         );
     }
-    Views::replacing(base, views).map_err(|source| Error::Views {
-        model: model.to_owned(),
-        source: Box::new(source),
-    })
+    super::replaced(model, base, views)
 }
 
 #[cfg(test)]
