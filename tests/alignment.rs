@@ -397,3 +397,29 @@ fn alignment_power() {
         }
     }
 }
+
+#[test]
+fn smollm2_with_query_heads_permuted_within_and_across_kv_groups_reads_derived() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fixture(scramble::SMOLLM2);
+    let b = scramble::smollm2_heads_permuted(dir.path(), 21, 0.02, 30);
+    let c = aligned(&a, &b);
+    assert_eq!(overall(&c), "derived", "{}", sentence(&c));
+    assert!(
+        all_layers_recovered(&c, "attention heads"),
+        "{}",
+        c["units"]
+    );
+    // Every q and o is compared head for head after the alignment.
+    for t in c["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        if name.contains("q_proj") || name.contains("o_proj") {
+            assert!(t["evidence"]["pearson"].as_f64().unwrap() > 0.99, "{t}");
+        }
+    }
+    assert!(
+        sentence(&c).contains("attention KV head groups"),
+        "{}",
+        sentence(&c)
+    );
+}

@@ -661,6 +661,50 @@ pub fn smollm2_rotated_layers(dir: &Path, seed: u64, noise: f64, layers: usize) 
     path
 }
 
+/// SmolLM2 (first `layers` layers) with its attention heads permuted in every layer as
+/// grouped-query attention allows: the 3 KV groups by one permutation (k and v rows in
+/// blocks of 64, q rows and o columns in blocks of 3 × 64), and the 3 query heads of each
+/// group among themselves (q rows and o columns in blocks of 64); then `noise`. Embeddings
+/// stay tied; F32 safetensors with `tokenizer.json` and `config.json` beside it.
+pub fn smollm2_heads_permuted(dir: &Path, seed: u64, noise: f64, layers: usize) -> PathBuf {
+    let mut rng = Rng::new(seed);
+    let gguf = fixture(SMOLLM2);
+    let (mut t, raw) = read_model(&gguf, Some(layers));
+    assert!(raw.is_empty());
+    let (groups, per_group, head_dim) = (3usize, 3usize, 64usize);
+    for l in 0..layers {
+        let p = format!("model.layers.{l}.self_attn.");
+        let kv = rng.permutation(groups);
+        // B's query head at (group position g, slot t) is A's head kv[g]·3 + within[g][t].
+        let mut q_heads = Vec::new();
+        for &g in &kv {
+            let within = rng.permutation(per_group);
+            q_heads.extend(within.iter().map(|&t| g * per_group + t));
+        }
+        let (q_rows, kv_rows) = (
+            expand_heads(&q_heads, head_dim),
+            expand_heads(&kv, head_dim),
+        );
+        for (proj, rows) in [
+            ("q_proj", &q_rows),
+            ("k_proj", &kv_rows),
+            ("v_proj", &kv_rows),
+        ] {
+            let w = find_mut(&mut t, &format!("{p}{proj}.weight"));
+            let cols = w.1[1];
+            w.2 = gather_rows(&w.2, cols, rows);
+        }
+        let o = find_mut(&mut t, &format!("{p}o_proj.weight"));
+        let cols = o.1[1];
+        o.2 = gather_cols(&o.2, cols, &q_rows);
+    }
+    noise_all(&mut t, noise, &mut rng);
+    let path = dir.join("model.safetensors");
+    write_safetensors(&path, &t, &[]);
+    write_smollm2_sidecars(dir, &gguf, layers, true);
+    path
+}
+
 /// A model of SmolLM2's names and shapes (embeddings tied, as in the GGUF) with every
 /// tensor replaced by Gaussian draws with that tensor's own mean and standard deviation;
 /// F32 safetensors with the same `tokenizer.json` and `config.json` as
@@ -1436,4 +1480,36 @@ fn smollm2_rotated_computes_the_same_logits() {
     };
     let lm = llama_forward(&mixed, &ids, layers);
     assert!(max_abs_diff(&la, &lm) / max_abs(&la) > 0.05);
+}
+
+#[test]
+fn smollm2_heads_permuted_within_and_across_kv_groups_computes_the_same_logits() {
+    let layers = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let b_path = smollm2_heads_permuted(dir.path(), 11, 0.0, layers);
+    let a = read_model(&fixture(SMOLLM2), Some(layers)).0;
+    let b = read_model(&b_path, Some(layers)).0;
+    let ids = [1usize, 9690, 198, 19556, 314, 260, 1345];
+    let (la, lb) = (
+        llama_forward(&a, &ids, layers),
+        llama_forward(&b, &ids, layers),
+    );
+    let rel = max_abs_diff(&la, &lb) / max_abs(&la);
+    assert!(rel < 1e-4, "logits differ by {rel} of their scale");
+    // Not vacuous: every layer's q and o moved.
+    for l in 0..layers {
+        for proj in ["q_proj", "o_proj"] {
+            let n = format!("model.layers.{l}.self_attn.{proj}.weight");
+            assert_ne!(find(&a, &n).2, find(&b, &n).2, "{n}");
+        }
+    }
+    // And a query head moved without its output columns changes the logits.
+    let mut broken = b;
+    let q = find_mut(&mut broken, "model.layers.0.self_attn.q_proj.weight");
+    let cols = q.1[1];
+    let mut heads: Vec<usize> = (0..9).collect();
+    heads.swap(0, 1);
+    q.2 = gather_rows(&q.2, cols, &expand_heads(&heads, 64));
+    let lx = llama_forward(&broken, &ids, layers);
+    assert!(max_abs_diff(&la, &lx) / max_abs(&la) > 1e-3);
 }

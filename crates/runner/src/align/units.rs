@@ -1,6 +1,6 @@
-//! Unit alignment (issue 15, first slice): recover, per layer, the permutation of B's MLP
-//! hidden units against A's, present B's tensors in A's unit order, and give the aligned
-//! evidence a null computed **under the same search**.
+//! Unit alignment (issue 15): recover, per layer, the permutation of B's MLP hidden units
+//! and attention heads against A's, present B's tensors in A's unit order, and give the
+//! aligned evidence a null computed **under the same search**.
 //!
 //! # What is aligned
 //!
@@ -53,11 +53,20 @@
 //! similarity stands [`FOUND_Z`] s.d. above them is reported as recovered, and a recovered
 //! permutation that moves units is stated as a finding.
 //!
-//! # Limits of this slice
+//! # Attention heads
 //!
-//! The residual-stream basis (embedding columns, every input/output axis, norm parameters),
-//! attention heads and rotations are not aligned yet: a copy that permutes those still reads
-//! as independent on the tensors that live on them. Alignments are solved one at a time,
+//! Heads are units too, aligned the same way with their own null: a unit is a **KV group** —
+//! a key/value head's rows of `attn.k` and `attn.v` with the rows of `attn.q` and the columns
+//! of `attn.o` of the query heads that share it (blocks of `ratio · head_dim`), so
+//! grouped-query attention keeps every query head with its KV head. Within each matched
+//! group, B's query heads are then matched to A's by their own assignment ([`match_subs`]).
+//! Head counts come from [`Heads`] (GGUF metadata, `config.json`, or the recipe); heads are
+//! aligned between equal counts only.
+//!
+//! # Limits
+//!
+//! The residual stream is aligned before this stage ([`super::residual`]). Alignments are
+//! solved one at a time,
 //! holding the similarity matrix (`f_b × f_a` f32, at most [`SCORE_CELLS_MAX`] cells: 4096²
 //! fits, a 14 336-wide FFN does not), the two sides' feature vectors, and one member tensor
 //! of each model at a time (at most [`MATERIALISE_MAX`] elements each); a layer past either
@@ -66,7 +75,8 @@
 //!
 //! # Determinism
 //!
-//! Similarities are dot products summed in a fixed order, the solver breaks ties by index,
+//! Similarities are one matrix product on one thread (a fixed order of operations), the
+//! solver breaks ties by index,
 //! and layers run in parallel but are collected in layer order: the same inputs give the
 //! same alignment and the same report for any thread count.
 
@@ -123,9 +133,41 @@ struct Member {
     /// heads for attention (`ratio · head_dim` for queries and the output projection,
     /// `head_dim` for keys and values).
     block: usize,
+    /// Rows (or columns) per sub-unit that may be reordered within a unit: a query head
+    /// (`head_dim`) of `attn.q` and `attn.o` when several query heads share a KV head; else
+    /// `block` (no sub-units).
+    head: usize,
 }
 
 impl Member {
+    /// Sub-units per unit (query heads per KV group for `attn.q`/`attn.o`, else 1).
+    fn subs(&self) -> usize {
+        self.block / self.head.max(1)
+    }
+
+    /// The rows (or columns) of A's side in the aligned order: each matched unit's block.
+    fn index_a(&self, m: &Matched) -> Vec<usize> {
+        expand(&m.kept_a, self.block)
+    }
+
+    /// The rows (or columns) of B's side in the aligned order: each matched unit's block,
+    /// its sub-units in the order matched to A's.
+    fn index_b(&self, m: &Matched) -> Vec<usize> {
+        let s = self.subs();
+        if s <= 1 || m.sub.is_empty() {
+            return expand(&m.b_order, self.block);
+        }
+        let mut out = Vec::with_capacity(m.b_order.len() * self.block);
+        for (k, &v) in m.b_order.iter().enumerate() {
+            for t in 0..s {
+                let h = m.sub.get(k).and_then(|o| o.get(t)).copied().unwrap_or(t);
+                let start = v * self.block + h * self.head;
+                out.extend(start..start + self.head);
+            }
+        }
+        out
+    }
+
     /// Elements of one unit.
     fn per_unit(&self) -> usize {
         self.block * self.other
@@ -163,6 +205,9 @@ struct Matched {
     b_order: Vec<usize>,
     /// Mean cosine of the matched units.
     similarity: f64,
+    /// `sub[k]`: B's sub-units (query heads) of `b_order[k]` in the order matched to
+    /// `kept_a[k]`'s; empty when the units have no sub-units.
+    sub: Vec<Vec<usize>>,
 }
 
 /// What unit alignment found for a comparison: the permuted (and cut) presentations and
@@ -294,11 +339,15 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                 return Err(Error::Internal("a layer's own alignment was not solved"));
             };
             let after: Vec<f64> = after.iter().flatten().copied().collect();
-            let moved = m
-                .kept_a
-                .iter()
-                .zip(&m.b_order)
-                .filter(|(u, v)| u != v)
+            // A unit moved when B's is at another index or lists its sub-units (query
+            // heads) in another order.
+            let moved = (0..m.kept_a.len())
+                .filter(|&k| {
+                    m.kept_a[k] != m.b_order[k]
+                        || m.sub
+                            .get(k)
+                            .is_some_and(|o| o.iter().enumerate().any(|(t, &h)| t != h))
+                })
                 .count();
             let z = (m.similarity - null_mean) / null_sd;
             out_layers.push(UnitLayer {
@@ -324,7 +373,7 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                             rows: rows_a,
                             cols: cols_a,
                             axis: mem.axis,
-                            index: Arc::new(expand(&m.kept_a, mem.block)),
+                            index: Arc::new(mem.index_a(m)),
                         },
                     );
                 }
@@ -334,7 +383,7 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                         rows: rows_b,
                         cols: cols_b,
                         axis: mem.axis,
-                        index: Arc::new(expand(&m.b_order, mem.block)),
+                        index: Arc::new(mem.index_b(m)),
                     },
                 );
             }
@@ -520,8 +569,8 @@ fn groups(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> (Stack
             (false, false) => (Axis::Cols, sa[0]),
         };
         let unit_len = if axis_rows { sa[0] } else { sa[1] };
-        let block = match kind {
-            Kind::Mlp => 1,
+        let (block, head) = match kind {
+            Kind::Mlp => (1, 1),
             Kind::Heads => {
                 let Some((h, kv)) = head_counts else {
                     heads_unknown |= heads.a.is_none() || heads.b.is_none();
@@ -538,7 +587,13 @@ fn groups(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> (Stack
                     ));
                     continue;
                 }
-                unit_len / kv
+                let block = unit_len / kv;
+                let head = match role.as_str() {
+                    // A query head's rows (or output columns): `ratio` of them per KV group.
+                    "attn.q" | "attn.o" => block / (h / kv),
+                    _ => block,
+                };
+                (block, head)
             }
         };
         by_layer
@@ -552,6 +607,7 @@ fn groups(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> (Stack
                 axis,
                 other,
                 block,
+                head,
             });
     }
     if heads_unknown {
@@ -691,8 +747,8 @@ fn match_units(
         .iter()
         .map(|m| m.per_unit().min(budget.max(1)))
         .collect();
-    let fa_feat = features(&g.members, read_a, g.fa, &per_member)?;
-    let fb_feat = features(&g.members, read_b, g.fb, &per_member)?;
+    let fa_feat = features(&g.members, &read_a, g.fa, &per_member)?;
+    let fb_feat = features(&g.members, &read_b, g.fb, &per_member)?;
     let k: usize = per_member.iter().sum();
     // Units whose feature vector repeats an earlier one's (dead units, duplicated units, a
     // constant tensor) are left out of the assignment: any order of them is optimal, and
@@ -765,11 +821,84 @@ fn match_units(
             .sum::<f64>()
             / pairs.len() as f64
     };
+    let sub = match_subs(cmp, g, &pairs, &read_a, &read_b)?;
     Ok(Matched {
         kept_a: pairs.iter().map(|p| p.0).collect(),
         b_order: pairs.iter().map(|p| p.1).collect(),
         similarity,
+        sub,
     })
+}
+
+/// Within each matched unit, B's sub-units (the query heads sharing a KV head) matched to
+/// A's by assignment on the cosine of their rows of `attn.q` and columns of `attn.o`: a copy
+/// may list a KV group's query heads in any order. Empty when no member has sub-units.
+fn match_subs(
+    cmp: &CompareSpec,
+    g: &Group,
+    pairs: &[(usize, usize)],
+    read_a: &impl Fn(usize) -> Result<Vec<f32>, Error>,
+    read_b: &impl Fn(usize) -> Result<Vec<f32>, Error>,
+) -> Result<Vec<Vec<usize>>, Error> {
+    let with_subs: Vec<usize> = (0..g.members.len())
+        .filter(|&k| g.members[k].subs() > 1)
+        .collect();
+    let Some(&first) = with_subs.first() else {
+        return Ok(Vec::new());
+    };
+    let s = g.members[first].subs();
+    let mut score = vec![0f64; pairs.len() * s * s];
+    for &k in &with_subs {
+        let m = &g.members[k];
+        if m.subs() != s {
+            return Ok(Vec::new());
+        }
+        let (va, vb) = (read_a(k)?, read_b(k)?);
+        let other = m.other.max(1);
+        let (lines_a, lines_b) = (va.len() / other, vb.len() / other);
+        // The values of sub-unit `h` of unit `u`: its `head` lines, each `other` long.
+        let values = |v: &[f32], lines: usize, u: usize, h: usize| -> Vec<f32> {
+            let start = u * m.block + h * m.head;
+            let mut out = Vec::with_capacity(m.head * other);
+            for line in start..start + m.head {
+                for c in 0..other {
+                    out.push(match m.axis {
+                        Axis::Rows => v[line * other + c],
+                        Axis::Cols => v[c * lines + line],
+                    });
+                }
+            }
+            out
+        };
+        for (p, &(u, v)) in pairs.iter().enumerate() {
+            let xa: Vec<Vec<f32>> = (0..s).map(|h| values(&va, lines_a, u, h)).collect();
+            let xb: Vec<Vec<f32>> = (0..s).map(|h| values(&vb, lines_b, v, h)).collect();
+            for (hb, yb) in xb.iter().enumerate() {
+                for (ha, ya) in xa.iter().enumerate() {
+                    let den = (dot(yb, yb) * dot(ya, ya)).sqrt();
+                    if den > 0.0 {
+                        score[p * s * s + hb * s + ha] += dot(yb, ya) / den;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in 0..pairs.len() {
+        let cells = &score[p * s * s..(p + 1) * s * s];
+        let a = lap::assign_max(cells, s, s).map_err(|source| Error::Align {
+            compare: cmp.name.clone(),
+            tensor: g.members[first].name.clone(),
+            source,
+        })?;
+        // order[ha] = B's sub-unit matched to A's sub-unit ha.
+        let mut order: Vec<usize> = (0..s).collect();
+        for (hb, ha) in a.pairs() {
+            order[ha] = hb;
+        }
+        out.push(order);
+    }
+    Ok(out)
 }
 
 /// The units (rows of `feat`, `k` values each) whose feature vector is not bit-for-bit
@@ -827,16 +956,14 @@ fn pearson_iter(it: impl Iterator<Item = (f32, f32)>) -> Option<f64> {
 
 /// Pearson of a member after alignment: A cut to its matched units, B in their order.
 fn aligned_pearson(m: &Member, matched: &Matched, a: &[f32], b: &[f32]) -> Option<f64> {
-    let n = matched.kept_a.len();
-    let per = m.per_unit();
-    let fa = a.len() / per.max(1);
-    let fb = b.len() / per.max(1);
-    let it = (0..n * per).map(|i| {
-        let (k, e) = (i / per, i % per);
-        (
-            a[m.at(fa, matched.kept_a[k], e)],
-            b[m.at(fb, matched.b_order[k], e)],
-        )
+    let (ia, ib) = (m.index_a(matched), m.index_b(matched));
+    let other = m.other.max(1);
+    let (lines_a, lines_b) = (a.len() / other, b.len() / other);
+    let it = ia.iter().zip(&ib).flat_map(|(&x, &y)| {
+        (0..other).map(move |c| match m.axis {
+            Axis::Rows => (a[x * other + c], b[y * other + c]),
+            Axis::Cols => (a[c * lines_a + x], b[c * lines_b + y]),
+        })
     });
     pearson_iter(it)
 }
@@ -998,6 +1125,7 @@ mod tests {
             kept_a: pairs.iter().map(|p| p.0).collect(),
             b_order: pairs.iter().map(|p| p.1).collect(),
             similarity: 1.0,
+            sub: Vec::new(),
         };
         let mem = Member {
             name: "x".into(),
@@ -1007,6 +1135,7 @@ mod tests {
             axis: Axis::Rows,
             other: 3,
             block: 1,
+            head: 1,
         };
         let r = aligned_pearson(&mem, &m, &rows, &b_rows).unwrap();
         assert!((r - 1.0).abs() < 1e-12, "{r}");

@@ -413,7 +413,8 @@ pub struct UnitLayer {
     pub units_b: usize,
     /// Units matched (B's, all of them).
     pub matched: usize,
-    /// Matched units not at A's index (0: B's units are in A's order).
+    /// Matched units not at A's index, or (attention) with their query heads in another
+    /// order (0: B's units are in A's order).
     pub moved: usize,
     /// Mean cosine of the matched units' weights.
     pub similarity: f64,
