@@ -59,7 +59,7 @@
 //! a key/value head's rows of `attn.k` and `attn.v` with the rows of `attn.q` and the columns
 //! of `attn.o` of the query heads that share it (blocks of `ratio · head_dim`), so
 //! grouped-query attention keeps every query head with its KV head. Within each matched
-//! group, B's query heads are then matched to A's by their own assignment ([`match_subs`]).
+//! group, B's query heads are then matched to A's by their own assignment (on their rows of `attn.q` and columns of `attn.o`).
 //! Head counts come from [`Heads`] (GGUF metadata, `config.json`, or the recipe); heads are
 //! aligned between equal counts only.
 //!
