@@ -280,3 +280,78 @@ fn degenerate_units_are_aligned_without_error_or_a_finding() {
     }
     assert!(c["units"].get("finding").is_none(), "{}", c["units"]);
 }
+
+/// Writes a 3-layer MLP stack with `units` hidden units of width 32: A's values `base`
+/// (Gaussian), B's units permuted per layer with `noise` × s.d. added.
+fn wide_pair(dir: &Path, units: usize, related: bool) -> (PathBuf, PathBuf) {
+    let mut rng = Rng::new(4200);
+    let hidden = 32;
+    let gauss =
+        |rng: &mut Rng, n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (mut a, mut b) = (SafetensorsBuilder::new(), SafetensorsBuilder::new());
+    for layer in 0..3 {
+        let up = gauss(&mut rng, units * hidden);
+        let down = gauss(&mut rng, hidden * units);
+        let (up_b, down_b) = if related {
+            (up.clone(), down.clone())
+        } else {
+            (
+                gauss(&mut rng, units * hidden),
+                gauss(&mut rng, hidden * units),
+            )
+        };
+        let p = rng.permutation(units);
+        let mut up_p: Vec<f32> = p
+            .iter()
+            .flat_map(|&u| up_b[u * hidden..(u + 1) * hidden].iter().copied())
+            .collect();
+        let mut down_p: Vec<f32> = (0..hidden)
+            .flat_map(|r| p.iter().map(move |&u| (r, u)))
+            .map(|(r, u)| down_b[r * units + u])
+            .collect();
+        add_relative_noise(&mut up_p, 0.3, &mut rng);
+        add_relative_noise(&mut down_p, 0.3, &mut rng);
+        let n = |w: &str| format!("model.layers.{layer}.mlp.{w}.weight");
+        a = a
+            .tensor_f32(&n("up_proj"), &[units, hidden], &up)
+            .tensor_f32(&n("down_proj"), &[hidden, units], &down);
+        b = b
+            .tensor_f32(&n("up_proj"), &[units, hidden], &up_p)
+            .tensor_f32(&n("down_proj"), &[hidden, units], &down_p);
+    }
+    let (pa, pb) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    a.write(&pa).unwrap();
+    b.write(&pb).unwrap();
+    (pa, pb)
+}
+
+#[test]
+fn a_layer_too_wide_for_the_assignment_is_matched_greedily_with_the_same_null() {
+    // 4200² similarities are more than the matrix holds (2²⁴): the greedy path.
+    let units = 4200;
+    assert!(units * units > weightkin_runner::align::units::SCORE_CELLS_MAX);
+    for related in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = wide_pair(dir.path(), units, related);
+        let c = compare_json_with(&a, &b, &["--align-units"])["comparisons"][0].clone();
+        let stacks = c["units"]["stacks"].as_array().unwrap();
+        assert_eq!(stacks.len(), 1, "{}", c["units"]);
+        let layers = stacks[0]["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3, "{}", c["units"]);
+        for l in layers {
+            assert!(l["matching"].as_str().unwrap().starts_with("greedy"), "{l}");
+        }
+        if related {
+            assert_eq!(overall(&c), "derived", "{}", c["verdicts"]["sentence"]);
+            for l in layers {
+                assert_eq!(l["recovered"], true, "{l}");
+                assert!(l["pearson_after"].as_f64().unwrap() > 0.9, "{l}");
+            }
+        } else {
+            assert_eq!(overall(&c), "independent", "{}", c["verdicts"]["sentence"]);
+            for l in layers {
+                assert_eq!(l["recovered"], false, "{l}");
+            }
+        }
+    }
+}

@@ -68,9 +68,11 @@
 //! The residual stream is aligned before this stage ([`super::residual`]). Alignments are
 //! solved one at a time,
 //! holding the similarity matrix (`f_b × f_a` f32, at most [`SCORE_CELLS_MAX`] cells: 4096²
-//! fits, a 14 336-wide FFN does not), the two sides' feature vectors, and one member tensor
-//! of each model at a time (at most [`MATERIALISE_MAX`] elements each); a layer past either
-//! cap is listed, not aligned — matching wide layers on sampled units is the next step.
+//! fits), the two sides' feature vectors, and one member tensor of each model at a time (at
+//! most [`MATERIALISE_MAX`] elements each; a layer past that is listed, not aligned). A layer
+//! with more units than the similarity matrix holds (a 14 336-wide FFN) is matched greedily
+//! on each unit's [`WIDE_CANDIDATES`] best candidates, computed block by block
+//! (`greedy`), for the evidence and its null alike.
 //! Layers pair by name (layer `i` of A with layer `i` of B), not along a layer alignment.
 //!
 //! # Determinism
@@ -208,6 +210,8 @@ struct Matched {
     /// `sub[k]`: B's sub-units (query heads) of `b_order[k]` in the order matched to
     /// `kept_a[k]`'s; empty when the units have no sub-units.
     sub: Vec<Vec<usize>>,
+    /// Matched greedily (a layer too wide for the assignment).
+    greedy: bool,
 }
 
 /// What unit alignment found for a comparison: the permuted (and cut) presentations and
@@ -255,18 +259,16 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
             continue;
         }
         let too_big = layers.iter().find(|g| {
-            g.fa.saturating_mul(g.fb) > SCORE_CELLS_MAX
-                || g.members.iter().any(|m| {
-                    a.source.tensors()[m.a].numel > MATERIALISE_MAX
-                        || b.source.tensors()[m.b].numel > MATERIALISE_MAX
-                })
+            g.members.iter().any(|m| {
+                a.source.tensors()[m.a].numel > MATERIALISE_MAX
+                    || b.source.tensors()[m.b].numel > MATERIALISE_MAX
+            })
         });
         if let Some(g) = too_big {
             skipped.push(format!(
-                "`{stack}`: layer {} has {} × {} hidden units (or a tensor of more than {} \
-                 elements); unit alignment holds at most {} similarities at once (matching \
-                 wide layers on sampled units is not implemented yet)",
-                g.layer, g.fb, g.fa, MATERIALISE_MAX, SCORE_CELLS_MAX
+                "`{stack}`: layer {} has a tensor of more than {} elements; unit alignment \
+                 reads each member tensor whole",
+                g.layer, MATERIALISE_MAX
             ));
             continue;
         }
@@ -361,6 +363,12 @@ pub fn align(cmp: &CompareSpec, a: Model<'_>, b: Model<'_>, heads: Heads) -> Res
                 recovered: z >= FOUND_Z,
                 pearson_before: crate::report::rounded_mean(before),
                 pearson_after: crate::report::rounded_mean(&after),
+                matching: m.greedy.then(|| {
+                    format!(
+                        "greedy over each unit's {WIDE_CANDIDATES} most similar (too wide for \
+                         the assignment)"
+                    )
+                }),
                 tensors: g.members.iter().map(|m| m.name.clone()).collect(),
             });
             for mem in &g.members {
@@ -762,44 +770,48 @@ fn match_units(
             .flat_map(|&u| feat[u * k..(u + 1) * k].iter().copied())
             .collect()
     };
-    let score = if live_a.is_empty() || live_b.is_empty() || k == 0 {
-        vec![0f32; live_b.len() * live_a.len()]
+    let fa_live_t = {
+        let rows = gather(&fa_feat, &live_a);
+        let mut t = vec![0f32; k * live_a.len()];
+        for (u, row) in rows.chunks_exact(k.max(1)).enumerate() {
+            for (c, &x) in row.iter().enumerate() {
+                t[c * live_a.len() + u] = x;
+            }
+        }
+        Matrix {
+            rows: k,
+            cols: live_a.len(),
+            data: t,
+        }
+    };
+    let wide = live_a.len().saturating_mul(live_b.len()) > SCORE_CELLS_MAX;
+    let assigned: Vec<(usize, usize)> = if live_a.is_empty() || live_b.is_empty() || k == 0 {
+        Vec::new()
+    } else if wide {
+        greedy(&fb_feat, k, &live_b, &fa_live_t)
     } else {
         let fb_live = Matrix {
             rows: live_b.len(),
             cols: k,
             data: gather(&fb_feat, &live_b),
         };
-        let fa_live_t = {
-            let rows = gather(&fa_feat, &live_a);
-            let mut t = vec![0f32; k * live_a.len()];
-            for (u, row) in rows.chunks_exact(k).enumerate() {
-                for (c, &x) in row.iter().enumerate() {
-                    t[c * live_a.len() + u] = x;
-                }
-            }
-            Matrix {
-                rows: k,
-                cols: live_a.len(),
-                data: t,
-            }
-        };
-        product(&fb_live, &fa_live_t).data
+        let score = product(&fb_live, &fa_live_t).data;
+        let assignment =
+            lap::assign_max(&score, live_b.len(), live_a.len()).map_err(|source| Error::Align {
+                compare: cmp.name.clone(),
+                tensor: g
+                    .members
+                    .first()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                source,
+            })?;
+        assignment.pairs().collect()
     };
-    let assignment =
-        lap::assign_max(&score, live_b.len(), live_a.len()).map_err(|source| Error::Align {
-            compare: cmp.name.clone(),
-            tensor: g
-                .members
-                .first()
-                .map(|m| m.name.clone())
-                .unwrap_or_default(),
-            source,
-        })?;
     let mut taken_a = vec![false; g.fa];
     let mut taken_b = vec![false; g.fb];
     let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(g.fb);
-    for (r, c) in assignment.pairs() {
+    for &(r, c) in &assigned {
         let (v, u) = (live_b[r], live_a[c]);
         taken_a[u] = true;
         taken_b[v] = true;
@@ -827,6 +839,7 @@ fn match_units(
         b_order: pairs.iter().map(|p| p.1).collect(),
         similarity,
         sub,
+        greedy: wide,
     })
 }
 
@@ -899,6 +912,60 @@ fn match_subs(
         out.push(order);
     }
     Ok(out)
+}
+
+/// Candidates kept per unit of B when a layer is too wide for the assignment.
+pub const WIDE_CANDIDATES: usize = 8;
+
+/// The matching of a layer too wide for the similarity matrix ([`SCORE_CELLS_MAX`]): the
+/// similarities are computed in blocks of B's units, each keeping its [`WIDE_CANDIDATES`]
+/// most similar units of A; the candidate pairs are then taken greedily, most similar first
+/// (ties by index), each unit once. Memory: one block and the candidates. A permuted copy's
+/// units are each other's best match by far, so greedy finds the same pairs as the
+/// assignment; for unrelated units it is a different maximisation than the assignment, which
+/// is why the null's cross-layer alignments use exactly this procedure too. Returns
+/// (row of B's live units, column of A's), B's rows without a free candidate left out.
+fn greedy(fb_feat: &[f32], k: usize, live_b: &[usize], fa_t: &Matrix) -> Vec<(usize, usize)> {
+    let na = fa_t.cols;
+    let block = (SCORE_CELLS_MAX / na.max(1)).clamp(1, live_b.len().max(1));
+    let mut candidates: Vec<(f32, usize, usize)> = Vec::new();
+    for (b0, rows) in live_b.chunks(block).enumerate() {
+        let data: Vec<f32> = rows
+            .iter()
+            .flat_map(|&v| fb_feat[v * k..(v + 1) * k].iter().copied())
+            .collect();
+        let scores = product(
+            &Matrix {
+                rows: rows.len(),
+                cols: k,
+                data,
+            },
+            fa_t,
+        );
+        for (i, row) in scores.data.chunks_exact(na).enumerate() {
+            let mut best: Vec<(f32, usize)> = Vec::with_capacity(WIDE_CANDIDATES + 1);
+            for (u, &x) in row.iter().enumerate() {
+                if best.len() < WIDE_CANDIDATES || x > best[best.len() - 1].0 {
+                    let at = best.partition_point(|&(y, _)| y >= x);
+                    best.insert(at, (x, u));
+                    best.truncate(WIDE_CANDIDATES);
+                }
+            }
+            let r = b0 * block + i;
+            candidates.extend(best.into_iter().map(|(x, u)| (x, r, u)));
+        }
+    }
+    candidates.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let (mut used_b, mut used_a) = (vec![false; live_b.len()], vec![false; na]);
+    let mut out = Vec::new();
+    for (_, r, c) in candidates {
+        if !used_b[r] && !used_a[c] {
+            used_b[r] = true;
+            used_a[c] = true;
+            out.push((r, c));
+        }
+    }
+    out
 }
 
 /// The units (rows of `feat`, `k` values each) whose feature vector is not bit-for-bit
@@ -1126,6 +1193,7 @@ mod tests {
             b_order: pairs.iter().map(|p| p.1).collect(),
             similarity: 1.0,
             sub: Vec::new(),
+            greedy: false,
         };
         let mem = Member {
             name: "x".into(),

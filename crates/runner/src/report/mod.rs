@@ -426,6 +426,9 @@ pub struct UnitLayer {
     pub pearson_before: Option<f64>,
     /// Mean Pearson after alignment.
     pub pearson_after: Option<f64>,
+    /// How the units were matched when not by the assignment (a layer too wide for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matching: Option<String>,
     /// The tensors aligned (A's names).
     pub tensors: Vec<String>,
 }
