@@ -70,7 +70,7 @@
 //! mean direction fixed too and is not folded. Vision and audio towers have no token rows to
 //! align on and are left as they are.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use weightkin_core::{lap, WeightSource};
@@ -408,11 +408,9 @@ pub fn align(
         .collect();
     perm.sort_unstable_by_key(|p| p.0);
     // Rotation: the polar factor of the cross-products.
-    let q = procrustes(cross.as_ref()).ok_or_else(|| Error::Align {
-        compare: cmp.name.clone(),
-        tensor: embed.name.clone(),
-        source: lap::LapError::Overflow { row: 0 },
-    })?;
+    let q = procrustes(cross.as_ref()).ok_or(Error::Internal(
+        "the SVD of the token embeddings' cross-products did not converge",
+    ))?;
     // Held-out fits.
     let n_check = check.len();
     let fit_identity =
@@ -892,11 +890,10 @@ fn usable_rows(xa: &[f64], da: usize, xb: &[f64], db: usize) -> Vec<usize> {
             && row.iter().any(|&x| x != 0.0)
             && counts.get(&key(row)) == Some(&1)
     };
-    let mut seen = HashSet::new();
     (0..n)
         .filter(|&r| {
             let (ra, rb) = (&xa[r * da..(r + 1) * da], &xb[r * db..(r + 1) * db]);
-            ok(ra, &count_a) && ok(rb, &count_b) && seen.insert(r)
+            ok(ra, &count_a) && ok(rb, &count_b)
         })
         .collect()
 }
