@@ -93,8 +93,24 @@ pub const ROWS_PER_WIDTH: usize = 8;
 /// Held-out fit from which a recovered basis is reported as found.
 pub const FOUND_FIT: f64 = 0.8;
 
+/// Held-out fit from which a non-identity basis of equal widths is applied. Below it the best
+/// basis explains less than half of the held-out embedding values — what independently
+/// trained models of one tokenizer reach (the zoo's unrelated Llama pairs: 0.16; SmolLM2
+/// against Gemma-3 under a projection: 0.41–0.47) — and the models are compared as stored:
+/// aligning unrelated residual streams lets same-layer features that independent training on
+/// similar data converges to line up, which no cross-layer null sees (the zoo: 20 of 560
+/// unrelated Llama pairs `inconclusive` when always applied, against 1). Between different
+/// widths the basis is always applied: without it nothing can be compared.
+pub const APPLY_FIT: f64 = 0.5;
+
 /// A simpler candidate within this much held-out fit of the best is preferred.
 pub const TIE: f64 = 0.02;
+
+/// Fewest usable embedding rows for any alignment: the permutation candidate matches the
+/// embedding columns as vectors over the fit half's rows (32 at least). The rotation needs
+/// [`ROWS_PER_WIDTH`] / 2 rows per dimension; with fewer it is not fitted (a model whose
+/// vocabulary is small against its width, such as a character-level one).
+pub const PERMUTATION_ROWS_MIN: usize = 64;
 
 /// Widest residual stream aligned: [`ROWS_MAX`] rows hold 4 per dimension of a 4096-wide
 /// stream, and the Procrustes SVD runs on a `d_A × d_B` f64 matrix (128 MiB at 4096).
@@ -330,12 +346,13 @@ pub fn align(
     let usable = usable_rows(&xa, da, &xb, db);
     report.rows_used = usable.len();
     report.rows_dropped = picked.len() - usable.len();
-    if usable.len() < need {
+    if usable.len() < PERMUTATION_ROWS_MIN {
         return cannot(
             report,
             format!(
                 "{} usable embedding rows (of {} {}; rows all zero, not finite or repeated \
-                 are dropped); aligning widths {da} and {db} needs at least {need}",
+                 are dropped); aligning needs at least {PERMUTATION_ROWS_MIN} (a rotation \
+                 between widths {da} and {db}: {need})",
                 usable.len(),
                 pairs.len(),
                 if matches!(rows, Rows::Shared { .. }) {
@@ -345,6 +362,15 @@ pub fn align(
                 }
             ),
         );
+    }
+    let rotation_fitted = usable.len() >= need;
+    if !rotation_fitted {
+        report.skipped.push(format!(
+            "rotation not fitted: {} usable embedding rows, a rotation between widths {da} and \
+             {db} needs {need} ({} per dimension); identity and permutation were compared",
+            usable.len(),
+            ROWS_PER_WIDTH / 2
+        ));
     }
     let fit: Vec<usize> = usable.iter().copied().step_by(2).collect();
     let check: Vec<usize> = usable.iter().copied().skip(1).step_by(2).collect();
@@ -408,9 +434,13 @@ pub fn align(
         .collect();
     perm.sort_unstable_by_key(|p| p.0);
     // Rotation: the polar factor of the cross-products.
-    let q = procrustes(cross.as_ref()).ok_or(Error::Internal(
-        "the SVD of the token embeddings' cross-products did not converge",
-    ))?;
+    let q = if rotation_fitted {
+        Some(procrustes(cross.as_ref()).ok_or(Error::Internal(
+            "the SVD of the token embeddings' cross-products did not converge",
+        ))?)
+    } else {
+        None
+    };
     // Held-out fits.
     let n_check = check.len();
     let fit_identity =
@@ -420,11 +450,11 @@ pub fn align(
         perm.iter()
             .map(move |&(u, v, s)| (ra[u], rb[v] * f64::from(s)))
     }));
-    let fit_rot = {
+    let fit_rot = q.as_ref().map(|q| {
         // B's check rows in A's basis: Y Qᵀ.
         let cb_m = faer::MatRef::from_row_major_slice(&cb, n_check, db);
         let mut mapped = faer::Mat::<f64>::zeros(n_check, da);
-        let qm = faer::MatRef::from_row_major_slice(&q, da, db);
+        let qm = faer::MatRef::from_row_major_slice(q, da, db);
         faer::linalg::matmul::matmul(
             mapped.as_mut(),
             faer::Accum::Replace,
@@ -438,29 +468,49 @@ pub fn align(
             let mapped = &mapped;
             (0..da).map(move |c| (ra[c], mapped[(r, c)]))
         }))
-    };
+    });
     report.fit_identity = fit_identity.map(round);
     report.fit_permutation = Some(round(fit_perm));
-    report.fit_rotation = Some(round(fit_rot));
+    report.fit_rotation = fit_rot.map(round);
     let identity_perm = da == db && perm.iter().all(|&(u, v, s)| u == v && s > 0.0);
-    let basis = if fit_identity.is_some_and(|f| f >= fit_rot - TIE) || identity_perm {
-        Basis::Identity
-    } else if fit_perm >= fit_rot - TIE {
-        Basis::Permutation(perm)
-    } else {
-        Basis::Rotation(Matrix {
+    let best = [fit_identity, Some(fit_perm), fit_rot]
+        .into_iter()
+        .flatten()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let basis = match (&q, fit_rot) {
+        _ if fit_identity.is_some_and(|f| f >= best - TIE) || identity_perm => Basis::Identity,
+        _ if fit_perm >= best - TIE => Basis::Permutation(perm),
+        (Some(q), Some(_)) => Basis::Rotation(Matrix {
             rows: da,
             cols: db,
             data: q.iter().map(|&x| x as f32).collect(),
-        })
+        }),
+        _ => Basis::Permutation(perm),
     };
     let chosen_fit = match &basis {
         Basis::Identity => fit_identity.unwrap_or(fit_perm),
         Basis::Permutation(_) => fit_perm,
-        Basis::Rotation(_) => fit_rot,
+        Basis::Rotation(_) => fit_rot.unwrap_or(fit_perm),
     };
     report.fit = round(chosen_fit);
     report.recovered = chosen_fit >= FOUND_FIT;
+    let basis = match basis {
+        Basis::Identity => Basis::Identity,
+        other if da != db || chosen_fit >= APPLY_FIT => other,
+        other => {
+            let name = match other {
+                Basis::Rotation(_) => "rotation",
+                _ => "signed permutation",
+            };
+            report.skipped.push(format!(
+                "the best basis ({name}, held-out fit {:.4}) is below {APPLY_FIT}: not applied, \
+                 tensors compared as stored",
+                chosen_fit
+            ));
+            report.fit = round(fit_identity.unwrap_or(0.0));
+            Basis::Identity
+        }
+    };
     let mut out = Residual {
         report,
         views_a: BTreeMap::new(),
