@@ -88,8 +88,9 @@ enum Command {
         /// aligned first): the false-positive rate of the alignment's searches.
         #[arg(long, conflicts_with = "names")]
         align: bool,
-        /// With `--align`: give every Llama B a function-preserving scramble first (KV groups
-        /// and MLP units permuted in every layer); ResNet and MLP B are compared unchanged.
+        /// With `--align`: give every Llama B a function-preserving scramble first (the
+        /// residual stream signed-permuted, KV groups and MLP units permuted in every layer);
+        /// ResNet and MLP B are compared unchanged.
         #[arg(long, requires = "align")]
         scramble: bool,
     },

@@ -14,6 +14,13 @@
 //! - **MLP units.** One permutation of the `intermediate` units moves the rows of
 //!   `gate_proj` and `up_proj` and the columns of `down_proj`.
 //!
+//! - **The residual stream.** One signed permutation (ρ, s) of the `hidden` dimensions for the
+//!   whole model: column `i` of the embedding, of `lm_head` and of every input projection
+//!   (`q`, `k`, `v`, `gate`, `up`) becomes `s_i ·` old column `ρ(i)`; row `i` of every output
+//!   projection (`o`, `down`) becomes `s_i ·` old row `ρ(i)`; every RMSNorm gain moves to
+//!   `ρ` without its sign. RMSNorm divides by a norm the signs do not change and multiplies
+//!   element-wise, so the sign passes through it to the next projection's column.
+//!
 //! The new block (or unit) `i` is the old block `π(i)`. Permutations are drawn from a
 //! [`Stream`] seeded by the model's name, the layer and the purpose, uniformly among the
 //! permutations that move something (a scramble that happened to be the identity would test
@@ -148,7 +155,98 @@ pub fn scramble(
             &sigma,
         )?;
     }
+    let (rho, signs) = residual_permutation(model, config);
+    for (name, t) in w {
+        let (sign, axis) = if name == "model.embed_tokens.weight"
+            || name == "lm_head.weight"
+            || ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]
+                .iter()
+                .any(|r| name.ends_with(&format!(".{r}.weight")))
+        {
+            (true, 1)
+        } else if ["o_proj", "down_proj"]
+            .iter()
+            .any(|r| name.ends_with(&format!(".{r}.weight")))
+        {
+            (true, 0)
+        } else if name.ends_with("norm.weight") && t.shape == [config.hidden] {
+            (false, 0)
+        } else {
+            continue;
+        };
+        signed(
+            &mut out,
+            model,
+            name,
+            axis,
+            &rho,
+            sign.then_some(signs.as_slice()),
+        )?;
+    }
     Ok(Some(out))
+}
+
+/// The residual stream's signed permutation [`scramble`] applies to `model`: ρ (moving
+/// something) and a sign per dimension.
+pub fn residual_permutation(model: &str, config: &Config) -> (Vec<usize>, Vec<f32>) {
+    let rho = permutation(
+        config.hidden,
+        &mut Stream::new(&[model, "scramble", "residual"]),
+    );
+    let mut s = Stream::new(&[model, "scramble", "residual signs"]);
+    let signs = (0..config.hidden)
+        .map(|_| if s.below(2) == 0 { -1.0 } else { 1.0 })
+        .collect();
+    (rho, signs)
+}
+
+/// Moves the residual axis of `name` (axis 1: columns; axis 0: rows, or the elements of a
+/// vector): new index `i` is old index `rho[i]`, times `signs[i]` when given.
+fn signed(
+    w: &mut Weights,
+    model: &str,
+    name: &str,
+    axis: usize,
+    rho: &[usize],
+    signs: Option<&[f32]>,
+) -> Result<(), Error> {
+    let bad = |what: String| Error::Scramble {
+        model: model.to_owned(),
+        tensor: name.to_owned(),
+        reason: what,
+    };
+    let t = w
+        .get(name)
+        .ok_or_else(|| bad("the tensor is missing".into()))?;
+    let (rows, cols) = match t.shape.as_slice() {
+        [n] => (*n, 1),
+        [r, c] => (*r, *c),
+        s => return Err(bad(format!("shape {s:?} is not a matrix or vector"))),
+    };
+    let along = if axis == 0 { rows } else { cols };
+    if along != rho.len() {
+        return Err(bad(format!(
+            "axis {axis} has {along} entries, the residual stream {}",
+            rho.len()
+        )));
+    }
+    let v = t
+        .floats()
+        .ok_or_else(|| bad("the tensor is not floating-point".into()))?;
+    let mut new = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (i, sr, sc) = if axis == 0 {
+                (r, rho[r], c)
+            } else {
+                (c, r, rho[c])
+            };
+            new[r * cols + c] = v[sr * cols + sc] * signs.map_or(1.0, |s| s[i]);
+        }
+    }
+    let shape = t.shape.clone();
+    w.insert(name.to_owned(), Tensor::f32(shape, new));
+    Ok(())
 }
 
 /// Moves blocks of `block` rows (`axis` 0) or columns (`axis` 1) of the matrix `name`: new
@@ -241,25 +339,10 @@ mod tests {
         let s = scramble(&w, Architecture::Llama, "llama/base-0", &CONFIG)
             .unwrap()
             .unwrap();
-        // Every permuted tensor of every layer moved; everything else is untouched.
+        // Every tensor moved: heads, units and the residual stream touch them all.
         for (name, t) in &w {
-            let moved = [
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ]
-            .iter()
-            .any(|r| name.ends_with(&format!(".{r}.weight")));
             assert_eq!(s[name].shape, t.shape, "{name}");
-            if moved {
-                assert_ne!(s[name], *t, "{name} was not scrambled");
-            } else {
-                assert_eq!(s[name], *t, "{name} changed");
-            }
+            assert_ne!(s[name], *t, "{name} was not scrambled");
         }
         let job = Job::new(CONFIG, TextDomain::Story).unwrap();
         let tokens: Vec<u32> = (0..CONFIG.context as u32)

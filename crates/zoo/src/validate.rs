@@ -946,8 +946,9 @@ fn align_table(o: &mut String, results: &[PairResult]) {
     {
         let _ = writeln!(
             o,
-            "B scrambled first (function-preserving: KV groups and MLP units permuted in every \
-             layer, seeded by B's name) for Llama only; ResNet and MLP B compared unchanged"
+            "B scrambled first (function-preserving: residual stream signed-permuted, KV groups \
+             and MLP units permuted in every layer, seeded by B's name) for Llama only; ResNet \
+             and MLP B compared unchanged"
         );
     }
     let _ = writeln!(
