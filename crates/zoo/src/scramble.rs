@@ -98,61 +98,68 @@ pub fn scramble(
     for l in layers {
         let p = format!("model.layers.{l}");
         let (pi, sigma) = permutations(model, l, config);
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.self_attn.q_proj.weight"),
             0,
             group,
             &pi,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.self_attn.k_proj.weight"),
             0,
             hd,
             &pi,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.self_attn.v_proj.weight"),
             0,
             hd,
             &pi,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.self_attn.o_proj.weight"),
             1,
             group,
             &pi,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.mlp.gate_proj.weight"),
             0,
             1,
             &sigma,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.mlp.up_proj.weight"),
             0,
             1,
             &sigma,
+            None,
         )?;
-        permute(
+        relabel(
             &mut out,
             model,
             &format!("{p}.mlp.down_proj.weight"),
             1,
             1,
             &sigma,
+            None,
         )?;
     }
     let (rho, signs) = residual_permutation(model, config);
@@ -174,11 +181,12 @@ pub fn scramble(
         } else {
             continue;
         };
-        signed(
+        relabel(
             &mut out,
             model,
             name,
             axis,
+            1,
             &rho,
             sign.then_some(signs.as_slice()),
         )?;
@@ -200,14 +208,15 @@ pub fn residual_permutation(model: &str, config: &Config) -> (Vec<usize>, Vec<f3
     (rho, signs)
 }
 
-/// Moves the residual axis of `name` (axis 1: columns; axis 0: rows, or the elements of a
-/// vector): new index `i` is old index `rho[i]`, times `signs[i]` when given.
-fn signed(
+/// Relabels blocks of `block` rows (`axis` 0; a vector's elements) or columns (`axis` 1) of
+/// `name`: new block `i` is old block `pi[i]`, times `signs[i]` when given.
+fn relabel(
     w: &mut Weights,
     model: &str,
     name: &str,
     axis: usize,
-    rho: &[usize],
+    block: usize,
+    pi: &[usize],
     signs: Option<&[f32]>,
 ) -> Result<(), Error> {
     let bad = |what: String| Error::Scramble {
@@ -219,62 +228,15 @@ fn signed(
         .get(name)
         .ok_or_else(|| bad("the tensor is missing".into()))?;
     let (rows, cols) = match t.shape.as_slice() {
-        [n] => (*n, 1),
-        [r, c] => (*r, *c),
-        s => return Err(bad(format!("shape {s:?} is not a matrix or vector"))),
-    };
-    let along = if axis == 0 { rows } else { cols };
-    if along != rho.len() {
-        return Err(bad(format!(
-            "axis {axis} has {along} entries, the residual stream {}",
-            rho.len()
-        )));
-    }
-    let v = t
-        .floats()
-        .ok_or_else(|| bad("the tensor is not floating-point".into()))?;
-    let mut new = vec![0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            let (i, sr, sc) = if axis == 0 {
-                (r, rho[r], c)
-            } else {
-                (c, r, rho[c])
-            };
-            new[r * cols + c] = v[sr * cols + sc] * signs.map_or(1.0, |s| s[i]);
-        }
-    }
-    let shape = t.shape.clone();
-    w.insert(name.to_owned(), Tensor::f32(shape, new));
-    Ok(())
-}
-
-/// Moves blocks of `block` rows (`axis` 0) or columns (`axis` 1) of the matrix `name`: new
-/// block `i` is old block `pi[i]`.
-fn permute(
-    w: &mut Weights,
-    model: &str,
-    name: &str,
-    axis: usize,
-    block: usize,
-    pi: &[usize],
-) -> Result<(), Error> {
-    let bad = |what: String| Error::Scramble {
-        model: model.to_owned(),
-        tensor: name.to_owned(),
-        reason: what,
-    };
-    let t = w
-        .get(name)
-        .ok_or_else(|| bad("the tensor is missing".into()))?;
-    let (rows, cols) = match t.shape.as_slice() {
+        [n] if axis == 0 => (*n, 1),
         [r, c] => (*r, *c),
         s => return Err(bad(format!("shape {s:?} is not a matrix"))),
     };
     let along = if axis == 0 { rows } else { cols };
     if along != block * pi.len() {
         return Err(bad(format!(
-            "shape [{rows}, {cols}]: axis {axis} is not {} blocks of {block}",
+            "shape {:?}: axis {axis} is not {} blocks of {block}",
+            t.shape,
             pi.len()
         )));
     }
@@ -284,12 +246,11 @@ fn permute(
     let mut new = vec![0f32; v.len()];
     for r in 0..rows {
         for c in 0..cols {
-            let (sr, sc) = if axis == 0 {
-                (pi[r / block] * block + r % block, c)
-            } else {
-                (r, pi[c / block] * block + c % block)
-            };
-            new[r * cols + c] = v[sr * cols + sc];
+            let at = if axis == 0 { r } else { c };
+            let from = pi[at / block] * block + at % block;
+            let (sr, sc) = if axis == 0 { (from, c) } else { (r, from) };
+            let sign = signs.map_or(1.0, |s| s[at / block]);
+            new[r * cols + c] = v[sr * cols + sc] * sign;
         }
     }
     let shape = t.shape.clone();
@@ -368,13 +329,14 @@ mod tests {
         // forward pass can tell (so the test above could fail).
         let w = base();
         let mut s = w.clone();
-        permute(
+        relabel(
             &mut s,
             "m",
             "model.layers.0.self_attn.q_proj.weight",
             0,
             16,
             &[1, 0, 2, 3],
+            None,
         )
         .unwrap();
         let job = Job::new(CONFIG, TextDomain::Story).unwrap();
