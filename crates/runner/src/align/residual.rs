@@ -96,7 +96,7 @@ pub const FOUND_FIT: f64 = 0.8;
 /// Held-out fit from which a non-identity basis of equal widths is applied. Below it the best
 /// basis explains less than half of the held-out embedding values — what independently
 /// trained models of one tokenizer reach (the zoo's unrelated Llama pairs: 0.16; SmolLM2
-/// against Gemma-3 under a projection: 0.41–0.47) — and the models are compared as stored:
+/// against Gemma-3 under a projection: 0.40–0.41) — and the models are compared as stored:
 /// aligning unrelated residual streams lets same-layer features that independent training on
 /// similar data converges to line up, which no cross-layer null sees (the zoo: 20 of 560
 /// unrelated Llama pairs `inconclusive` when always applied, against 1). Between different
