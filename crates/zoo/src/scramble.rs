@@ -98,69 +98,27 @@ pub fn scramble(
     for l in layers {
         let p = format!("model.layers.{l}");
         let (pi, sigma) = permutations(model, l, config);
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.self_attn.q_proj.weight"),
-            0,
-            group,
-            &pi,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.self_attn.k_proj.weight"),
-            0,
-            hd,
-            &pi,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.self_attn.v_proj.weight"),
-            0,
-            hd,
-            &pi,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.self_attn.o_proj.weight"),
-            1,
-            group,
-            &pi,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.mlp.gate_proj.weight"),
-            0,
-            1,
-            &sigma,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.mlp.up_proj.weight"),
-            0,
-            1,
-            &sigma,
-            None,
-        )?;
-        relabel(
-            &mut out,
-            model,
-            &format!("{p}.mlp.down_proj.weight"),
-            1,
-            1,
-            &sigma,
-            None,
-        )?;
+        // (tensor, axis, block, permutation): heads move with their KV group, units alone.
+        let moves: [(&str, usize, usize, &[usize]); 7] = [
+            ("self_attn.q_proj", 0, group, &pi),
+            ("self_attn.k_proj", 0, hd, &pi),
+            ("self_attn.v_proj", 0, hd, &pi),
+            ("self_attn.o_proj", 1, group, &pi),
+            ("mlp.gate_proj", 0, 1, &sigma),
+            ("mlp.up_proj", 0, 1, &sigma),
+            ("mlp.down_proj", 1, 1, &sigma),
+        ];
+        for (tensor, axis, block, perm) in moves {
+            relabel(
+                &mut out,
+                model,
+                &format!("{p}.{tensor}.weight"),
+                axis,
+                block,
+                perm,
+                None,
+            )?;
+        }
     }
     let (rho, signs) = residual_permutation(model, config);
     for (name, t) in w {
