@@ -31,7 +31,9 @@ use crate::bar::Bar;
                   Exit codes: 0 success, 1 the command could not be completed (bad recipe, bad \
                   model file, plugin that cannot be loaded, I/O error), 2 invalid usage, \
                   3 `plugins check`: a metric failed a conformance check, 4 `--fail-on`: a \
-                  comparison's overall verdict matched."
+                  comparison's overall verdict matched, 5/6/7 `verify`: the report does not \
+                  reproduce (5 a model file changed, 6 the report was edited, 7 another tool \
+                  version wrote it)."
 )]
 pub struct Cli {
     /// Load the metrics of the shared-library plugin at PATH (repeatable; also read from
@@ -122,6 +124,25 @@ pub enum Command {
     Plugins {
         #[command(subcommand)]
         action: Option<PluginsAction>,
+    },
+    /// Run the audit a report.json records again and check that it reproduces: every model
+    /// file's BLAKE3 first, then the whole report byte for byte; names each field that
+    /// differs and why (a different file, another tool version, an edit).
+    #[command(after_help = "Exit codes: 0 reproduced byte for byte; 1 could not verify (report \
+                            unreadable or without an embedded recipe, a model file missing); \
+                            5 a model file is not the one audited; 6 the files and tool version \
+                            are as recorded but the report differs (edited); 7 the files are \
+                            as recorded, the report was written by another weightkin version \
+                            and differs.")]
+    Verify {
+        /// The report (report.json) to verify.
+        report: PathBuf,
+        /// Directory the recipe's relative model paths are relative to (default: the
+        /// report's directory if the models are there, else the current directory).
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
+        #[command(flatten)]
+        run_args: RunArgs,
     },
     /// Generate a small model family offline, audit it, and print the report.
     Demo {

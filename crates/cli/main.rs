@@ -21,7 +21,10 @@
 //! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
 //! model file, a plugin that cannot be loaded, I/O error); 2 invalid command-line usage;
 //! 3 `plugins check` ran, and a metric failed a conformance check; 4 the audit ran and a
-//! comparison's overall verdict is one that `--fail-on` names.
+//! comparison's overall verdict is one that `--fail-on` names; `verify` ran and the report
+//! does not reproduce: 5 a model file is not the one audited, 6 the files and the tool
+//! version are the ones recorded but the report differs (it was edited), 7 the files are the
+//! ones recorded and another version of weightkin wrote the report.
 
 mod args;
 mod bar;
@@ -35,6 +38,7 @@ use anyhow::Context;
 use clap::Parser;
 use weightkin_core::Limits;
 use weightkin_hub::HfRef;
+use weightkin_runner::verify::Outcome;
 use weightkin_runner::{recipe, Report};
 
 use crate::args::{Cli, Command, FailOn, PluginsAction, Selection};
@@ -45,6 +49,15 @@ const EXIT_CHECK_FAILED: u8 = 3;
 
 /// Exit code of `audit`/`compare` when a comparison's overall verdict is one `--fail-on` names.
 const EXIT_VERDICT_MATCHED: u8 = 4;
+
+/// Exit code of `verify` when a model file is not the one audited.
+const EXIT_VERIFY_FILE_CHANGED: u8 = 5;
+
+/// Exit code of `verify` when files and tool version are as recorded but the report differs.
+const EXIT_VERIFY_EDITED: u8 = 6;
+
+/// Exit code of `verify` when another version of weightkin wrote the report and it differs.
+const EXIT_VERIFY_TOOL_VERSION: u8 = 7;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -192,6 +205,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 return Ok(ExitCode::from(EXIT_CHECK_FAILED));
             }
+        }
+        Command::Verify {
+            report,
+            base,
+            run_args,
+        } => {
+            let opts = run_args.options(&bar, offline)?;
+            let v = weightkin_runner::verify::verify(&report, base.as_deref(), &registry, &opts)?;
+            emit(&v.text())?;
+            return Ok(match v.outcome {
+                Outcome::Identical => ExitCode::SUCCESS,
+                Outcome::FileChanged => ExitCode::from(EXIT_VERIFY_FILE_CHANGED),
+                Outcome::Edited => ExitCode::from(EXIT_VERIFY_EDITED),
+                Outcome::ToolVersion => ExitCode::from(EXIT_VERIFY_TOOL_VERSION),
+            });
         }
         Command::Demo { keep, run_args } => {
             let opts = run_args.options(&bar, offline)?;

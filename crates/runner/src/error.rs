@@ -119,6 +119,15 @@ pub enum Error {
     /// host's error names the library and says why.
     #[error(transparent)]
     Plugin(#[from] weightkin_plugin_host::Error),
+    /// `weightkin verify` could not be completed for this report ([`crate::verify`]).
+    #[error("cannot verify report {}", report.display())]
+    Verify {
+        /// The report.
+        report: PathBuf,
+        /// Why.
+        #[source]
+        problem: crate::verify::VerifyProblem,
+    },
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),

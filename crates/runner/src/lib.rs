@@ -16,7 +16,8 @@
 //! | report | [`report`] | the report model (a leaf: it imports no other stage) and its JSON, Markdown and HTML renderers |
 //!
 //! Beside them: [`hashcache`] (file hashes kept between runs), the [`registry`] of built-in
-//! plugins, the [`demo`] generator, [`discover`] (`weightkin match`), and small leaves (errors, run options, statistics).
+//! plugins, the [`demo`] generator, [`discover`] (`weightkin match`), [`verify`] (`weightkin verify`:
+//! a report's audit run again and compared), and small leaves (errors, run options, statistics).
 //! There is no import cycle between these modules, and the report model imports none of
 //! them: a test reads the sources and fails on any cycle.
 //!
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod report;
 mod run;
 mod stats;
+pub mod verify;
 
 use std::path::Path;
 

@@ -65,6 +65,7 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
             name: recipe.name.clone(),
             description: recipe.description.clone(),
             recipe_blake3: recipe.blake3.clone(),
+            recipe: recipe.source.clone(),
         },
         models: models.into_reports(),
         comparisons,

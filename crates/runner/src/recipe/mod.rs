@@ -44,6 +44,9 @@ pub struct Recipe {
     pub description: Option<String>,
     /// BLAKE3 of the recipe's bytes, hex.
     pub blake3: String,
+    /// The recipe's text, exactly as read: the report embeds it, so that `weightkin verify`
+    /// can run it again.
+    pub source: String,
     /// Models by name (sorted).
     pub models: BTreeMap<String, ModelSpec>,
     /// Comparisons in recipe order.

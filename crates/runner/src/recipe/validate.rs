@@ -57,6 +57,7 @@ pub(super) fn validate(
         name: audit.name.into_inner(),
         description: audit.description,
         blake3: blake3::hash(diags.source.as_bytes()).to_hex().to_string(),
+        source: diags.source.to_owned(),
         models,
         compares,
         formats,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Serialize, Serializer};
 use weightkin_core::{ExampleAxis, ExampleSample, Undefined};
@@ -18,6 +18,7 @@ pub mod generator;
 mod html;
 pub(crate) mod markdown;
 mod pairing;
+pub mod publish;
 mod verdict;
 
 pub use pairing::{
@@ -133,6 +134,9 @@ pub struct AuditInfo {
     pub description: Option<String>,
     /// BLAKE3 of the recipe bytes (hex).
     pub recipe_blake3: String,
+    /// The recipe's text, exactly as run (model paths as written): `weightkin verify` runs
+    /// it again. For `weightkin compare`, the recipe the command line stands for.
+    pub recipe: String,
 }
 
 /// One model.
@@ -727,25 +731,6 @@ impl Report {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned());
         s.push('\n');
         s
-    }
-
-    /// Writes each format into `dir` (created if missing), atomically: each file is written
-    /// to a temporary name in the same directory and renamed into place.
-    pub fn write(&self, dir: &Path, formats: &[ReportFormat]) -> Result<Vec<PathBuf>, WriteError> {
-        let err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| WriteError { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(err(dir))?;
-        let mut written = Vec::new();
-        for f in formats {
-            let path = dir.join(f.file_name());
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err(&path))?;
-            std::io::Write::write_all(&mut tmp, f.render(self).as_bytes()).map_err(err(&path))?;
-            tmp.persist(&path).map_err(|e| err(&path)(e.error))?;
-            written.push(path);
-        }
-        Ok(written)
     }
 }
 
