@@ -49,3 +49,7 @@ mod scramble;
 /// `tokenizer.json` and `vocab.txt`, the tokenizers inside the SmolLM2 and Gemma 3 GGUFs, and
 /// the tokens they share.
 mod vocabulary;
+
+/// Reports as evidence (issue 18): report modes under the umask, two audits writing one
+/// `--out` at once, `weightkin verify` on intact, changed and edited reports.
+mod trust;
