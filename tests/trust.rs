@@ -45,7 +45,11 @@ fn report_modes_follow_the_umask() {
         assert!(status.success());
         for f in ["report.json", "report.md", "report.html"] {
             let meta = std::fs::metadata(dir.path().join(&out).join(f)).unwrap();
-            assert_eq!(meta.permissions().mode() & 0o777, mode, "umask {umask}: {f}");
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                mode,
+                "umask {umask}: {f}"
+            );
         }
     }
 }
@@ -69,7 +73,15 @@ fn concurrent_audits_into_one_directory_leave_one_whole_set() {
     let audit = |recipe: &str| {
         let mut c = command(
             d,
-            &["audit", recipe, "--out", "out", "--no-hash-cache", "-j", "1"],
+            &[
+                "audit",
+                recipe,
+                "--out",
+                "out",
+                "--no-hash-cache",
+                "-j",
+                "1",
+            ],
         );
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c
@@ -84,7 +96,10 @@ fn concurrent_audits_into_one_directory_leave_one_whole_set() {
             first.try_wait().unwrap().is_none(),
             "the first audit ended before publishing"
         );
-        assert!(start.elapsed() < Duration::from_secs(300), "first audit never paused");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "first audit never paused"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The first run's report.json is in place, its report.md not yet.
@@ -105,8 +120,14 @@ fn concurrent_audits_into_one_directory_leave_one_whole_set() {
     let md = std::fs::read_to_string(d.join("out/report.md")).unwrap();
     let html = std::fs::read_to_string(d.join("out/report.html")).unwrap();
     for (name, text) in [("json", &json), ("md", &md), ("html", &html)] {
-        assert!(text.contains("second run:"), "report.{name} is not the second run's");
-        assert!(!text.contains("demo: which"), "report.{name} mixes in the first run");
+        assert!(
+            text.contains("second run:"),
+            "report.{name} is not the second run's"
+        );
+        assert!(
+            !text.contains("demo: which"),
+            "report.{name} mixes in the first run"
+        );
     }
     let leftovers: Vec<String> = std::fs::read_dir(d.join("out"))
         .unwrap()
@@ -234,7 +255,10 @@ fn verify_names_each_hand_edited_field() {
     assert_eq!(code(&out), 6, "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains("embedded recipe: EDITED"), "{text}");
-    assert!(text.contains("edited: audit.name, audit.recipe_blake3\n"), "{text}");
+    assert!(
+        text.contains("edited: audit.name, audit.recipe_blake3\n"),
+        "{text}"
+    );
 
     // Another tool version wrote it.
     let out = edited("\"version\": \"0.1.0\"", "\"version\": \"0.0.9\"");
@@ -242,7 +266,11 @@ fn verify_names_each_hand_edited_field() {
     assert!(stdout(&out).contains("written by weightkin 0.0.9"));
 
     // Same values, other formatting.
-    std::fs::write(dir.path().join("m/edited.json"), original.replace("\n", "\r\n")).unwrap();
+    std::fs::write(
+        dir.path().join("m/edited.json"),
+        original.replace("\n", "\r\n"),
+    )
+    .unwrap();
     let out = verify(dir.path(), &["m/edited.json"]);
     assert_eq!(code(&out), 6, "{}", stdout(&out));
     assert!(stdout(&out).contains("(formatting)"), "{}", stdout(&out));

@@ -128,12 +128,14 @@ pub enum Command {
     /// Run the audit a report.json records again and check that it reproduces: every model
     /// file's BLAKE3 first, then the whole report byte for byte; names each field that
     /// differs and why (a different file, another tool version, an edit).
-    #[command(after_help = "Exit codes: 0 reproduced byte for byte; 1 could not verify (report \
+    #[command(
+        after_help = "Exit codes: 0 reproduced byte for byte; 1 could not verify (report \
                             unreadable or without an embedded recipe, a model file missing); \
                             5 a model file is not the one audited; 6 the files and tool version \
                             are as recorded but the report differs (edited); 7 the files are \
                             as recorded, the report was written by another weightkin version \
-                            and differs.")]
+                            and differs."
+    )]
     Verify {
         /// The report (report.json) to verify.
         report: PathBuf,

@@ -21,6 +21,7 @@ mod convert;
 mod dtype;
 mod error;
 mod filehash;
+pub mod guard;
 pub mod lap;
 mod limits;
 mod metric;

@@ -34,6 +34,9 @@ fn release_pages(_map: &Mmap, _start: usize, _end: usize) {}
 #[derive(Debug)]
 pub struct MappedFile {
     path: PathBuf,
+    /// Turns faults past a shrunken file's end into zero reads, recorded ([`crate::guard`]).
+    /// Declared before `map`: unregistered before the map is unmapped.
+    _guard: crate::guard::Registration,
     map: Mmap,
 }
 
@@ -59,6 +62,7 @@ impl MappedFile {
         }
         Ok(MappedFile {
             path: path.to_owned(),
+            _guard: crate::guard::register(map.as_ptr(), map.len(), path),
             map,
         })
     }

@@ -119,6 +119,21 @@ pub enum Error {
     /// host's error names the library and says why.
     #[error(transparent)]
     Plugin(#[from] weightkin_plugin_host::Error),
+    /// A model file changed while the audit read it: the audit is void
+    /// ([`crate::open::stamp`]).
+    #[error(
+        "model `{model}`: {} changed while being read ({change}); no report was written over \
+         mixed bytes: run the audit again once the file is complete",
+        path.display()
+    )]
+    Changed {
+        /// Model name in the recipe.
+        model: String,
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        change: Change,
+    },
     /// `weightkin verify` could not be completed for this report ([`crate::verify`]).
     #[error("cannot verify report {}", report.display())]
     Verify {
@@ -126,7 +141,7 @@ pub enum Error {
         report: PathBuf,
         /// Why.
         #[source]
-        problem: crate::verify::VerifyProblem,
+        problem: VerifyProblem,
     },
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
@@ -208,4 +223,80 @@ pub enum FileProblem {
         /// Key/value heads.
         kv_heads: u64,
     },
+}
+
+/// What changed about a model file while the audit read it ([`crate::open::stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Change {
+    /// Its size changed.
+    #[error("its size went from {before} to {after} bytes")]
+    Size {
+        /// Bytes when opened.
+        before: u64,
+        /// Bytes at the end.
+        after: u64,
+    },
+    /// Another file now has its name (replaced, e.g. renamed over).
+    #[error("it was replaced by another file")]
+    Replaced,
+    /// Its contents were rewritten (modification or status-change time moved).
+    #[error("it was written to")]
+    Modified,
+    /// It cannot be found or read any more.
+    #[error("it is gone")]
+    Gone,
+    /// A read faulted: the file was shorter than its mapping (truncated while mapped).
+    #[error("a read at offset {offset} found the file shorter than when it was opened")]
+    Fault {
+        /// The offset of the first faulting read.
+        offset: u64,
+    },
+}
+
+/// Why a report could not be verified at all, the command not completed ([`crate::verify`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyProblem {
+    /// The report could not be read.
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    /// The report is not JSON.
+    #[error("it is not JSON")]
+    Json(#[source] serde_json::Error),
+    /// A field verify needs is missing or of the wrong kind.
+    #[error("`{field}`: expected {expected}")]
+    Field {
+        /// The field (a dotted path).
+        field: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A local model's path does not exist under any directory tried.
+    #[error(
+        "model `{model}` ({path}) is not found relative to {}; pass --base DIR, the directory \
+         the recipe's relative paths are relative to",
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
+    )]
+    ModelNotFound {
+        /// The model.
+        model: String,
+        /// Its path as written.
+        path: String,
+        /// The directories tried.
+        tried: Vec<PathBuf>,
+    },
+    /// A model file the report lists is missing or unreadable.
+    #[error("model `{model}`: cannot read its file {}", path.display())]
+    File {
+        /// The model.
+        model: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The report names a model the embedded recipe does not declare.
+    #[error("the report lists model `{0}`, which its embedded recipe does not declare")]
+    UnknownModel(String),
 }

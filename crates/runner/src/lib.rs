@@ -46,7 +46,7 @@ pub mod verify;
 
 use std::path::Path;
 
-pub use error::{Error, FileProblem};
+pub use error::{Change, Error, FileProblem, VerifyProblem};
 pub use hashcache::HashCache;
 pub use options::{NoProgress, Progress, RunOptions};
 pub use recipe::{adhoc_recipe, Recipe, RecipeError};

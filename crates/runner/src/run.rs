@@ -29,6 +29,7 @@ use crate::correspond::{self, Views};
 use crate::judge;
 use crate::measure::grid::{self, LayeredModel};
 use crate::measure::pairs::{self, Job, Measured};
+use crate::open::stamp::Stamps;
 use crate::open::{FileHashes, Models};
 use crate::plan::{self, Model, Pairing};
 use crate::recipe::{Align, CompareSpec, PairingMode, Permutation, Recipe};
@@ -41,6 +42,8 @@ use crate::{Error, RunOptions};
 /// Runs `recipe` and returns its report.
 pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Result<Report, Error> {
     let mut models = Models::open(recipe, registry, opts)?;
+    // Any model file that changes from here to the end voids the audit.
+    let stamps = Stamps::take(&models)?;
     // Files' hashes: from the cache where it has them, else collected piecewise by the
     // comparisons' passes and completed after them.
     let hashes = FileHashes::begin(&mut models, opts);
@@ -54,7 +57,10 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
         let prepared = prepare(recipe, cmp, &models)?;
         comparisons.push(compare(cmp, &prepared, &references, &hashes.hashers, opts)?);
     }
+    // Before the hash pass maps files again, and after it.
+    stamps.check()?;
     hashes.finish(&mut models, opts)?;
+    stamps.check()?;
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         tool: Tool {

@@ -37,7 +37,7 @@ use weightkin_core::Registry;
 
 use crate::recipe::{self, Recipe};
 use crate::report::Report;
-use crate::{Error, RunOptions};
+use crate::{Error, RunOptions, VerifyProblem};
 
 /// The version of this tool, as reports record it (`tool.version`).
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -47,54 +47,6 @@ const LISTED: usize = 40;
 
 /// Characters of a value shown in a difference line.
 const SHOWN: usize = 72;
-
-/// Why a report could not be verified at all (the command could not be completed).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyProblem {
-    /// The report could not be read.
-    #[error("cannot read it")]
-    Read(#[source] std::io::Error),
-    /// The report is not JSON.
-    #[error("it is not JSON")]
-    Json(#[source] serde_json::Error),
-    /// A field verify needs is missing or of the wrong kind.
-    #[error("`{field}`: expected {expected}")]
-    Field {
-        /// The field (a dotted path).
-        field: String,
-        /// What was expected.
-        expected: &'static str,
-    },
-    /// A local model's path does not exist under any directory tried.
-    #[error(
-        "model `{model}` ({path}) is not found relative to {}; pass --base DIR, the directory \
-         the recipe's relative paths are relative to",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or ")
-    )]
-    ModelNotFound {
-        /// The model.
-        model: String,
-        /// Its path as written.
-        path: String,
-        /// The directories tried.
-        tried: Vec<PathBuf>,
-    },
-    /// A model file the report lists is missing or unreadable.
-    #[error("model `{model}`: cannot read its file {}", path.display())]
-    File {
-        /// The model.
-        model: String,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The report names a model the embedded recipe does not declare.
-    #[error("the report lists model `{0}`, which its embedded recipe does not declare")]
-    UnknownModel(String),
-}
 
 /// What verification concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,12 +372,7 @@ impl Verification {
             } else {
                 "tensors whose measured values differ"
             };
-            let _ = writeln!(
-                t,
-                "{what} in `{c}` ({}): {}",
-                names.len(),
-                names.join(", ")
-            );
+            let _ = writeln!(t, "{what} in `{c}` ({}): {}", names.len(), names.join(", "));
         }
         let why = match self.outcome {
             Outcome::Identical => String::new(),
@@ -616,8 +563,11 @@ fn identifier(a: &[Value], b: &[Value]) -> Option<&'static str> {
     IDENTIFIERS.iter().copied().find(|key| {
         [a, b].iter().all(|list| {
             let mut seen = BTreeSet::new();
-            list.iter()
-                .all(|e| e.get(key).and_then(Value::as_str).is_some_and(|s| seen.insert(s)))
+            list.iter().all(|e| {
+                e.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| seen.insert(s))
+            })
         })
     })
 }
@@ -810,8 +760,10 @@ mod tests {
 
     #[test]
     fn differences_name_array_elements_by_their_name() {
-        let a = r#"{"comparisons":[{"name":"x","tensors":[{"name":"w1","v":1},{"name":"w2","v":2}]}]}"#;
-        let b = r#"{"comparisons":[{"name":"x","tensors":[{"name":"w2","v":3},{"name":"w1","v":1}]}]}"#;
+        let a =
+            r#"{"comparisons":[{"name":"x","tensors":[{"name":"w1","v":1},{"name":"w2","v":2}]}]}"#;
+        let b =
+            r#"{"comparisons":[{"name":"x","tensors":[{"name":"w2","v":3},{"name":"w1","v":1}]}]}"#;
         assert_eq!(diffs(a, b), ["comparisons[x].tensors[w2].v"]);
         let steps = vec![
             Step::Key("comparisons".into()),

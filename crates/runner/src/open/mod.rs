@@ -10,6 +10,8 @@
 //! files are not hashed whole unless every byte is present; [`FileHashes::finish`] records
 //! its provenance instead ([`HubReport`]).
 
+pub mod stamp;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
