@@ -109,9 +109,14 @@ impl World {
     /// Runs the binary with the hub at the test server, empty Hugging Face caches, and the
     /// store in the temporary directory.
     fn run(&self, args: &[&str], token: Option<&str>) -> Output {
+        self.run_at(&self.server.url(), args, token)
+    }
+
+    /// [`World::run`] against the hub at `url`.
+    fn run_at(&self, url: &str, args: &[&str], token: Option<&str>) -> Output {
         let d = self.dir.path();
         let mut cmd = command(d, args);
-        cmd.env("HF_ENDPOINT", self.server.url())
+        cmd.env("HF_ENDPOINT", url)
             .env("HOME", d.join("home"))
             .env("HF_HOME", d.join("hf-home"))
             .env("WEIGHTKIN_CACHE_DIR", d.join("wk"))
@@ -399,5 +404,68 @@ fn recipes_take_hf_paths_as_written() {
     assert!(
         err.contains("not a valid hf:// reference") && err.contains("bad.toml:8:8"),
         "{err}"
+    );
+}
+
+/// `weightkin verify` on a report of `hf://` models re-runs it at the commits the report
+/// recorded, even after `main` moved on; and reports the revision as it was asked for.
+#[test]
+fn verify_pins_hub_models_to_the_recorded_commits() {
+    let w = World::new();
+    let (_, text) = w.compare("hf://org/a", "hf://org/b", &[]);
+    std::fs::write(w.dir.path().join("hub-report.json"), &text).unwrap();
+    let ok = w.run(&["verify", "hub-report.json"], None);
+    assert_eq!(ok.status.code(), Some(0), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains("reproduced, byte for byte"));
+
+    // `main` of org/b now points at other bytes: verify still audits commit B.
+    const COMMIT_C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+    let mut moved = Repo::new(COMMIT_B, &[("model.safetensors", w.b.clone())]);
+    moved.add_commit(COMMIT_C, &[("model.safetensors", w.a.clone())]);
+    moved.refs.insert("main".to_owned(), COMMIT_C.to_owned());
+    let server = HubServer::start(BTreeMap::from([
+        (
+            "org/a".to_owned(),
+            Repo::new(COMMIT_A, &[("model.safetensors", w.a.clone())]),
+        ),
+        ("org/b".to_owned(), moved),
+    ]))
+    .unwrap();
+    let ok = w.run_at(&server.url(), &["verify", "hub-report.json"], None);
+    assert_eq!(ok.status.code(), Some(0), "{}{}", stdout(&ok), stderr(&ok));
+    // Asked for `main` now, the same comparison reads commit C: another report.
+    let now = w.run_at(
+        &server.url(),
+        &[
+            "compare",
+            "hf://org/a",
+            "hf://org/b",
+            "--include",
+            COMPONENT,
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(now.status.success(), "{}", stderr(&now));
+    assert_ne!(stdout(&now), text);
+
+    // A report edited to name commit C for B: verify audits commit C, whose bytes are not
+    // the ones the report's hashes name.
+    let edited = text.replacen(COMMIT_B, COMMIT_C, 1);
+    assert_ne!(edited, text);
+    std::fs::write(w.dir.path().join("edited.json"), edited).unwrap();
+    let out = w.run_at(&server.url(), &["verify", "edited.json"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("result: NOT reproduced: model.safetensors (model `b`)"),
+        "{}",
+        stdout(&out)
     );
 }

@@ -156,6 +156,9 @@ pub struct Verification {
     pub recipe_intact: bool,
     /// Every local model file the report hashes, in report order.
     pub files: Vec<FileCheck>,
+    /// Models whose files are not the ones audited, with the first such file: by the hash
+    /// check for local files, by the re-run's hashes and commit for `hf://` models.
+    pub changed: BTreeMap<String, String>,
     /// Fields that differ, in document order (empty when identical).
     pub differences: Vec<Difference>,
     /// The conclusion.
@@ -251,11 +254,31 @@ pub fn verify(
         }
     }
     let rerun_text = rerun.to_json();
-    let changed: BTreeMap<&str, &str> = files
+    let mut raw = Vec::new();
+    if rerun_text != text {
+        let now: Value = serde_json::from_str(&rerun_text)
+            .map_err(|_| Error::Internal("the re-run's report is not JSON"))?;
+        diff(&recorded, &now, &mut Vec::new(), &mut raw);
+    }
+    let mut changed: BTreeMap<String, String> = files
         .iter()
         .filter(|f| !f.same())
-        .map(|f| (f.model.as_str(), f.file.as_str()))
+        .map(|f| (f.model.clone(), f.file.clone()))
         .collect();
+    // An `hf://` model's files are not hashed first: what identifies them (hashes, commit)
+    // differing in the re-run means other bytes.
+    for d in &raw {
+        if let [Step::Key(k), Step::Named(m), Step::Key(part), rest @ ..] = d.path.as_slice() {
+            let hub = models.iter().any(|r| &r.name == m && r.hub.is_some());
+            if k == "models" && hub && (part == "files" || part == "hub") {
+                let file = match rest.first() {
+                    Some(Step::Named(f)) if part == "files" => f.clone(),
+                    _ => format!("hf:// model `{m}`"),
+                };
+                changed.entry(m.clone()).or_insert(file);
+            }
+        }
+    }
     let outcome = if rerun_text == text {
         Outcome::Identical
     } else if !changed.is_empty() {
@@ -267,13 +290,13 @@ pub fn verify(
     };
     let mut differences = Vec::new();
     if outcome != Outcome::Identical {
-        let now: Value = serde_json::from_str(&rerun_text)
-            .map_err(|_| Error::Internal("the re-run's report is not JSON"))?;
-        let mut raw = Vec::new();
-        diff(&recorded, &now, &mut Vec::new(), &mut raw);
         let sides = comparison_sides(&recorded);
+        let by_model: BTreeMap<&str, &str> = changed
+            .iter()
+            .map(|(m, f)| (m.as_str(), f.as_str()))
+            .collect();
         for d in raw {
-            let cause = cause_of(&d.path, &changed, &sides, outcome);
+            let cause = cause_of(&d.path, &by_model, &sides, outcome);
             differences.push(Difference {
                 field: field_text(&d.path),
                 recorded: d.recorded.as_ref().map(shown),
@@ -300,6 +323,7 @@ pub fn verify(
         recorded_version: recorded_version.to_owned(),
         recipe_intact,
         files,
+        changed,
         differences,
         outcome,
     })
@@ -378,10 +402,9 @@ impl Verification {
             Outcome::Identical => String::new(),
             Outcome::FileChanged => {
                 let changed: Vec<String> = self
-                    .files
+                    .changed
                     .iter()
-                    .filter(|f| !f.same())
-                    .map(|f| format!("{} (model `{}`)", f.file, f.model))
+                    .map(|(model, file)| format!("{file} (model `{model}`)"))
                     .collect();
                 format!("{} not the file(s) audited", changed.join(", "))
             }
