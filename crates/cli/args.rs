@@ -29,7 +29,8 @@ use crate::bar::Bar;
                   separated like PATH) load shared-library metric plugins. Loading a plugin runs \
                   its code: load only plugins you trust.\n\n\
                   Exit codes: 0 success, 1 the command could not be completed (bad recipe, bad \
-                  model file, plugin that cannot be loaded, I/O error), 2 invalid usage, \
+                  model file, a model file that changed while being read, plugin that cannot \
+                  be loaded, I/O error), 2 invalid usage, \
                   3 `plugins check`: a metric failed a conformance check, 4 `--fail-on`: a \
                   comparison's overall verdict matched, 5/6/7 `verify`: the report does not \
                   reproduce (5 a model file changed, 6 the report was edited, 7 another tool \

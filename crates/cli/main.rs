@@ -19,7 +19,8 @@
 //! every file and leaves the cache alone.
 //!
 //! Exit codes: 0 success; 1 the command could not be completed (unreadable or invalid recipe or
-//! model file, a plugin that cannot be loaded, I/O error); 2 invalid command-line usage;
+//! model file, a model file that changed while being read, a plugin that cannot be loaded, I/O
+//! error); 2 invalid command-line usage;
 //! 3 `plugins check` ran, and a metric failed a conformance check; 4 the audit ran and a
 //! comparison's overall verdict is one that `--fail-on` names; `verify` ran and the report
 //! does not reproduce: 5 a model file is not the one audited, 6 the files and the tool

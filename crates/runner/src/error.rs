@@ -246,7 +246,10 @@ pub enum Change {
     #[error("it is gone")]
     Gone,
     /// A read faulted: the file was shorter than its mapping (truncated while mapped).
-    #[error("a read at offset {offset} found the file shorter than when it was opened")]
+    #[error(
+        "a read at offset {offset} faulted: the file is now shorter than when it was opened, \
+         or its disk failed"
+    )]
     Fault {
         /// The offset of the first faulting read.
         offset: u64,
