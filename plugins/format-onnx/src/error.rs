@@ -29,7 +29,9 @@ pub enum Problem {
     },
     /// A known field has a wire type `onnx.proto` does not give it (a string field encoded
     /// as a varint, say): the bytes are not an ONNX model, or not this version's.
-    #[error("protobuf, byte {at}: field `{message}.{field}` is {found}, onnx.proto says {expected}")]
+    #[error(
+        "protobuf, byte {at}: field `{message}.{field}` is {found}, onnx.proto says {expected}"
+    )]
     WrongWireType {
         /// The message.
         message: &'static str,
@@ -96,7 +98,9 @@ pub enum Problem {
     },
     /// The tensor is one segment of a tensor split across several TensorProtos
     /// (`TensorProto.segment`), which no current exporter writes.
-    #[error("tensor is a segment of a tensor split across several TensorProtos, which is not read")]
+    #[error(
+        "tensor is a segment of a tensor split across several TensorProtos, which is not read"
+    )]
     Segmented,
     /// A typed data field holds a different number of elements than the shape.
     #[error("`{field}` holds {found} values, the shape needs {expected}")]

@@ -106,7 +106,9 @@ impl fmt::Display for Unrecovered {
         match self {
             Unrecovered::NoReader => write!(f, "no node reads it"),
             Unrecovered::NoScope(n) => write!(f, "read by node `{n}`, whose name is no scope path"),
-            Unrecovered::NoRule { op, input } => write!(f, "read as input {input} of {op} (no rule)"),
+            Unrecovered::NoRule { op, input } => {
+                write!(f, "read as input {input} of {op} (no rule)")
+            }
             Unrecovered::Shape(op) => write!(f, "its shape does not fit the {op} rule"),
             Unrecovered::Disagree => write!(f, "its readers give different names"),
             Unrecovered::Taken(n) => write!(f, "the recovered name `{n}` is already taken"),
@@ -337,7 +339,10 @@ mod tests {
         let r = recover(&[1, 6, 3], &[reads("/m/rnn/GRU", "GRU", 1)]).unwrap();
         assert_eq!(r.tensors.len(), 1);
         assert_eq!(r.tensors[0].name, "m.rnn.weight_ih_l0");
-        assert_eq!(r.tensors[0].view, View::Segments(vec![(6, 6), (0, 6), (12, 6)]));
+        assert_eq!(
+            r.tensors[0].view,
+            View::Segments(vec![(6, 6), (0, 6), (12, 6)])
+        );
         let b = recover(&[2, 12], &[reads("/m/rnn/GRU_1", "GRU", 3)]).unwrap();
         let names: Vec<_> = b.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
@@ -349,11 +354,20 @@ mod tests {
                 "m.rnn.bias_hh_l1_reverse"
             ]
         );
-        assert_eq!(b.tensors[1].view, View::Segments(vec![(8, 2), (6, 2), (10, 2)]));
-        assert_eq!(b.tensors[2].view, View::Segments(vec![(14, 2), (12, 2), (16, 2)]));
+        assert_eq!(
+            b.tensors[1].view,
+            View::Segments(vec![(8, 2), (6, 2), (10, 2)])
+        );
+        assert_eq!(
+            b.tensors[2].view,
+            View::Segments(vec![(14, 2), (12, 2), (16, 2)])
+        );
         // LSTM: i o f c → i f g o.
         let l = recover(&[1, 4, 1], &[reads("/lstm/LSTM", "LSTM", 2)]).unwrap();
-        assert_eq!(l.tensors[0].view, View::Segments(vec![(0, 1), (2, 1), (3, 1), (1, 1)]));
+        assert_eq!(
+            l.tensors[0].view,
+            View::Segments(vec![(0, 1), (2, 1), (3, 1), (1, 1)])
+        );
     }
 
     #[test]
@@ -370,7 +384,10 @@ mod tests {
         assert_eq!(
             recover(
                 &[4, 4],
-                &[reads("/a/MatMul", "MatMul", 1), reads("/b/MatMul", "MatMul", 1)]
+                &[
+                    reads("/a/MatMul", "MatMul", 1),
+                    reads("/b/MatMul", "MatMul", 1)
+                ]
             ),
             Err(Unrecovered::Disagree)
         );

@@ -183,14 +183,22 @@ fn wrong(
     .into()
 }
 
-fn bytes<'a>(message: &'static str, field: &'static str, f: &Field<'a>) -> Result<(&'a [u8], usize), HeaderProblem> {
+fn bytes<'a>(
+    message: &'static str,
+    field: &'static str,
+    f: &Field<'a>,
+) -> Result<(&'a [u8], usize), HeaderProblem> {
     match f.value {
         Value::Bytes(b, at) => Ok((b, at)),
         _ => Err(wrong(message, field, f, "length-delimited")),
     }
 }
 
-fn string<'a>(message: &'static str, field: &'static str, f: &Field<'a>) -> Result<&'a str, HeaderProblem> {
+fn string<'a>(
+    message: &'static str,
+    field: &'static str,
+    f: &Field<'a>,
+) -> Result<&'a str, HeaderProblem> {
     let (b, at) = bytes(message, field, f)?;
     std::str::from_utf8(b).map_err(|_| {
         Problem::NotUtf8 {
@@ -283,7 +291,12 @@ fn entry(b: &[u8], at: usize) -> Result<(&str, &str), HeaderProblem> {
     Ok((key, value))
 }
 
-fn graph<'a>(b: &'a [u8], at: usize, depth: usize, budget: &mut Budget) -> Result<Graph<'a>, HeaderProblem> {
+fn graph<'a>(
+    b: &'a [u8],
+    at: usize,
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<Graph<'a>, HeaderProblem> {
     const M: &str = "GraphProto";
     if depth > MAX_GRAPH_DEPTH {
         return Err(HeaderProblem::TooDeep {
@@ -337,7 +350,12 @@ fn sparse_name(b: &[u8], at: usize) -> Result<&str, HeaderProblem> {
     Ok(name)
 }
 
-fn node<'a>(b: &'a [u8], at: usize, depth: usize, budget: &mut Budget) -> Result<Node<'a>, HeaderProblem> {
+fn node<'a>(
+    b: &'a [u8],
+    at: usize,
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<Node<'a>, HeaderProblem> {
     const M: &str = "NodeProto";
     let mut n = Node::default();
     for f in Fields::new(b, at) {
@@ -510,7 +528,13 @@ mod tests {
             panic!("{err}")
         };
         assert!(
-            matches!(p.downcast_ref(), Some(Problem::WrongWireType { field: "producer_name", .. })),
+            matches!(
+                p.downcast_ref(),
+                Some(Problem::WrongWireType {
+                    field: "producer_name",
+                    ..
+                })
+            ),
             "{err}"
         );
     }

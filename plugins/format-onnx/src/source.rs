@@ -10,11 +10,9 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-
 use weightkin_core::{
-    to_f32, Dtype, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile,
-    RawTensor, Result, StoredRange, TensorInfo, TensorProblem, TensorTable, Transform,
-    WeightSource,
+    to_f32, Dtype, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, RawTensor, Result,
+    StoredRange, TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
 };
 
 use crate::names::{self, Presented, Undo, Unrecovered, Use, View};
@@ -65,6 +63,8 @@ pub(crate) struct Layout {
 pub(crate) struct Externals {
     /// The model's directory, canonical; `None` when there is none (fuzzing).
     dir: Option<PathBuf>,
+    /// The model's directory as given (external files are named by it, like shards).
+    given: PathBuf,
     maps: Vec<MappedFile>,
     by_location: BTreeMap<String, usize>,
 }
@@ -74,6 +74,7 @@ impl Externals {
     pub(crate) fn new(dir: Option<&Path>) -> Externals {
         Externals {
             dir: dir.and_then(|d| d.canonicalize().ok()),
+            given: dir.map(Path::to_owned).unwrap_or_default(),
             maps: Vec::new(),
             by_location: BTreeMap::new(),
         }
@@ -117,8 +118,8 @@ impl Externals {
                 location.to_owned(),
             )));
         };
-        let path = dir.join(rel);
-        let canonical = path.canonicalize().map_err(|source| {
+        let path = self.given.join(rel);
+        let canonical = dir.join(rel).canonicalize().map_err(|source| {
             OpenFailure::Error(Error::Io {
                 path: path.clone(),
                 action: "open external data file",
@@ -126,12 +127,15 @@ impl Externals {
             })
         })?;
         if !canonical.starts_with(dir) {
-            return Err(refuse("it resolves (through a link) outside the model's directory"));
+            return Err(refuse(
+                "it resolves (through a link) outside the model's directory",
+            ));
         }
         if !canonical.is_file() {
             return Err(refuse("it is not a regular file"));
         }
-        let map = MappedFile::open(&path).map_err(OpenFailure::Error)?;
+        // Map the file that was checked (not the path again, which a link swap could change).
+        let map = MappedFile::open(&canonical).map_err(OpenFailure::Error)?;
         let i = self.maps.len();
         self.maps.push(map);
         self.by_location.insert(location.to_owned(), i);
@@ -292,7 +296,11 @@ struct Walk<'a> {
 
 fn walk<'a>(g: &'a Graph<'a>, w: &mut Walk<'a>) {
     w.graphs += 1;
-    let graph_name = if g.name.is_empty() { "(unnamed)" } else { g.name };
+    let graph_name = if g.name.is_empty() {
+        "(unnamed)"
+    } else {
+        g.name
+    };
     for t in &g.initializers {
         w.found.push(Found {
             tensor: t,
@@ -324,7 +332,10 @@ fn walk<'a>(g: &'a Graph<'a>, w: &mut Walk<'a>) {
                     w.found.push(Found {
                         tensor: t,
                         name: out,
-                        place: format!("the value of Constant node `{}` in graph `{graph_name}`", n.name),
+                        place: format!(
+                            "the value of Constant node `{}` in graph `{graph_name}`",
+                            n.name
+                        ),
                     });
                 }
                 _ => {
@@ -572,7 +583,11 @@ fn check(
             return Err(Problem::ConflictingData {
                 data_type: onnx_name(d),
                 field: field.name(),
-                other: if external { "external_data" } else { "raw_data" },
+                other: if external {
+                    "external_data"
+                } else {
+                    "raw_data"
+                },
             }
             .into());
         }
@@ -593,14 +608,14 @@ fn check(
                 _ => {}
             }
         }
-        let location = location
-            .ok_or_else(|| Problem::ExternalEntry("no `location` entry".to_owned()))?;
+        let location =
+            location.ok_or_else(|| Problem::ExternalEntry("no `location` entry".to_owned()))?;
         let (file, map) = externals.open(location).map_err(|e| match e {
             OpenFailure::Problem(p) => Checked::from(p),
             OpenFailure::Error(e) => Checked::Error(e),
         })?;
         let size = map.len();
-        let external_path = map.path().to_owned();
+        let external_path = externals.given.join(location);
         let length = length.unwrap_or(size.saturating_sub(offset));
         let end = offset.checked_add(length).filter(|&e| e <= size);
         let Some(end) = end else {
@@ -726,12 +741,14 @@ fn typed(
         return Ok((Storage::Owned(buffers.len() - 1), n));
     }
     // Varint fields: count them; decode the float ones into raw layout.
-    let values = pieces.iter().flat_map(|(_, p)| -> Box<dyn Iterator<Item = std::result::Result<u64, wire::Fault>>> {
-        match p {
-            Piece::Packed(b, at) => Box::new(wire::varints(b, *at)),
-            Piece::Scalar(v) => Box::new(std::iter::once(Ok(*v))),
-        }
-    });
+    let values = pieces.iter().flat_map(
+        |(_, p)| -> Box<dyn Iterator<Item = std::result::Result<u64, wire::Fault>>> {
+            match p {
+                Piece::Packed(b, at) => Box::new(wire::varints(b, *at)),
+                Piece::Scalar(v) => Box::new(std::iter::once(Ok(*v))),
+            }
+        },
+    );
     if !d.is_float() {
         let mut n = 0u64;
         for v in values {
@@ -798,7 +815,10 @@ fn present(
     let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
     for (_, s) in &stored {
         let plan = if names::is_generated(&s.info.name) {
-            let uses = w.uses.get(s.info.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let uses = w
+                .uses
+                .get(s.info.name.as_str())
+                .map_or(&[][..], Vec::as_slice);
             names::recover(&s.info.shape, uses)
         } else {
             Err(Unrecovered::NoReader)
@@ -909,7 +929,10 @@ fn present(
 
     let metadata = metadata(model, w, &not_listed, &unrecovered, &sorted.table);
     Ok(Layout {
-        table: sorted.table.with_metadata(metadata).with_transforms(transforms),
+        table: sorted
+            .table
+            .with_metadata(metadata)
+            .with_transforms(transforms),
         entries: sorted.locators,
         buffers,
     })
@@ -968,10 +991,7 @@ fn metadata(
     if let Some(g) = &model.graph {
         put("graph", g.name.to_owned());
     }
-    put(
-        "nodes",
-        format!("{} in {} graph(s)", w.nodes, w.graphs),
-    );
+    put("nodes", format!("{} in {} graph(s)", w.nodes, w.graphs));
     let ops: Vec<String> = w.ops.iter().map(|(op, n)| format!("{op}×{n}")).collect();
     put("op_types", ops.join(", "));
     if w.constants > 0 {
@@ -992,7 +1012,10 @@ fn metadata(
     if table.files().len() > 1 {
         let ext: Vec<String> = table.files()[1..]
             .iter()
-            .map(|f| f.path.display().to_string())
+            .map(|f| {
+                let name = f.path.file_name().unwrap_or_default();
+                format!("{} ({} bytes)", name.to_string_lossy(), f.size)
+            })
             .collect();
         put("external_data", ext.join(", "));
     }
@@ -1008,7 +1031,10 @@ fn metadata(
     if model.functions > 0 {
         put(
             "functions",
-            format!("{} model-local functions (their nodes are not read)", model.functions),
+            format!(
+                "{} model-local functions (their nodes are not read)",
+                model.functions
+            ),
         );
     }
     if model.training_info > 0 {

@@ -214,7 +214,9 @@ mod tests {
     #[test]
     fn reads_every_wire_type_with_offsets() {
         // field 1 varint 300; field 2 bytes "ab"; field 3 fixed32; field 4 fixed64.
-        let mut m = vec![0x08, 0xac, 0x02, 0x12, 2, b'a', b'b', 0x1d, 1, 0, 0, 0, 0x21];
+        let mut m = vec![
+            0x08, 0xac, 0x02, 0x12, 2, b'a', b'b', 0x1d, 1, 0, 0, 0, 0x21,
+        ];
         m.extend_from_slice(&7u64.to_le_bytes());
         let f: Vec<_> = Fields::new(&m, 100).collect::<Result<_, _>>().unwrap();
         assert_eq!(f[0].value, Value::Varint(300));
@@ -227,9 +229,18 @@ mod tests {
     #[test]
     fn refuses_truncation_long_varints_groups_and_field_zero() {
         let first = |m: &[u8]| Fields::new(m, 0).next().unwrap().unwrap_err().fault;
-        assert!(matches!(first(&[0x12, 5, 1]), WireFault::Truncated { needed: 5, available: 1 }));
+        assert!(matches!(
+            first(&[0x12, 5, 1]),
+            WireFault::Truncated {
+                needed: 5,
+                available: 1
+            }
+        ));
         assert!(matches!(first(&[0x08]), WireFault::Truncated { .. }));
-        assert_eq!(first(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]), WireFault::VarintTooLong);
+        assert_eq!(
+            first(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]),
+            WireFault::VarintTooLong
+        );
         assert_eq!(first(&[0x0b]), WireFault::WireType(3));
         assert_eq!(first(&[0x00, 0x00]), WireFault::FieldZero);
         // A length near u64::MAX does not overflow.
