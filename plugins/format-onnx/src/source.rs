@@ -242,10 +242,21 @@ pub(crate) fn read(
         View::Transposed { rows, cols } => {
             // Presented element p = (i, j) of [cols, rows] is stored element (j, i).
             let rows = (*rows).max(1);
-            for (k, o) in out.iter_mut().enumerate() {
+            let stored = |k: usize| {
                 let p = start + k;
-                let s = (p % rows) * cols + p / rows;
-                to_f32(dtype, bytes, s, std::slice::from_mut(o)).ok_or_else(oob)?;
+                (p % rows) * cols + p / rows
+            };
+            if dtype == Dtype::F32 {
+                // The common case (a MatMul weight) without a conversion call per element.
+                for (k, o) in out.iter_mut().enumerate() {
+                    let at = stored(k) * 4;
+                    let b = bytes.get(at..at + 4).ok_or_else(oob)?;
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                return Ok(());
+            }
+            for (k, o) in out.iter_mut().enumerate() {
+                to_f32(dtype, bytes, stored(k), std::slice::from_mut(o)).ok_or_else(oob)?;
             }
             Ok(())
         }
