@@ -112,6 +112,17 @@ pub enum Problem {
         /// Values present.
         found: u64,
     },
+    /// A packed fixed-width field (`float_data`, `double_data`) whose length is not a whole
+    /// number of values.
+    #[error("packed `{field}` is {len} bytes, not a multiple of {width}")]
+    PackedLength {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: u64,
+        /// Bytes per value.
+        width: u64,
+    },
     /// A value in `int32_data` does not fit the data type it encodes (an f16 bit pattern
     /// above 0xFFFF, an FP8 above 0xFF).
     #[error("`int32_data` value {value} does not fit a {data_type} bit pattern")]

@@ -692,7 +692,7 @@ fn check(
         }
         .into());
     }
-    let (storage, found) = typed(d, &t.typed, numel, buffers)?;
+    let (storage, found) = typed(d, &t.typed, buffers)?;
     let expected = match d {
         Dtype::C64 => numel.saturating_mul(2),
         Dtype::F4 => numel.div_ceil(2),
@@ -713,7 +713,6 @@ fn check(
 fn typed(
     d: Dtype,
     pieces: &[(Typed, Piece<'_>)],
-    numel: u64,
     buffers: &mut Vec<Vec<u8>>,
 ) -> std::result::Result<(Storage, u64), Checked> {
     let fixed = match d {
@@ -723,15 +722,20 @@ fn typed(
     };
     if let Some(width) = fixed {
         // One packed run: its bytes are `raw_data` layout already.
-        if let [(_, Piece::Packed(b, at))] = pieces {
-            if b.len() % width != 0 {
-                return Err(Problem::ElementCount {
-                    field: typed_field(d).name(),
-                    expected: numel,
-                    found: (b.len() / width) as u64,
+        let field = typed_field(d).name();
+        for (_, p) in pieces {
+            if let Piece::Packed(b, _) = p {
+                if b.len() % width != 0 {
+                    return Err(Problem::PackedLength {
+                        field,
+                        len: b.len() as u64,
+                        width: width as u64,
+                    }
+                    .into());
                 }
-                .into());
             }
+        }
+        if let [(_, Piece::Packed(b, at))] = pieces {
             return Ok((
                 Storage::Mapped {
                     file: 0,
@@ -743,7 +747,7 @@ fn typed(
         let mut out = Vec::new();
         for (_, p) in pieces {
             match p {
-                Piece::Packed(b, _) => out.extend_from_slice(&b[..b.len() - b.len() % width]),
+                Piece::Packed(b, _) => out.extend_from_slice(b),
                 Piece::Scalar(v) => out.extend_from_slice(&v.to_le_bytes()[..width]),
             }
         }
@@ -1004,7 +1008,9 @@ fn metadata(
     }
     put("nodes", format!("{} in {} graph(s)", w.nodes, w.graphs));
     let ops: Vec<String> = w.ops.iter().map(|(op, n)| format!("{op}×{n}")).collect();
-    put("op_types", ops.join(", "));
+    if !ops.is_empty() {
+        put("op_types", ops.join(", "));
+    }
     if w.constants > 0 {
         put(
             "constants",
