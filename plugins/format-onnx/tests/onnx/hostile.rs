@@ -268,6 +268,44 @@ fn malformed_tensors_are_named() {
         matches!(problem(&err), Problem::ConflictingData { .. }),
         "{err}"
     );
+    let ragged = Msg::new()
+        .varint(1, 1)
+        .varint(2, FLOAT)
+        .str(8, "p")
+        .bytes(4, &[0; 5]);
+    let err = open_bytes(&model(&graph("g", &[], &[ragged])))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            problem(&err),
+            Problem::PackedLength {
+                len: 5,
+                width: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let short = Msg::new()
+        .varint(1, 3)
+        .varint(2, FLOAT)
+        .str(8, "s")
+        .bytes(4, &[0; 8]);
+    let err = open_bytes(&model(&graph("g", &[], &[short])))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            problem(&err),
+            Problem::ElementCount {
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = open_bytes(&Msg::new().varint(1, 8).into_bytes())
         .err()
         .unwrap();
