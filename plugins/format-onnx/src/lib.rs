@@ -21,7 +21,7 @@
 //!   (`onnx::MatMul_1234`) are presented under the parameter name recovered from the graph,
 //!   in the parameter's orientation (a MatMul weight transposed back to [out, in], RNN gate
 //!   blocks back in PyTorch's order); what cannot be recovered keeps its stored name and is
-//!   listed in `onnx.names_unrecovered`.
+//!   listed in `onnx.names_unrecovered` and as the transform `onnx-names-unrecovered`.
 //!
 //! Each renaming and layout change is a [`weightkin_core::Transform`]; `inspect` also shows
 //! the IR version, producer, opsets, op histogram and `metadata_props`.

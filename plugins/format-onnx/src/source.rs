@@ -942,6 +942,18 @@ fn present(
         });
     }
 
+    if !unrecovered.is_empty() {
+        // Not a change to the tensors, but reports list transforms and not metadata, and a
+        // reader of a report should see which names are the exporter's and not the model's.
+        transforms.push(Transform {
+            name: "onnx-names-unrecovered".into(),
+            detail: format!(
+                "exporter-generated names no rule recovers, kept as stored: {}",
+                capped(&unrecovered)
+            ),
+            tensors: unrecovered.len(),
+        });
+    }
     let metadata = metadata(model, w, &not_listed, &unrecovered, &sorted.table);
     Ok(Layout {
         table: sorted

@@ -152,9 +152,11 @@ def typed():
         ("float8e5m2", TensorProto.FLOAT8E5M2),
         ("float8e5m2fnuz", TensorProto.FLOAT8E5M2FNUZ),
         ("float4e2m1", TensorProto.FLOAT4E2M1),
+        ("float6e2m3", TensorProto.FLOAT6E2M3),
+        ("float6e3m2", TensorProto.FLOAT6E3M2),
     ]
     for name, dt in types:
-        vals = base / 4 if name.startswith("float4") else base
+        vals = base / 4 if name.startswith(("float4", "float6")) else base
         typed_t = helper.make_tensor(f"{name}_typed", dt, [4, 6], vals.tolist())
         raw_t = numpy_helper.from_array(numpy_helper.to_array(typed_t), f"{name}_raw")
         assert raw_t.HasField("raw_data") and raw_t.data_type == dt

@@ -47,7 +47,11 @@ fn matmul_transformer_presented_under_pytorch_names_and_orientation() {
         .collect();
     assert_eq!(
         transforms,
-        [("onnx-recover-names", 13), ("onnx-untranspose", 12)]
+        [
+            ("onnx-recover-names", 13),
+            ("onnx-untranspose", 12),
+            ("onnx-names-unrecovered", 1)
+        ]
     );
     // Transposed views are not raw bytes; tensors as stored are.
     let q = onnx
@@ -79,8 +83,8 @@ fn external_data_beside_the_model() {
 fn every_float_type_in_raw_and_typed_fields_matches_onnx() {
     let onnx = open(&fixture("typed.onnx"));
     let want = open(&fixture("typed.safetensors"));
-    // 9 types × raw/typed + unpacked float_data.
-    assert_eq!(assert_same(&*onnx, &*want, ""), 19);
+    // 11 types × raw/typed + unpacked float_data.
+    assert_eq!(assert_same(&*onnx, &*want, ""), 23);
     let dtype = |n: &str| onnx.tensors()[onnx.find(n).unwrap()].dtype;
     assert_eq!(dtype("bfloat16_typed"), Dtype::BF16);
     assert_eq!(dtype("float8e5m2fnuz_raw"), Dtype::F8_E5M2FNUZ);
