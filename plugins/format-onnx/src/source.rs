@@ -191,7 +191,28 @@ impl WeightSource for Source {
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         let bytes = self.bytes(index).unwrap_or(&[]);
-        read(&self.layout, bytes, index, start, out)
+        read(&self.layout, bytes, index, start, out)?;
+        // The read that ends a tensor hands its mapped pages back (a memory hint; a
+        // transposed view reads its whole initializer out of order, so it cannot release
+        // chunk by chunk).
+        let numel = self
+            .layout
+            .table
+            .tensors()
+            .get(index)
+            .map_or(0, |t| t.numel);
+        if start.saturating_add(out.len()) == numel {
+            if let Some(Storage::Mapped { file, range }) =
+                self.layout.entries.get(index).map(|e| &e.storage)
+            {
+                if let Some(map) = self.maps.get(*file) {
+                    if let Some(part) = map.bytes().get(range.clone()) {
+                        map.release(part);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A tensor presented as stored, in a memory map, is its bytes.
