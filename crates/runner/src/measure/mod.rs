@@ -221,7 +221,7 @@ impl PairInput<'_> {
 const STRUCTURE_CHECK_MAX: usize = 1 << 22;
 
 /// Most distinct values a structured tensor takes.
-const STRUCTURE_MAX_DISTINCT: usize = 256;
+pub const STRUCTURE_MAX_DISTINCT: usize = 256;
 
 /// Whether the tensor takes few distinct values: what a mask, an index table or a fixed
 /// basis looks like, and a trained weight does not. Only called for tensors identical in both
