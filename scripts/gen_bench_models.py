@@ -10,12 +10,14 @@ Sizes (BF16, 2 bytes per parameter):
 
 * `small`: 24 layers, hidden 1024, MLP 2816, vocab 16384  -> about 0.65 GB per model
 * `large`: 24 layers, hidden 2048, MLP 5632, vocab 16384  -> about 2.5 GB per model
+* `7b`: 32 layers, hidden 4096, MLP 11008, vocab 32000 (Llama-2-7B's shapes) -> 13.5 GB per
+  model (the cold-read benchmark, `scripts/bench-cold.sh`)
 
 The file is written tensor by tensor (header first), so memory stays at one tensor. Needs
 numpy only (safetensors' numpy API has no bfloat16, so the header is written by hand, as the
 format spec describes: <https://github.com/huggingface/safetensors#format>).
 
-Usage: gen_bench_models.py {small,large} OUT_DIR
+Usage: gen_bench_models.py {small,large,7b} OUT_DIR
 """
 
 import json
@@ -28,6 +30,7 @@ import numpy as np
 SIZES = {
     "small": dict(layers=24, hidden=1024, mlp=2816, vocab=16384),
     "large": dict(layers=24, hidden=2048, mlp=5632, vocab=16384),
+    "7b": dict(layers=32, hidden=4096, mlp=11008, vocab=32000),
 }
 
 

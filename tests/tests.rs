@@ -25,6 +25,10 @@ mod plugins;
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;
 
+/// ONNX models (issue 19): real exports against their PyTorch, TorchScript and safetensors
+/// twins; a MatMul-exported transformer against its state dict.
+mod onnx;
+
 /// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
 /// copies, kept recipes, bad input.
 mod correspondence;

@@ -118,6 +118,28 @@ pub trait WeightSource: Send + Sync {
         None
     }
 
+    /// Tells the source that the caller is done, for now, with elements `start .. end` of
+    /// tensor `index`: a memory hint (the mapped pages that hold only those elements stop
+    /// counting towards resident memory; a later read faults them in again, unchanged). The
+    /// streaming pass calls it after each window of chunks it reads through
+    /// [`Self::read_f32`], so resident memory stays independent of model size for every
+    /// format. The default releases the matching part of [`Self::raw`]'s bytes, when the
+    /// source has them at a whole number of bytes per element; a source that reads through
+    /// something else (quantized blocks, a gather) overrides it or leaves it a no-op.
+    fn release(&self, index: usize, start: usize, end: usize) {
+        let (Some(info), Some(raw)) = (self.tensors().get(index), self.raw(index)) else {
+            return;
+        };
+        if info.numel == 0 || raw.bytes.len() % info.numel != 0 {
+            return;
+        }
+        let width = raw.bytes.len() / info.numel;
+        let (start, end) = (start.min(info.numel), end.min(info.numel));
+        if let Some(part) = raw.bytes.get(start * width..end * width) {
+            raw.file.release(part);
+        }
+    }
+
     /// Looks a tensor up by name (binary search over the sorted list).
     fn find(&self, name: &str) -> Option<usize> {
         self.table().find(name)

@@ -511,6 +511,10 @@ impl WeightSource for HubSource {
         self.inner.stored_range(index)
     }
 
+    fn release(&self, index: usize, start: usize, end: usize) {
+        self.inner.release(index, start, end);
+    }
+
     /// The format's: a vocabulary stored in the file lies in its header, which the sparse
     /// copy holds (the format read it to open the model).
     fn vocabulary(&self) -> Option<&[String]> {

@@ -9,6 +9,7 @@ pub const FORMATS: &[&dyn Format] = &[
     &weightkin_core::safetensors::FORMAT,
     &weightkin_format_gguf::FORMAT,
     &weightkin_format_pytorch::FORMAT,
+    &weightkin_format_onnx::FORMAT,
 ];
 
 /// Built-in metrics.

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use weightkin_core::{
-    checked_numel, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, Result, TensorInfo,
-    TensorProblem, TensorTable, Transform, WeightSource,
+    checked_numel, Dtype, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, RawTensor,
+    Result, TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
 };
 
 use crate::convention::{self, Remap};
@@ -64,6 +64,63 @@ impl Source {
 impl WeightSource for Source {
     fn table(&self) -> &TensorTable {
         &self.layout.table
+    }
+
+    /// A float tensor (F32, F16, BF16, F64) stored in the presented order, unchanged: its
+    /// bytes in the map, so the streaming pass decodes while it reduces and hands pages back
+    /// as it goes. Quantized blocks, RoPE-un-permuted rows and `+1`-undone norms are read
+    /// through [`WeightSource::read_f32`].
+    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
+        let info = self.layout.table.tensors().get(index)?;
+        let entry = self.layout.entries.get(index)?;
+        let plain = matches!(
+            info.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        );
+        if !plain || !matches!(entry.remap, Remap::None) || entry.minus_one {
+            return None;
+        }
+        Some(RawTensor {
+            dtype: info.dtype,
+            bytes: self.map.bytes().get(entry.range.clone())?,
+            file: &self.map,
+        })
+    }
+
+    /// The whole blocks of elements `start .. end` (rows un-permuted within a head: the whole
+    /// tensor only).
+    fn release(&self, index: usize, start: usize, end: usize) {
+        let (Some(info), Some(entry)) = (
+            self.layout.table.tensors().get(index),
+            self.layout.entries.get(index),
+        ) else {
+            return;
+        };
+        let Some(data) = self.map.bytes().get(entry.range.clone()) else {
+            return;
+        };
+        let (start, end) = (start.min(info.numel), end.min(info.numel));
+        if !matches!(entry.remap, Remap::None) {
+            if start == 0 && end == info.numel {
+                self.map.release(data);
+            }
+            return;
+        }
+        let (elements, bytes) = info
+            .dtype
+            .block()
+            .unwrap_or((1, info.dtype.bits().div_ceil(8)));
+        let (Ok(elements), Ok(bytes)) = (usize::try_from(elements), usize::try_from(bytes)) else {
+            return;
+        };
+        if elements == 0 {
+            return;
+        }
+        let first = start.div_ceil(elements).saturating_mul(bytes);
+        let last = (end / elements).saturating_mul(bytes);
+        if let Some(part) = data.get(first..last.max(first)) {
+            self.map.release(part);
+        }
     }
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {

@@ -76,7 +76,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use weightkin_core::{
-    to_f32, Error, FileInfo, Format, HeaderProblem, Limits, Located, MappedFile, Result,
+    to_f32, Error, FileInfo, Format, HeaderProblem, Limits, Located, MappedFile, RawTensor, Result,
     TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
 };
 
@@ -298,11 +298,47 @@ impl WeightSource for Source {
         if layout.contiguous && !layout.big_endian {
             // Validated at open: the whole view lies inside the record.
             let bytes = data.get(layout.offset..).ok_or_else(out_of_range)?;
-            return to_f32(info.dtype, bytes, start, out).ok_or_else(out_of_range);
+            to_f32(info.dtype, bytes, start, out).ok_or_else(out_of_range)?;
+            // The read that ends a tensor hands its mapped pages back (a memory hint; an
+            // inflated record is not in the map, and the call then changes nothing).
+            if start.saturating_add(len) == info.numel {
+                if let Some(view) = info
+                    .numel
+                    .checked_mul(layout.size)
+                    .and_then(|n| bytes.get(..n))
+                {
+                    self.map.release(view);
+                }
+            }
+            return Ok(());
         }
         let mut scratch = vec![0u8; len * layout.size];
         gather(data, layout, start, &mut scratch).ok_or_else(out_of_range)?;
         to_f32(info.dtype, &scratch, 0, out).ok_or_else(out_of_range)
+    }
+
+    /// A contiguous little-endian view of a stored (not deflated) record: its bytes in the
+    /// map, so the streaming pass decodes while it reduces and hands pages back as it goes.
+    fn raw(&self, index: usize) -> Option<RawTensor<'_>> {
+        let (info, layout) = (self.table.tensors().get(index)?, self.layouts.get(index)?);
+        if !layout.contiguous || layout.big_endian {
+            return None;
+        }
+        let Some(Record::Mapped(range)) = self.records.get(layout.record) else {
+            return None;
+        };
+        let len = info.numel.checked_mul(layout.size)?;
+        let end = layout.offset.checked_add(len)?;
+        let bytes = self
+            .map
+            .bytes()
+            .get(range.clone())?
+            .get(layout.offset..end)?;
+        Some(RawTensor {
+            dtype: info.dtype,
+            bytes,
+            file: &self.map,
+        })
     }
 }
 

@@ -558,3 +558,36 @@ fn silero_torchscript_archive() {
     }
     assert!(nonzero > 300_000, "{nonzero}");
 }
+
+/// Where a source hands out a tensor's stored bytes (contiguous, little-endian, stored
+/// members), they decode to exactly what `read_f32` returns; deflated members, strided views
+/// and big-endian archives hand out none.
+#[test]
+fn raw_bytes_decode_to_what_reads_return() {
+    let count_raw = |name: &str| {
+        let src = open_fixture(name);
+        let mut raw = 0;
+        for (i, t) in src.tensors().iter().enumerate() {
+            let Some(r) = src.raw(i) else { continue };
+            raw += 1;
+            assert_eq!(r.dtype, t.dtype, "{name}/{}", t.name);
+            let mut via_raw = vec![0f32; t.numel];
+            let converted = weightkin_core::to_f32(r.dtype, r.bytes, 0, &mut via_raw);
+            let mut via_read = vec![0f32; t.numel];
+            match src.read_f32(i, 0, &mut via_read) {
+                Ok(()) => {
+                    assert!(converted.is_some(), "{name}/{}", t.name);
+                    assert_eq!(bits(&via_raw), bits(&via_read), "{name}/{}", t.name);
+                }
+                Err(_) => assert!(converted.is_none(), "{name}/{}", t.name),
+            }
+        }
+        raw
+    };
+    assert!(count_raw("dtypes_p2.pt") > 0);
+    assert!(count_raw("dtypes_p5.pt") > 0);
+    count_raw("legacy.pt");
+    count_raw("torchscript.pt");
+    assert_eq!(count_raw("dtypes_p4_deflated.pt"), 0);
+    assert_eq!(count_raw("big_endian.pt"), 0);
+}

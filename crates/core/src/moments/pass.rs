@@ -257,25 +257,44 @@ fn stream(
         }
         per_window.into_iter().flatten().collect()
     } else {
-        (0..take)
+        // Windows of chunks, as on the fused path: each read front to back by one thread,
+        // then handed back on both sides ([`WeightSource::release`]), so a pair the fused
+        // path does not cover (mixed dtypes, quantized blocks, an exact dequantisation) keeps
+        // resident memory independent of model size too.
+        let windows = take.div_ceil(RELEASE_CHUNKS);
+        let per_window = (0..windows)
             .into_par_iter()
-            .map_init(
-                || (vec![0f32; CHUNK], vec![0f32; CHUNK]),
-                |(buf_a, buf_b), k| {
+            .map(|w| {
+                let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
+                let mut out = Vec::with_capacity(ks.len());
+                let (mut buf_a, mut buf_b) = (vec![0f32; CHUNK], vec![0f32; CHUNK]);
+                for k in ks {
                     let c = chunk_of(k);
                     let (start, len) = span(c);
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
                     a.read_f32(start, buf_a)?;
                     b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
-                    Ok(ChunkOut {
+                    out.push(ChunkOut {
                         moments: Moments::of_slices(buf_a, buf_b),
                         kept,
                         hist: None,
-                    })
-                },
-            )
-            .collect::<Result<Vec<ChunkOut>>>()?
+                    });
+                }
+                if !sampled {
+                    let first = w * RELEASE_CHUNKS * CHUNK;
+                    let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
+                    a.source.release(a.index, first, end);
+                    b.source.release(b.index, first, end);
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<Vec<ChunkOut>>>>()?;
+        if sampled {
+            a.source.release(a.index, 0, numel);
+            b.source.release(b.index, 0, numel);
+        }
+        per_window.into_iter().flatten().collect()
     };
     // Chunk order, whatever the thread count.
     let mut moments = Moments::default();

@@ -571,6 +571,28 @@ impl WeightSource for Views<'_> {
         }
     }
 
+    /// The parent's elements, where the view reads them in order (the whole tensor, a reshape,
+    /// a run of rows); gathered, transposed and computed views hand back their pages when
+    /// their last element is read.
+    fn release(&self, index: usize, start: usize, end: usize) {
+        match self.locs.get(index) {
+            Some(Loc::Base(p) | Loc::Reshape(p)) => self.base.release(*p, start, end),
+            Some(Loc::Rows {
+                parent,
+                start: row,
+                row_len,
+            }) => {
+                let offset = row.saturating_mul(*row_len);
+                self.base.release(
+                    *parent,
+                    offset.saturating_add(start),
+                    offset.saturating_add(end),
+                );
+            }
+            _ => {}
+        }
+    }
+
     fn stored_range(&self, index: usize) -> Option<StoredRange> {
         // A view's elements lie within its parent's bytes.
         self.base.stored_range(self.locs.get(index)?.parent())

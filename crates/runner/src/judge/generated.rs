@@ -91,16 +91,14 @@ pub fn recognise_values(x: &[f32], shape: &[usize], tol: f64) -> Option<Generato
     if x.len() < MIN_ELEMENTS || shape.iter().product::<usize>() != x.len() {
         return None;
     }
-    if x.iter().any(|v| v.is_nan()) {
+    let (nan, largest) = magnitudes(x);
+    if nan {
         return None;
     }
     let dims: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
     let t = Table {
         x,
-        tol_abs: tol
-            * x.iter()
-                .filter(|v| v.is_finite())
-                .fold(0f64, |m, v| m.max(f64::from(v.abs()))),
+        tol_abs: tol * f64::from(largest),
         tol,
     };
     match dims[..] {
@@ -113,6 +111,21 @@ pub fn recognise_values(x: &[f32], shape: &[usize], tol: f64) -> Option<Generato
             .or_else(|| t.rope_cache(rows, cols)),
         _ => None,
     }
+}
+
+/// Whether any value is NaN, and the largest finite magnitude (0 if none), in one pass over
+/// the bit patterns: for non-negative floats the order of the bits is the order of the values,
+/// and an integer max vectorises where a float fold does not (this pass used to be most of the
+/// time an audit of a fine-tuned pair spent recognising tables).
+fn magnitudes(x: &[f32]) -> (bool, f32) {
+    const INF: u32 = 0x7f80_0000;
+    let (mut nan, mut largest) = (0u32, 0u32);
+    for &v in x {
+        let a = v.to_bits() & 0x7fff_ffff;
+        nan |= u32::from(a > INF);
+        largest = largest.max(if a < INF { a } else { 0 });
+    }
+    (nan != 0, f32::from_bits(largest))
 }
 
 /// A tensor under test.
@@ -215,7 +228,29 @@ impl Table<'_> {
     /// Windowed DFT bases `[rows, win]`: every row layout, window and sign of the sine rows,
     /// with n_fft from the row count (even and odd) and a scale fitted at the window's peak.
     fn stft(&self, rows: usize, win: usize) -> Option<Generator> {
+        // Row 0 is frequency 0 in every layout: the window itself (cosine rows, fitted scale
+        // > 0, angle 0 so no slack) or zero (a sine row). A first row with a value below
+        // −tol_abs, or away from zero, rules those layouts out before any basis is built —
+        // which is every trained weight matrix, at the cost of a few elements.
+        let row0 = self.x.get(..win).unwrap_or_default();
+        let cosine_row0 = row0.iter().all(|&v| f64::from(v) >= -self.tol_abs);
+        let sine_row0 = row0.iter().all(|&v| f64::from(v).abs() <= self.tol_abs);
+        if !cosine_row0 && !sine_row0 {
+            return None;
+        }
+        let windows: Vec<(Window, Vec<f64>)> = Window::ALL
+            .into_iter()
+            .map(|window| (window, window_values(window, win)))
+            .collect();
         for layout in StftRows::ALL {
+            let possible = if layout == StftRows::Imaginary {
+                sine_row0
+            } else {
+                cosine_row0
+            };
+            if !possible {
+                continue;
+            }
             for n_fft in stft_sizes(layout, rows) {
                 if n_fft < win || n_fft < 2 {
                     continue;
@@ -223,8 +258,8 @@ impl Table<'_> {
                 let Some(row_of) = StftRowMap::new(layout, n_fft, rows) else {
                     continue;
                 };
-                for window in Window::ALL {
-                    let w = window_values(window, win);
+                for (window, w) in &windows {
+                    let window = *window;
                     let signs: &[i8] = if layout == StftRows::Real {
                         &[1]
                     } else {
@@ -301,6 +336,11 @@ impl Table<'_> {
     /// Triangular mel filterbanks, `[n_mels, n_freq]` or transposed, over common sample
     /// rates, both mel scales, with and without area normalisation.
     fn mel(&self, rows: usize, cols: usize) -> Option<Generator> {
+        // Every filterbank weight is ≥ 0 (or not finite, which only an equal value matches):
+        // one value below −tol_abs rules out all of them before any is built.
+        if self.x.iter().any(|&v| f64::from(v) < -self.tol_abs) {
+            return None;
+        }
         for (n_mels, n_freq, transposed) in [(rows, cols, false), (cols, rows, true)] {
             if n_mels < 2 || n_freq < 3 {
                 continue;

@@ -220,15 +220,33 @@ impl PairInput<'_> {
 /// Largest tensor whose distinct values are counted to recognise a structured buffer.
 const STRUCTURE_CHECK_MAX: usize = 1 << 22;
 
-/// Whether the tensor takes few distinct values (at most max(16, n/50)): what a
-/// mask, an index table or a fixed basis looks like, and a trained weight does not. Only
-/// called for tensors identical in both models.
+/// Most distinct values a structured tensor takes.
+pub const STRUCTURE_MAX_DISTINCT: usize = 256;
+
+/// Whether the tensor takes few distinct values: what a mask, an index table or a fixed
+/// basis looks like, and a trained weight does not. Only called for tensors identical in both
+/// models. See [`distinct_limit`].
 pub fn structured(side: Side<'_>) -> bool {
-    let numel = side.info().numel;
-    if numel > STRUCTURE_CHECK_MAX {
+    let info = side.info();
+    if info.numel > STRUCTURE_CHECK_MAX {
         return false;
     }
-    few_distinct(side, numel, (numel / 50).max(16))
+    few_distinct(side, info.numel, distinct_limit(info.numel, info.dtype))
+}
+
+/// How many distinct values a tensor of `numel` elements stored as `dtype` may take and still
+/// be structured: n/50, at least 16 and at most [`STRUCTURE_MAX_DISTINCT`] — a trained
+/// weight of a thousand elements or more takes thousands (even in BF16, whose 7-bit mantissa
+/// gives a normal distribution about 8 000 values, which a bare n/50 called structured above
+/// 400 000 elements) — and at most a sixteenth of the values the dtype can represent (an FP8
+/// weight uses most of its 256 codes; a 0/1 mask in FP8 still has 2).
+pub fn distinct_limit(numel: usize, dtype: weightkin_core::Dtype) -> usize {
+    let codes = 1u64.checked_shl(dtype.bits() as u32).unwrap_or(u64::MAX);
+    let by_dtype = usize::try_from(codes / 16).unwrap_or(usize::MAX);
+    (numel / 50)
+        .clamp(16, STRUCTURE_MAX_DISTINCT)
+        .min(by_dtype)
+        .max(1)
 }
 
 /// Whether the tensor's `numel` values take at most `limit` distinct bit patterns. Reads
@@ -334,13 +352,50 @@ mod tests {
 
     const CHUNK_BUDGET: usize = weightkin_core::CHUNK;
 
-    /// A tensor is structured when it takes at most max(16, n/50) distinct values, counted
+    /// The limit: n/50 within [16, 256], and a sixteenth of the dtype's codes.
+    #[test]
+    fn distinct_limit_by_size_and_dtype() {
+        use weightkin_core::Dtype;
+        assert_eq!(distinct_limit(4, Dtype::F32), 16);
+        assert_eq!(distinct_limit(5000, Dtype::F32), 100);
+        assert_eq!(distinct_limit(1 << 20, Dtype::F32), 256);
+        assert_eq!(distinct_limit(1 << 20, Dtype::BF16), 256);
+        assert_eq!(distinct_limit(1 << 20, Dtype::F8_E4M3), 16);
+        assert_eq!(distinct_limit(1 << 20, Dtype::F4), 1);
+    }
+
+    /// A BF16 weight of a million normal values takes thousands of distinct values, though
+    /// fewer than n/50: not structured (it was, before the limit's ceiling).
+    #[test]
+    fn a_bf16_trained_weight_is_not_structured() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 1 << 20;
+        // Sums of uniforms: close to normal, as trained weights are.
+        let u: Vec<Vec<f32>> = (0..4)
+            .map(|s| uniform_f32(n, 20 + s, -0.05, 0.05))
+            .collect();
+        let w: Vec<f32> = (0..n).map(|i| u.iter().map(|v| v[i]).sum()).collect();
+        let bits: std::collections::HashSet<u16> =
+            w.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        assert!(bits.len() > 256 && bits.len() < n / 50, "{}", bits.len());
+        let path = dir.path().join("w.safetensors");
+        SafetensorsBuilder::new()
+            .tensor_bf16("w", &[1024, 1024], &w)
+            .write(&path)
+            .unwrap();
+        let registry = crate::registry::builtin().unwrap();
+        let src = registry.open(&path, None, &Limits::default()).unwrap();
+        assert!(!structured(Side::new(src.as_ref(), 0)));
+    }
+
+    /// A tensor is structured when it takes at most the limit's distinct values, counted
     /// across chunk boundaries; one value more and it is not.
     #[test]
     fn structured_counts_distinct_values_up_to_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let n = 3 * weightkin_core::CHUNK + 7;
-        let limit = n / 50;
+        let limit = distinct_limit(n, weightkin_core::Dtype::F32);
+        assert_eq!(limit, STRUCTURE_MAX_DISTINCT);
         // `limit` distinct values, spread so that each chunk sees only some of them.
         let at_limit: Vec<f32> = (0..n).map(|i| (i % limit) as f32).collect();
         let mut over = at_limit.clone();

@@ -392,3 +392,38 @@ fn gemma_norm_weights_lose_the_converters_plus_one() {
     .unwrap();
     assert_eq!(read_all(source.as_ref(), "model.norm.weight"), stored);
 }
+
+/// Stored bytes are handed out only for float tensors read unchanged; they decode to exactly
+/// what `read_f32` returns. Un-permuted q/k rows, quantized blocks and Gemma's `+1` norms are
+/// read through `read_f32` only.
+#[test]
+fn raw_bytes_only_for_unchanged_float_tensors() {
+    let (bytes, ..) = llama_file(
+        "llama",
+        Meta::U32(N_HEAD as u32),
+        Meta::U32(N_HEAD_KV as u32),
+    );
+    let src = open_bytes(&bytes).unwrap();
+    let raw_of = |name: &str| src.raw(src.find(name).unwrap());
+    assert!(raw_of("model.layers.0.self_attn.q_proj.weight").is_none());
+    assert!(raw_of("model.layers.0.self_attn.k_proj.weight").is_none());
+    assert!(raw_of("model.layers.1.self_attn.q_proj.weight").is_none());
+    let v = src.find("model.layers.0.self_attn.v_proj.weight").unwrap();
+    let raw = src.raw(v).unwrap();
+    let numel = src.tensors()[v].numel;
+    let (mut a, mut b) = (vec![0f32; numel], vec![0f32; numel]);
+    weightkin_core::to_f32(raw.dtype, raw.bytes, 0, &mut a).unwrap();
+    src.read_f32(v, 0, &mut b).unwrap();
+    assert_eq!(a, b);
+
+    let norm = values(8, 4);
+    let gemma = GgufBuilder::new("gemma3")
+        .tensor_f32("blk.0.attn_norm.weight", &[8], &norm)
+        .to_bytes()
+        .unwrap();
+    let src = open_bytes(&gemma).unwrap();
+    assert!(
+        src.raw(0).is_none(),
+        "Gemma norms lose the converter's +1 on read"
+    );
+}
