@@ -25,6 +25,10 @@ mod plugins;
 /// Real public models from PyPI wheels (all-MiniLM-L6-v2).
 mod real_models;
 
+/// CKA layer grids (issue 17): grids from prepared sides equal every cell measured on its
+/// own, on a real model and on the demo.
+mod grids;
+
 /// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
 /// copies, kept recipes, bad input.
 mod correspondence;
