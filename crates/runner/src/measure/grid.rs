@@ -286,7 +286,7 @@ mod tests {
                 }
                 let opts = RunOptions::default();
                 let cells = |budget| gram::cells(cmp, class, cka, sides, &opts, budget).unwrap();
-                let (Some(one), Some(many)) = (cells(gram::SLAB_BUDGET), cells(4096)) else {
+                let (Some(one), Some(many)) = (cells(gram::SLAB_BUDGET), cells(48 << 10)) else {
                     continue;
                 };
                 for (x, y) in one.values.iter().zip(&many.values) {
