@@ -1,10 +1,11 @@
 //! CKA layer grids (issue 17): the grid of the built-in CKA comes from prepared sides
 //! (each layer's Gram once, `weightkin_metrics::cka::gram`), and must give what measuring
 //! every cell on its own gives (`measure::measure`, the per-pair CKA), within the rounding
-//! of f32 Gram entries: at most 1e-6 after rounding to 6 decimals. Checked on a real model
+//! of f32 Gram entries ([`TOLERANCE`]). Checked on a real model
 //! (all-MiniLM-L6-v2: 384 × 384 attention, 1536 × 384 and 384 × 1536 MLP matrices, the tall
 //! one being where the per-pair path takes the feature form) and on the demo family, for
-//! both estimators, both example axes and a `max-elements` that subsamples.
+//! both estimators and both example axes, and on the demo with a `max-elements` that
+//! subsamples.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,12 @@ use weightkin_runner::report::{round, Subsampled};
 use weightkin_runner::{plan, recipe, registry, RunOptions};
 
 use crate::util::{fixture, MINILM};
+
+/// Both paths round Gram entries to f32, so either can be a few 1e-7 off the exact value
+/// before rounding to 6 decimals. Measured: at most 1e-6 apart on the demo; on MiniLM's
+/// `output.dense` (layer 0 × 2) the per-pair value is 0.198201, the grid's 0.198203, and the
+/// exact (f64) value 0.19820332 — the per-pair path is the one off, by 2.3e-6.
+const TOLERANCE: f64 = 3e-6;
 
 fn open(path: &Path) -> Box<dyn WeightSource> {
     registry::builtin()
@@ -78,7 +85,7 @@ fn grids_match_cells(a: &Path, b: &Path, params: &str) -> usize {
                 match (got, want) {
                     (Some(x), Some(y)) => {
                         assert!(
-                            (x - y).abs() <= 1e-6 + 1e-12,
+                            (x - y).abs() <= TOLERANCE,
                             "{} {name} × {ib} ({params}): grid {x}, per pair {y}",
                             g.class
                         );
@@ -97,20 +104,18 @@ fn grids_match_cells(a: &Path, b: &Path, params: &str) -> usize {
     with_value
 }
 
-const PARAMS: [&str; 4] = [
-    "",
-    "estimator = \"biased\"",
-    "examples = \"columns\"",
-    // Subsamples every matrix of both models.
-    "max-elements = 16384",
-];
+/// Default, biased, column examples.
+const PARAMS: [&str; 3] = ["", "estimator = \"biased\"", "examples = \"columns\""];
 
 #[test]
 fn prepared_grids_match_cell_by_cell_on_a_real_model() {
     let m = fixture(MINILM);
-    for params in PARAMS {
-        // MiniLM against itself: 6 × 6 grids of real layers, the diagonal exactly 1.
-        assert!(grids_match_cells(&m, &m, params) >= 6 * 36, "{params}");
+    // Whole tensors only: on a subsample of few examples the debiasing amplifies the f32
+    // rounding of both paths (85 of 384 rows of `output.dense`, layer 0 × 2: per pair
+    // 0.221492, grid 0.221511, exact 0.2215135), past any tolerance worth testing.
+    for cka in PARAMS {
+        // MiniLM against itself: 6 × 6 grids of real layers.
+        assert!(grids_match_cells(&m, &m, cka) >= 6 * 36, "{cka}");
     }
 }
 
@@ -119,9 +124,11 @@ fn prepared_grids_match_cell_by_cell_on_the_demo() {
     let dir = tempfile::tempdir().unwrap();
     weightkin_runner::demo::generate(dir.path()).unwrap();
     let p = |m: &str| dir.path().join(format!("{m}.safetensors"));
-    for params in PARAMS {
+    // And a `max-elements` that subsamples: 128 of 344 rows of the MLP matrices, 47 of 128
+    // of the down projections.
+    for cka in PARAMS.into_iter().chain(["max-elements = 16384"]) {
         // 8 layers against the 4 kept of every second one, and against a fine-tuned copy.
-        assert!(grids_match_cells(&p("base"), &p("subset"), params) > 0);
-        assert!(grids_match_cells(&p("base"), &p("finetuned"), params) > 0);
+        assert!(grids_match_cells(&p("base"), &p("subset"), cka) > 0);
+        assert!(grids_match_cells(&p("base"), &p("finetuned"), cka) > 0);
     }
 }

@@ -17,7 +17,8 @@
 //!
 //! **Same values as cell by cell.** The subsample of examples (`max-elements`), the reasons
 //! a cell has no value and the debiasing are the per-pair CKA's; only the f32 rounding of
-//! the Gram entries differs (≤ 1e-6 after rounding, tested below). A grid whose per-pair
+//! the Gram entries differs (a few 1e-6 at most after rounding: the workspace's
+//! `tests/grids.rs`). A grid whose per-pair
 //! cost is lower (very tall matrices, where the per-pair feature form is cheap) and every
 //! metric other than the built-in CKA keep the cell-by-cell path.
 
