@@ -23,7 +23,7 @@
 //! code), the Gram entries are f32 products (faer's matrix multiply: 2–4× candle-core's on
 //! the 2-core benchmark machine, see BENCHMARKS.md, "CKA layer grids"), and every sum of
 //! products is in f64 in a fixed order, independent of the thread count. The value comes
-//! from the same debiasing code ([`super::from_traces`]). It differs from the per-pair CKA
+//! from the same debiasing code as [`super::cka`]. It differs from the per-pair CKA
 //! only by the rounding of the f32 Gram entries (the per-pair path multiplies with
 //! candle-core, and for tall matrices in the feature form): at most 1e-6 after rounding to
 //! 6 decimals on the demo and the 24-layer benchmark pair, 2e-6 on MiniLM, where the
