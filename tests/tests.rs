@@ -29,6 +29,10 @@ mod real_models;
 /// twins; a MatMul-exported transformer against its state dict.
 mod onnx;
 
+/// CKA layer grids (issue 17): grids from prepared sides equal every cell measured on its
+/// own, on a real model and on the demo.
+mod grids;
+
 /// Automatic pairing on real files: re-exports, fresh initialisations, renamed and fused
 /// copies, kept recipes, bad input.
 mod correspondence;

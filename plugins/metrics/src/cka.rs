@@ -32,6 +32,8 @@
 //! and the report marks it. Each Gram matrix (the cheaper of n × n and p × p) then holds at
 //! most 1.5 × `max-elements` elements.
 
+pub mod gram;
+
 use candle_core::{Device, Tensor};
 use weightkin_core::rng::Rng;
 use weightkin_core::{
@@ -97,63 +99,72 @@ fn string_param<T>(
 }
 
 fn build(params: &Params) -> Result<Box<dyn Metric>> {
-    SPEC.check_param_names(params)?;
-    let estimator = string_param(
-        params,
-        "estimator",
-        "\"debiased\" or \"biased\"",
-        Estimator::Debiased,
-        |s| match s {
-            "debiased" => Some(Estimator::Debiased),
-            "biased" => Some(Estimator::Biased),
-            _ => None,
-        },
-    )?;
-    let examples = string_param(
-        params,
-        "examples",
-        "\"rows\" or \"columns\"",
-        Examples::Rows,
-        |s| match s {
-            "rows" => Some(Examples::Rows),
-            "columns" => Some(Examples::Columns),
-            _ => None,
-        },
-    )?;
-    let permutations = match params.get("permutations") {
-        None => DEFAULT_PERMUTATIONS,
-        Some(ParamValue::Integer(k)) if (0..=MAX_PERMUTATIONS).contains(k) => *k as usize,
-        Some(_) => {
-            return Err(Error::InvalidParam {
-                metric: NAME,
-                param: "permutations".to_owned(),
-                problem: ParamProblem::BadValue {
-                    expected: "an integer from 0 to 64",
-                },
-            })
-        }
-    };
-    let max_elements = match params.get("max-elements") {
-        None => DEFAULT_MAX_ELEMENTS,
-        Some(ParamValue::Integer(k)) if *k >= MIN_MAX_ELEMENTS => {
-            usize::try_from(*k).unwrap_or(usize::MAX)
-        }
-        Some(_) => {
-            return Err(Error::InvalidParam {
-                metric: NAME,
-                param: "max-elements".to_owned(),
-                problem: ParamProblem::BadValue {
-                    expected: "an integer of at least 1024 (elements per tensor)",
-                },
-            })
-        }
-    };
-    Ok(Box::new(Cka {
-        estimator,
-        examples,
-        permutations,
-        max_elements,
-    }))
+    Ok(Box::new(Cka::from_params(params)?))
+}
+
+impl Cka {
+    /// Validates a recipe's `params.cka` table and builds the metric: what the registry's
+    /// build function does, typed, for the runner's layer grids ([`gram`]), which compute
+    /// the built-in CKA from prepared sides.
+    pub fn from_params(params: &Params) -> Result<Cka> {
+        SPEC.check_param_names(params)?;
+        let estimator = string_param(
+            params,
+            "estimator",
+            "\"debiased\" or \"biased\"",
+            Estimator::Debiased,
+            |s| match s {
+                "debiased" => Some(Estimator::Debiased),
+                "biased" => Some(Estimator::Biased),
+                _ => None,
+            },
+        )?;
+        let examples = string_param(
+            params,
+            "examples",
+            "\"rows\" or \"columns\"",
+            Examples::Rows,
+            |s| match s {
+                "rows" => Some(Examples::Rows),
+                "columns" => Some(Examples::Columns),
+                _ => None,
+            },
+        )?;
+        let permutations = match params.get("permutations") {
+            None => DEFAULT_PERMUTATIONS,
+            Some(ParamValue::Integer(k)) if (0..=MAX_PERMUTATIONS).contains(k) => *k as usize,
+            Some(_) => {
+                return Err(Error::InvalidParam {
+                    metric: NAME,
+                    param: "permutations".to_owned(),
+                    problem: ParamProblem::BadValue {
+                        expected: "an integer from 0 to 64",
+                    },
+                })
+            }
+        };
+        let max_elements = match params.get("max-elements") {
+            None => DEFAULT_MAX_ELEMENTS,
+            Some(ParamValue::Integer(k)) if *k >= MIN_MAX_ELEMENTS => {
+                usize::try_from(*k).unwrap_or(usize::MAX)
+            }
+            Some(_) => {
+                return Err(Error::InvalidParam {
+                    metric: NAME,
+                    param: "max-elements".to_owned(),
+                    problem: ParamProblem::BadValue {
+                        expected: "an integer of at least 1024 (elements per tensor)",
+                    },
+                })
+            }
+        };
+        Ok(Cka {
+            estimator,
+            examples,
+            permutations,
+            max_elements,
+        })
+    }
 }
 
 /// Smallest `max-elements` a recipe may set.
@@ -366,6 +377,21 @@ pub fn cka(
     // Squared row norms of the centred examples, for the debiased estimator.
     let norms = (estimator == Estimator::Debiased).then(|| (row_norms(&x, p), row_norms(&y, p)));
     let (t_xy, t_xx, t_yy) = traces(x, y, n, p, p)?;
+    let norms = norms
+        .as_ref()
+        .map(|(dx, dy)| (dx.as_slice(), dy.as_slice()));
+    Ok(from_traces(n, [t_xy, t_xx, t_yy], norms))
+}
+
+/// CKA from the traces `[tr(KL), tr(KK), tr(LL)]` of the linear Gram matrices of two
+/// centred `n`-example matrices and, for the debiased estimator, the squared row norms of
+/// each (`None`: biased). Shared by [`cka`] and the layer grids ([`gram`]), so that the
+/// two differ only in how the traces were computed.
+pub(crate) fn from_traces(
+    n: usize,
+    [t_xy, t_xx, t_yy]: [f64; 3],
+    norms: Option<(&[f64], &[f64])>,
+) -> MetricValue {
     let (h_xy, h_xx, h_yy) = match norms {
         None => (t_xy, t_xx, t_yy),
         Some((dx, dy)) => {
@@ -379,17 +405,17 @@ pub fn cka(
                 t - nf / (nf - 2.0) * dot + s1 * s2 / ((nf - 1.0) * (nf - 2.0))
             };
             (
-                h(t_xy, &dx, &dy, sx, sy),
-                h(t_xx, &dx, &dx, sx, sx),
-                h(t_yy, &dy, &dy, sy, sy),
+                h(t_xy, dx, dy, sx, sy),
+                h(t_xx, dx, dx, sx, sx),
+                h(t_yy, dy, dy, sy, sy),
             )
         }
     };
     if !(h_xx > 0.0 && h_yy > 0.0) {
-        return Ok(MetricValue::Undefined(Undefined::Constant));
+        return MetricValue::Undefined(Undefined::Constant);
     }
     let v = (h_xy / (h_xx * h_yy).sqrt()).clamp(-1.0, 1.0);
-    Ok(MetricValue::Value((v * 1e6).round() / 1e6))
+    MetricValue::Value((v * 1e6).round() / 1e6)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
 use regex::Regex;
-use weightkin_core::{Metric, MetricSpec, Registry};
+use weightkin_core::{Metric, MetricSpec, Params, Registry};
 
 use crate::report::ReportFormat;
 
@@ -174,6 +174,10 @@ pub struct BuiltMetric {
     pub spec: &'static MetricSpec,
     /// The built metric.
     pub metric: Box<dyn Metric>,
+    /// The parameters it was built with (the compare's `params.NAME` table): what a stage
+    /// that computes a built-in metric its own way rebuilds it from (the layer grids'
+    /// prepared CKA, [`crate::measure::grid`]).
+    pub params: Params,
 }
 
 /// `grid = { … }` of a compare: which classes get a layer × layer grid, with which metric.

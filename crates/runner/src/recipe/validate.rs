@@ -294,8 +294,16 @@ impl MetricBuilder<'_> {
             Some(t) => (to_params(t.get_ref()), t.span()),
             None => (Ok(Params::new()), m.span()),
         };
-        match params.and_then(|p| (spec.build)(&p).map_err(|e| e.to_string())) {
-            Ok(metric) => Some(BuiltMetric { spec, metric }),
+        match params.and_then(|p| {
+            (spec.build)(&p)
+                .map(|metric| (metric, p))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok((metric, params)) => Some(BuiltMetric {
+                spec,
+                metric,
+                params,
+            }),
             Err(e) => {
                 diags.push(span, format!("{which}: {e}"));
                 None
