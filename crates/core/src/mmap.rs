@@ -89,6 +89,25 @@ impl MappedFile {
         }
     }
 
+    /// Tells the kernel `part` (a slice of [`Self::bytes`]) will be read soon
+    /// (`MADV_WILLNEED`): it starts reading those pages into the page cache in the
+    /// background, so a pass that asks a window ahead overlaps disk reads with decoding
+    /// instead of waiting on each page fault (a cold file read through faults alone arrives
+    /// a read-ahead window at a time). A hint only: a part outside the map, a failed call or
+    /// a non-Unix system changes nothing.
+    pub fn will_need(&self, part: &[u8]) {
+        #[cfg(unix)]
+        if let Some(start) = self.offset_of(part) {
+            let first = start / PAGE * PAGE;
+            let len = start + part.len() - first;
+            if len > 0 {
+                let _ = self.map.advise_range(memmap2::Advice::WillNeed, first, len);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = part;
+    }
+
     /// Where `part` starts in the file, if it is a slice of [`Self::bytes`].
     pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
         let base = self.map.as_ptr() as usize;

@@ -120,6 +120,10 @@ pub fn pair_pass(a: Side<'_>, b: Side<'_>, numel: usize, taps: &Taps<'_>) -> Res
 /// enough to split big tensors across threads and keep resident memory at a few tens of MiB.
 pub const RELEASE_CHUNKS: usize = 128;
 
+/// Windows the fused pass asks the kernel to read ahead of the one it decodes
+/// ([`crate::MappedFile::will_need`]): 4 × 4 MiB per side.
+pub const PREFETCH_WINDOWS: usize = 4;
+
 /// Both tensors' stored bytes, when the fused path applies.
 struct Fused<'a> {
     stored: Stored,
@@ -215,6 +219,19 @@ fn stream(
         let per_window = (0..windows)
             .into_par_iter()
             .map(|w| {
+                if !sampled {
+                    // Ask for the next windows while this one is decoded (a thread walks
+                    // its share of windows in order): cold files then stream from disk
+                    // instead of arriving one page fault at a time.
+                    // The first window asks for itself too.
+                    let from = if w == 0 { 0 } else { w + 1 };
+                    let first = numel.min(from * RELEASE_CHUNKS * CHUNK);
+                    let end = numel.min((w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK);
+                    if let Some((x, y)) = f.bytes(first, end - first) {
+                        f.a.file.will_need(x);
+                        f.b.file.will_need(y);
+                    }
+                }
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
                 let mut out = Vec::with_capacity(ks.len());
                 for k in ks {
