@@ -330,6 +330,9 @@ impl ContentProblem {
     }
 }
 
+/// The most bytes one byte of a deflate stream can inflate to.
+pub const MAX_DEFLATE_RATIO: usize = 1032;
+
 /// Inflates a deflated member into a buffer of exactly its recorded size and checks its
 /// CRC-32. The caller has bounded `member.size`.
 pub fn inflate(file: &[u8], member: &Member) -> Result<Vec<u8>, ContentProblem> {
@@ -338,6 +341,14 @@ pub fn inflate(file: &[u8], member: &Member) -> Result<Vec<u8>, ContentProblem> 
         .ok_or(ContentProblem::Inflate("data outside the file"))?;
     let size = usize::try_from(member.size)
         .map_err(|_| ContentProblem::Inflate("recorded size does not fit in memory"))?;
+    // Deflate emits at most 258 bytes per 2-bit code, 1032 per input byte: a recorded size
+    // beyond that is a lie, refused before the buffer for it is allocated (found by fuzzing:
+    // 2 KiB declaring 2 GiB).
+    if size > input.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64) {
+        return Err(ContentProblem::Inflate(
+            "recorded size is more than its deflated bytes can inflate to",
+        ));
+    }
     // One spare byte tells "more output than recorded" apart from "exactly the size".
     let mut out = vec![0u8; size.saturating_add(1)];
     let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(

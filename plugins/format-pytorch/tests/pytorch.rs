@@ -591,3 +591,22 @@ fn raw_bytes_decode_to_what_reads_return() {
     assert_eq!(count_raw("dtypes_p4_deflated.pt"), 0);
     assert_eq!(count_raw("big_endian.pt"), 0);
 }
+
+/// Fuzzing regression (`scripts/fuzz.sh checkpoint`): a 2 KiB archive whose deflated member
+/// records an uncompressed size of 2 GiB made the reader allocate 2 GiB before inflating. Now
+/// the size is checked against what its deflated bytes can produce, and every read errors.
+#[test]
+fn fuzz_deflated_size_beyond_deflate_ratio_is_refused() {
+    let path = fixtures().join("fuzz/oom-deflate-size.pt");
+    let Ok(src) = open(&path) else {
+        return; // refused at open: fine too
+    };
+    let mut any = false;
+    for (i, t) in src.tensors().iter().enumerate() {
+        let mut out = vec![0f32; t.numel.min(16)];
+        if let Err(e) = src.read_f32(i, 0, &mut out) {
+            any |= e.to_string().contains("more than its deflated bytes");
+        }
+    }
+    assert!(any, "the oversized member is reported");
+}
