@@ -344,7 +344,12 @@ pub fn inflate(file: &[u8], member: &Member) -> Result<Vec<u8>, ContentProblem> 
     // Deflate emits at most 258 bytes per 2-bit code, 1032 per input byte: a recorded size
     // beyond that is a lie, refused before the buffer for it is allocated (found by fuzzing:
     // 2 KiB declaring 2 GiB).
-    if size > input.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64) {
+    if size
+        > input
+            .len()
+            .saturating_mul(MAX_DEFLATE_RATIO)
+            .saturating_add(64)
+    {
         return Err(ContentProblem::Inflate(
             "recorded size is more than its deflated bytes can inflate to",
         ));
