@@ -57,8 +57,8 @@ pub use moments::{
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{
-    FetchProgress, FileInfo, Format, NoFetchProgress, RawTensor, Side, StoredRange, Transform,
-    WeightSource,
+    release_if_last, FetchProgress, FileInfo, Format, NoFetchProgress, RawTensor, Side,
+    StoredRange, Transform, WeightSource,
 };
 pub use subsample::{read_examples, ExampleSample};
 pub use table::{Located, Sorted, TensorTable};

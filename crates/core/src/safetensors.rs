@@ -142,19 +142,14 @@ impl WeightSource for Source {
         let out_of_range = || info.out_of_range(start, len);
         // `ranges` parallels the tensors, and the range was validated against the map at open
         // time, so these lookups succeed; they are checked anyway so that no path can panic.
-        let (map, data) = self
+        let data = self
             .ranges
             .get(index)
             .and_then(|range| Some((self.maps.get(info.file)?, range)))
-            .and_then(|(m, range)| Some((m, m.bytes().get(range.clone())?)))
+            .and_then(|(m, range)| m.bytes().get(range.clone()))
             .ok_or_else(out_of_range)?;
         convert::to_f32(info.dtype, data, start, out).ok_or_else(out_of_range)?;
-        // The read that ends a tensor hands its mapped pages back (a memory hint: a later
-        // read faults them in again), so whole-tensor reads (tables, CKA, alignment) do not
-        // leave the model resident; the streaming pass releases per chunk through `raw`.
-        if start.saturating_add(len) == info.numel {
-            map.release(data);
-        }
+        crate::release_if_last(self, index, start, len);
         Ok(())
     }
 

@@ -168,6 +168,22 @@ pub trait WeightSource: Send + Sync {
     }
 }
 
+/// What a format's [`WeightSource::read_f32`] calls after each read: the read that ends a
+/// tensor (elements `start .. start + len` reaching its last) hands the whole tensor back
+/// ([`WeightSource::release`]), so whole-tensor reads (tables, CKA, alignment) do not leave
+/// the model resident. A memory hint: a later read faults the pages in again.
+pub fn release_if_last(
+    source: &(impl WeightSource + ?Sized),
+    index: usize,
+    start: usize,
+    len: usize,
+) {
+    let numel = source.tensors().get(index).map_or(0, |t| t.numel);
+    if numel > 0 && start.saturating_add(len) == numel {
+        source.release(index, 0, numel);
+    }
+}
+
 /// Where a tensor's stored bytes lie ([`WeightSource::stored_range`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRange {

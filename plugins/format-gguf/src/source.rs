@@ -125,24 +125,7 @@ impl WeightSource for Source {
 
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         read(&self.layout, self.map.bytes(), index, start, out)?;
-        // The read that ends a tensor hands its mapped pages back (a memory hint: a later
-        // read faults them in again), so resident memory does not grow with the model.
-        let numel = self
-            .layout
-            .table
-            .tensors()
-            .get(index)
-            .map_or(0, |t| t.numel);
-        if start.saturating_add(out.len()) == numel {
-            if let Some(bytes) = self
-                .layout
-                .entries
-                .get(index)
-                .and_then(|e| self.map.bytes().get(e.range.clone()))
-            {
-                self.map.release(bytes);
-            }
-        }
+        weightkin_core::release_if_last(self, index, start, out.len());
         Ok(())
     }
 

@@ -192,27 +192,37 @@ impl WeightSource for Source {
     fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> Result<()> {
         let bytes = self.bytes(index).unwrap_or(&[]);
         read(&self.layout, bytes, index, start, out)?;
-        // The read that ends a tensor hands its mapped pages back (a memory hint; a
-        // transposed view reads its whole initializer out of order, so it cannot release
-        // chunk by chunk).
-        let numel = self
-            .layout
-            .table
-            .tensors()
-            .get(index)
-            .map_or(0, |t| t.numel);
-        if start.saturating_add(out.len()) == numel {
-            if let Some(Storage::Mapped { file, range }) =
-                self.layout.entries.get(index).map(|e| &e.storage)
-            {
-                if let Some(map) = self.maps.get(*file) {
-                    if let Some(part) = map.bytes().get(range.clone()) {
-                        map.release(part);
-                    }
-                }
-            }
-        }
+        weightkin_core::release_if_last(self, index, start, out.len());
         Ok(())
+    }
+
+    /// Part of a tensor presented as stored ([`Self::raw`]); all of a mapped initializer read
+    /// through a view (a transposed view reads it out of order, so only as a whole).
+    fn release(&self, index: usize, start: usize, end: usize) {
+        let (Some(info), Some(entry)) = (
+            self.layout.table.tensors().get(index),
+            self.layout.entries.get(index),
+        ) else {
+            return;
+        };
+        let Storage::Mapped { file, range } = &entry.storage else {
+            return;
+        };
+        let Some(map) = self.maps.get(*file) else {
+            return;
+        };
+        let Some(bytes) = map.bytes().get(range.clone()) else {
+            return;
+        };
+        if matches!(entry.view, View::Whole) && info.numel > 0 && bytes.len() % info.numel == 0 {
+            let width = bytes.len() / info.numel;
+            let (start, end) = (start.min(info.numel), end.min(info.numel));
+            if let Some(part) = bytes.get(start * width..end * width) {
+                map.release(part);
+            }
+        } else if start == 0 && end >= info.numel {
+            map.release(bytes);
+        }
     }
 
     /// A tensor presented as stored, in a memory map, is its bytes.

@@ -299,17 +299,7 @@ impl WeightSource for Source {
             // Validated at open: the whole view lies inside the record.
             let bytes = data.get(layout.offset..).ok_or_else(out_of_range)?;
             to_f32(info.dtype, bytes, start, out).ok_or_else(out_of_range)?;
-            // The read that ends a tensor hands its mapped pages back (a memory hint; an
-            // inflated record is not in the map, and the call then changes nothing).
-            if start.saturating_add(len) == info.numel {
-                if let Some(view) = info
-                    .numel
-                    .checked_mul(layout.size)
-                    .and_then(|n| bytes.get(..n))
-                {
-                    self.map.release(view);
-                }
-            }
+            weightkin_core::release_if_last(self, index, start, len);
             return Ok(());
         }
         let mut scratch = vec![0u8; len * layout.size];
