@@ -96,16 +96,28 @@ impl MappedFile {
     /// a read-ahead window at a time). A hint only: a part outside the map, a failed call or
     /// a non-Unix system changes nothing.
     pub fn will_need(&self, part: &[u8]) {
-        #[cfg(unix)]
         if let Some(start) = self.offset_of(part) {
+            self.will_need_at(start, part.len());
+        }
+    }
+
+    /// [`Self::will_need`] for the file's bytes `start .. start + len`, cut at the end of the
+    /// file: a pass reading a tensor near its end asks for the bytes after it (in a file
+    /// written tensor after tensor, the next tensor it will read), so a cold read does not
+    /// stall at every tensor's first page.
+    pub fn will_need_at(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            let end = start.saturating_add(len).min(self.map.len());
             let first = start / PAGE * PAGE;
-            let len = start + part.len() - first;
-            if len > 0 {
-                let _ = self.map.advise_range(memmap2::Advice::WillNeed, first, len);
+            if end > first {
+                let _ = self
+                    .map
+                    .advise_range(memmap2::Advice::WillNeed, first, end - first);
             }
         }
         #[cfg(not(unix))]
-        let _ = part;
+        let _ = (start, len);
     }
 
     /// Where `part` starts in the file, if it is a slice of [`Self::bytes`].

@@ -224,12 +224,15 @@ fn stream(
                     // its share of windows in order): cold files then stream from disk
                     // instead of arriving one page fault at a time.
                     // The first window asks for itself too.
+                    // The windows ahead run past the tensor's end into the bytes that
+                    // follow it in each file (`will_need_at` stops at the file's end).
                     let from = if w == 0 { 0 } else { w + 1 };
-                    let first = numel.min(from * RELEASE_CHUNKS * CHUNK);
-                    let end = numel.min((w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK);
-                    if let Some((x, y)) = f.bytes(first, end - first) {
-                        f.a.file.will_need(x);
-                        f.b.file.will_need(y);
+                    let first = from * RELEASE_CHUNKS * CHUNK * f.width;
+                    let end = (w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK * f.width;
+                    for side in [&f.a, &f.b] {
+                        if let Some(at) = side.file.offset_of(side.bytes) {
+                            side.file.will_need_at(at + first, end - first);
+                        }
                     }
                 }
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
