@@ -19,6 +19,12 @@ const READ_BLOCK: usize = 1 << 18;
 /// Elements of kept rows read between two releases of the pages read ([`read_rows`]).
 const RELEASE_WINDOW: usize = 1 << 20;
 
+/// Elements of the tensor a window of kept rows may span ([`read_rows`]): rows strided
+/// across a large tensor each map a fault-around block of pages (64 KiB) beside the row, so
+/// a window bounded by the rows read alone could hold a page block per row of the whole
+/// tensor (Gemma-3's 671 MB embedding: about 105 MB per side for one shift null).
+const SPAN_WINDOW: usize = 1 << 23;
+
 /// Which examples of a tensor a metric is given when the tensor is larger than the metric's
 /// bound: `kept` of its `examples` examples (each of `features` elements), example `i <
 /// kept` being example `⌊i · examples / kept⌋` ([`Self::index`]).
@@ -123,6 +129,7 @@ fn read_rows(side: Side<'_>, s: &ExampleSample, out: &mut [f32]) -> Result<()> {
     // Windows of runs: (first source row, destination) per run, in output order.
     let mut windows: Vec<Vec<(usize, &mut [f32])>> = Vec::new();
     let mut held = RELEASE_WINDOW;
+    let mut window_row = 0;
     let mut rest = out;
     let mut i = 0;
     while i < s.kept {
@@ -134,9 +141,12 @@ fn read_rows(side: Side<'_>, s: &ExampleSample, out: &mut [f32]) -> Result<()> {
         let (dst, tail) = rest
             .split_at_mut_checked(n * p)
             .ok_or_else(|| out_of_range(side, first * p, n * p))?;
-        if held >= RELEASE_WINDOW {
+        if held >= RELEASE_WINDOW
+            || first.saturating_sub(window_row).saturating_mul(p) >= SPAN_WINDOW
+        {
             windows.push(Vec::new());
             held = 0;
+            window_row = first;
         }
         held += dst.len();
         if let Some(w) = windows.last_mut() {
