@@ -9,8 +9,9 @@
 //! sketch recorded: a model changed since it was sketched is an error, not an edge.
 //!
 //! **Families** are the connected components of `derived` edges (a merge of two parents
-//! joins their families). **Direction** is given only where the evidence has a cue, and the
-//! cue is named: a model stored at lower precision than the other (fewer bits per parameter:
+//! joins their families). Within a family, the maximum spanning tree over the audit's Pearson
+//! marks the likely parent–child links (`tree`). **Direction** is given only on those links
+//! and only where the evidence has a cue, and the cue is named: a model stored at lower precision than the other (fewer bits per parameter:
 //! F32 → BF16, BF16 → Q4) is the child (`precision`); a model of the same architecture with
 //! fewer layers is the child (`layer-subset`). Every other edge is undirected — `derived`
 //! means shared ancestry, not which came first — and the JSON says so (`direction: null`).
@@ -89,7 +90,11 @@ pub struct Edge {
     pub sketch_pearson: f64,
     /// The audit's Pearson ([`Audited::pearson`]).
     pub audit_pearson: Option<f64>,
-    /// Direction, for a `derived` edge with a cue; `null` otherwise.
+    /// Whether the edge is in the family's maximum spanning tree over the audit's Pearson
+    /// (the likely parent–child links: a model correlates more with its parent than with its
+    /// siblings or grandparents).
+    pub tree: bool,
+    /// Direction, for a tree edge with a cue; `null` otherwise.
     pub direction: Option<Direction>,
 }
 
@@ -254,18 +259,38 @@ pub fn graph(sketches: &[Sketch], search: &Search, audited: &[Audited]) -> Graph
         }
         let c = by_pair.get(&(au.a, au.b));
         edges.push(Edge {
+            tree: false,
             a: sketches[au.a].model.clone(),
             b: sketches[au.b].model.clone(),
             verdict: au.verdict,
             sketch_z: c.map_or(f64::NAN, |c| c.z),
             sketch_pearson: c.map_or(f64::NAN, |c| c.mean_pearson),
             audit_pearson: au.pearson,
-            direction: if derived {
-                direction(&sketches[au.a], &sketches[au.b])
-            } else {
-                None
-            },
+            direction: None,
         });
+    }
+    // Maximum spanning forest over derived edges (Kruskal, by the audit's Pearson, ties by
+    // names): only its edges get a direction, since a cue between siblings (a BF16 copy of
+    // one, an F32 fine-tune of another) says nothing about who made whom.
+    let mut order: Vec<usize> = (0..edges.len())
+        .filter(|&e| edges[e].verdict == Verdict::Derived)
+        .collect();
+    order.sort_by(|&x, &y| {
+        let (ex, ey) = (&edges[x], &edges[y]);
+        ey.audit_pearson
+            .unwrap_or(0.0)
+            .total_cmp(&ex.audit_pearson.unwrap_or(0.0))
+            .then_with(|| (&ex.a, &ex.b).cmp(&(&ey.a, &ey.b)))
+    });
+    let mut forest: Vec<usize> = (0..sketches.len()).collect();
+    for e in order {
+        let (a, b) = (audited[e].a, audited[e].b);
+        let (ra, rb) = (find(&mut forest, a), find(&mut forest, b));
+        if ra != rb {
+            forest[ra.max(rb)] = ra.min(rb);
+            edges[e].tree = true;
+            edges[e].direction = direction(&sketches[a], &sketches[b]);
+        }
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for i in 0..sketches.len() {

@@ -9,8 +9,9 @@
 //! (independent bivariate normal values) z ~ N(0, 1). A class with as many layers on both
 //! sides pairs layers in order; with different layer counts (a layer subset), each layer of
 //! the smaller side takes its best match among the larger side's `L` layers, and that
-//! maximum's p-value is multiplied by `L` (Bonferroni: the search's own null, as automatic
-//! pairing does) before it is turned back into a z. Per component (A's), Stouffer's
+//! maximum's p-value is corrected for the `L` layers searched (Šidák, p = 1 − (1 − p₁)^L:
+//! the search's own null, as automatic pairing corrects its content search) before it is
+//! turned back into a z. Per component (A's), Stouffer's
 //! Z_c = Σz/√T combines its T tensors; the pair's score is the largest Z_c.
 //!
 //! # The null, and the threshold
@@ -137,7 +138,8 @@ pub struct SearchStats {
     pub null_mean: f64,
     /// Null s.d. used.
     pub null_sd: f64,
-    /// The hub's own null estimate (median, s.d. from the MAD, pairs sampled), if taken.
+    /// The hub's own null estimate (median, s.d. from the MAD, component scores sampled), if
+    /// taken.
     pub hub_null: Option<(f64, f64, usize)>,
     /// The threshold on Z_c for a pair with one component.
     pub threshold: f64,
@@ -257,6 +259,8 @@ fn prepare(s: &Sketch, keys: &mut Interner, components: &mut Interner) -> Prepar
 /// A pair's score: the best component's Stouffer Z, that component, the number of components
 /// and tensors compared, and the mean Pearson.
 struct Score {
+    /// Every component's Z_c.
+    all: Vec<f64>,
     best: f64,
     component: usize,
     components: usize,
@@ -318,10 +322,13 @@ fn score(a: &Prepared, b: &Prepared, screen: bool) -> Option<Score> {
                         _ => Some(v),
                     });
                 if let Some((z, r)) = best {
-                    // Bonferroni over the layers searched, back to a z.
-                    let p = (large.len() as f64 * upper_tail(z)).min(1.0);
+                    // The maximum's null over the L layers searched (Šidák: p = 1 − (1 − p₁)^L,
+                    // exact for independent layers), back to a z. Not Bonferroni's min(1, L·p₁):
+                    // its mass at p = 1 has no finite z.
+                    let p1 = upper_tail(z);
+                    let p = -(large.len() as f64 * (-p1).ln_1p()).exp_m1();
                     let z = if p > 0.0 { upper_tail_inv(p) } else { z };
-                    zs.push((z, r));
+                    zs.push((z.max(-8.0), r));
                 }
             }
         }
@@ -349,7 +356,13 @@ fn score(a: &Prepared, b: &Prepared, screen: bool) -> Option<Score> {
             Some(m) if m.1 >= v.1 => Some(m),
             _ => Some(v),
         })?;
+    let all = sums
+        .iter()
+        .filter(|s| s.2 > 0)
+        .map(|&(_, sum, n)| sum / (n as f64).sqrt())
+        .collect();
     Some(Score {
+        all,
         best,
         component,
         components,
@@ -416,9 +429,12 @@ pub fn search(sketches: &[Sketch], opts: &SearchOptions) -> Result<Search, Error
                 (m[i], m[j])
             })
             .collect();
+        // Every component's Z_c, not the best one: the threshold already accounts for the
+        // maximum over components (C), and the median of maxima would count it twice.
         let mut z: Vec<f64> = pairs
             .par_iter()
-            .filter_map(|&(i, j)| score(&prepared[i], &prepared[j], false).map(|s| s.best))
+            .filter_map(|&(i, j)| score(&prepared[i], &prepared[j], false).map(|s| s.all))
+            .flatten()
             .collect();
         if z.len() >= HUB_NULL_MIN {
             z.sort_by(f64::total_cmp);
@@ -501,9 +517,9 @@ pub fn search(sketches: &[Sketch], opts: &SearchOptions) -> Result<Search, Error
     })
 }
 
-/// Every pair's full score (best component's Z_c, unstandardised) between models of one
-/// block, for measuring the null on models known to be unrelated (`weightkin-simhub null`).
-pub fn pair_scores(sketches: &[Sketch], pairs: &[(usize, usize)]) -> Vec<Option<f64>> {
+/// Every pair's component scores Z_c (unstandardised) between models of one block, for
+/// measuring the null on models known to be unrelated (`weightkin-simhub null`).
+pub fn pair_scores(sketches: &[Sketch], pairs: &[(usize, usize)]) -> Vec<Vec<f64>> {
     let mut keys = Interner::default();
     let mut components = Interner::default();
     let prepared: Vec<Prepared> = sketches
@@ -514,9 +530,9 @@ pub fn pair_scores(sketches: &[Sketch], pairs: &[(usize, usize)]) -> Vec<Option<
         .par_iter()
         .map(|&(a, b)| {
             if sketches[a].arch_key != sketches[b].arch_key {
-                return None;
+                return Vec::new();
             }
-            score(&prepared[a], &prepared[b], false).map(|s| s.best)
+            score(&prepared[a], &prepared[b], false).map_or_else(Vec::new, |s| s.all)
         })
         .collect()
 }

@@ -201,7 +201,8 @@ fn store_name(s: Store) -> &'static str {
 fn quantize(m: &Model, bits: u32) -> Model {
     let levels = ((1u32 << (bits - 1)) - 1) as f32;
     let mut out = m.clone();
-    for t in &mut out.tensors {
+    // Matrices only: llama.cpp and its kin keep 1-D tensors (norm weights) in full precision.
+    for t in out.tensors.iter_mut().filter(|t| t.shape.len() >= 2) {
         for block in t.data.chunks_mut(32) {
             let max = block.iter().fold(0f32, |a, v| a.max(v.abs()));
             if max > 0.0 {
@@ -480,8 +481,8 @@ pub struct Scores {
     pub family_accuracy: f64,
     /// Fraction of models whose recovered family is exactly their true family.
     pub model_family_accuracy: f64,
-    /// Structure recovery: fraction of true parent links that are edges of the
-    /// maximum-Pearson spanning forest of the recovered families (undirected).
+    /// Structure recovery: fraction of true parent links that are tree edges of the graph
+    /// (its maximum-Pearson spanning forest; undirected).
     pub structure_accuracy: f64,
     /// Directed edges whose parent is a true ancestor of the child, of all directed edges.
     pub direction_accuracy: (usize, usize),
@@ -599,29 +600,12 @@ pub fn score(manifest: &Manifest, graph: &Graph) -> Scores {
         .filter(|f| found_families.contains(*f))
         .map(BTreeSet::len)
         .sum();
-    // Maximum spanning forest over derived edges, weighted by the audit's Pearson (Kruskal).
-    let mut weighted: Vec<(f64, String, String)> = graph
+    // Structure: the graph's tree edges (maximum spanning forest over the audit's Pearson).
+    let tree_hits = graph
         .edges
         .iter()
-        .filter(|e| e.verdict == Verdict::Derived)
-        .map(|e| {
-            let (a, b) = key(&e.a, &e.b);
-            (e.audit_pearson.unwrap_or(0.0), a, b)
-        })
-        .collect();
-    weighted.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-    let mut forest: Vec<usize> = (0..manifest.models.len()).collect();
-    let mut tree_hits = 0usize;
-    for (_, a, b) in &weighted {
-        let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) else {
-            continue;
-        };
-        let (ri, rj) = (find(&mut forest, i), find(&mut forest, j));
-        if ri != rj {
-            forest[ri.max(rj)] = ri.min(rj);
-            tree_hits += usize::from(links.contains(&(a.clone(), b.clone())));
-        }
-    }
+        .filter(|e| e.tree && links.contains(&key(&e.a, &e.b)))
+        .count();
     // Directions: is the parent a true ancestor of the child?
     let ancestor = |anc: &str, child: &str| -> bool {
         let mut stack = vec![child];

@@ -88,5 +88,10 @@ mod tests {
             assert!((upper_tail_inv(p) - z).abs() < 1e-6, "{z}");
         }
         assert!((upper_tail_inv(0.025) - 1.959_964).abs() < 1e-5);
+        // Deep tails, as the search's thresholds reach them.
+        for z in [5.8, 8.0, 12.0] {
+            let p = upper_tail(z);
+            assert!((upper_tail_inv(p) - z).abs() < 1e-4, "{z}");
+        }
     }
 }

@@ -248,8 +248,9 @@ pub struct Sketch {
     /// Bits per parameter of [`Self::dtype`].
     pub bits: f64,
     /// Architecture key: BLAKE3 (16 hex digits) of the sorted distinct (class, shape) of its
-    /// evidence tensors. Layer counts are not part of it, so a layer subset shares its
-    /// parent's key; another width or vocabulary does not.
+    /// matrices (rank ≥ 2 after squeezing; computed buffers and generated tables left out).
+    /// Layer counts are not part of it, so a layer subset shares its parent's key; another
+    /// width or vocabulary does not; nor do content-based roles, which quantisation can flip.
     pub arch_key: String,
     /// Seed of the coordinates.
     pub seed: u64,
@@ -361,7 +362,17 @@ pub fn sketch_model(
         .max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d)))
         .map(|(d, _)| *d);
     let mut key: BTreeSet<(&str, &[u64])> = BTreeSet::new();
-    for t in tensors.iter().filter(|t| t.role.is_evidence()) {
+    // Matrices only, whatever their content-based role: quantising a norm weight to 4 bits
+    // can make it "structured", and that must not move a quantized copy to another block.
+    // Computed buffers and generated tables are left out by name and formula, which casts
+    // and quantisation do not change.
+    for t in tensors.iter().filter(|t| {
+        t.shape.iter().filter(|&&d| d > 1).count() >= 2
+            && !matches!(
+                t.role,
+                SketchRole::DeterministicBuffer | SketchRole::Generated
+            )
+    }) {
         key.insert((t.class.as_str(), t.shape.as_slice()));
     }
     let mut h = blake3::Hasher::new();
