@@ -234,6 +234,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let sketches =
                 weightkin_lineage::sketch_paths(&models, &registry, &sketch_opts, &opts)?;
             let path = if out.extension().is_some_and(|e| e == "parquet") {
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
                 out
             } else {
                 std::fs::create_dir_all(&out)

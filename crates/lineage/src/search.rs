@@ -222,8 +222,11 @@ impl Interner {
     }
 }
 
+/// One layer of a key while a model is prepared: (layer, full unit vector, screening one).
+type LayerVectors = (u32, Vec<f32>, Vec<f32>);
+
 fn prepare(s: &Sketch, keys: &mut Interner, components: &mut Interner) -> Prepared {
-    let mut by_key: BTreeMap<usize, (usize, Vec<(u32, Vec<f32>, Vec<f32>)>)> = BTreeMap::new();
+    let mut by_key: BTreeMap<usize, (usize, Vec<LayerVectors>)> = BTreeMap::new();
     for t in s.tensors.iter().filter(|t| t.role.is_evidence()) {
         let values = t.values_f32();
         let (Some(full), Some(screen)) = (unit(&values), unit(&values[..values.len().min(SCREEN)]))

@@ -123,7 +123,7 @@ fn batch(rows: &[Row<'_>]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     };
     let t = |f: &dyn Fn(&TensorSketch) -> String| -> ArrayRef {
         Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, t)| t.map(|t| f(t))),
+            rows.iter().map(|(_, t)| t.map(f)),
         ))
     };
     let mut shape = ListBuilder::new(UInt64Builder::new());
