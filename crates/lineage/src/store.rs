@@ -25,7 +25,7 @@
 //! | `class` | Utf8 | canonical name, layer index → `*` |
 //! | `layer` | UInt32 (null: not in a stack) | layer index |
 //! | `component` | Utf8 | component |
-//! | `shape` | List<UInt64> | shape |
+//! | `shape` | `List<UInt64>` | shape |
 //! | `dtype` | Utf8 | stored dtype |
 //! | `role` | Utf8 | `evidence`, `init-prior`, `deterministic-buffer`, `generated`, `structured`, `constant` |
 //! | `numel` | UInt64 | elements |
@@ -122,9 +122,7 @@ fn batch(rows: &[Row<'_>]) -> Result<RecordBatch, arrow_schema::ArrowError> {
         ))
     };
     let t = |f: &dyn Fn(&TensorSketch) -> String| -> ArrayRef {
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|(_, t)| t.map(f)),
-        ))
+        Arc::new(StringArray::from_iter(rows.iter().map(|(_, t)| t.map(f))))
     };
     let mut shape = ListBuilder::new(UInt64Builder::new());
     for (_, t) in rows {
