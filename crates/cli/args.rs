@@ -147,6 +147,40 @@ pub enum Command {
         #[command(flatten)]
         run_args: RunArgs,
     },
+    /// Condense models into sketches for the lineage search (one streaming pass each):
+    /// values at seeded coordinates of every tensor, roles, shapes, file hashes. Writes one
+    /// Parquet store.
+    Sketch {
+        /// Models (files or directories; local).
+        #[arg(required = true)]
+        models: Vec<String>,
+        /// The store to write: FILE.parquet, or a directory (`sketches.parquet` in it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Values sampled per tensor (k).
+        #[arg(long, default_value_t = weightkin_runner::sketch::DEFAULT_SAMPLES)]
+        samples: usize,
+        /// Seed of the coordinates (sketches compare only with the same seed and k).
+        #[arg(long, default_value_t = weightkin_runner::sketch::DEFAULT_SEED)]
+        seed: u64,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
+    /// Lineage of sketched models: candidate pairs from the sketches (blocked by
+    /// architecture, against a null that accounts for the search), the exact audit of each
+    /// candidate, and the graph of `derived` edges (graph.json, graph.html).
+    Lineage {
+        /// A sketch store (FILE.parquet) or a directory of them.
+        store: PathBuf,
+        /// Directory for graph.json and graph.html.
+        #[arg(long, default_value = "weightkin-lineage")]
+        out: PathBuf,
+        /// Family-wise rate at which unrelated pairs may become candidates.
+        #[arg(long, default_value_t = weightkin_lineage::search::DEFAULT_ALPHA)]
+        alpha: f64,
+        #[command(flatten)]
+        run_args: RunArgs,
+    },
     /// Generate a small model family offline, audit it, and print the report.
     Demo {
         /// Keep the generated models, recipe and reports in this directory.

@@ -222,6 +222,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Outcome::ToolVersion => ExitCode::from(EXIT_VERIFY_TOOL_VERSION),
             });
         }
+        Command::Sketch {
+            models,
+            out,
+            samples,
+            seed,
+            run_args,
+        } => {
+            let opts = run_args.options(&bar, offline)?;
+            let sketch_opts = weightkin_runner::sketch::SketchOptions { samples, seed };
+            let sketches =
+                weightkin_lineage::sketch_paths(&models, &registry, &sketch_opts, &opts)?;
+            let path = if out.extension().is_some_and(|e| e == "parquet") {
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                out
+            } else {
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                out.join("sketches.parquet")
+            };
+            weightkin_lineage::store::write_parquet(&sketches, &path)?;
+            emit(&format!(
+                "sketched {} model(s) into {}\n",
+                sketches.len(),
+                path.display()
+            ))?;
+        }
+        Command::Lineage {
+            store,
+            out,
+            alpha,
+            run_args,
+        } => {
+            let opts = run_args.options(&bar, offline)?;
+            let sketches = weightkin_lineage::store::read_store(&store)?;
+            let search_opts = weightkin_lineage::search::SearchOptions {
+                alpha,
+                ..Default::default()
+            };
+            let g = weightkin_lineage::graph::lineage(&sketches, &search_opts, &registry, &opts)?;
+            for path in g.write(&out)? {
+                emit(&format!("wrote {}\n", path.display()))?;
+            }
+            let derived = g
+                .edges
+                .iter()
+                .filter(|e| e.verdict == weightkin_runner::judge::Verdict::Derived)
+                .count();
+            emit(&format!(
+                "{} models, {} pairs searched, {} audited, {} derived edges, {} families\n",
+                g.nodes.len(),
+                g.search.pairs_searched,
+                g.audits,
+                derived,
+                g.families.len()
+            ))?;
+        }
         Command::Demo { keep, run_args } => {
             let opts = run_args.options(&bar, offline)?;
             let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;

@@ -17,7 +17,9 @@
 //!
 //! Beside them: [`hashcache`] (file hashes kept between runs), the [`registry`] of built-in
 //! plugins, the [`demo`] generator, [`discover`] (`weightkin match`), [`verify`] (`weightkin verify`:
-//! a report's audit run again and compared), and small leaves (errors, run options, statistics).
+//! a report's audit run again and compared), [`sketch`] (`weightkin sketch`: a model condensed
+//! for the lineage search of `weightkin-lineage`), and small leaves (errors, run options,
+//! statistics).
 //! There is no import cycle between these modules, and the report model imports none of
 //! them: a test reads the sources and fails on any cycle.
 //!
@@ -41,6 +43,7 @@ pub mod recipe;
 pub mod registry;
 pub mod report;
 mod run;
+pub mod sketch;
 mod stats;
 pub mod verify;
 

@@ -147,7 +147,8 @@ fn regexes() -> &'static Patterns {
 /// How one comparison names its components: the recipe's own, then the built-in patterns,
 /// then a fallback chosen once for the comparison from all its tensor names.
 pub struct Components<'s> {
-    spec: &'s CompareSpec,
+    /// The comparison's recipe-declared components; `None` for a model on its own (a sketch).
+    spec: Option<&'s CompareSpec>,
     fallback: &'static str,
 }
 
@@ -158,6 +159,16 @@ impl<'s> Components<'s> {
     /// other component claims, numbered blocks with both attention and MLP roles — and
     /// [`FALLBACK_OTHER`] otherwise.
     pub fn new<'n>(spec: &'s CompareSpec, names: impl IntoIterator<Item = &'n str>) -> Self {
+        Self::with(Some(spec), names)
+    }
+
+    /// The built-in naming only (no recipe), for one model's tensor names: what
+    /// `weightkin sketch` records for each tensor.
+    pub fn builtin<'n>(names: impl IntoIterator<Item = &'n str>) -> Components<'static> {
+        Components::with(None, names)
+    }
+
+    fn with<'n>(spec: Option<&'s CompareSpec>, names: impl IntoIterator<Item = &'n str>) -> Self {
         let re = regexes();
         let (mut attention, mut mlp, mut tokens) = (false, false, false);
         for name in names {
@@ -176,8 +187,8 @@ impl<'s> Components<'s> {
     }
 
     /// The recipe's or a built-in component that claims `name`.
-    fn named(spec: &CompareSpec, name: &str) -> Option<String> {
-        if let Some(c) = spec.components.iter().find(|c| c.selects(name)) {
+    fn named(spec: Option<&CompareSpec>, name: &str) -> Option<String> {
+        if let Some(c) = spec.and_then(|s| s.components.iter().find(|c| c.selects(name))) {
             return Some(c.name.clone());
         }
         regexes()
@@ -272,6 +283,41 @@ fn role(spec: &CompareSpec, sources: Sources<'_>, pair: &Pair, m: &Moments) -> R
         return Role::NotEvidence(Exclusion::Constant);
     }
     if init_prior(m) {
+        return Role::InitPrior;
+    }
+    Role::Evidence
+}
+
+/// The role a tensor of one model takes judged from that model alone, by the same checks as
+/// a comparison's, in the same order: a known computed buffer by name, a generated table
+/// recognised by content ([`generated::recognise`]), a structured tensor (few distinct
+/// values, [`structured`]), a constant, an init-prior tensor (|mean| > 3 s.d.), else
+/// evidence. `mean` and `m2` are the tensor's mean and sum of squared deviations over its `n`
+/// elements. Used by `weightkin sketch` ([`crate::sketch`]), which sees one model at a time:
+/// where a comparison asks "identical in both and generated", a sketch asks "generated".
+pub fn single_role(side: Side<'_>, mean: f64, m2: f64, n: usize) -> Role {
+    let name = side.info().name.as_str();
+    if regexes().deterministic.is_match(name) {
+        return Role::NotEvidence(Exclusion::DeterministicBuffer);
+    }
+    if let Some(generator) = generated::recognise(side) {
+        return Role::NotEvidence(Exclusion::Generated { generator });
+    }
+    if structured(side) {
+        return Role::NotEvidence(Exclusion::StructuredIdentical);
+    }
+    if n < 2 || m2 <= 0.0 || !m2.is_finite() {
+        return Role::NotEvidence(Exclusion::Constant);
+    }
+    let m = Moments {
+        n: n as u64,
+        mean_a: mean,
+        m2_a: m2,
+        mean_b: mean,
+        m2_b: m2,
+        ..Moments::default()
+    };
+    if init_prior(&m) {
         return Role::InitPrior;
     }
     Role::Evidence
