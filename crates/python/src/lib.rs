@@ -7,21 +7,25 @@
 //! suite checks it). The Python half (`python/weightkin`) adds what suits Python users: the
 //! `Report` class over the canonical JSON, tables, the notebook view, keyword arguments.
 //!
-//! Long runs release the GIL and honour Ctrl-C ([`interruptible`]): the audit runs on a
+//! Long runs release the GIL and honour Ctrl-C (`interruptible`): the audit runs on a
 //! worker thread while the calling thread waits without the GIL, waking every
-//! [`SIGNAL_POLL`] to let Python run its signal handlers. When a handler raises (Ctrl-C's
-//! `KeyboardInterrupt`), the runner is told to stop through [`Progress::cancelled`], the
-//! worker is joined, and the handler's exception is raised: no thread is left running and no
-//! report file is written.
+//! `SIGNAL_POLL` to let Python run its signal handlers. When a handler raises (Ctrl-C's
+//! `KeyboardInterrupt`), the runner is told to stop through [`Progress::cancelled`] and the
+//! handler's exception is raised at once. The worker is not waited for: it stops at the
+//! runner's next checkpoint (before its next tensor pair, grid slab or file to hash), which
+//! for a large pair under CKA can be seconds away, and it holds no Python object, so
+//! Python goes on meanwhile. Report files are written by the calling thread, after the run,
+//! so an interrupted audit writes nothing.
 //!
 //! Errors become the Python `WeightkinError` hierarchy (`weightkin._errors`), carrying the
 //! CLI's message chain and, where the runner's error names them, the recipe's line and
-//! column or the model file and tensor ([`raise`]).
+//! column or the model file and tensor (`raise`).
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
@@ -107,13 +111,12 @@ fn compare(
         offline,
     };
     let registry = registry(py)?;
-    interruptible(py, threads, |progress| {
-        let opts = run.options(progress);
-        let report = weightkin_runner::compare(&adhoc, &registry, &opts)?;
-        Ok(NativeReport {
-            report,
-            formats: vec![ReportFormat::Json, ReportFormat::Markdown],
-        })
+    let report = interruptible(py, threads, move |progress| {
+        weightkin_runner::compare(&adhoc, &registry, &run.options(progress))
+    })?;
+    Ok(NativeReport {
+        report,
+        formats: vec![ReportFormat::Json, ReportFormat::Markdown],
     })
 }
 
@@ -133,11 +136,10 @@ fn audit_file(
         offline,
     };
     let registry = registry(py)?;
-    interruptible(py, threads, |progress| {
-        let opts = run.options(progress);
-        let (recipe, report) = weightkin_runner::audit_file(&recipe, &registry, &opts)?;
-        finish(report, recipe.formats, out.as_deref())
-    })
+    let (recipe, report) = interruptible(py, threads, move |progress| {
+        weightkin_runner::audit_file(&recipe, &registry, &run.options(progress))
+    })?;
+    finish(py, report, recipe.formats, out.as_deref())
 }
 
 /// `weightkin.audit` with a recipe's text (relative model paths are relative to the current
@@ -156,12 +158,11 @@ fn audit_text(
         offline,
     };
     let registry = registry(py)?;
-    interruptible(py, threads, |progress| {
+    let (recipe, report) = interruptible(py, threads, move |progress| {
         let opts = run.options(progress);
-        let (recipe, report) =
-            weightkin_runner::audit_str(Path::new(STRING_RECIPE), &text, &registry, &opts)?;
-        finish(report, recipe.formats, out.as_deref())
-    })
+        weightkin_runner::audit_str(Path::new(STRING_RECIPE), &text, &registry, &opts)
+    })?;
+    finish(py, report, recipe.formats, out.as_deref())
 }
 
 /// `weightkin.inspect`: the model at `path` (file, directory or `hf://` reference; headers
@@ -174,7 +175,7 @@ fn inspect(
     offline: bool,
 ) -> PyResult<String> {
     let registry = registry(py)?;
-    interruptible(py, None, |_| {
+    interruptible(py, None, move |_| {
         let hub = weightkin_runner::hub_from_env(offline);
         let source = weightkin_runner::inspect::open(&path, format.as_deref(), &registry, &hub)?;
         Ok(weightkin_runner::inspect::ModelInfo::of(source.as_ref()).to_json())
@@ -221,12 +222,14 @@ fn registry(py: Python<'_>) -> PyResult<Registry> {
 
 /// Writes `report` into `out` (if given) in `formats`, as `weightkin audit --out` does.
 fn finish(
+    py: Python<'_>,
     report: Report,
     formats: Vec<ReportFormat>,
     out: Option<&Path>,
-) -> Result<NativeReport, Error> {
+) -> PyResult<NativeReport> {
     if let Some(dir) = out {
-        report.write(dir, &formats)?;
+        py.detach(|| report.write(dir, &formats))
+            .map_err(|e| raise(py, &Error::WriteReport(e)))?;
     }
     Ok(NativeReport { report, formats })
 }
@@ -255,8 +258,8 @@ impl Progress for Interrupt {
 /// [`SIGNAL_POLL`]; see the module documentation.
 fn interruptible<T, F>(py: Python<'_>, threads: Option<usize>, work: F) -> PyResult<T>
 where
-    T: Send,
-    F: FnOnce(&dyn Progress) -> Result<T, Error> + Send,
+    T: Send + 'static,
+    F: FnOnce(&dyn Progress) -> Result<T, Error> + Send + 'static,
 {
     let pool = match threads {
         Some(0) => return Err(PyValueError::new_err("threads must be at least 1")),
@@ -268,59 +271,52 @@ where
         ),
         None => None,
     };
-    let interrupt = Interrupt(AtomicBool::new(false));
-    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let interrupt = Arc::new(Interrupt(AtomicBool::new(false)));
+    let (done, outcome) = mpsc::channel();
+    let flag = Arc::clone(&interrupt);
+    std::thread::Builder::new()
+        .name("weightkin".to_owned())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| match pool {
+                Some(pool) => pool.install(|| work(flag.as_ref())),
+                None => work(flag.as_ref()),
+            }));
+            // The receiver is gone when the call was interrupted: the result is dropped here.
+            let _ = done.send(result);
+        })
+        .map_err(|e| raise_chain(py, "WeightkinError", &e, &PyDict::new(py)))?;
     // `Receiver` is not `Sync`; the mutex lets the waiting closure borrow it without the GIL.
-    let done_rx = Mutex::new(done_rx);
-    let outcome = std::thread::scope(|scope| {
-        let (pool, interrupt) = (&pool, &interrupt);
-        let worker = scope.spawn(move || {
-            // Dropped when the work ends, however it ends: that wakes the waiting thread.
-            let _done = done_tx;
-            match pool {
-                Some(pool) => pool.install(|| work(interrupt)),
-                None => work(interrupt),
-            }
+    let outcome = Mutex::new(outcome);
+    loop {
+        let received = py.detach(|| match outcome.lock() {
+            Ok(rx) => rx.recv_timeout(SIGNAL_POLL),
+            Err(_) => Err(RecvTimeoutError::Disconnected),
         });
-        let mut signal = None;
-        loop {
-            let finished = py.detach(|| {
-                let rx = done_rx.lock().ok();
-                !matches!(
-                    rx.map(|rx| rx.recv_timeout(SIGNAL_POLL)),
-                    Some(Err(RecvTimeoutError::Timeout))
-                )
-            });
-            if finished {
-                break;
+        match received {
+            Ok(Ok(Ok(value))) => return Ok(value),
+            Ok(Ok(Err(e))) => return Err(raise(py, &e)),
+            Ok(Err(panic)) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let e = Error::Internal("weightkin panicked");
+                return Err(
+                    raise_chain(py, "WeightkinError", &e, &PyDict::new(py)).and_note(py, &what)
+                );
             }
-            if let Err(e) = py.check_signals() {
-                interrupt.0.store(true, Ordering::Relaxed);
-                signal = Some(e);
-                break;
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let e = Error::Internal("the worker thread ended without a result");
+                return Err(raise_chain(py, "WeightkinError", &e, &PyDict::new(py)));
             }
         }
-        let joined = py.detach(|| worker.join());
-        (joined, signal)
-    });
-    match outcome {
-        // The handler's exception (KeyboardInterrupt), whatever the worker made of the stop.
-        (_, Some(signal)) => Err(signal),
-        (Ok(Ok(value)), None) => Ok(value),
-        (Ok(Err(e)), None) => Err(raise(py, &e)),
-        (Err(panic), None) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(raise_chain(
-                py,
-                "WeightkinError",
-                &Error::Internal("weightkin panicked"),
-                &PyDict::new(py),
-            )
-            .and_note(py, &what))
+        if let Err(signal) = py.check_signals() {
+            // The handler's exception (KeyboardInterrupt); the worker stops at its next
+            // checkpoint.
+            interrupt.0.store(true, Ordering::Relaxed);
+            return Err(signal);
         }
     }
 }

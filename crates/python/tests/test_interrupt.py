@@ -1,6 +1,6 @@
 """Ctrl-C stops a run cleanly: KeyboardInterrupt out of the call, no report written, and
-the interpreter goes on (another run works: the worker thread was joined, the runner's state
-is clean).
+the interpreter goes on (another run works: the interrupted worker stops at the runner's next
+checkpoint and leaves nothing behind that a new run could trip on).
 
 No timing: the runner's test hook (WEIGHTKIN_TEST_CANCEL_PAUSE) holds the audit after its
 first tensor pair until it is cancelled, and creates DIR/paused; the test sends SIGINT only
