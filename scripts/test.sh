@@ -3,7 +3,10 @@
 #   1. fetch the real public model fixtures (sha256-pinned, cached outside the repo) and
 #      install headless Chromium if it is missing (the HTML test renders the report);
 #   2. run every test of every crate in release mode (snapshot tests included);
-#   3. fail on snapshot files no test referenced (stale snapshots) or left-over .snap.new.
+#   3. fail on snapshot files no test referenced (stale snapshots) or left-over .snap.new;
+#   4. the Python package: its wheel built by maturin into a fresh virtual environment,
+#      installed, and its pytest suite run against the CLI (scripts/test-python.sh).
+# Arguments are cargo test filters; a filtered run skips steps 3 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,4 +38,5 @@ if [[ $# -eq 0 ]]; then
   fi
   [[ $stale -eq 0 ]] || exit 1
   echo "snapshots: every snapshot file is referenced by a test"
+  scripts/test-python.sh
 fi

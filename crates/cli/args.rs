@@ -9,14 +9,11 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use weightkin_core::Limits;
-use weightkin_hub::{Hub, HubEnv, HubOptions, WarningSink};
 use weightkin_runner::judge::Verdict;
-use weightkin_runner::{HashCache, NoProgress, Progress, ReportFormat, RunOptions};
+use weightkin_runner::{NoProgress, Progress, ReportFormat, RunOptions};
 
 use crate::bar::Bar;
 
@@ -243,29 +240,8 @@ impl RunArgs {
         } else {
             &NoProgress
         };
-        Ok(RunOptions {
-            limits: Limits::default(),
-            progress,
-            hash_cache: if self.no_hash_cache {
-                None
-            } else {
-                HashCache::from_env()
-            },
-            hub: Some(hub(offline)),
-        })
+        Ok(RunOptions::from_env(progress, !self.no_hash_cache, offline))
     }
-}
-
-/// The hub as the environment sets it up (`HF_ENDPOINT`, `HF_TOKEN`, the caches), offline
-/// when `offline`; its warnings are printed on stderr.
-pub fn hub(offline: bool) -> Arc<Hub> {
-    let warn: WarningSink = Arc::new(|w| eprintln!("warning: {w}"));
-    let opts = HubOptions {
-        offline,
-        warn,
-        ..HubOptions::default()
-    };
-    Arc::new(Hub::new(HubEnv::from_env(), opts))
 }
 
 /// A verdict to gate on.

@@ -37,10 +37,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use weightkin_core::Limits;
-use weightkin_hub::HfRef;
 use weightkin_runner::verify::Outcome;
-use weightkin_runner::{recipe, Report};
+use weightkin_runner::{recipe, Adhoc, Report};
 
 use crate::args::{Cli, Command, FailOn, PluginsAction, Selection};
 use crate::bar::Bar;
@@ -125,17 +123,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_args,
         } => {
             let opts = run_args.options(&bar, offline)?;
-            let source = weightkin_runner::recipe::adhoc_recipe_with(
-                &a,
-                &b,
-                &metrics,
-                &include,
-                &exclude,
+            let adhoc = Adhoc {
+                a,
+                b,
+                metrics,
+                include,
+                exclude,
                 align_units,
-            );
-            // Paths on the command line are relative to the current directory.
-            let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
-            let report = weightkin_runner::run(&recipe, &registry, &opts)?;
+            };
+            let report = weightkin_runner::compare(&adhoc, &registry, &opts)?;
             emit(&format.report_format().render(&report))?;
             return Ok(gate(&report, &fail_on));
         }
@@ -149,7 +145,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let opts = run_args.options(&bar, offline)?;
             let source = weightkin_runner::adhoc_recipe(&a, &b, &[], &include, &exclude);
-            let recipe = recipe::parse(Path::new("<command line>"), &source, &registry)?;
+            let recipe = recipe::parse(
+                Path::new(weightkin_runner::COMMAND_LINE),
+                &source,
+                &registry,
+            )?;
             let found = weightkin_runner::discover::discover(&recipe, &registry, &opts)?;
             let Some(m) = found.first() else {
                 anyhow::bail!("nothing to match");
@@ -172,15 +172,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             json,
         } => {
-            let source = match model.to_str().filter(|m| HfRef::is_hf(m)) {
-                // Only the headers are fetched: inspect reads no tensor.
-                Some(text) => {
-                    let located = args::hub(offline).locate(&HfRef::parse(text)?)?;
-                    registry.open(&located.path, format.as_deref(), &Limits::default())
-                }
-                None => registry.open(&model, format.as_deref(), &Limits::default()),
-            }
-            .with_context(|| format!("cannot open {}", model.display()))?;
+            // Only the headers are read (or fetched): inspect reads no tensor.
+            let hub = weightkin_runner::hub_from_env(offline);
+            let source =
+                weightkin_runner::inspect::open(&model, format.as_deref(), &registry, &hub)?;
             emit(&text::inspect(source.as_ref(), json))?;
         }
         Command::Plugins { action: None } => emit(&text::plugins(&registry))?,

@@ -12,20 +12,11 @@ use weightkin_runner::Report;
 /// `weightkin inspect`: a model's format, files, metadata, transforms and tensors, as a
 /// table or (`json`) as one JSON object.
 pub fn inspect(source: &dyn WeightSource, json: bool) -> String {
+    if json {
+        return weightkin_runner::inspect::ModelInfo::of(source).to_json();
+    }
     let tensors = source.tensors();
     let params: u64 = tensors.iter().map(|t| t.numel as u64).sum();
-    if json {
-        let value = serde_json::json!({
-            "format": source.format(),
-            "files": source.files().iter().map(|f| serde_json::json!({
-                "path": f.path.to_string_lossy(), "bytes": f.size })).collect::<Vec<_>>(),
-            "parameters": params,
-            "metadata": source.metadata(),
-            "transforms": source.transforms(),
-            "tensors": tensors,
-        });
-        return serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
-    }
     let mut o = String::new();
     let _ = writeln!(o, "format: {}", source.format());
     for f in source.files() {

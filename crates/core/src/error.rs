@@ -238,6 +238,33 @@ impl Error {
         }
     }
 
+    /// The file this error is about, if it names one (for a tensor defined twice, the second
+    /// file). Front ends use it to say which file is at fault without parsing the message
+    /// (the Python package's `ModelFileError.file`).
+    pub fn file_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::UnknownFormat { path, .. }
+            | Error::InvalidHeader { path, .. }
+            | Error::InvalidTensor { path, .. }
+            | Error::DuplicateTensor { second: path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The tensor this error is about, if it names one (its name as stored, or as presented
+    /// where no stored name is known).
+    pub fn tensor_name(&self) -> Option<&str> {
+        match self {
+            Error::InvalidTensor { tensor, .. }
+            | Error::DuplicateTensor { tensor, .. }
+            | Error::ReadOutOfRange { tensor, .. }
+            | Error::NotConvertible { tensor, .. }
+            | Error::Remote { tensor, .. } => Some(tensor),
+            _ => None,
+        }
+    }
+
     /// The format crate's own problem `P` this error carries ([`HeaderProblem::Format`] or
     /// [`TensorProblem::Format`]), if it carries one of that type. How callers and tests
     /// match on a format's variants, e.g. `weightkin_format_pytorch::Problem::RefusedGlobal`.

@@ -143,6 +143,28 @@ pub enum Error {
         #[source]
         problem: VerifyProblem,
     },
+    /// The front end asked the audit to stop ([`crate::Progress::cancelled`]): no report.
+    #[error("the audit was cancelled")]
+    Cancelled,
+    /// A model named by its path alone (`weightkin inspect`) could not be opened.
+    #[error("cannot open {path}")]
+    Open {
+        /// The path (or `hf://` reference) as given.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_core::Error>,
+    },
+    /// An `hf://` model named by its reference alone (`weightkin inspect`) could not be
+    /// located.
+    #[error("cannot open {path}")]
+    Locate {
+        /// The reference as given.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<weightkin_hub::Error>,
+    },
     /// A broken invariant inside weightkin (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(&'static str),

@@ -17,9 +17,14 @@
 //!
 //! Beside them: [`hashcache`] (file hashes kept between runs), the [`registry`] of built-in
 //! plugins, the [`demo`] generator, [`discover`] (`weightkin match`), [`verify`] (`weightkin verify`:
-//! a report's audit run again and compared), [`sketch`] (`weightkin sketch`: a model condensed
-//! for the lineage search of `weightkin-lineage`), and small leaves (errors, run options,
-//! statistics).
+//! a report's audit run again and compared), [`inspect`] (one model described, headers
+//! only), [`sketch`] (`weightkin sketch`: a model condensed for the lineage search of
+//! `weightkin-lineage`), and small leaves (errors, run options, statistics).
+//!
+//! Two front ends call this crate, the `weightkin` binary and the Python package
+//! (`crates/python`); every step either runs — [`audit_file`], [`audit_str`], [`compare`],
+//! [`inspect::open`], the report's renderers and writer — is a function here, so the two
+//! produce the same bytes for the same inputs.
 //! There is no import cycle between these modules, and the report model imports none of
 //! them: a test reads the sources and fails on any cycle.
 //!
@@ -34,6 +39,7 @@ pub mod demo;
 pub mod discover;
 mod error;
 pub mod hashcache;
+pub mod inspect;
 pub mod judge;
 pub mod measure;
 pub mod open;
@@ -51,8 +57,8 @@ use std::path::Path;
 
 pub use error::{Change, Error, FileProblem, VerifyProblem};
 pub use hashcache::HashCache;
-pub use options::{NoProgress, Progress, RunOptions};
-pub use recipe::{adhoc_recipe, Recipe, RecipeError};
+pub use options::{hub_from_env, NoProgress, Progress, RunOptions, CANCEL_PAUSE_ENV};
+pub use recipe::{adhoc_recipe, Adhoc, Recipe, RecipeError};
 pub use report::{Report, ReportFormat};
 pub use run::run;
 
@@ -66,9 +72,35 @@ pub fn audit_file(
         path: path.to_owned(),
         source,
     })?;
-    let recipe = recipe::parse(path, &source, registry)?;
+    audit_str(path, &source, registry, opts)
+}
+
+/// Validates and runs the recipe `source`, read from `path` (which names it in errors and
+/// anchors its relative model paths).
+pub fn audit_str(
+    path: &Path,
+    source: &str,
+    registry: &weightkin_core::Registry,
+    opts: &RunOptions<'_>,
+) -> Result<(Recipe, Report), Error> {
+    let recipe = recipe::parse(path, source, registry)?;
     let report = run(&recipe, registry, opts)?;
     Ok((recipe, report))
+}
+
+/// Name an ad-hoc comparison's recipe has in errors; its relative model paths are relative to
+/// the current directory.
+pub const COMMAND_LINE: &str = "<command line>";
+
+/// Runs the ad-hoc comparison `adhoc` (`weightkin compare A B`): its recipe
+/// ([`Adhoc::recipe`]) through the same parser as any recipe, then the pipeline.
+pub fn compare(
+    adhoc: &Adhoc,
+    registry: &weightkin_core::Registry,
+    opts: &RunOptions<'_>,
+) -> Result<Report, Error> {
+    let (_, report) = audit_str(Path::new(COMMAND_LINE), &adhoc.recipe(), registry, opts)?;
+    Ok(report)
 }
 
 #[cfg(test)]

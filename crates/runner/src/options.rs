@@ -1,15 +1,31 @@
-//! Knobs that are not part of a recipe and do not change the report: limits, progress, the
-//! hash cache, the hub.
+//! Knobs that are not part of a recipe and do not change the report: limits, progress and
+//! cancellation, the hash cache, the hub.
+//!
+//! Cancellation: a front end that lets its user stop an audit (the Python package's Ctrl-C)
+//! answers [`Progress::cancelled`]; the pipeline asks through [`RunOptions::checkpoint`]
+//! before each unit of work it schedules (a tensor pair, a grid cell or slab, a null sample,
+//! a file to hash) and, once told to stop, returns [`Error::Cancelled`] instead of a report.
+//! A unit already running is finished, so a stop takes effect within one tensor pair's pass
+//! per worker thread; nothing is written, and no thread is left behind. Polling an atomic
+//! flag per tensor pair costs nothing next to streaming the pair.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use weightkin_core::Limits;
-use weightkin_hub::Hub;
+use weightkin_hub::{Hub, HubEnv, HubOptions, WarningSink};
 
 use crate::hashcache::HashCache;
+use crate::Error;
 
-/// Receives progress events; the CLI draws a bar from them. Calls are cheap and may come from
-/// any thread.
+/// Environment variable naming a directory, for tests of cancellation only: with it set, the
+/// first tensor pair a process measures, once measured, creates `DIR/paused` and waits until
+/// [`Progress::cancelled`] says stop. A test can then interrupt an audit that is certainly in
+/// the middle of its work, without timing.
+pub const CANCEL_PAUSE_ENV: &str = "WEIGHTKIN_TEST_CANCEL_PAUSE";
+
+/// Receives progress events and may ask the audit to stop; the CLI draws a bar from them.
+/// Calls are cheap and may come from any thread.
 pub trait Progress: Sync {
     /// A phase starts with `total` units of work (`unit` names them: "bytes", "elements").
     fn start(&self, phase: &str, total: u64, unit: &str) {
@@ -21,6 +37,11 @@ pub trait Progress: Sync {
     }
     /// The phase is over.
     fn finish(&self) {}
+    /// Whether the audit should stop: polled before each unit of work (see the module
+    /// documentation). Once it returns `true` it should keep returning `true`.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Progress`] that ignores everything.
@@ -41,6 +62,63 @@ pub struct RunOptions<'a> {
     /// hub; `--offline`). `None`: settings from the environment with default options, made
     /// when a recipe first names an `hf://` model.
     pub hub: Option<Arc<Hub>>,
+}
+
+impl<'a> RunOptions<'a> {
+    /// Options as the environment sets them up for a front end: default limits, `progress`,
+    /// the hash cache from `$WEIGHTKIN_CACHE_DIR` (or `~/.cache/weightkin`) when
+    /// `hash_cache`, and the hub from the environment ([`hub_from_env`]), offline when
+    /// `offline`.
+    pub fn from_env(progress: &'a dyn Progress, hash_cache: bool, offline: bool) -> Self {
+        RunOptions {
+            limits: Limits::default(),
+            progress,
+            hash_cache: if hash_cache {
+                HashCache::from_env()
+            } else {
+                None
+            },
+            hub: Some(hub_from_env(offline)),
+        }
+    }
+
+    /// `Err(`[`Error::Cancelled`]`)` once [`Progress::cancelled`] says stop; called before
+    /// each unit of work.
+    pub(crate) fn checkpoint(&self) -> Result<(), Error> {
+        if self.progress.cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The hub as the environment sets it up (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`, the
+/// caches), offline when `offline`; its warnings are printed on stderr.
+pub fn hub_from_env(offline: bool) -> Arc<Hub> {
+    let warn: WarningSink = Arc::new(|w| eprintln!("warning: {w}"));
+    let opts = HubOptions {
+        offline,
+        warn,
+        ..HubOptions::default()
+    };
+    Arc::new(Hub::new(HubEnv::from_env(), opts))
+}
+
+/// The [`CANCEL_PAUSE_ENV`] hook, called when a tensor pair has been measured: nothing
+/// unless the variable is set; then, the first time in the process, waits for cancellation.
+pub(crate) fn test_pause(progress: &dyn Progress) {
+    static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    let Some(dir) = DIR.get_or_init(|| std::env::var_os(CANCEL_PAUSE_ENV).map(Into::into)) else {
+        return;
+    };
+    if PAUSED.swap(true, Ordering::Relaxed) || std::fs::write(dir.join("paused"), b"").is_err() {
+        return;
+    }
+    while !progress.cancelled() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 impl Default for RunOptions<'_> {

@@ -49,6 +49,7 @@ pub fn run(recipe: &Recipe, registry: &Registry, opts: &RunOptions<'_>) -> Resul
     let hashes = FileHashes::begin(&mut models, opts);
     let mut comparisons = Vec::new();
     for cmp in &recipe.compares {
+        opts.checkpoint()?;
         let references = cmp
             .references
             .iter()

@@ -226,6 +226,7 @@ pub fn nulls(
     let samples = jobs
         .par_iter()
         .map(|job| {
+            opts.checkpoint()?;
             let numel = ta[job.a].numel;
             let (x, y) = (Side::new(a.source, job.a), Side::new(job.reference, job.b));
             let m = pair_moments_sampled(x, y, numel, NULL_SAMPLE_BUDGET).map_err(|source| {

@@ -154,6 +154,7 @@ fn cell_by_cell(
     let values = cells
         .par_iter()
         .map(|cell| {
+            opts.checkpoint()?;
             let taps = Taps::default();
             let v = measure(
                 cmp,

@@ -66,6 +66,7 @@ pub fn measure_batch(
 ) -> Result<Vec<Measured>, Error> {
     jobs.par_iter()
         .map(|job| {
+            opts.checkpoint()?;
             let p = &pairs[job.pair];
             let (a, b) = (Side::new(models.a, p.a), Side::new(models.b, p.b));
             let taps = Taps {
@@ -75,6 +76,7 @@ pub fn measure_batch(
             };
             let m = measure(cmp, &cmp.metrics, a, b, &p.name, &taps)?;
             opts.progress.advance(a.info().numel as u64);
+            crate::options::test_pause(opts.progress);
             Ok(Measured {
                 pair: job.pair,
                 row: row(p, a, b, m.results),

@@ -369,6 +369,7 @@ fn finish_hashes(
             let Some(hasher) = hashers.get(&f.path) else {
                 continue; // from the cache
             };
+            opts.checkpoint()?;
             if let Some(blake3) = done.get(&f.path) {
                 report.blake3.clone_from(blake3);
                 continue;

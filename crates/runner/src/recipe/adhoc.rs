@@ -1,4 +1,38 @@
-//! The recipe of an ad-hoc `weightkin compare A B`.
+//! The recipe of an ad-hoc `weightkin compare A B` (and of the Python package's
+//! `weightkin.compare`: both fronts describe the comparison as an [`Adhoc`]).
+
+/// An ad-hoc comparison of two models, as `weightkin compare A B` and `weightkin.compare(a,
+/// b)` take it: model paths as given (relative to the current directory), the metrics and the
+/// selection. [`crate::compare`] runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adhoc {
+    /// Model A: a file, a directory or an `hf://` reference.
+    pub a: String,
+    /// Model B.
+    pub b: String,
+    /// Metrics to compute (empty: the recipe default).
+    pub metrics: Vec<String>,
+    /// Include globs (empty: every tensor).
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Align B's MLP hidden units to A's first (`permutation = "auto"`).
+    pub align_units: bool,
+}
+
+impl Adhoc {
+    /// The recipe this comparison stands for ([`adhoc_recipe_with`]).
+    pub fn recipe(&self) -> String {
+        adhoc_recipe_with(
+            &self.a,
+            &self.b,
+            &self.metrics,
+            &self.include,
+            &self.exclude,
+            self.align_units,
+        )
+    }
+}
 
 /// The recipe `weightkin compare A B` runs: two models named `a` and `b` and one comparison.
 /// Built as TOML text so that ad-hoc comparisons go through exactly the same validation as

@@ -22,7 +22,7 @@ mod diagnostic;
 mod raw;
 mod validate;
 
-pub use adhoc::{adhoc_recipe, adhoc_recipe_with};
+pub use adhoc::{adhoc_recipe, adhoc_recipe_with, Adhoc};
 use diagnostic::Diagnostics;
 pub use diagnostic::{suggest, Diagnostic, RecipeError};
 

@@ -217,6 +217,7 @@ pub(super) fn cells(
             .par_iter()
             .enumerate()
             .map(|(i, layer)| {
+                opts.checkpoint()?;
                 let s = reading.slab(*layer, rows.clone(), first, defined(&terms_a, i))?;
                 opts.progress.advance(step);
                 Ok(s)
@@ -226,6 +227,7 @@ pub(super) fn cells(
             .par_iter()
             .enumerate()
             .map(|(j, layer)| {
+                opts.checkpoint()?;
                 let s = reading.slab(*layer, rows.clone(), first, defined(&terms_b, j))?;
                 let dots = s.slab.as_ref().map(|(sb, own)| {
                     let with_a: Vec<f64> = held
