@@ -28,6 +28,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod lineage;
+
 use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -436,6 +438,8 @@ fn raise_chain(
 /// The native module; `weightkin/__init__.py` is the API.
 #[pymodule]
 mod _weightkin {
+    #[pymodule_export]
+    use super::lineage::{audit_refs, sketch_store, LineageIndex};
     #[pymodule_export]
     use super::{audit_file, audit_text, compare, demo, inspect, version, NativeReport};
 }

@@ -1,8 +1,19 @@
 """Type stubs of the native module ``weightkin._weightkin`` (PyO3); the API is ``weightkin``."""
 
-from typing import List, Optional, final
+from typing import List, Optional, Tuple, final
 
-__all__ = ["NativeReport", "audit_file", "audit_text", "compare", "demo", "inspect", "version"]
+__all__ = [
+    "LineageIndex",
+    "NativeReport",
+    "audit_file",
+    "audit_refs",
+    "audit_text",
+    "compare",
+    "demo",
+    "inspect",
+    "sketch_store",
+    "version",
+]
 
 @final
 class NativeReport:
@@ -56,3 +67,47 @@ def demo(dir: str) -> str:
 
 def version() -> str:
     """The tool version."""
+
+def sketch_store(
+    paths: List[str],
+    out: str,
+    samples: Optional[int] = None,
+    seed: Optional[int] = None,
+    threads: Optional[int] = None,
+    hash_cache: bool = True,
+    offline: bool = False,
+) -> int:
+    """Sketches ``paths`` into the Parquet file ``out``; returns the models written."""
+
+@final
+class LineageIndex:
+    """A sketch store read once: the candidate search, audit references, the graph."""
+
+    def __new__(cls, path: str) -> "LineageIndex": ...
+    def __len__(self) -> int:
+        """Models in the store."""
+
+    def models(self) -> List[Tuple[str, str]]:
+        """(name, path) of every model, in store order."""
+
+    def search(self, alpha: Optional[float] = None) -> str:
+        """Runs and keeps the candidate search; returns it as JSON."""
+
+    def audit_ref(self, i: int) -> str:
+        """What an audit task needs of model ``i``, as JSON."""
+
+    def graph(
+        self,
+        audited: List[Tuple[int, int, str, Optional[float], str]],
+        out: Optional[str] = None,
+    ) -> str:
+        """The lineage graph from the audits' results; written into ``out`` if given."""
+
+def audit_refs(
+    a: str,
+    b: str,
+    threads: Optional[int] = None,
+    hash_cache: bool = True,
+    offline: bool = False,
+) -> Tuple[str, Optional[float], str]:
+    """The exact audit of a candidate pair: (verdict, pearson, sentence)."""
