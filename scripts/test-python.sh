@@ -21,7 +21,8 @@ python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   'maturin>=1.9.4,<2' pytest pandas pyarrow mypy 'ray>=2.40,<3'
 
-cargo build --release --bin weightkin --bin weightkin-simhub
+cargo build --release --bin weightkin
+cargo build --release -p weightkin-lineage --bin weightkin-simhub
 
 start=$(date +%s)
 "$venv/bin/maturin" build --release --quiet -m crates/python/Cargo.toml --out "$wheels"
