@@ -469,3 +469,91 @@ fn verify_pins_hub_models_to_the_recorded_commits() {
         stdout(&out)
     );
 }
+
+/// `weightkin sketch` takes `hf://` references: the sketch holds the same values as the local
+/// file's, its path is the reference pinned to the commit it resolved to, and `weightkin
+/// lineage` audits the pair from the hub and finds the perturbed copy derived.
+#[test]
+fn sketches_of_hub_models_and_their_lineage() {
+    let w = World::new();
+    let out = w.run(
+        &[
+            "sketch",
+            "hf://org/a",
+            "hf://org/b@main",
+            "--out",
+            "hub.parquet",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = w.run(
+        &[
+            "sketch",
+            "a.safetensors",
+            "b.safetensors",
+            "--out",
+            "local.parquet",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = w.dir.path();
+    let hub = weightkin_lineage::store::read_store(&d.join("hub.parquet")).unwrap();
+    let local = weightkin_lineage::store::read_store(&d.join("local.parquet")).unwrap();
+    let by_model = |s: &[weightkin_runner::sketch::Sketch], m: &str| {
+        s.iter().find(|x| x.model == m).unwrap().clone()
+    };
+    for (h, l, pinned) in [
+        (
+            "hf://org/a",
+            "a.safetensors",
+            format!("hf://org/a@{COMMIT_A}"),
+        ),
+        (
+            "hf://org/b@main",
+            "b.safetensors",
+            format!("hf://org/b@{COMMIT_B}"),
+        ),
+    ] {
+        let (h, l) = (by_model(&hub, h), by_model(&local, l));
+        assert_eq!(h.path, pinned);
+        assert_eq!(h.arch_key, l.arch_key);
+        assert_eq!(h.tensors, l.tensors, "{}", h.model);
+        assert_eq!(h.files.len(), 1);
+        assert_eq!(h.files[0].path, "model.safetensors");
+        // Every tensor was fetched, but not every byte (the header is fetched apart): the
+        // BLAKE3 is recorded only when the file is whole.
+        assert!(h.files[0].blake3.is_empty() || h.files[0].blake3 == l.files[0].blake3);
+    }
+    let out = w.run(&["lineage", "hub.parquet", "--out", "graph"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let graph: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("graph/graph.json")).unwrap())
+            .unwrap();
+    let edges = graph["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{graph}");
+    assert_eq!(edges[0]["verdict"], "derived", "{graph}");
+    // Offline, with the fetched bytes in the store, the same sketch again.
+    let out = w.run(
+        &[
+            "sketch",
+            "hf://org/a",
+            "--offline",
+            "--out",
+            "again.parquet",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = weightkin_lineage::store::read_store(&d.join("again.parquet")).unwrap();
+    assert_eq!(again[0].tensors, by_model(&hub, "hf://org/a").tensors);
+    // A repository the hub does not have: an error naming the reference.
+    let out = w.run(&["sketch", "hf://org/missing", "--out", "x.parquet"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("hf://org/missing"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -52,8 +52,8 @@ pub use metric::{
 };
 pub use mmap::MappedFile;
 pub use moments::{
-    pair_moments, pair_moments_sampled, pair_pass, read_tensor, Moments, PairPass, Samples, Taps,
-    WindowObserver, CHUNK, RELEASE_CHUNKS,
+    pair_moments, pair_moments_sampled, pair_pass, read_tensor, Magnitudes, Moments, PairPass,
+    Samples, Taps, WindowObserver, CHUNK, RELEASE_CHUNKS,
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{

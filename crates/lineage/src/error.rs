@@ -63,6 +63,14 @@ pub enum Error {
         /// Another.
         second: String,
     },
+    /// A model index outside the sketches.
+    #[error("model index {index} is out of range: the sketches hold {models} models")]
+    NoSuchModel {
+        /// The index asked for.
+        index: usize,
+        /// How many models there are.
+        models: usize,
+    },
     /// The exact audit of a candidate pair failed.
     #[error("cannot audit candidate pair `{a}` / `{b}`")]
     Audit {

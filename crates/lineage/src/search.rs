@@ -391,12 +391,7 @@ pub fn search(sketches: &[Sketch], opts: &SearchOptions) -> Result<Search, Error
             });
         }
     }
-    let mut keys = Interner::default();
-    let mut components = Interner::default();
-    let prepared: Vec<Prepared> = sketches
-        .iter()
-        .map(|s| prepare(s, &mut keys, &mut components))
-        .collect();
+    let (prepared, components) = prepare_all(sketches);
     let component_names: BTreeMap<usize, String> =
         components.0.into_iter().map(|(n, i)| (i, n)).collect();
     let mut blocks: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -524,22 +519,37 @@ pub fn search(sketches: &[Sketch], opts: &SearchOptions) -> Result<Search, Error
     })
 }
 
-/// Every pair's component scores Z_c (unstandardised) between models of one block, for
-/// measuring the null on models known to be unrelated (`weightkin-simhub null`).
-pub fn pair_scores(sketches: &[Sketch], pairs: &[(usize, usize)]) -> Vec<Vec<f64>> {
+/// Every sketch prepared for scoring, with tensor keys and component names interned over
+/// all of them (the component interner is returned for naming components in results).
+fn prepare_all(sketches: &[Sketch]) -> (Vec<Prepared>, Interner) {
     let mut keys = Interner::default();
     let mut components = Interner::default();
-    let prepared: Vec<Prepared> = sketches
+    let prepared = sketches
         .iter()
         .map(|s| prepare(s, &mut keys, &mut components))
         .collect();
+    (prepared, components)
+}
+
+/// Every pair's component scores Z_c (unstandardised) between models of one block, for
+/// measuring the null on models known to be unrelated (`weightkin-simhub null`).
+pub fn pair_scores(sketches: &[Sketch], pairs: &[(usize, usize)]) -> Vec<Vec<f64>> {
+    let (prepared, _) = prepare_all(sketches);
     pairs
         .par_iter()
         .map(|&(a, b)| {
-            if sketches[a].arch_key != sketches[b].arch_key {
-                return Vec::new();
+            // Pairs of other blocks, or out of range, have no scores.
+            match (
+                sketches.get(a),
+                sketches.get(b),
+                prepared.get(a),
+                prepared.get(b),
+            ) {
+                (Some(sa), Some(sb), Some(pa), Some(pb)) if sa.arch_key == sb.arch_key => {
+                    score(pa, pb, false).map_or_else(Vec::new, |s| s.all)
+                }
+                _ => Vec::new(),
             }
-            score(&prepared[a], &prepared[b], false).map_or_else(Vec::new, |s| s.all)
         })
         .collect()
 }

@@ -323,6 +323,7 @@ fn compare(
             pair,
             moments: m.moments,
             ulp: m.ulp,
+            magnitudes: m.magnitudes,
         })
         .collect();
     let sources = judge::Sources {
@@ -510,9 +511,17 @@ fn measure_and_calibrate(
             .iter()
             .flat_map(|&c| {
                 let class = &classes[c];
-                class.members.iter().map(move |&i| Job {
-                    pair: i,
-                    samples: class.sample_budget(pairs, i),
+                class.members.iter().map(move |&i| {
+                    let p = &pairs[i];
+                    let (x, y) = (a.source.tensors().get(p.a), b.source.tensors().get(p.b));
+                    Job {
+                        pair: i,
+                        samples: class.sample_budget(pairs, i),
+                        magnitudes: [x, y]
+                            .into_iter()
+                            .flatten()
+                            .any(judge::generated::wants_magnitudes),
+                    }
                 })
             })
             .collect();

@@ -61,12 +61,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use half::f16;
 use rayon::prelude::*;
 use serde::Serialize;
 use weightkin_core::rng::Rng;
-use weightkin_core::{FileHasher, MappedFile, Registry, Side, WeightSource, CHUNK};
+use weightkin_core::{
+    FileHasher, MappedFile, NoFetchProgress, Registry, Side, WeightSource, CHUNK,
+};
+use weightkin_hub::{HfRef, Hub, HubEnv, HubOptions, Origin};
 
 use crate::correspond::{self, names};
 use crate::judge::{self, Exclusion, Role};
@@ -312,9 +316,16 @@ pub fn coordinates(class: &str, shape: &[u64], numel: usize, opts: &SketchOption
     out
 }
 
-/// Sketches the model at `path` (a file or a directory, as `weightkin audit` opens it; local
-/// only), naming it `model` in the sketch. File hashes come from `run.hash_cache` when it has
-/// them.
+/// Sketches the model at `path` (a file or a directory, as `weightkin audit` opens it, or an
+/// `hf://org/name[@revision][/subpath]` reference), naming it `model` in the sketch. File
+/// hashes come from `run.hash_cache` when it has them.
+///
+/// An `hf://` model is located through `run.hub` (the Hugging Face cache, else the hub, as
+/// an audit locates it); its float tensors are fetched before they are sampled (the sketch
+/// reads every one), and the sketch's path is the reference pinned to the commit it resolved
+/// to, so that the lineage search's audits read exactly the bytes sketched. A file of a remote
+/// model is recorded with its BLAKE3 when every byte of it was fetched, else without (the
+/// commit identifies it).
 pub fn sketch_model(
     path: &Path,
     model: &str,
@@ -327,8 +338,14 @@ pub fn sketch_model(
         path: path.display().to_string(),
         source: Box::new(source),
     };
-    let base = registry.open(path, None, &run.limits).map_err(open_error)?;
-    let files = hash_files(path, base.as_ref(), run).map_err(open_error)?;
+    let (base, files, audit_path) = match path.to_str().filter(|p| HfRef::is_hf(p)) {
+        None => {
+            let base = registry.open(path, None, &run.limits).map_err(open_error)?;
+            let files = hash_files(path, base.as_ref(), run).map_err(open_error)?;
+            (base, files, path.display().to_string())
+        }
+        Some(text) => open_hub(text, model, registry, run)?,
+    };
     // Fused projections split into their parts, as automatic pairing presents them.
     let presented = correspond::present(model, base.as_ref(), &|_: &str| true, &|_: &str| false)?;
     let views = &presented.views;
@@ -388,7 +405,7 @@ pub fn sketch_model(
     Ok(Sketch {
         version: SKETCH_VERSION,
         model: model.to_owned(),
-        path: path.display().to_string(),
+        path: audit_path,
         format: base.format().to_owned(),
         parameters: base.tensors().iter().map(|t| t.numel as u64).sum(),
         dtype: dtype.map_or_else(String::new, |d| d.to_string()),
@@ -399,6 +416,67 @@ pub fn sketch_model(
         files,
         tensors,
     })
+}
+
+/// A model opened for [`sketch_model`]: its weights, its files with their hashes, and the
+/// path the lineage search's audits open.
+type Opened = (Box<dyn WeightSource>, Vec<SketchFile>, String);
+
+/// Opens the `hf://` model `text` for [`sketch_model`]: the source with its float tensors
+/// fetched, its files, and the reference pinned to its commit.
+fn open_hub(
+    text: &str,
+    model: &str,
+    registry: &Registry,
+    run: &RunOptions<'_>,
+) -> Result<Opened, Error> {
+    let hub_error = |source| Error::Hub {
+        model: model.to_owned(),
+        path: text.to_owned(),
+        source: Box::new(source),
+    };
+    let open_error = |source| Error::OpenModel {
+        model: model.to_owned(),
+        path: text.to_owned(),
+        source: Box::new(source),
+    };
+    let reference = HfRef::parse(text).map_err(hub_error)?;
+    let hub = run
+        .hub
+        .clone()
+        .unwrap_or_else(|| Arc::new(Hub::new(HubEnv::from_env(), HubOptions::default())));
+    let located = hub.locate(&reference).map_err(hub_error)?;
+    let local = located.path.clone();
+    let inner = registry
+        .open(&local, None, &run.limits)
+        .map_err(open_error)?;
+    let (source, handle) = located.wrap(inner).map_err(hub_error)?;
+    let floats: Vec<usize> = (0..source.tensors().len())
+        .filter(|&i| source.tensors()[i].dtype.is_float())
+        .collect();
+    source
+        .prefetch(&floats, &NoFetchProgress)
+        .map_err(open_error)?;
+    let provenance = handle.provenance(source.files()).map_err(hub_error)?;
+    let files = if handle.origin() == Origin::Hub {
+        provenance
+            .files
+            .iter()
+            .map(|f| SketchFile {
+                path: f.path.clone(),
+                bytes: f.size,
+                blake3: f.blake3.clone().unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        // A Hugging Face cache snapshot: local files, hashed as any.
+        hash_files(&local, source.as_ref(), run).map_err(open_error)?
+    };
+    let pinned = HfRef {
+        revision: Some(provenance.commit),
+        ..reference
+    };
+    Ok((source, files, pinned.to_string()))
 }
 
 /// Each file's BLAKE3, from the hash cache when it has it.

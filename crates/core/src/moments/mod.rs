@@ -24,9 +24,11 @@
 use crate::Undefined;
 
 mod kernels;
+mod magnitudes;
 mod pass;
 mod samples;
 
+pub use magnitudes::Magnitudes;
 pub use pass::{
     pair_moments, pair_moments_sampled, pair_pass, read_tensor, PairPass, Taps, WindowObserver,
     RELEASE_CHUNKS,

@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 use super::kernels::Stored;
+use super::magnitudes::Magnitudes;
 use super::samples::{f32_le_bytes, is_sampled, sampled_chunks};
 use super::{Moments, Samples, CHUNK};
 use crate::ulp::{self, UlpStats};
@@ -56,6 +57,8 @@ pub struct Taps<'a> {
     /// Hand each window of stored bytes the pass streams to this observer (see
     /// [`WindowObserver`]).
     pub observer: Option<&'a dyn WindowObserver>,
+    /// Keep each side's [`Magnitudes`] (largest finite |x|, NaN and ±∞ seen), on a full pass.
+    pub magnitudes: bool,
 }
 
 impl std::fmt::Debug for Taps<'_> {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for Taps<'_> {
             .field("samples", &self.samples)
             .field("ulp", &self.ulp)
             .field("observer", &self.observer.map(|_| "…"))
+            .field("magnitudes", &self.magnitudes)
             .finish()
     }
 }
@@ -93,6 +97,9 @@ pub struct PairPass {
     pub samples: Option<Samples>,
     /// The ULP statistics asked for by [`Taps::ulp`], when they apply.
     pub ulp: Option<UlpStats>,
+    /// Each side's magnitudes (a, b), when [`Taps::magnitudes`] asked for them and the pass
+    /// read every element.
+    pub magnitudes: Option<[Magnitudes; 2]>,
 }
 
 /// [`pair_moments`] on a deterministic subsample of at most `budget` elements (but at least
@@ -181,6 +188,8 @@ struct ChunkOut {
     kept: Option<(Vec<u8>, Vec<u8>)>,
     /// Its ULP histogram, when [`Taps::ulp`] asks for one.
     hist: Option<ulp::Histogram>,
+    /// Both sides' magnitudes, when [`Taps::magnitudes`] asks for them.
+    mags: Option<[Magnitudes; 2]>,
 }
 
 /// The pass itself: [`pair_pass`] with `budget = usize::MAX`, [`pair_moments_sampled`]
@@ -208,6 +217,7 @@ fn stream(
     };
     let span = |c: usize| (c * CHUNK, CHUNK.min(numel - c * CHUNK));
     let keep = |c: usize| taps.samples.is_some_and(|s| is_sampled(numel, s, c));
+    let want_mags = taps.magnitudes && !sampled;
     let ulp_budget = taps
         .ulp
         .filter(|_| fused.as_ref().is_some_and(|f| f.stored == Stored::Bf16));
@@ -249,10 +259,17 @@ fn stream(
                     let hist = ulp_budget
                         .filter(|&u| is_sampled(numel, u, c))
                         .map(|_| ulp::histogram(x, y));
+                    let mags = want_mags.then(|| {
+                        [
+                            Magnitudes::of_stored(f.stored, x),
+                            Magnitudes::of_stored(f.stored, y),
+                        ]
+                    });
                     out.push(ChunkOut {
                         moments: m,
                         kept,
                         hist,
+                        mags,
                     });
                 }
                 if !sampled {
@@ -295,10 +312,13 @@ fn stream(
                     a.read_f32(start, buf_a)?;
                     b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
+                    let mags =
+                        want_mags.then(|| [Magnitudes::of_f32(buf_a), Magnitudes::of_f32(buf_b)]);
                     out.push(ChunkOut {
                         moments: Moments::of_slices(buf_a, buf_b),
                         kept,
                         hist: None,
+                        mags,
                     });
                 }
                 if !sampled {
@@ -323,7 +343,11 @@ fn stream(
         .samples
         .map(|budget| Samples::empty(numel, budget, stored));
     let mut hist = ulp_budget.map(|_| [0u64; ulp::BUCKETS]);
+    let mut mags = want_mags.then(|| [Magnitudes::default(); 2]);
     for part in partials {
+        if let (Some([ta, tb]), Some([pa, pb])) = (mags.as_mut(), part.mags) {
+            (*ta, *tb) = (ta.merge(pa), tb.merge(pb));
+        }
         moments = moments.merge(part.moments);
         if let (Some(s), Some((xa, xb))) = (samples.as_mut(), part.kept) {
             s.push(xa, xb);
@@ -336,6 +360,7 @@ fn stream(
         moments,
         samples,
         ulp: hist.and_then(|h| ulp::stats(&h)),
+        magnitudes: mags,
     })
 }
 
@@ -389,6 +414,7 @@ mod tests {
             samples: Some(8 * CHUNK),
             ulp: Some(4 * CHUNK),
             observer: Some(&hashers),
+            magnitudes: true,
         };
         for (x, y, bf16) in [(0, 1, true), (2, 3, false), (4, 5, false)] {
             let (x, y) = (side(x), side(y));
@@ -405,6 +431,12 @@ mod tests {
             let cross = Samples::cross(&sy, &sx).unwrap();
             assert_eq!(cross, pair_moments_sampled(y, y, n, 8 * CHUNK).unwrap());
             let (ta, tb) = (read_tensor(x, n).unwrap(), read_tensor(y, n).unwrap());
+            let mags = [Magnitudes::of_f32(&ta), Magnitudes::of_f32(&tb)];
+            assert_eq!(pass.magnitudes, Some(mags));
+            assert!(mags[0].largest > 0.49 && !mags[0].nan && !mags[0].inf);
+            // The buffered path (mixed dtypes) keeps the same magnitudes.
+            let mixed = pair_pass(x, side(2), n, &taps).unwrap();
+            assert_eq!(mixed.magnitudes.map(|m| m[0]), Some(mags[0]));
             // Decoded samples pair with stored ones bit-identically (the mixed path).
             let decoded = Samples::of_tensors(&ta, &tb, 8 * CHUNK).unwrap();
             assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));

@@ -6,14 +6,19 @@
 //! `[258, 1, 256]` STFT basis, one as `_model.stft.forward_basis_buffer`, the other as
 //! `basis` (issue 14), and the name rule (`DETERMINISTIC_NAMES` in the judge) only knows the first.
 //!
-//! **How.** The tensor is read whole (at most [`MAX_ELEMENTS`]; a larger tensor is not a
-//! table models store, and is not read), its singleton dimensions dropped, and each family
+//! **How.** The tensor (at most [`MAX_ELEMENTS`]; a larger tensor is not a table models
+//! store, and is not read) has its singleton dimensions dropped, and each family
 //! of generators whose shape fits is tried: free parameters are fitted from a few values
 //! (the RoPE base from two angles, an STFT scale from the window's peak, a mask's fill from
 //! one entry), discrete ones are enumerated (windows, layouts, mel scales, common sample
 //! rates), and the candidate is then verified on **every** element, stopping at the first
 //! element out of tolerance (a trained tensor fails within a few elements, so trying dozens
-//! of candidates costs little).
+//! of candidates costs little). Elements are read as the checks ask for them, in blocks of
+//! [`BLOCK`] ([`recognise_known`]): what the check needs of the whole tensor — its largest
+//! finite magnitude, for the tolerance, and whether it holds a NaN — the comparison's pass
+//! keeps on the way ([`weightkin_core::Taps::magnitudes`]), so a trained tensor costs a block
+//! or two, not a second read of the tensor (which, for a fine-tuned pair, whose every tensor
+//! correlates above [`super::GENERATED_MIN_PEARSON`], was 60 % of the audit's time).
 //!
 //! **Tolerance.** An element matches when |x − g| ≤ [`TOLERANCE`]·max|x| (+ an angle term for
 //! sinusoids, below). Stored as f16, a table is within 2⁻¹¹ ≈ 4.9·10⁻⁴ of its formula relative
@@ -32,7 +37,9 @@
 //! (`numpy.fft.fft(numpy.eye(256))` times `scipy.signal.get_window("hann", 256)`, as in
 //! torch-stft); largest deviation from that formula 7.7·10⁻⁸.
 
-use weightkin_core::{Dtype, Side};
+use std::cell::OnceCell;
+
+use weightkin_core::{Dtype, Magnitudes, Side, TensorInfo};
 
 pub use crate::report::generator::{
     Generator, MaskFill, MelScale, RopeLayout, Scale, SinusoidLayout, StftRows, Trig, Window,
@@ -73,6 +80,16 @@ pub fn tolerance(dtype: Dtype) -> Option<f64> {
     }
 }
 
+/// Elements read at a time by [`recognise_known`] (16 KiB as f32).
+pub const BLOCK: usize = 4096;
+
+/// Whether a tensor could be a generated table this module recognises (a float type tables
+/// are stored in, between [`MIN_ELEMENTS`] and [`MAX_ELEMENTS`] elements): a comparison's pass
+/// keeps the magnitudes ([`recognise_known`] needs) of such tensors only.
+pub fn wants_magnitudes(info: &TensorInfo) -> bool {
+    tolerance(info.dtype).is_some() && (MIN_ELEMENTS..=MAX_ELEMENTS).contains(&info.numel)
+}
+
 /// The generator that reproduces tensor `side`, if any. Reads the tensor whole if it has
 /// between [`MIN_ELEMENTS`] and [`MAX_ELEMENTS`] elements; a read error means "not
 /// recognised" (the comparison's own pass reports read errors).
@@ -86,13 +103,32 @@ pub fn recognise(side: Side<'_>) -> Option<Generator> {
     recognise_values(&x, &info.shape, tol)
 }
 
-/// The generator that reproduces `x` (shape `shape`) within `tol` (see the module doc).
-pub fn recognise_values(x: &[f32], shape: &[usize], tol: f64) -> Option<Generator> {
-    if x.len() < MIN_ELEMENTS || shape.iter().product::<usize>() != x.len() {
+/// [`recognise`] for a tensor whose [`Magnitudes`] are known (a comparison's pass kept them):
+/// the same answer, reading only the blocks of [`BLOCK`] elements the checks reach — for a
+/// trained tensor, the first one or two.
+pub fn recognise_known(side: Side<'_>, mags: Magnitudes) -> Option<Generator> {
+    let info = side.info();
+    let tol = tolerance(info.dtype)?;
+    if !wants_magnitudes(info) || mags.nan {
         return None;
     }
-    let (nan, largest) = magnitudes(x);
-    if nan {
+    let lazy = Lazy::new(side, info.numel);
+    recognise_in(Values::Lazy(&lazy), &info.shape, tol, mags.largest)
+}
+
+/// The generator that reproduces `x` (shape `shape`) within `tol` (see the module doc).
+pub fn recognise_values(x: &[f32], shape: &[usize], tol: f64) -> Option<Generator> {
+    let mags = Magnitudes::of_f32(x);
+    if mags.nan {
+        return None;
+    }
+    recognise_in(Values::Slice(x), shape, tol, mags.largest)
+}
+
+/// The recognition itself, over `x` without NaN, whose largest finite magnitude is
+/// `largest`.
+fn recognise_in(x: Values<'_>, shape: &[usize], tol: f64, largest: f32) -> Option<Generator> {
+    if x.len() < MIN_ELEMENTS || shape.iter().product::<usize>() != x.len() {
         return None;
     }
     let dims: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
@@ -113,24 +149,90 @@ pub fn recognise_values(x: &[f32], shape: &[usize], tol: f64) -> Option<Generato
     }
 }
 
-/// Whether any value is NaN, and the largest finite magnitude (0 if none), in one pass over
-/// the bit patterns: for non-negative floats the order of the bits is the order of the values,
-/// and an integer max vectorises where a float fold does not (this pass used to be most of the
-/// time an audit of a fine-tuned pair spent recognising tables).
-fn magnitudes(x: &[f32]) -> (bool, f32) {
-    const INF: u32 = 0x7f80_0000;
-    let (mut nan, mut largest) = (0u32, 0u32);
-    for &v in x {
-        let a = v.to_bits() & 0x7fff_ffff;
-        nan |= u32::from(a > INF);
-        largest = largest.max(if a < INF { a } else { 0 });
+/// A tensor's values: in memory, or read block by block as they are asked for.
+#[derive(Clone, Copy)]
+enum Values<'x> {
+    Slice(&'x [f32]),
+    Lazy(&'x Lazy<'x>),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::Slice(x) => x.len(),
+            Values::Lazy(l) => l.numel,
+        }
     }
-    (nan != 0, f32::from_bits(largest))
+
+    /// Element `i` (`None` past the end).
+    #[inline]
+    fn get(&self, i: usize) -> Option<f32> {
+        match self {
+            Values::Slice(x) => x.get(i).copied(),
+            Values::Lazy(l) => l.get(i),
+        }
+    }
+
+    /// Every element in order (iterators stop early where the caller does).
+    fn iter(&self) -> impl Iterator<Item = f32> + '_ {
+        (0..self.len()).map_while(move |i| self.get(i))
+    }
+
+    /// The first `n` elements (fewer if the tensor is shorter).
+    fn prefix(&self, n: usize) -> Vec<f32> {
+        self.iter().take(n).collect()
+    }
+}
+
+/// A tensor read lazily in blocks of [`BLOCK`] elements, each at most once; a block that
+/// cannot be read holds NaN, which no formula matches (the comparison's own pass reports read
+/// errors). The blocks' pages are handed back when it is dropped.
+struct Lazy<'s> {
+    side: Side<'s>,
+    numel: usize,
+    blocks: Vec<OnceCell<Box<[f32]>>>,
+}
+
+impl<'s> Lazy<'s> {
+    fn new(side: Side<'s>, numel: usize) -> Lazy<'s> {
+        Lazy {
+            side,
+            numel,
+            blocks: (0..numel.div_ceil(BLOCK))
+                .map(|_| OnceCell::new())
+                .collect(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<f32> {
+        let b = i / BLOCK;
+        let block = self.blocks.get(b)?.get_or_init(|| {
+            let start = b * BLOCK;
+            let mut v = vec![0f32; BLOCK.min(self.numel - start)];
+            if self.side.read_f32(start, &mut v).is_err() {
+                v.fill(f32::NAN);
+            }
+            v.into_boxed_slice()
+        });
+        block.get(i % BLOCK).copied()
+    }
+}
+
+impl Drop for Lazy<'_> {
+    fn drop(&mut self) {
+        for (b, cell) in self.blocks.iter().enumerate() {
+            if cell.get().is_some() {
+                let start = b * BLOCK;
+                let end = self.numel.min(start + BLOCK);
+                self.side.source.release(self.side.index, start, end);
+            }
+        }
+    }
 }
 
 /// A tensor under test.
 struct Table<'x> {
-    x: &'x [f32],
+    x: Values<'x>,
     /// [`TOLERANCE`] (or the dtype's) times the largest finite magnitude.
     tol_abs: f64,
     /// The relative tolerance.
@@ -139,13 +241,13 @@ struct Table<'x> {
 
 impl Table<'_> {
     fn at(&self, i: usize) -> f64 {
-        self.x.get(i).map_or(f64::NAN, |&v| f64::from(v))
+        self.x.get(i).map_or(f64::NAN, f64::from)
     }
 
     /// Whether every element matches `expect(i) = (value, extra allowed deviation)`,
     /// stopping at the first that does not.
     fn matches(&self, expect: impl Fn(usize) -> (f64, f64)) -> bool {
-        self.x.iter().enumerate().all(|(i, &v)| {
+        self.x.iter().enumerate().all(|(i, v)| {
             let (g, slack) = expect(i);
             let v = f64::from(v);
             if !g.is_finite() || !v.is_finite() {
@@ -160,7 +262,7 @@ impl Table<'_> {
         self.x
             .iter()
             .enumerate()
-            .all(|(i, &v)| f64::from(v) == expect(i))
+            .all(|(i, v)| f64::from(v) == expect(i))
     }
 
     /// 0, 1, 2, …
@@ -170,7 +272,7 @@ impl Table<'_> {
                 .x
                 .iter()
                 .enumerate()
-                .all(|(i, &v)| (f64::from(v) - i as f64).abs() <= self.tol * i as f64);
+                .all(|(i, v)| (f64::from(v) - i as f64).abs() <= self.tol * i as f64);
         ok.then_some(Generator::Arange)
     }
 
@@ -232,7 +334,11 @@ impl Table<'_> {
         // > 0, angle 0 so no slack) or zero (a sine row). A first row with a value below
         // −tol_abs, or away from zero, rules those layouts out before any basis is built —
         // which is every trained weight matrix, at the cost of a few elements.
-        let row0 = self.x.get(..win).unwrap_or_default();
+        let row0 = if win <= self.x.len() {
+            self.x.prefix(win)
+        } else {
+            Vec::new()
+        };
         let cosine_row0 = row0.iter().all(|&v| f64::from(v) >= -self.tol_abs);
         let sine_row0 = row0.iter().all(|&v| f64::from(v).abs() <= self.tol_abs);
         if !cosine_row0 && !sine_row0 {
@@ -338,7 +444,7 @@ impl Table<'_> {
     fn mel(&self, rows: usize, cols: usize) -> Option<Generator> {
         // Every filterbank weight is ≥ 0 (or not finite, which only an equal value matches):
         // one value below −tol_abs rules out all of them before any is built.
-        if self.x.iter().any(|&v| f64::from(v) < -self.tol_abs) {
+        if self.x.iter().any(|v| f64::from(v) < -self.tol_abs) {
             return None;
         }
         for (n_mels, n_freq, transposed) in [(rows, cols, false), (cols, rows, true)] {
@@ -808,6 +914,73 @@ mod tests {
             let th = std::f64::consts::TAU * (k * t) as f64 / n_fft as f64;
             w[t] * if sine { -th.sin() } else { th.cos() }
         })
+    }
+
+    /// Read lazily with the magnitudes a pass keeps, every tensor gets the answer the whole
+    /// read gives — tables spanning many blocks, masks holding −∞, BF16 and F16 storage,
+    /// trained tensors — and a trained tensor costs at most two blocks.
+    #[test]
+    fn known_magnitudes_give_the_whole_read_answer_from_a_few_blocks() {
+        use weightkin_core::{Format, Limits};
+        let (positions, d) = (1500, 384);
+        let sin = sinusoids(positions, d, SinusoidLayout::Concatenated, 10000.0, false);
+        let stft = torch_stft_basis(256, Window::HannPeriodic);
+        let n = 64;
+        let mask = table(&[n, n], |i| {
+            if i % n <= i / n {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            }
+        });
+        let trained = uniform_f32(512 * 512, 3, -0.05, 0.05);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        weightkin_core::testing::SafetensorsBuilder::new()
+            .tensor_f32("sin", &[positions, d], &sin)
+            .tensor_f16("sin16", &[positions, d], &sin)
+            .tensor_f32("stft", &[258, 1, 256], &stft)
+            .tensor_bf16("stft_bf16", &[258, 1, 256], &stft)
+            .tensor_f32("mask", &[n, n], &mask)
+            .tensor_f32("trained", &[512, 512], &trained)
+            .tensor_bf16("trained_bf16", &[512, 512], &trained)
+            .write(&path)
+            .unwrap();
+        let src = weightkin_core::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let src = src.as_ref();
+        for (i, t) in src.tensors().iter().enumerate() {
+            let side = Side::new(src, i);
+            let x = side.read(t.numel).unwrap();
+            let mags = Magnitudes::of_f32(&x);
+            let whole = super::recognise(side);
+            assert_eq!(recognise_known(side, mags), whole, "{}", t.name);
+            assert_eq!(
+                whole.is_some(),
+                !t.name.starts_with("trained"),
+                "{}",
+                t.name
+            );
+            let lazy = Lazy::new(side, t.numel);
+            let tol = tolerance(t.dtype).unwrap();
+            assert_eq!(
+                recognise_in(Values::Lazy(&lazy), &t.shape, tol, mags.largest),
+                whole
+            );
+            let read = lazy.blocks.iter().filter(|c| c.get().is_some()).count();
+            if whole.is_none() {
+                assert!(read <= 2, "{}: {read} blocks read", t.name);
+            } else {
+                assert_eq!(read, lazy.blocks.len(), "{}", t.name);
+            }
+        }
+        // A NaN anywhere: not a table, and nothing read.
+        let nan = Magnitudes {
+            nan: true,
+            ..Magnitudes::default()
+        };
+        assert_eq!(recognise_known(Side::new(src, 0), nan), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@
 use std::sync::OnceLock;
 
 use regex::Regex;
-use weightkin_core::{Moments, Side, UlpStats, WeightSource};
+use weightkin_core::{Magnitudes, Moments, Side, UlpStats, WeightSource};
 
 use crate::calibrate::Nulls;
 use crate::measure::structured;
@@ -217,6 +217,9 @@ pub struct Measured<'a> {
     pub moments: Moments,
     /// BF16 ULP statistics, when both sides are stored as BF16.
     pub ulp: Option<UlpStats>,
+    /// Both sides' magnitudes, kept by the pass for tensors a generated table could be: the
+    /// recognition then reads only the elements that rule formulas out.
+    pub magnitudes: Option<[Magnitudes; 2]>,
 }
 
 fn pearson(m: &Moments) -> Option<f64> {
@@ -247,14 +250,24 @@ pub struct Sources<'s> {
 /// The generator that reproduces the pair on both sides, if any: checked only for pairs that
 /// are identical (A's tensor is recognised, [`generated::recognise`]) or correlate at
 /// [`GENERATED_MIN_PEARSON`] or more (both are, by the same generator).
-fn generated_pair(sources: Sources<'_>, pair: &Pair, m: &Moments) -> Option<generated::Generator> {
+fn generated_pair(
+    sources: Sources<'_>,
+    pair: &Pair,
+    m: &Moments,
+    mags: Option<[Magnitudes; 2]>,
+) -> Option<generated::Generator> {
+    let recognise = |side: Side<'_>, mags: Option<Magnitudes>| match mags {
+        Some(mags) => generated::recognise_known(side, mags),
+        None => generated::recognise(side),
+    };
     let a = Side::new(sources.a, pair.a);
     if m.n > 0 && m.equal == m.n {
-        return generated::recognise(a);
+        return recognise(a, mags.map(|[a, _]| a));
     }
     if pearson(m).is_some_and(|r| r >= GENERATED_MIN_PEARSON) {
-        let g = generated::recognise(a)?;
-        return (generated::recognise(Side::new(sources.b, pair.b)) == Some(g)).then_some(g);
+        let g = recognise(a, mags.map(|[a, _]| a))?;
+        let b = Side::new(sources.b, pair.b);
+        return (recognise(b, mags.map(|[_, b]| b)) == Some(g)).then_some(g);
     }
     None
 }
@@ -262,7 +275,13 @@ fn generated_pair(sources: Sources<'_>, pair: &Pair, m: &Moments) -> Option<gene
 /// Classifies a pair: recipe overrides first, then known buffers by name, then generated
 /// tables by content, then identical structured tensors (A's values take few distinct
 /// values), then init-prior.
-fn role(spec: &CompareSpec, sources: Sources<'_>, pair: &Pair, m: &Moments) -> Role {
+fn role(
+    spec: &CompareSpec,
+    sources: Sources<'_>,
+    pair: &Pair,
+    m: &Moments,
+    mags: Option<[Magnitudes; 2]>,
+) -> Role {
     let name = pair.name.as_str();
     if spec.forced_evidence(name) {
         return Role::Evidence;
@@ -273,7 +292,7 @@ fn role(spec: &CompareSpec, sources: Sources<'_>, pair: &Pair, m: &Moments) -> R
     if regexes().deterministic.is_match(name) {
         return Role::NotEvidence(Exclusion::DeterministicBuffer);
     }
-    if let Some(generator) = generated_pair(sources, pair, m) {
+    if let Some(generator) = generated_pair(sources, pair, m, mags) {
         return Role::NotEvidence(Exclusion::Generated { generator });
     }
     if m.equal == m.n && structured(Side::new(sources.a, pair.a)) {
@@ -353,7 +372,7 @@ pub fn judge(
         .map(|m| {
             let mo = &m.moments;
             let r = pearson(mo);
-            let role = role(spec, sources, m.pair, mo);
+            let role = role(spec, sources, m.pair, mo, m.magnitudes);
             let n = mo.n as f64;
             let judged = !matches!(role, Role::NotEvidence(_));
             let test = crate::calibrate::test(

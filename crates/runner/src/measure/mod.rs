@@ -44,6 +44,8 @@ pub struct Measurement {
     pub samples: Option<Samples>,
     /// BF16 ULP statistics, when asked for ([`Taps::ulp`]) and both sides are BF16.
     pub ulp: Option<weightkin_core::UlpStats>,
+    /// Both sides' magnitudes, when asked for ([`Taps::magnitudes`]).
+    pub magnitudes: Option<[weightkin_core::Magnitudes; 2]>,
 }
 
 /// Measures one tensor pair with `metrics`.
@@ -166,6 +168,12 @@ impl PairInput<'_> {
             ulp: taps
                 .ulp
                 .and_then(|budget| weightkin_core::bf16_ulp_sampled(a, b, budget)),
+            magnitudes: taps.magnitudes.then(|| {
+                [
+                    weightkin_core::Magnitudes::of_f32(&va),
+                    weightkin_core::Magnitudes::of_f32(&vb),
+                ]
+            }),
         })
     }
 
@@ -183,6 +191,7 @@ impl PairInput<'_> {
             results,
             samples: pass.samples,
             ulp: pass.ulp,
+            magnitudes: pass.magnitudes,
         })
     }
 
@@ -318,6 +327,7 @@ mod tests {
             samples: Some(CHUNK_BUDGET),
             ulp: Some(CHUNK_BUDGET),
             observer: None,
+            magnitudes: true,
         };
         for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
             let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();
@@ -331,6 +341,10 @@ mod tests {
             assert_eq!(got.moments, pass.moments, "cap {cap}");
             assert_eq!(got.ulp, want.ulp);
             assert!(got.ulp.is_some());
+            // The whole-tensor and streamed paths keep the same magnitudes.
+            assert_eq!(got.magnitudes, want.magnitudes);
+            assert_eq!(got.magnitudes, pass.magnitudes);
+            assert!(got.magnitudes.is_some());
             for (r, w) in got.results.iter().zip(&want.results) {
                 assert_eq!((r.name, r.value), (w.name, w.value));
                 assert!(r.subsample.is_none());

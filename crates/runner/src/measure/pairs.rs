@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use weightkin_core::{FileHashers, MetricValue, Moments, Samples, Taps, UlpStats, WeightSource};
+use weightkin_core::{
+    FileHashers, Magnitudes, MetricValue, Moments, Samples, Taps, UlpStats, WeightSource,
+};
 
 use super::{measure, MetricResult, Side};
 use crate::plan::Pair;
@@ -38,6 +40,9 @@ pub struct Job {
     pub pair: usize,
     /// Elements of calibration subsample to keep, if any.
     pub samples: Option<usize>,
+    /// Keep both sides' magnitudes (for the judge's generated-table check,
+    /// `judge::generated::wants_magnitudes`).
+    pub magnitudes: bool,
 }
 
 /// One measured pair.
@@ -52,6 +57,8 @@ pub struct Measured {
     pub ulp: Option<UlpStats>,
     /// The calibration subsample, when the job asked for one.
     pub samples: Option<Samples>,
+    /// Both sides' magnitudes, when the job asked for them.
+    pub magnitudes: Option<[Magnitudes; 2]>,
 }
 
 /// Measures `jobs` in parallel; results in job order. Each pass also feeds the models' file
@@ -73,6 +80,7 @@ pub fn measure_batch(
                 samples: job.samples,
                 ulp: Some(ULP_SAMPLE_BUDGET),
                 observer: Some(hashers),
+                magnitudes: job.magnitudes,
             };
             let m = measure(cmp, &cmp.metrics, a, b, &p.name, &taps)?;
             opts.progress.advance(a.info().numel as u64);
@@ -83,6 +91,7 @@ pub fn measure_batch(
                 moments: m.moments,
                 ulp: m.ulp,
                 samples: m.samples,
+                magnitudes: m.magnitudes,
             })
         })
         .collect()
