@@ -108,8 +108,15 @@ pub fn first_name(head: &[u8]) -> Option<(&[u8], bool)> {
 }
 
 /// Reads the central directory of the zip file `file`. `max_directory` caps the central
-/// directory's size (it is the archive's header).
-pub fn read(file: &[u8], max_directory: u64) -> Result<Archive, ArchiveProblem> {
+/// directory's size (it is the archive's header). `done_with` is told the byte ranges of
+/// `file` the reading no longer needs, as it goes: each member's local header is read where
+/// it lies, between the members' data, and a memory-mapped caller hands those pages back
+/// (a page fault of a cached file can map a whole large folio around the header).
+pub fn read(
+    file: &[u8],
+    max_directory: u64,
+    done_with: &dyn Fn(std::ops::Range<usize>),
+) -> Result<Archive, ArchiveProblem> {
     let eocd = find_eocd(file).ok_or(ArchiveProblem::NoEndRecord)?;
     let field16 = |at| u16_at(file, eocd + at).ok_or(ArchiveProblem::NoEndRecord);
     let field32 = |at| u32_at(file, eocd + at).ok_or(ArchiveProblem::NoEndRecord);
@@ -162,9 +169,15 @@ pub fn read(file: &[u8], max_directory: u64) -> Result<Archive, ArchiveProblem> 
     }
     let mut archive = Archive::default();
     let mut at = 0usize;
+    let mut released = 0usize;
     for index in 0..count {
         let (member, next) = central_entry(file, cd, at, index)?;
         at = next;
+        // Members are usually in file order: everything before this one's data is done with.
+        if member.data.start > released {
+            done_with(released..member.data.start);
+            released = member.data.start;
+        }
         if archive.by_name.contains_key(&member.name) {
             return Err(ArchiveProblem::DuplicateMember(member.name));
         }
@@ -432,13 +445,36 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
     }
 
+    /// The ranges reading is done with come in file order, never overlap, and end where a
+    /// member's data starts: a mapped caller never hands back bytes still to be read.
+    #[test]
+    fn done_with_ranges_precede_each_members_data() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deep.pt");
+        let file = std::fs::read(path).unwrap();
+        let seen = std::cell::RefCell::new(Vec::new());
+        let archive = read(&file, 1 << 20, &|r| seen.borrow_mut().push(r)).unwrap();
+        let seen = seen.into_inner();
+        assert!(!seen.is_empty());
+        let starts: std::collections::BTreeSet<usize> =
+            archive.members.iter().map(|m| m.data.start).collect();
+        let mut at = 0;
+        for r in &seen {
+            assert_eq!(r.start, at, "{seen:?}");
+            assert!(r.end > r.start && starts.contains(&r.end), "{seen:?}");
+            at = r.end;
+        }
+    }
+
     #[test]
     fn garbage_is_no_end_record() {
         assert_eq!(
-            read(b"PK\x03\x04 not really", 1 << 20).unwrap_err(),
+            read(b"PK\x03\x04 not really", 1 << 20, &|_| ()).unwrap_err(),
             ArchiveProblem::NoEndRecord
         );
-        assert_eq!(read(b"", 1 << 20).unwrap_err(), ArchiveProblem::NoEndRecord);
+        assert_eq!(
+            read(b"", 1 << 20, &|_| ()).unwrap_err(),
+            ArchiveProblem::NoEndRecord
+        );
     }
 
     #[test]
@@ -450,7 +486,7 @@ mod tests {
         f.extend_from_slice(&1000u32.to_le_bytes()); // offset
         f.extend_from_slice(&[0, 0]);
         assert_eq!(
-            read(&f, 1 << 20).unwrap_err(),
+            read(&f, 1 << 20, &|_| ()).unwrap_err(),
             ArchiveProblem::DirectoryOutside {
                 offset: 1000,
                 size: 100
