@@ -11,7 +11,8 @@ related models / derived edges; recall = related pairs with expected Pearson >= 
 power limit (0.12: VALIDATION.md finds fine-tunes down to 0.124; the Rust scorer rounds down) found derived / all of them; true families are the
 connected components of parent links, recovered when a graph family has exactly their
 members; structure = true parent links that are tree edges. Graph nodes are matched to truth
-models by name, or by file stem when the graph names models by path (the Ray entry point).
+models by name, or by their file under HUB_DIR/models when the graph names models by path
+(the Ray entry point).
 Prints one JSON object.
 """
 import json
@@ -32,7 +33,17 @@ def main() -> None:
     ms = {m["name"]: m for m in manifest["models"]}
 
     def name(n: str) -> str:
-        return n if n in ms else Path(n).name.split(".")[0]
+        # A truth name, or a model file of the hub: models/<name>.<format>.
+        if n in ms:
+            return n
+        p = Path(n)
+        try:
+            rel = str(p.relative_to(hub / "models"))
+        except ValueError:
+            rel = p.name
+        for suffix in (".safetensors", ".gguf", ".pt"):
+            rel = rel.removesuffix(suffix)
+        return rel
 
     key = lambda a, b: tuple(sorted((name(a), name(b))))
     derived = {key(e["a"], e["b"]) for e in graph["edges"] if e["verdict"] == "derived"}

@@ -246,16 +246,10 @@ mod tests {
     /// builds agree with each other.
     #[test]
     fn random_patterns_every_path() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::rng::Rng::new(7);
         for len in [0usize, 1, 31, 1000, 4099] {
             for special in [false, true] {
-                let mut bytes: Vec<u8> = (0..4 * len).map(|_| next() as u8).collect();
+                let mut bytes: Vec<u8> = (0..4 * len).map(|_| rng.next_u32() as u8).collect();
                 if !special {
                     // Clear the top exponent bit of every 16- and 32-bit value: all finite.
                     for c in bytes.chunks_exact_mut(2) {
