@@ -275,14 +275,10 @@ fn null(zoo: &Path, alpha: f64) -> anyhow::Result<()> {
             }
         }
     }
-    let z: Vec<f64> = search::pair_scores(&sketches, &pairs)
-        .into_iter()
-        .flatten()
-        .collect();
-    let zr: Vec<f64> = search::pair_scores(&sketches, &related)
-        .into_iter()
-        .flatten()
-        .collect();
+    let unrelated_scores = search::pair_scores(&sketches, &pairs);
+    let related_scores = search::pair_scores(&sketches, &related);
+    let z: Vec<f64> = unrelated_scores.iter().flatten().copied().collect();
+    let zr: Vec<f64> = related_scores.iter().flatten().copied().collect();
     let mean = z.iter().sum::<f64>() / z.len().max(1) as f64;
     let sd =
         (z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (z.len().max(2) - 1) as f64).sqrt();
@@ -294,8 +290,10 @@ fn null(zoo: &Path, alpha: f64) -> anyhow::Result<()> {
         ..SearchOptions::default()
     };
     let thr = |c: f64| opts.null_mean + opts.null_sd * upper_tail_inv_pub(opts.alpha / (m * c));
-    let over = z.iter().filter(|&&v| v > thr(1.0)).count();
-    let related_found = zr.iter().filter(|&&v| v > thr(1.0)).count();
+    // A pair is a candidate when any of its components clears the threshold.
+    let candidate = |s: &Vec<f64>| s.iter().any(|&v| v > thr(1.0));
+    let over = unrelated_scores.iter().filter(|s| candidate(s)).count();
+    let related_found = related_scores.iter().filter(|s| candidate(s)).count();
     let mut by_arch: BTreeMap<&str, usize> = BTreeMap::new();
     for &(i, _) in &pairs {
         *by_arch
@@ -304,13 +302,15 @@ fn null(zoo: &Path, alpha: f64) -> anyhow::Result<()> {
     }
     let out = serde_json::json!({
         "models": sketches.len(),
-        "unrelated_pairs": z.len(),
+        "unrelated_pairs": pairs.len(),
         "unrelated_pairs_by_architecture": by_arch,
+        "unrelated_component_scores": z.len(),
         "null_z": { "mean": mean, "sd": sd, "max": max },
         "threshold_default_null": thr(1.0),
-        "unrelated_over_threshold": over,
-        "related_pairs": zr.len(),
-        "related_over_threshold": related_found,
+        "unrelated_pairs_over_threshold": over,
+        "related_pairs": related.len(),
+        "related_component_scores": zr.len(),
+        "related_pairs_over_threshold": related_found,
         "sketch_bytes_per_model": sketches.iter().map(Sketch::value_bytes).sum::<usize>() as f64
             / sketches.len().max(1) as f64,
     });
