@@ -520,7 +520,7 @@ fn hash_files(
 }
 
 /// Σ f(x) over `x` in eight f64 lanes (element `i` to lane `i % 8`, the lanes folded
-/// pairwise, the tail into lane 0's total): eight independent chains the compiler vectorises,
+/// pairwise, then the tail added in order): eight independent chains the compiler vectorises,
 /// where one running sum waits on every add (that chain was 80 % of sketching a 7B model).
 /// A fixed order: the same bits for any thread count.
 fn lane_sum(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
