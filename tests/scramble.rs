@@ -128,7 +128,7 @@ fn write_safetensors(path: &Path, floats: &[Tensor], raw: &[RawTensor]) {
         offset += len;
     }
     let mut json = serde_json::to_string(&Value::Object(header)).unwrap();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());

@@ -203,7 +203,7 @@ pub fn evaluate(
     b: &[f32],
 ) -> std::result::Result<Result<MetricValue>, String> {
     let moments = Moments::of_slices(a, b);
-    let shape = if a.len() % 4 == 0 {
+    let shape = if a.len().is_multiple_of(4) {
         [a.len() / 4, 4]
     } else {
         [a.len(), 1]

@@ -350,7 +350,7 @@ impl Dtype {
     /// block); `None` otherwise.
     pub fn byte_len(self, numel: u64) -> Option<u64> {
         if let Some((elements, bytes)) = self.block() {
-            return if numel % elements == 0 {
+            return if numel.is_multiple_of(elements) {
                 (numel / elements).checked_mul(bytes)
             } else {
                 None

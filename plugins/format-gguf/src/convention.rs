@@ -56,7 +56,7 @@ impl Remap {
     /// The RoPE remap of a tensor with `rows` rows and `numel` elements split among `heads`
     /// heads; `None` if the rows cannot be split into heads of paired halves.
     pub fn rope(rows: usize, numel: usize, heads: usize) -> Option<Remap> {
-        if heads == 0 || rows == 0 || rows % (2 * heads) != 0 {
+        if heads == 0 || rows == 0 || !rows.is_multiple_of(2 * heads) {
             return None;
         }
         Some(Remap::Rope {

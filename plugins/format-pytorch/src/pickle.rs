@@ -720,7 +720,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, opcode: &'static str, dict: Id, flat: Vec<Id>) -> Step<()> {
-        if flat.len() % 2 != 0 {
+        if !flat.len().is_multiple_of(2) {
             return self.fail(PickleProblem::WrongType {
                 opcode,
                 expected: "key/value pairs",

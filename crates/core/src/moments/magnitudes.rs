@@ -32,11 +32,37 @@ impl Magnitudes {
         }
     }
 
+    /// [`Self::of_f32`] given the largest magnitude's bit pattern over `x` (sign cleared, ∞
+    /// and NaN patterns included), as a moment kernel may take it on the way: values whose
+    /// largest pattern is finite need nothing more; ∞ or NaN among them means a full scan.
+    pub(super) fn of_f32_max(x: &[f32], largest: u32) -> Magnitudes {
+        if largest < 0x7f80_0000 {
+            return Magnitudes {
+                nan: false,
+                inf: false,
+                largest: f32::from_bits(largest),
+            };
+        }
+        Magnitudes::of_f32(x)
+    }
+
     /// Over stored bytes of `stored` (little-endian), without widening them first.
     pub(super) fn of_stored(stored: Stored, bytes: &[u8]) -> Magnitudes {
+        let largest = match stored {
+            Stored::Bf16 | Stored::F16 => u32::from(max_abs16(bytes)),
+            Stored::F32 => max_abs32(bytes),
+        };
+        Magnitudes::of_stored_max(stored, bytes, largest)
+    }
+
+    /// [`Self::of_stored`] given the largest magnitude's bit pattern over `bytes` (sign
+    /// cleared, ∞ and NaN patterns included, widened to `u32`), as a moment kernel may take it
+    /// on the way ([`Stored::moments_max`]): bytes whose largest pattern is finite need nothing
+    /// more; a run holding ∞ or NaN is scanned again in full.
+    pub(super) fn of_stored_max(stored: Stored, bytes: &[u8], largest: u32) -> Magnitudes {
         match stored {
             Stored::Bf16 => {
-                let (nan, inf, l) = scan16(bytes, 0x7f80);
+                let (nan, inf, l) = scan16(bytes, largest as u16, 0x7f80);
                 Magnitudes {
                     nan,
                     inf,
@@ -44,7 +70,7 @@ impl Magnitudes {
                 }
             }
             Stored::F16 => {
-                let (nan, inf, l) = scan16(bytes, 0x7c00);
+                let (nan, inf, l) = scan16(bytes, largest as u16, 0x7c00);
                 Magnitudes {
                     nan,
                     inf,
@@ -52,7 +78,7 @@ impl Magnitudes {
                 }
             }
             Stored::F32 => {
-                let (nan, inf, l) = scan32(bytes);
+                let (nan, inf, l) = scan32(bytes, largest);
                 Magnitudes {
                     nan,
                     inf,
@@ -72,11 +98,10 @@ impl Magnitudes {
     }
 }
 
-/// [`scan`] of 16-bit patterns stored little-endian, `inf` the pattern of +∞. The common
-/// case — every value finite — needs only the largest magnitude's bits, one vector maximum
-/// per lane ([`max_abs16`]); a part holding ∞ or NaN is scanned again in full.
-fn scan16(bytes: &[u8], inf: u16) -> (bool, bool, u16) {
-    let largest = max_abs16(bytes);
+/// [`scan`] of 16-bit patterns stored little-endian, `inf` the pattern of +∞, `largest` their
+/// largest magnitude's bits ([`max_abs16`]). The common case — every value finite — needs
+/// only those; a part holding ∞ or NaN is scanned again in full.
+fn scan16(bytes: &[u8], largest: u16, inf: u16) -> (bool, bool, u16) {
     if largest < inf {
         return (false, false, largest);
     }
@@ -88,9 +113,8 @@ fn scan16(bytes: &[u8], inf: u16) -> (bool, bool, u16) {
 }
 
 /// [`scan`] of 32-bit patterns stored little-endian, as [`scan16`].
-fn scan32(bytes: &[u8]) -> (bool, bool, u32) {
+fn scan32(bytes: &[u8], largest: u32) -> (bool, bool, u32) {
     const INF: u32 = 0x7f80_0000;
-    let largest = max_abs32(bytes);
     if largest < INF {
         return (false, false, largest);
     }

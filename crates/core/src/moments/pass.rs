@@ -131,6 +131,23 @@ pub const RELEASE_CHUNKS: usize = 128;
 /// ([`crate::MappedFile::will_need`]): 4 × 4 MiB per side.
 pub const PREFETCH_WINDOWS: usize = 4;
 
+thread_local! {
+    /// The last window of a fused pass this thread read: the tensor's address and window.
+    static LAST_WINDOW: std::cell::Cell<(usize, usize)> =
+        const { std::cell::Cell::new((0, usize::MAX)) };
+}
+
+/// Whether this thread's previous window was window `w − 1` of the same tensor (`bytes`), and
+/// records window `w` as its last. Only decides how much read-ahead to ask for: a wrong
+/// answer costs speed, never a result.
+fn follows_last_window(bytes: &[u8], w: usize) -> bool {
+    let at = bytes.as_ptr() as usize;
+    LAST_WINDOW.with(|last| {
+        let (t, prev) = last.replace((at, w));
+        t == at && prev.wrapping_add(1) == w
+    })
+}
+
 /// Both tensors' stored bytes, when the fused path applies.
 struct Fused<'a> {
     stored: Stored,
@@ -165,9 +182,22 @@ impl<'a> Fused<'a> {
         Some((self.a.bytes.get(range.clone())?, self.b.bytes.get(range)?))
     }
 
-    /// Moments of stored bytes from [`Self::bytes`].
-    fn moments(&self, x: &[u8], y: &[u8]) -> Moments {
-        self.stored.moments(x, y)
+    /// Moments of stored bytes from [`Self::bytes`], and with `mags` each side's
+    /// [`Magnitudes`] (taken by the kernel on the way where it can, else by a scan of the
+    /// chunk while it is in cache).
+    fn moments(&self, x: &[u8], y: &[u8], mags: bool) -> (Moments, Option<[Magnitudes; 2]>) {
+        let (m, max) = self.stored.moments_max(x, y, mags);
+        let mags = mags.then(|| match max {
+            Some([ma, mb]) => [
+                Magnitudes::of_stored_max(self.stored, x, ma),
+                Magnitudes::of_stored_max(self.stored, y, mb),
+            ],
+            None => [
+                Magnitudes::of_stored(self.stored, x),
+                Magnitudes::of_stored(self.stored, y),
+            ],
+        });
+        (m, mags)
     }
 
     /// Hands back the pages of elements `start .. end`.
@@ -233,10 +263,16 @@ fn stream(
                     // Ask for the next windows while this one is decoded (a thread walks
                     // its share of windows in order): cold files then stream from disk
                     // instead of arriving one page fault at a time.
-                    // The first window asks for itself too.
+                    // A thread that read the window before this one asked for all but the
+                    // newest already (asking again costs a page-cache lookup per page);
+                    // a thread starting a run of windows asks for this one and those ahead.
                     // The windows ahead run past the tensor's end into the bytes that
                     // follow it in each file (`will_need_at` stops at the file's end).
-                    let from = if w == 0 { 0 } else { w + 1 };
+                    let from = if follows_last_window(f.a.bytes, w) {
+                        w + PREFETCH_WINDOWS
+                    } else {
+                        w
+                    };
                     let first = from * RELEASE_CHUNKS * CHUNK * f.width;
                     let end = (w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK * f.width;
                     for side in [&f.a, &f.b] {
@@ -253,18 +289,12 @@ fn stream(
                     let (x, y) = f
                         .bytes(start, len)
                         .ok_or_else(|| out_of_range(start, len))?;
-                    let m = f.moments(x, y);
+                    let (m, mags) = f.moments(x, y, want_mags);
                     // Copied now: the window's pages are handed back below.
                     let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
                     let hist = ulp_budget
                         .filter(|&u| is_sampled(numel, u, c))
                         .map(|_| ulp::histogram(x, y));
-                    let mags = want_mags.then(|| {
-                        [
-                            Magnitudes::of_stored(f.stored, x),
-                            Magnitudes::of_stored(f.stored, y),
-                        ]
-                    });
                     out.push(ChunkOut {
                         moments: m,
                         kept,
@@ -312,10 +342,16 @@ fn stream(
                     a.read_f32(start, buf_a)?;
                     b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
-                    let mags =
-                        want_mags.then(|| [Magnitudes::of_f32(buf_a), Magnitudes::of_f32(buf_b)]);
+                    let (moments, max) = super::kernels::slices_max(buf_a, buf_b, want_mags);
+                    let mags = want_mags.then(|| match max {
+                        Some([ma, mb]) => [
+                            Magnitudes::of_f32_max(buf_a, ma),
+                            Magnitudes::of_f32_max(buf_b, mb),
+                        ],
+                        None => [Magnitudes::of_f32(buf_a), Magnitudes::of_f32(buf_b)],
+                    });
                     out.push(ChunkOut {
-                        moments: Moments::of_slices(buf_a, buf_b),
+                        moments,
                         kept,
                         hist: None,
                         mags,

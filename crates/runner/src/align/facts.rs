@@ -191,7 +191,7 @@ fn from_config_json(path: &Path, text: &str) -> Result<Option<(usize, usize)>, E
 fn checked(path: &Path, heads: u64, kv_heads: u64) -> Result<(usize, usize), Error> {
     let ok = (1..=MAX_HEADS).contains(&heads)
         && (1..=MAX_HEADS).contains(&kv_heads)
-        && heads % kv_heads == 0;
+        && heads.is_multiple_of(kv_heads);
     if !ok {
         return Err(beside::error(
             path,

@@ -410,22 +410,18 @@ pub fn shift_null(a: Side<'_>, b: Side<'_>) -> weightkin_core::Result<ShiftNull>
 /// and, separately, along its rows; the axis whose values spread more is kept, since either
 /// may be the shared one.
 pub fn shift_null_matrix(va: &[f32], vb: &[f32], rows: usize, cols: usize) -> Vec<f64> {
-    let by_columns = shifted(
-        va,
-        vb,
-        rows,
-        cols,
-        |r, c, s| r * cols + (c + s) % cols,
-        cols,
-    );
-    let by_rows = shifted(
-        va,
-        vb,
-        rows,
-        cols,
-        |r, c, s| ((r + s) % rows) * cols + c,
-        rows,
-    );
+    let n = rows.saturating_mul(cols);
+    let (Some(va), Some(vb)) = (va.get(..n), vb.get(..n)) else {
+        return Vec::new();
+    };
+    // Each row rotated left by s: element (r, c) is B's (r, (c + s) mod cols).
+    let by_columns = shifted(va, vb, cols, |moved, s| {
+        for (m, row) in moved.chunks_exact_mut(cols).zip(vb.chunks_exact(cols)) {
+            rotate_into(m, row, s);
+        }
+    });
+    // The rows rotated up by s: element (r, c) is B's ((r + s) mod rows, c).
+    let by_rows = shifted(va, vb, rows, |moved, s| rotate_into(moved, vb, s * cols));
     let spread = |v: &[f64]| crate::stats::mean_sd(v).map_or(0.0, |(_, sd)| sd);
     if spread(&by_rows) > spread(&by_columns) {
         by_rows
@@ -438,7 +434,16 @@ pub fn shift_null_matrix(va: &[f32], vb: &[f32], rows: usize, cols: usize) -> Ve
 /// `⌊i·n/(k+1)⌋`, i = 1..=k (k = min(32, n − 1)).
 pub fn shift_null_vector(va: &[f32], vb: &[f32]) -> Vec<f64> {
     let n = va.len().min(vb.len());
-    shifted(&va[..n], &vb[..n], 1, n, |_, c, s| (c + s) % n, n)
+    let vb = &vb[..n];
+    shifted(&va[..n], vb, n, |moved, s| rotate_into(moved, vb, s))
+}
+
+/// `out[i] = v[(i + s) mod len]`: `v` rotated left by `s` (`s < len`), in two copies.
+fn rotate_into(out: &mut [f32], v: &[f32], s: usize) {
+    let s = s.min(v.len());
+    let (head, tail) = out.split_at_mut(v.len() - s);
+    head.copy_from_slice(&v[s..]);
+    tail.copy_from_slice(&v[..s]);
 }
 
 /// Pearson of two vectors without the element whose centred product adds most to it.
@@ -509,26 +514,15 @@ pub fn test(null: Option<&Null>, n: u64, tensor: &str, r: f64) -> Test {
     }
 }
 
-/// Pearson of `va` against `vb` read at `at(row, column, shift)`, for the shifts of an axis of
-/// length `n`.
-fn shifted(
-    va: &[f32],
-    vb: &[f32],
-    rows: usize,
-    cols: usize,
-    at: impl Fn(usize, usize, usize) -> usize,
-    n: usize,
-) -> Vec<f64> {
+/// Pearson of `va` against `vb` shifted by `fill(moved, s)` (which writes every element of
+/// `moved`, `va`'s length), for the shifts of an axis of length `n`.
+fn shifted(va: &[f32], vb: &[f32], n: usize, fill: impl Fn(&mut [f32], usize)) -> Vec<f64> {
     let k = SHIFTS.min(n.saturating_sub(1));
-    let mut moved = vec![0f32; va.len()];
+    let mut moved = vec![0f32; vb.len()];
     (1..=k)
         .filter_map(|i| {
             let s = (i * n / (k + 1)).max(1);
-            for r in 0..rows {
-                for c in 0..cols {
-                    moved[r * cols + c] = vb[at(r, c, s)];
-                }
-            }
+            fill(&mut moved, s);
             Moments::of_tensors(va, &moved).pearson().value()
         })
         .collect()

@@ -263,6 +263,15 @@ pub fn distinct_limit(numel: usize, dtype: weightkin_core::Dtype) -> usize {
 /// value distinct) costs a read of about `limit` values, not a read and sort of the whole
 /// tensor (issue 17: the sort was 59 % of comparing a model with its exact dequantisation).
 fn few_distinct(side: Side<'_>, numel: usize, limit: usize) -> bool {
+    let few = count_distinct_up_to(side, numel, limit);
+    // The whole tensor, not only the part read: a page fault maps the whole page-cache folio
+    // around the page it needs, which reaches past a chunk (see `generated::Lazy`'s drop).
+    side.source.release(side.index, 0, numel);
+    few
+}
+
+/// [`few_distinct`]'s count, without the release.
+fn count_distinct_up_to(side: Side<'_>, numel: usize, limit: usize) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(limit.min(1 << 12) + 1);
     let mut buf = vec![0f32; weightkin_core::CHUNK.min(numel)];
     let mut start = 0;

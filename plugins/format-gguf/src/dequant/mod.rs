@@ -56,57 +56,87 @@ pub fn to_f32(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Optio
     decode(dtype, data, start, out)
 }
 
-/// [`decode`] compiled for AVX2 and F16C: the same decoders, inlined into a function the
-/// compiler may vectorise with 256-bit integer and float operations (the baseline x86-64
-/// target stops at SSE2, which has no sign-extending byte-to-int conversion). No FMA is
-/// enabled and Rust never contracts `a * b + c` on its own, so every value is bit-identical
-/// to the baseline build's (the golden tests run through this path on AVX2 machines, and
-/// `avx2_and_baseline_decoders_agree_bitwise` compares the two on every type).
-///
-/// # Safety
-///
-/// The CPU must support AVX2 and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn to_f32_avx2(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
-    decode(dtype, data, start, out)
+/// The block decoders: dtype, elements per block, bytes per block, decoder. One table, from
+/// which both [`decode`] (the baseline build) and `to_f32_avx2` are generated.
+macro_rules! decoders {
+    ($($dtype:ident => $b:expr, $t:literal, $f:ident;)*) => {
+        /// [`to_f32`] for the build's baseline target; inlined into every caller so that each
+        /// compiles it for its own target features.
+        #[inline(always)]
+        fn decode(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
+            match dtype {
+                $(Dtype::$dtype => blocks::<$b, $t>(data, start, out, $f),)*
+                // F32, F16, BF16, F64: the conversions every format shares.
+                _ => weightkin_core::to_f32(dtype, data, start, out),
+            }
+        }
+
+        /// [`decode`] compiled for AVX2 and F16C: the same decoders, each in a function of its
+        /// own that the compiler may vectorise with 256-bit integer and float
+        /// operations (the baseline x86-64 target stops at SSE2, which has no sign-extending
+        /// byte-to-int conversion). One function per decoder, not one for the whole `match`:
+        /// inlined into one large function, the decoders were left as out-of-line calls
+        /// compiled for the baseline (measured: the Q8_0 decoder ran as SSE2 code). No FMA is
+        /// enabled and Rust never contracts `a * b + c` on its own, so every value is
+        /// bit-identical to the baseline build's (the golden tests run through this path on
+        /// AVX2 machines, and `avx2_and_baseline_decoders_agree_bitwise` compares the two on
+        /// every type).
+        ///
+        /// # Safety
+        ///
+        /// The CPU must support AVX2 and F16C.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn to_f32_avx2(
+            dtype: Dtype,
+            data: &[u8],
+            start: usize,
+            out: &mut [f32],
+        ) -> Option<()> {
+            match dtype {
+                $(Dtype::$dtype => {
+                    /// The decoder's [`blocks`], compiled for AVX2 and F16C; the closure
+                    /// inherits those features, so the decoder is inlined into it.
+                    #[target_feature(enable = "avx2,f16c")]
+                    fn one(data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
+                        blocks::<{ $b }, $t>(data, start, out, |b, y| $f(b, y))
+                    }
+                    one(data, start, out)
+                })*
+                _ => weightkin_core::to_f32(dtype, data, start, out),
+            }
+        }
+    };
 }
 
-/// [`to_f32`] for the build's baseline target; inlined into every caller so that each
-/// compiles it for its own target features.
-#[inline(always)]
-fn decode(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
-    match dtype {
-        Dtype::Q4_0 => blocks::<32, 18>(data, start, out, q4_0),
-        Dtype::Q4_1 => blocks::<32, 20>(data, start, out, q4_1),
-        Dtype::Q5_0 => blocks::<32, 22>(data, start, out, q5_0),
-        Dtype::Q5_1 => blocks::<32, 24>(data, start, out, q5_1),
-        Dtype::Q8_0 => blocks::<32, 34>(data, start, out, q8_0),
-        Dtype::Q8_1 => blocks::<32, 36>(data, start, out, q8_1),
-        Dtype::Q2_K => blocks::<QK_K, 84>(data, start, out, q2_k),
-        Dtype::Q3_K => blocks::<QK_K, 110>(data, start, out, q3_k),
-        Dtype::Q4_K => blocks::<QK_K, 144>(data, start, out, q4_k),
-        Dtype::Q5_K => blocks::<QK_K, 176>(data, start, out, q5_k),
-        Dtype::Q6_K => blocks::<QK_K, 210>(data, start, out, q6_k),
-        Dtype::Q8_K => blocks::<QK_K, 292>(data, start, out, q8_k),
-        Dtype::IQ2_XXS => blocks::<QK_K, 66>(data, start, out, iq2_xxs),
-        Dtype::IQ2_XS => blocks::<QK_K, 74>(data, start, out, iq2_xs),
-        Dtype::IQ3_XXS => blocks::<QK_K, 98>(data, start, out, iq3_xxs),
-        Dtype::IQ1_S => blocks::<QK_K, 50>(data, start, out, iq1_s),
-        Dtype::IQ4_NL => blocks::<32, 18>(data, start, out, iq4_nl),
-        Dtype::IQ3_S => blocks::<QK_K, 110>(data, start, out, iq3_s),
-        Dtype::IQ2_S => blocks::<QK_K, 82>(data, start, out, iq2_s),
-        Dtype::IQ4_XS => blocks::<QK_K, 136>(data, start, out, iq4_xs),
-        Dtype::IQ1_M => blocks::<QK_K, 56>(data, start, out, iq1_m),
-        Dtype::TQ1_0 => blocks::<QK_K, 54>(data, start, out, tq1_0),
-        Dtype::TQ2_0 => blocks::<QK_K, 66>(data, start, out, tq2_0),
-        Dtype::MXFP4 => blocks::<32, 17>(data, start, out, mxfp4),
-        Dtype::NVFP4 => blocks::<64, 36>(data, start, out, nvfp4),
-        Dtype::Q1_0 => blocks::<128, 18>(data, start, out, q1_0),
-        Dtype::Q2_0 => blocks::<64, 18>(data, start, out, q2_0),
-        // F32, F16, BF16, F64: the conversions every format shares.
-        _ => weightkin_core::to_f32(dtype, data, start, out),
-    }
+decoders! {
+    Q4_0 => 32, 18, q4_0;
+    Q4_1 => 32, 20, q4_1;
+    Q5_0 => 32, 22, q5_0;
+    Q5_1 => 32, 24, q5_1;
+    Q8_0 => 32, 34, q8_0;
+    Q8_1 => 32, 36, q8_1;
+    Q2_K => QK_K, 84, q2_k;
+    Q3_K => QK_K, 110, q3_k;
+    Q4_K => QK_K, 144, q4_k;
+    Q5_K => QK_K, 176, q5_k;
+    Q6_K => QK_K, 210, q6_k;
+    Q8_K => QK_K, 292, q8_k;
+    IQ2_XXS => QK_K, 66, iq2_xxs;
+    IQ2_XS => QK_K, 74, iq2_xs;
+    IQ3_XXS => QK_K, 98, iq3_xxs;
+    IQ1_S => QK_K, 50, iq1_s;
+    IQ4_NL => 32, 18, iq4_nl;
+    IQ3_S => QK_K, 110, iq3_s;
+    IQ2_S => QK_K, 82, iq2_s;
+    IQ4_XS => QK_K, 136, iq4_xs;
+    IQ1_M => QK_K, 56, iq1_m;
+    TQ1_0 => QK_K, 54, tq1_0;
+    TQ2_0 => QK_K, 66, tq2_0;
+    MXFP4 => 32, 17, mxfp4;
+    NVFP4 => 64, 36, nvfp4;
+    Q1_0 => 128, 18, q1_0;
+    Q2_0 => 64, 18, q2_0;
 }
 
 /// Runs the block decoder `decode` (blocks of `B` elements in `T` bytes) over the blocks that

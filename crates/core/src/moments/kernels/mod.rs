@@ -12,6 +12,8 @@ use crate::{Dtype, Moments};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod portable;
 
 /// Lanes of the fused kernel: element `i` of a chunk goes to lane `i % L`. Part of the
@@ -139,10 +141,49 @@ macro_rules! dispatch {
     }};
 }
 
+/// Whether the CPU runs the AVX-512 kernels ([`avx512`]): AVX-512F besides what the AVX2
+/// build needs. Checked once, cached by std.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("popcnt")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The stored bytes of f32 values (little-endian on x86-64), for the AVX-512 F32 kernel.
+#[cfg(target_arch = "x86_64")]
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and every byte of it is initialised; `u8` has alignment 1;
+    // the slice covers exactly `v`'s bytes and borrows `v`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
 /// Moments of two f32 slices (only the common prefix if they differ): the kernel behind
 /// [`Moments::of_slices`].
 pub(super) fn slices(a: &[f32], b: &[f32]) -> Moments {
-    dispatch!(slices::<f32>(a, b))
+    slices_max(a, b, false).0
+}
+
+/// [`slices`], and with `max` each side's largest magnitude's bits where the kernel takes them
+/// on the way, as [`Stored::moments_max`].
+pub(super) fn slices_max(a: &[f32], b: &[f32], max: bool) -> (Moments, Option<[u32; 2]>) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        let (a, b) = (f32_bytes(a), f32_bytes(b));
+        // SAFETY: the CPU supports the kernel's features, checked just above.
+        let (m, bits) = unsafe {
+            if max {
+                avx512::f32s::<true>(a, b)
+            } else {
+                avx512::f32s::<false>(a, b)
+            }
+        };
+        return (m, max.then_some(bits));
+    }
+    let _ = max;
+    (dispatch!(slices::<f32>(a, b)), None)
 }
 
 impl Moments {
@@ -196,11 +237,35 @@ impl Stored {
 
     /// Moments of two runs of stored bytes of this dtype (the fused kernels).
     pub(super) fn moments(self, x: &[u8], y: &[u8]) -> Moments {
-        match self {
+        self.moments_max(x, y, false).0
+    }
+
+    /// [`Self::moments`], and when `max` asks for it and the kernel takes it in the same pass
+    /// (the AVX-512 build), each side's largest magnitude as a bit pattern with the sign
+    /// cleared (∞ and NaN patterns included), widened to `u32`. `None` when the caller must
+    /// scan for it itself.
+    pub(super) fn moments_max(self, x: &[u8], y: &[u8], max: bool) -> (Moments, Option<[u32; 2]>) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU supports the kernels' features, checked just above.
+            let (m, bits) = unsafe {
+                match (self, max) {
+                    (Stored::Bf16, true) => avx512::bf16s::<true>(x, y),
+                    (Stored::Bf16, false) => avx512::bf16s::<false>(x, y),
+                    (Stored::F16, true) => avx512::f16s::<true>(x, y),
+                    (Stored::F16, false) => avx512::f16s::<false>(x, y),
+                    (Stored::F32, true) => avx512::f32s::<true>(x, y),
+                    (Stored::F32, false) => avx512::f32s::<false>(x, y),
+                }
+            };
+            return (m, max.then_some(bits));
+        }
+        let m = match self {
             Stored::Bf16 => dispatch!(bf16s::<u8>(x, y)),
             Stored::F16 => dispatch!(f16s::<u8>(x, y)),
             Stored::F32 => dispatch!(f32s::<u8>(x, y)),
-        }
+        };
+        (m, None)
     }
 
     /// Decodes stored bytes into `out` (exactly `out.len()` elements).
@@ -296,6 +361,89 @@ mod tests {
             let (ha, hb) = (f16_bytes(&ba[..len]), f16_bytes(&bb[..len]));
             // SAFETY: as above.
             same(unsafe { avx2::f16s(&ha, &hb) }, portable::f16s(&ha, &hb));
+        }
+    }
+
+    /// The AVX-512 kernels round exactly like the portable ones too (one register per
+    /// accumulator, the same eight lanes), for every stored dtype, hostile values and tails of
+    /// every size; the largest magnitudes they take on the way are the separate scan's, and
+    /// asking for them changes no moment.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_and_portable_kernels_agree_bitwise() {
+        if !has_avx512() {
+            return; // nothing to compare on this CPU
+        }
+        let (ba, bb) = (hostile_bits(4099, 7), hostile_bits(4099, 8));
+        let bb: Vec<u32> = bb
+            .iter()
+            .zip(&ba)
+            .enumerate()
+            .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
+            .collect();
+        let bits = |m: Moments| {
+            let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+                if v.is_nan() {
+                    f64::NAN.to_bits()
+                } else {
+                    v.to_bits()
+                }
+            });
+            (m.n, m.equal, f)
+        };
+        let max16 = |v: &[u8]| {
+            v.chunks_exact(2)
+                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]) & 0x7fff))
+                .max()
+                .unwrap_or(0)
+        };
+        let max32 = |v: &[u8]| {
+            v.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7fff_ffff)
+                .max()
+                .unwrap_or(0)
+        };
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
+            // Finite-only runs too, so the largest magnitude is not always a NaN pattern.
+            for finite in [false, true] {
+                let pick = |v: &[u32]| -> Vec<u32> {
+                    v[..len]
+                        .iter()
+                        .map(|&b| if finite { b & 0xbfff_bfff } else { b })
+                        .collect()
+                };
+                let (ua, ub) = (pick(&ba), pick(&bb));
+                let fa: Vec<f32> = ua.iter().map(|&b| f32::from_bits(b)).collect();
+                let fb: Vec<f32> = ub.iter().map(|&b| f32::from_bits(b)).collect();
+                assert_eq!(bits(slices(&fa, &fb)), bits(portable::slices(&fa, &fb)));
+                let f32b =
+                    |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|b| b.to_le_bytes()).collect() };
+                let bf16b = |v: &[u32]| -> Vec<u8> {
+                    v.iter()
+                        .flat_map(|b| ((b >> 16) as u16).to_le_bytes())
+                        .collect()
+                };
+                let f16b = |v: &[u32]| -> Vec<u8> {
+                    v.iter().flat_map(|b| (*b as u16).to_le_bytes()).collect()
+                };
+                for (stored, enc, want, max) in [
+                    (Stored::F32, f32b(&ua), f32b(&ub), max32 as fn(&[u8]) -> u32),
+                    (Stored::Bf16, bf16b(&ua), bf16b(&ub), max16),
+                    (Stored::F16, f16b(&ua), f16b(&ub), max16),
+                ] {
+                    let reference = match stored {
+                        Stored::F32 => portable::f32s(&enc, &want),
+                        Stored::Bf16 => portable::bf16s(&enc, &want),
+                        Stored::F16 => portable::f16s(&enc, &want),
+                    };
+                    let (m, none) = stored.moments_max(&enc, &want, false);
+                    let (mm, mags) = stored.moments_max(&enc, &want, true);
+                    assert_eq!(bits(m), bits(reference), "{stored:?} {len}");
+                    assert_eq!(bits(mm), bits(reference), "{stored:?} {len}");
+                    assert_eq!(none, None);
+                    assert_eq!(mags, Some([max(&enc), max(&want)]), "{stored:?} {len}");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,186 @@
+//! AVX-512 builds of the fused kernels: the eight f64 lanes of [`L`] are exactly one `__m512d`,
+//! so each accumulator is one register with the lane assignment and rounding of
+//! [`Lanes::add`] — bit-identical to the portable and AVX2 builds — at half the instructions
+//! per element of the AVX2 build (which needs two `__m256d` per accumulator, and spills with
+//! twelve of them in sixteen registers). With thirty-two registers there is room for two more
+//! accumulators: the largest magnitude's bits of each side (an integer maximum over the stored
+//! patterns with the sign cleared), which a pass asking for [`super::super::Magnitudes`] would
+//! otherwise take in a second scan of the chunk.
+//!
+//! Every `unsafe` here is either an intrinsic that needs the target features the kernel is
+//! compiled for (its callers check them, `dispatch!` in [`super`]) or an unaligned load whose
+//! bounds the `SAFETY` note beside it gives.
+
+use std::arch::x86_64::*;
+
+use super::{Lanes, L};
+use crate::Moments;
+
+/// One accumulator as `L` values.
+#[target_feature(enable = "avx512f")]
+fn lanes(v: __m512d) -> [f64; L] {
+    let mut o = [0f64; L];
+    // SAFETY: `o` holds 8 f64s; unaligned store.
+    unsafe { _mm512_storeu_pd(o.as_mut_ptr(), v) };
+    o
+}
+
+/// Largest unsigned 16-bit lane.
+#[target_feature(enable = "avx2")]
+fn max_u16(v: __m128i) -> u16 {
+    let mut o = [0u16; 8];
+    // SAFETY: `o` holds 16 bytes; unaligned store.
+    unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), v) };
+    o.into_iter().max().unwrap_or(0)
+}
+
+/// Largest unsigned 32-bit lane.
+#[target_feature(enable = "avx2")]
+fn max_u32(v: __m256i) -> u32 {
+    let mut o = [0u32; 8];
+    // SAFETY: `o` holds 32 bytes; unaligned store.
+    unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), v) };
+    o.into_iter().max().unwrap_or(0)
+}
+
+macro_rules! kernel {
+    ($name:ident, $width:expr, $one:expr, $raw:ty, $load:expr, $decode:expr, $abs:expr,
+     $max:expr, $zero:expr, $fold:expr) => {
+        /// Moments of two runs of stored elements and, when `MAGS`, the largest magnitude's
+        /// bit pattern of each side over the whole runs (sign cleared, ∞ and NaN patterns
+        /// included); `[0, 0]` otherwise.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F, AVX2, FMA, POPCNT and F16C.
+        #[target_feature(enable = "avx512f,avx2,fma,popcnt,f16c")]
+        #[allow(unused_unsafe)]
+        pub(super) unsafe fn $name<const MAGS: bool>(a: &[u8], b: &[u8]) -> (Moments, [u32; 2]) {
+            let len = (a.len() / $width).min(b.len() / $width);
+            let (a, b) = (&a[..len * $width], &b[..len * $width]);
+            let load: unsafe fn(&[u8]) -> $raw = $load;
+            let decode: unsafe fn($raw) -> __m512d = $decode;
+            let abs: unsafe fn($raw) -> $raw = $abs;
+            let max: unsafe fn($raw, $raw) -> $raw = $max;
+            // SAFETY: (whole block) the target features are enabled here; every load reads
+            // within one `chunks_exact(8 * width)` piece.
+            unsafe {
+                let z = _mm512_setzero_pd();
+                let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut sdd) = (z, z, z, z, z, z);
+                let zero: $raw = $zero;
+                let (mut ma, mut mb) = (zero, zero);
+                let mut eq = 0u64;
+                let mut ca = a.chunks_exact(8 * $width);
+                let mut cb = b.chunks_exact(8 * $width);
+                for (xa, xb) in (&mut ca).zip(&mut cb) {
+                    let (ra, rb) = (load(xa), load(xb));
+                    if MAGS {
+                        ma = max(ma, abs(ra));
+                        mb = max(mb, abs(rb));
+                    }
+                    let (x, y) = (decode(ra), decode(rb));
+                    sa = _mm512_add_pd(sa, x);
+                    sb = _mm512_add_pd(sb, y);
+                    // Exact products: one rounding, as `s + x * x` in the portable build.
+                    saa = _mm512_fmadd_pd(x, x, saa);
+                    sbb = _mm512_fmadd_pd(y, y, sbb);
+                    sab = _mm512_fmadd_pd(x, y, sab);
+                    let d = _mm512_sub_pd(x, y);
+                    sdd = _mm512_fmadd_pd(d, d, sdd);
+                    eq += u64::from(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, y).count_ones());
+                }
+                let mut s = Lanes::default();
+                (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) = (
+                    lanes(sa),
+                    lanes(sb),
+                    lanes(saa),
+                    lanes(sbb),
+                    lanes(sab),
+                    lanes(sdd),
+                );
+                // Only the total of `eq` is used (an integer: any split is exact).
+                s.eq[0] = eq;
+                let fold: unsafe fn($raw) -> u32 = $fold;
+                let mut mags = if MAGS { [fold(ma), fold(mb)] } else { [0, 0] };
+                let one: fn(&[u8]) -> (f32, u32) = $one;
+                for (xa, xb) in ca
+                    .remainder()
+                    .chunks_exact($width)
+                    .zip(cb.remainder().chunks_exact($width))
+                {
+                    let ((x, bx), (y, by)) = (one(xa), one(xb));
+                    if MAGS {
+                        mags = [mags[0].max(bx), mags[1].max(by)];
+                    }
+                    s.add_one(x, y);
+                }
+                (Moments::from_lanes(len, s), mags)
+            }
+        }
+    };
+}
+
+kernel!(
+    bf16s,
+    2,
+    |c| {
+        let bits = u16::from_le_bytes(super::arr(c));
+        (super::bf16(u32::from(bits)), u32::from(bits & 0x7fff))
+    },
+    __m128i,
+    // SAFETY: `c` holds 16 bytes; unaligned load.
+    |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
+    // SAFETY: register operations the kernel's target features provide. A BF16 value is the
+    // high half of an f32: zero-extended and shifted up 16 bits, it is exactly that f32.
+    |v| unsafe {
+        let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v));
+        _mm512_cvtps_pd(_mm256_castsi256_ps(w))
+    },
+    // SAFETY: register operations the kernel's target features provide.
+    |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
+    // SAFETY: register operations the kernel's target features provide.
+    |m, v| unsafe { _mm_max_epu16(m, v) },
+    _mm_setzero_si128(),
+    // SAFETY: register operations the kernel's target features provide.
+    |m| unsafe { u32::from(max_u16(m)) }
+);
+kernel!(
+    f16s,
+    2,
+    |c| {
+        let bits = u16::from_le_bytes(super::arr(c));
+        (crate::convert::f16_to_f32(bits), u32::from(bits & 0x7fff))
+    },
+    __m128i,
+    // SAFETY: `c` holds 16 bytes; unaligned load.
+    |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
+    // SAFETY: register operations the kernel's target features provide. F16C widens eight
+    // halves exactly (NaNs quieted, as the portable conversion does).
+    |v| unsafe { _mm512_cvtps_pd(_mm256_cvtph_ps(v)) },
+    // SAFETY: register operations the kernel's target features provide.
+    |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
+    // SAFETY: register operations the kernel's target features provide.
+    |m, v| unsafe { _mm_max_epu16(m, v) },
+    _mm_setzero_si128(),
+    // SAFETY: register operations the kernel's target features provide.
+    |m| unsafe { u32::from(max_u16(m)) }
+);
+kernel!(
+    f32s,
+    4,
+    |c| {
+        let bits = u32::from_le_bytes(super::arr(c));
+        (f32::from_bits(bits), bits & 0x7fff_ffff)
+    },
+    __m256i,
+    // SAFETY: `c` holds 32 bytes; unaligned load (x86 is little-endian).
+    |c| unsafe { _mm256_loadu_si256(c.as_ptr().cast()) },
+    // SAFETY: register operations the kernel's target features provide.
+    |v| unsafe { _mm512_cvtps_pd(_mm256_castsi256_ps(v)) },
+    // SAFETY: register operations the kernel's target features provide.
+    |v| unsafe { _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff)) },
+    // SAFETY: register operations the kernel's target features provide.
+    |m, v| unsafe { _mm256_max_epu32(m, v) },
+    _mm256_setzero_si256(),
+    // SAFETY: register operations the kernel's target features provide.
+    |m| unsafe { max_u32(m) }
+);
