@@ -12,6 +12,9 @@
 # read_pass.rs, best of RUNS), `weightkin compare` (best of RUNS, hash cache warm), the ratio,
 # and peak RSS (GNU time). Then the same for exact copies: A against A in another format or a
 # byte copy. Nothing generated is committed. Needs python3 with numpy and gguf, bc, GNU time.
+# WK_BASE=path/to/another/weightkin (e.g. a build of an earlier commit) times that binary too,
+# on the same pairs, and says if its reports differ from this build's (before/after runs).
+# ALIGN=0 leaves out the --align-units row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/weightkin-bench/small}
@@ -32,12 +35,25 @@ row() {   # A B [extra compare arguments]
   [ $# -gt 0 ] && label="$label $*"
   cat "$a" "$b" > /dev/null
   $WK compare "$a" "$b" --format json "$@" > /dev/null   # hash cache
+  if [ -n "${WK_BASE:-}" ]; then
+    # Before/after: WK_BASE's report must be byte-identical; its runs interleave with ours.
+    $WK_BASE compare "$a" "$b" --format json "$@" | cmp -s - <($WK compare "$a" "$b" --format json "$@") \
+      || echo "  $label: REPORTS DIFFER from WK_BASE's"
+    local base
+    base=$(for _ in $(seq "$RUNS"); do secs $WK_BASE compare "$a" "$b" --format json "$@"; done | best)
+    local brss
+    brss=$(/usr/bin/time -f "%M" $WK_BASE compare "$a" "$b" --format json "$@" 2>&1 >/dev/null | tail -1)
+  fi
   ref=$(for _ in $(seq "$RUNS"); do $READ "$a" "$b" --repeat 1 2>/dev/null | sed -n 's/best_seconds=//p'; done | best)
   wk=$(for _ in $(seq "$RUNS"); do secs $WK compare "$a" "$b" --format json "$@"; done | best)
   rss=$(/usr/bin/time -f "%M" $WK compare "$a" "$b" --format json "$@" 2>&1 >/dev/null | tail -1)
   bytes=$(( $(stat -c %s "$a") + $(stat -c %s "$b") ))
   awk -v p="$label" -v by="$bytes" -v r="$ref" -v w="$wk" -v m="$rss" 'BEGIN {
     printf "%-52s %6.2f GB  read %.3f s  compare %.3f s  %5.1f %%  RSS %4.0f MB\n", p, by/1e9, r, w, 100*r/w, m/1024 }'
+  if [ -n "${WK_BASE:-}" ]; then
+    awk -v r="$ref" -v w="$base" -v m="$brss" 'BEGIN {
+      printf "%-52s %6s     read %.3f s  compare %.3f s  %5.1f %%  RSS %4.0f MB\n", "  WK_BASE", "", r, w, 100*r/w, m/1024 }'
+  fi
 }
 echo "threads $(nproc), best of $RUNS, page cache warm, hash cache warm"
 echo "-- A vs B (B = A + noise): every pass, a derived verdict"

@@ -64,14 +64,7 @@ pub fn to_f32(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Optio
                 *o = f64::from_le_bytes(array(c)) as f32;
             }
         }
-        Dtype::F16 => {
-            for (o, c) in out
-                .iter_mut()
-                .zip(whole(data, start, end, 2)?.chunks_exact(2))
-            {
-                *o = f16_to_f32(u16::from_le_bytes(array(c)));
-            }
-        }
+        Dtype::F16 => f16s_to_f32(whole(data, start, end, 2)?, out),
         Dtype::BF16 => {
             for (o, c) in out
                 .iter_mut()
@@ -92,6 +85,53 @@ pub fn to_f32(dtype: Dtype, data: &[u8], start: usize, out: &mut [f32]) -> Optio
         _ => return None,
     }
     Some(())
+}
+
+/// Little-endian F16 bytes (`2 · out.len()` of them) to f32: eight at a time with F16C's
+/// `vcvtph2ps` where the CPU has it (the buffered pass converts F16 views and mixed-dtype
+/// pairs through here: the portable loop, compiled for baseline x86-64, was 23 % of an F16
+/// GGUF pair's time), else [`f16_to_f32`] per element. Both give the same bits, NaNs quieted
+/// the same way (test `f16c_and_portable_f16_agree_on_every_pattern`).
+fn f16s_to_f32(bytes: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports F16C and AVX, checked just above.
+        unsafe { f16s_to_f32_f16c(bytes, out) };
+        return;
+    }
+    f16s_to_f32_portable(bytes, out);
+}
+
+/// [`f16s_to_f32`] without F16C.
+fn f16s_to_f32_portable(bytes: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f16_to_f32(u16::from_le_bytes(array(c)));
+    }
+}
+
+/// [`f16s_to_f32`] with F16C.
+///
+/// # Safety
+/// The CPU must support F16C and AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn f16s_to_f32_f16c(bytes: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::{_mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    // Whole elements on both sides, so that the remainders below line up.
+    let n = out.len().min(bytes.len() / 2);
+    let (bytes, out) = (&bytes[..2 * n], &mut out[..n]);
+    let mut src = bytes.chunks_exact(16);
+    let mut dst = out.chunks_exact_mut(8);
+    for (s, d) in (&mut src).zip(&mut dst) {
+        // SAFETY: `s` holds 16 bytes and `d` 8 f32s; unaligned load and store.
+        unsafe {
+            _mm256_storeu_ps(
+                d.as_mut_ptr(),
+                _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast())),
+            )
+        };
+    }
+    f16s_to_f32_portable(src.remainder(), dst.into_remainder());
 }
 
 /// The bytes of whole-byte elements `start .. end`, each `size` bytes.
@@ -349,5 +389,29 @@ mod tests {
         assert_eq!(to_f32(Dtype::F32, &[0; 8], usize::MAX, &mut out), None);
         assert_eq!(to_f32(Dtype::F4, &[0; 1], 1, &mut out), None);
         assert_eq!(to_f32(Dtype::F6_E2M3, &[0; 1], 0, &mut out), None);
+    }
+
+    /// F16C and the portable conversion give the same bits for every one of the 65 536 F16
+    /// patterns (NaNs quieted the same way), at every offset of an eight-lane block.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_and_portable_f16_agree_on_every_pattern() {
+        if !(std::arch::is_x86_feature_detected!("f16c")
+            && std::arch::is_x86_feature_detected!("avx"))
+        {
+            return;
+        }
+        let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        for skip in [0usize, 1, 7] {
+            let b = &bytes[2 * skip..];
+            let n = b.len() / 2;
+            let (mut fast, mut slow) = (vec![0f32; n], vec![1f32; n]);
+            // SAFETY: F16C and AVX were detected above.
+            unsafe { f16s_to_f32_f16c(b, &mut fast) };
+            f16s_to_f32_portable(b, &mut slow);
+            for (i, (x, y)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "pattern {:#06x}", i + skip);
+            }
+        }
     }
 }
