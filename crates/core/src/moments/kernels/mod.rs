@@ -1,8 +1,9 @@
 //! The fused moment kernels: decode a run of stored elements of both tensors and reduce them
 //! to [`Moments`] in registers, with no intermediate f32 buffer.
 //!
-//! Two builds of every kernel exist — [`portable`] (plain Rust, the reference) and `avx2`
-//! (intrinsics, x86-64 only) — and `dispatch!` picks one per call from the CPU's features.
+//! Three builds of every kernel exist — [`portable`] (plain Rust, the reference), `avx2` and
+//! `avx512` (intrinsics, x86-64 only; the AVX-512 one also takes each side's largest magnitude
+//! on the way) — and each call picks one from the CPU's features (`has_avx512`, `dispatch!`).
 //! They give the same bits: the lane layout ([`L`]) and every rounding are fixed here and both
 //! builds follow them, which the tests check on hostile values for every stored dtype. What a
 //! kernel sees (a chunk of at most [`CHUNK`](super::CHUNK) elements) is decided by the pass,
@@ -118,7 +119,8 @@ fn bf16(bits: u32) -> f32 {
 }
 
 /// Calls kernel `$k`: the AVX2 + FMA build when the CPU has both (checked once, cached by
-/// std), else the portable one. Both round identically (see [`L`]).
+/// std), else the portable one. Both round identically (see [`L`]). The AVX-512 builds are
+/// chosen before this, where they apply ([`Stored::moments_max`], [`slices_max`]).
 macro_rules! dispatch {
     ($k:ident::<$t:ty>($a:expr, $b:expr)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -298,6 +300,33 @@ mod tests {
             .collect()
     }
 
+    /// Two runs of [`hostile_bits`] (seeds `seed`, `seed + 1`) where every third element of
+    /// the second equals the first's (counts equal positions, ±0 and NaN included).
+    fn hostile_pair(n: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
+        let (ba, bb) = (hostile_bits(n, seed), hostile_bits(n, seed + 1));
+        let bb = bb
+            .iter()
+            .zip(&ba)
+            .enumerate()
+            .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
+            .collect();
+        (ba, bb)
+    }
+
+    /// A result's bits, except that every NaN is one NaN: which NaN payload a sum propagates
+    /// is not specified (LLVM may commute an addition), and no report shows one — a
+    /// non-finite moment makes a metric undefined.
+    fn bits(m: Moments) -> (u64, u64, [u64; 6]) {
+        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+            if v.is_nan() {
+                f64::NAN.to_bits()
+            } else {
+                v.to_bits()
+            }
+        });
+        (m.n, m.equal, f)
+    }
+
     /// The AVX2 + FMA kernels round exactly like the portable ones, for every stored dtype,
     /// on hostile values and on lengths that leave tails of every size.
     #[cfg(target_arch = "x86_64")]
@@ -310,29 +339,8 @@ mod tests {
         if !simd {
             return; // nothing to compare on this CPU
         }
-        let (ba, bb) = (hostile_bits(4099, 5), hostile_bits(4099, 6));
-        // Every third element of b equals a's (counts equal positions, ±0 and NaN included).
-        let bb: Vec<u32> = bb
-            .iter()
-            .zip(&ba)
-            .enumerate()
-            .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
-            .collect();
-        let same = |x: Moments, y: Moments| {
-            // Bits, except that every NaN is one NaN: which NaN payload a sum propagates is
-            // not specified (LLVM may commute an addition), and no report shows one — a
-            // non-finite moment makes a metric undefined.
-            let bits = |m: Moments| {
-                [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
-                    if v.is_nan() {
-                        f64::NAN.to_bits()
-                    } else {
-                        v.to_bits()
-                    }
-                })
-            };
-            assert_eq!((x.n, x.equal, bits(x)), (y.n, y.equal, bits(y)));
-        };
+        let (ba, bb) = hostile_pair(4099, 5);
+        let same = |x: Moments, y: Moments| assert_eq!(bits(x), bits(y));
         for len in [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
             let fa: Vec<f32> = ba[..len].iter().map(|&b| f32::from_bits(b)).collect();
             let fb: Vec<f32> = bb[..len].iter().map(|&b| f32::from_bits(b)).collect();
@@ -374,23 +382,7 @@ mod tests {
         if !has_avx512() {
             return; // nothing to compare on this CPU
         }
-        let (ba, bb) = (hostile_bits(4099, 7), hostile_bits(4099, 8));
-        let bb: Vec<u32> = bb
-            .iter()
-            .zip(&ba)
-            .enumerate()
-            .map(|(i, (y, x))| if i % 3 == 0 { *x } else { *y })
-            .collect();
-        let bits = |m: Moments| {
-            let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
-                if v.is_nan() {
-                    f64::NAN.to_bits()
-                } else {
-                    v.to_bits()
-                }
-            });
-            (m.n, m.equal, f)
-        };
+        let (ba, bb) = hostile_pair(4099, 7);
         let max16 = |v: &[u8]| {
             v.chunks_exact(2)
                 .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]]) & 0x7fff))
