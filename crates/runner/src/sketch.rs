@@ -445,12 +445,8 @@ fn open_hub(
         .hub
         .clone()
         .unwrap_or_else(|| Arc::new(Hub::new(HubEnv::from_env(), HubOptions::default())));
-    let located = hub.locate(&reference).map_err(hub_error)?;
-    let local = located.path.clone();
-    let inner = registry
-        .open(&local, None, &run.limits)
-        .map_err(open_error)?;
-    let (source, handle) = located.wrap(inner).map_err(hub_error)?;
+    let (source, handle, local) =
+        crate::open::locate_and_open(model, text, None, &reference, &hub, registry, &run.limits)?;
     let floats: Vec<usize> = (0..source.tensors().len())
         .filter(|&i| source.tensors()[i].dtype.is_float())
         .collect();

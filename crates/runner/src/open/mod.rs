@@ -193,26 +193,54 @@ fn open_hub(
     registry: &Registry,
     opts: &RunOptions<'_>,
 ) -> Result<Source, Error> {
-    let hub_error = |source| Error::Hub {
-        model: name.to_owned(),
-        path: spec.path_as_given.clone(),
-        source: Box::new(source),
-    };
-    let located = hub.locate(reference).map_err(hub_error)?;
-    let path = located.path.clone();
-    let inner = registry
-        .open(&path, spec.format.as_deref(), &opts.limits)
-        .map_err(|source| Error::OpenModel {
-            model: name.to_owned(),
-            path: spec.path_as_given.clone(),
-            source: Box::new(source),
-        })?;
-    let (source, handle) = located.wrap(inner).map_err(hub_error)?;
+    let (source, handle, path) = locate_and_open(
+        name,
+        &spec.path_as_given,
+        spec.format.as_deref(),
+        reference,
+        hub,
+        registry,
+        &opts.limits,
+    )?;
     Ok(Source {
         source,
         path,
         hub: Some(handle),
     })
+}
+
+/// What an `hf://` model opens to: the source wrapped for remote reads, its hub handle
+/// (provenance), and the local path it was opened at (in the HF cache or the project's store).
+pub(crate) type HubOpened = (Box<dyn WeightSource>, Handle, PathBuf);
+
+/// Locates `reference` (the HF cache first, then the hub), opens it with its format (`format`,
+/// or detected) and wraps it for remote reads: the one sequence an audit and a sketch share.
+/// Errors name `model` and the path `given`.
+pub(crate) fn locate_and_open(
+    model: &str,
+    given: &str,
+    format: Option<&str>,
+    reference: &weightkin_hub::HfRef,
+    hub: &Hub,
+    registry: &Registry,
+    limits: &weightkin_core::Limits,
+) -> Result<HubOpened, Error> {
+    let hub_error = |source| Error::Hub {
+        model: model.to_owned(),
+        path: given.to_owned(),
+        source: Box::new(source),
+    };
+    let located = hub.locate(reference).map_err(hub_error)?;
+    let path = located.path.clone();
+    let inner = registry
+        .open(&path, format, limits)
+        .map_err(|source| Error::OpenModel {
+            model: model.to_owned(),
+            path: given.to_owned(),
+            source: Box::new(source),
+        })?;
+    let (source, handle) = located.wrap(inner).map_err(hub_error)?;
+    Ok((source, handle, path))
 }
 
 /// Writes each `hf://` model's provenance into its report: the repository, resolved commit
