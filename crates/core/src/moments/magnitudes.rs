@@ -32,34 +32,32 @@ impl Magnitudes {
         }
     }
 
-    /// [`Self::of_f32`] given the largest magnitude's bit pattern over `x` (sign cleared, ∞
-    /// and NaN patterns included), as a moment kernel may take it on the way: values whose
-    /// largest pattern is finite need nothing more; ∞ or NaN among them means a full scan.
-    pub(super) fn of_f32_max(x: &[f32], largest: u32) -> Magnitudes {
-        if largest < 0x7f80_0000 {
-            return Magnitudes {
+    /// [`Self::of_f32`], given the largest magnitude's bit pattern over `x` (sign cleared, ∞
+    /// and NaN patterns included) when a moment kernel took it on the way
+    /// ([`super::kernels::slices_max`]): values whose largest pattern is finite need nothing
+    /// more; without it, or with ∞ or NaN among the values, `x` is scanned.
+    pub(super) fn of_f32_max(x: &[f32], largest: Option<u32>) -> Magnitudes {
+        match largest {
+            Some(l) if l < 0x7f80_0000 => Magnitudes {
                 nan: false,
                 inf: false,
-                largest: f32::from_bits(largest),
-            };
+                largest: f32::from_bits(l),
+            },
+            _ => Magnitudes::of_f32(x),
         }
-        Magnitudes::of_f32(x)
     }
 
-    /// Over stored bytes of `stored` (little-endian), without widening them first.
-    pub(super) fn of_stored(stored: Stored, bytes: &[u8]) -> Magnitudes {
-        let largest = match stored {
+    /// Over stored bytes of `stored` (little-endian), without widening them first, given the
+    /// largest magnitude's bit pattern over `bytes` (sign cleared, ∞ and NaN patterns
+    /// included, widened to `u32`) when a moment kernel took it on the way
+    /// ([`Stored::moments_max`]); without it, one vector maximum over `bytes` finds it. Bytes
+    /// whose largest pattern is finite need nothing more; a run holding ∞ or NaN is scanned
+    /// again in full.
+    pub(super) fn of_stored_max(stored: Stored, bytes: &[u8], largest: Option<u32>) -> Magnitudes {
+        let largest = largest.unwrap_or_else(|| match stored {
             Stored::Bf16 | Stored::F16 => u32::from(max_abs16(bytes)),
             Stored::F32 => max_abs32(bytes),
-        };
-        Magnitudes::of_stored_max(stored, bytes, largest)
-    }
-
-    /// [`Self::of_stored`] given the largest magnitude's bit pattern over `bytes` (sign
-    /// cleared, ∞ and NaN patterns included, widened to `u32`), as a moment kernel may take it
-    /// on the way ([`Stored::moments_max`]): bytes whose largest pattern is finite need nothing
-    /// more; a run holding ∞ or NaN is scanned again in full.
-    pub(super) fn of_stored_max(stored: Stored, bytes: &[u8], largest: u32) -> Magnitudes {
+        });
         match stored {
             Stored::Bf16 => {
                 let (nan, inf, l) = scan16(bytes, largest as u16, 0x7f80);
@@ -251,13 +249,13 @@ mod tests {
             }
             let mut widened = vec![0f32; vals.len()];
             crate::to_f32(stored_dtype(stored), &bytes, 0, &mut widened).unwrap();
-            let m = Magnitudes::of_stored(stored, &bytes);
+            let m = Magnitudes::of_stored_max(stored, &bytes, None);
             assert_eq!(m, Magnitudes::of_f32(&widened), "{stored:?}");
             assert!(m.inf && !m.nan, "{stored:?}");
             assert!(m.largest >= 7.0e3, "{stored:?}");
             let w = stored.width() * 3;
-            let halves = Magnitudes::of_stored(stored, &bytes[..w])
-                .merge(Magnitudes::of_stored(stored, &bytes[w..]));
+            let halves = Magnitudes::of_stored_max(stored, &bytes[..w], None)
+                .merge(Magnitudes::of_stored_max(stored, &bytes[w..], None));
             assert_eq!(halves, m, "{stored:?}");
         }
         let m = Magnitudes::of_f32(&[1.0, f32::NAN, -2.0]);
@@ -284,7 +282,7 @@ mod tests {
                     let n = bytes.len() / stored.width();
                     let mut widened = vec![0f32; n];
                     crate::to_f32(stored_dtype(stored), &bytes, 0, &mut widened).unwrap();
-                    let m = Magnitudes::of_stored(stored, &bytes);
+                    let m = Magnitudes::of_stored_max(stored, &bytes, None);
                     let w = Magnitudes::of_f32(&widened);
                     // NaN payloads may differ after widening; NaN-ness may not.
                     assert_eq!((m.nan, m.inf, m.largest), (w.nan, w.inf, w.largest));

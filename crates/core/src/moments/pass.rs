@@ -187,15 +187,11 @@ impl<'a> Fused<'a> {
     /// chunk while it is in cache).
     fn moments(&self, x: &[u8], y: &[u8], mags: bool) -> (Moments, Option<[Magnitudes; 2]>) {
         let (m, max) = self.stored.moments_max(x, y, mags);
-        let mags = mags.then(|| match max {
-            Some([ma, mb]) => [
-                Magnitudes::of_stored_max(self.stored, x, ma),
-                Magnitudes::of_stored_max(self.stored, y, mb),
-            ],
-            None => [
-                Magnitudes::of_stored(self.stored, x),
-                Magnitudes::of_stored(self.stored, y),
-            ],
+        let mags = mags.then(|| {
+            [
+                Magnitudes::of_stored_max(self.stored, x, max.map(|[a, _]| a)),
+                Magnitudes::of_stored_max(self.stored, y, max.map(|[_, b]| b)),
+            ]
         });
         (m, mags)
     }
@@ -343,12 +339,11 @@ fn stream(
                     b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));
                     let (moments, max) = super::kernels::slices_max(buf_a, buf_b, want_mags);
-                    let mags = want_mags.then(|| match max {
-                        Some([ma, mb]) => [
-                            Magnitudes::of_f32_max(buf_a, ma),
-                            Magnitudes::of_f32_max(buf_b, mb),
-                        ],
-                        None => [Magnitudes::of_f32(buf_a), Magnitudes::of_f32(buf_b)],
+                    let mags = want_mags.then(|| {
+                        [
+                            Magnitudes::of_f32_max(buf_a, max.map(|[a, _]| a)),
+                            Magnitudes::of_f32_max(buf_b, max.map(|[_, b]| b)),
+                        ]
                     });
                     out.push(ChunkOut {
                         moments,
