@@ -123,6 +123,7 @@ unsafe fn f16s_to_f32_f16c(bytes: &[u8], out: &mut [f32]) {
     let mut src = bytes.chunks_exact(16);
     let mut dst = out.chunks_exact_mut(8);
     for (s, d) in (&mut src).zip(&mut dst) {
+        crate::prefetch_ahead(s);
         // SAFETY: `s` holds 16 bytes and `d` 8 f32s; unaligned load and store.
         unsafe {
             _mm256_storeu_ps(

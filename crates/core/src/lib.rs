@@ -50,7 +50,7 @@ pub use metric::{
     ExampleAxis, Input, Metric, MetricSpec, MetricValue, Needs, ParamValue, Params, Tensors,
     Undefined, DEFAULT_MAX_ELEMENTS,
 };
-pub use mmap::MappedFile;
+pub use mmap::{prefetch_ahead, MappedFile};
 pub use moments::{
     pair_moments, pair_moments_sampled, pair_pass, read_tensor, Magnitudes, Moments, PairPass,
     Samples, Taps, WindowObserver, CHUNK, RELEASE_CHUNKS,

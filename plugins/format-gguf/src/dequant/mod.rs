@@ -173,6 +173,7 @@ fn blocks<const B: usize, const T: usize>(
     // Whole blocks, decoded in place.
     let mut chunks = rest.chunks_exact_mut(B);
     for (chunk, block) in (&mut chunks).zip(&mut blocks) {
+        weightkin_core::prefetch_ahead(block);
         if let Ok(y) = <&mut [f32; B]>::try_from(chunk) {
             decode(block, y);
         }

@@ -44,6 +44,8 @@ macro_rules! kernel {
                 let mut ca = a.chunks_exact($oct);
                 let mut cb = b.chunks_exact($oct);
                 for (xa, xb) in (&mut ca).zip(&mut cb) {
+                    crate::prefetch_ahead(xa);
+                    crate::prefetch_ahead(xb);
                     // One half at a time, so that the twelve accumulators, the two
                     // inputs and a temporary fit the sixteen registers.
                     for h in 0..2 {

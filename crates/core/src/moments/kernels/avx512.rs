@@ -72,6 +72,8 @@ macro_rules! kernel {
                 let mut ca = a.chunks_exact(8 * $width);
                 let mut cb = b.chunks_exact(8 * $width);
                 for (xa, xb) in (&mut ca).zip(&mut cb) {
+                    crate::prefetch_ahead(xa);
+                    crate::prefetch_ahead(xb);
                     let (ra, rb) = (load(xa), load(xb));
                     if MAGS {
                         ma = max(ma, abs(ra));
