@@ -31,7 +31,7 @@ fn release_pages(map: &Mmap, start: usize, end: usize) {
 /// ([`prefetch_ahead`]), in bytes.
 const AHEAD: usize = 2048;
 
-/// Asks the CPU to start loading the cache line [`AHEAD`] bytes past the start of `piece`,
+/// Asks the CPU to start loading the cache line 2 KiB past the start of `piece`,
 /// for a loop that streams through a mapped file front to back and calls this once per
 /// piece it decodes (a software prefetch: no architectural effect, never a fault, dropped
 /// for an address that is not mapped; nothing on other architectures). The hardware

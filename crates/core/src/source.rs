@@ -118,6 +118,17 @@ pub trait WeightSource: Send + Sync {
         None
     }
 
+    /// The stored bytes of tensor `index` when they are blocks of a quantized type the pass
+    /// decodes inside its moment kernel (today [`Dtype::Q8_0`]: `d: f16, q: [i8; 32]` per
+    /// 34 bytes, value `f32(q) · f32(d)`), whole blocks in element order, and
+    /// [`Self::read_f32`] returns exactly those values. A pair of such tensors is then
+    /// reduced without an intermediate f32 buffer, to the same bits. The default (`None`)
+    /// reads through [`Self::read_f32`].
+    fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
+        let _ = index;
+        None
+    }
+
     /// Tells the source that the caller is done, for now, with elements `start .. end` of
     /// tensor `index`: a memory hint (the mapped pages that hold only those elements stop
     /// counting towards resident memory; a later read faults them in again, unchanged). The
@@ -245,6 +256,12 @@ impl<'a> Side<'a> {
     /// The tensor's stored bytes, when the source exposes them ([`WeightSource::raw`]).
     pub fn raw(&self) -> Option<RawTensor<'a>> {
         self.source.raw(self.index)
+    }
+
+    /// The tensor's quantized blocks, when the source exposes them
+    /// ([`WeightSource::blocks`]).
+    pub fn blocks(&self) -> Option<RawTensor<'a>> {
+        self.source.blocks(self.index)
     }
 
     /// Elements `start .. start + out.len()` as f32 ([`WeightSource::read_f32`]).

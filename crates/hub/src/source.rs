@@ -507,6 +507,11 @@ impl WeightSource for HubSource {
         self.inner.raw(index)
     }
 
+    fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
+        self.ensure(index).ok()?;
+        self.inner.blocks(index)
+    }
+
     fn stored_range(&self, index: usize) -> Option<StoredRange> {
         self.inner.stored_range(index)
     }

@@ -87,6 +87,21 @@ impl WeightSource for Source {
         })
     }
 
+    /// Q8_0 tensors stored in element order (no rows to un-permute, nothing added), whose
+    /// values [`Self::read_f32`] decodes as `f32(q) · f32(d)` ([`crate::dequant`]).
+    fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
+        let info = self.layout.table.tensors().get(index)?;
+        let entry = self.layout.entries.get(index)?;
+        if info.dtype != Dtype::Q8_0 || !matches!(entry.remap, Remap::None) || entry.minus_one {
+            return None;
+        }
+        Some(RawTensor {
+            dtype: info.dtype,
+            bytes: self.map.bytes().get(entry.range.clone())?,
+            file: &self.map,
+        })
+    }
+
     /// The whole blocks of elements `start .. end` (rows un-permuted within a head: the whole
     /// tensor only).
     fn release(&self, index: usize, start: usize, end: usize) {

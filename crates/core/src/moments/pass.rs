@@ -206,6 +206,45 @@ impl<'a> Fused<'a> {
     }
 }
 
+/// Two tensors of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]), which
+/// the kernel decodes as it reduces.
+struct Q8_0Pair<'a> {
+    a: &'a [u8],
+    b: &'a [u8],
+}
+
+/// Elements per Q8_0 block; a chunk ([`CHUNK`]) is whole blocks.
+const Q8_0_ELEMENTS: usize = 32;
+const _: () = assert!(CHUNK.is_multiple_of(Q8_0_ELEMENTS));
+
+impl<'a> Q8_0Pair<'a> {
+    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Q8_0Pair<'a>> {
+        let (ra, rb) = (a.blocks()?, b.blocks()?);
+        let bytes = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
+        let whole = numel.is_multiple_of(Q8_0_ELEMENTS);
+        (whole
+            && ra.dtype == Dtype::Q8_0
+            && rb.dtype == Dtype::Q8_0
+            && ra.bytes.len() == bytes
+            && rb.bytes.len() == bytes)
+            .then_some(Q8_0Pair {
+                a: ra.bytes,
+                b: rb.bytes,
+            })
+    }
+
+    /// Moments of elements `start .. start + len` (whole blocks), when this CPU has a fused
+    /// build of the kernel; `None` sends the chunk through the buffers.
+    fn moments(&self, start: usize, len: usize) -> Option<Moments> {
+        if !start.is_multiple_of(Q8_0_ELEMENTS) || !len.is_multiple_of(Q8_0_ELEMENTS) {
+            return None;
+        }
+        let block = super::kernels::Q8_0_BLOCK;
+        let range = start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block;
+        super::kernels::q8_0s(self.a.get(range.clone())?, self.b.get(range)?)
+    }
+}
+
 /// What one chunk of a pass yields.
 struct ChunkOut {
     /// The chunk's moments.
@@ -325,6 +364,7 @@ fn stream(
         // path does not cover (mixed dtypes, quantized blocks, an exact dequantisation) keeps
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
+        let q8 = Q8_0Pair::of(a, b, numel);
         let per_window = (0..windows)
             .into_par_iter()
             .map(|w| {
@@ -334,6 +374,21 @@ fn stream(
                 for k in ks {
                     let c = chunk_of(k);
                     let (start, len) = span(c);
+                    // Two Q8_0 tensors: decoded inside the kernel, same bits, unless the
+                    // chunk's f32 values are wanted (a kept sample, magnitudes).
+                    let direct = q8
+                        .as_ref()
+                        .filter(|_| !want_mags && !keep(c))
+                        .and_then(|q| q.moments(start, len));
+                    if let Some(moments) = direct {
+                        out.push(ChunkOut {
+                            moments,
+                            kept: None,
+                            hist: None,
+                            mags: None,
+                        });
+                        continue;
+                    }
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
                     a.read_f32(start, buf_a)?;
                     b.read_f32(start, buf_b)?;

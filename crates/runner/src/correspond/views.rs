@@ -571,6 +571,13 @@ impl WeightSource for Views<'_> {
         }
     }
 
+    fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
+        match self.locs.get(index)? {
+            Loc::Base(p) => self.base.blocks(*p),
+            _ => None,
+        }
+    }
+
     /// The parent's elements, where the view reads them in order (the whole tensor, a reshape,
     /// a run of rows); gathered, transposed and computed views hand back their pages when
     /// their last element is read.

@@ -99,7 +99,7 @@ macro_rules! decoders {
                     /// inherits those features, so the decoder is inlined into it.
                     #[target_feature(enable = "avx2,f16c")]
                     fn one(data: &[u8], start: usize, out: &mut [f32]) -> Option<()> {
-                        blocks::<{ $b }, $t>(data, start, out, |b, y| $f(b, y))
+                        blocks::<{ $b }, $t>(data, start, out, #[inline(always)] |b, y| $f(b, y))
                     }
                     one(data, start, out)
                 })*

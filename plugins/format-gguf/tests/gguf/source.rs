@@ -319,3 +319,107 @@ fn vocabulary_is_the_token_array_long_or_short() {
         .unwrap();
     assert_eq!(open_bytes(&bytes).unwrap().vocabulary(), None);
 }
+
+/// Q8_0 blocks with every kind of scale (normal, subnormal, ±0, the largest f16, and with
+/// `nonfinite` ∞ and NaN) and random codes; `like` makes every third block a copy of its
+/// block, and every fifth the same codes under another scale.
+fn q8_0_blocks(blocks: usize, seed: u64, nonfinite: bool, like: Option<&[u8]>) -> Vec<u8> {
+    let mut rng = weightkin_core::rng::Rng::new(seed);
+    let mut out = Vec::with_capacity(blocks * 34);
+    for i in 0..blocks {
+        if let Some(other) = like.filter(|_| i % 3 == 0) {
+            out.extend_from_slice(&other[i * 34..(i + 1) * 34]);
+            continue;
+        }
+        let r = rng.next_u32();
+        let d: u16 = match r % 16 {
+            0 => 0x0000,
+            1 => 0x8000,
+            2 => 0x0001 + (r >> 8) as u16 % 0x3ff, // subnormal
+            3 => 0x7bff,                           // largest finite
+            4 if nonfinite => 0x7c00,              // ∞
+            5 if nonfinite => 0x7e01,              // NaN
+            _ => (0x1800 + (r >> 8) as u16 % 0x1000) | (r as u16 & 0x8000),
+        };
+        out.extend_from_slice(&d.to_le_bytes());
+        match like.filter(|_| i % 5 == 0) {
+            Some(other) => out.extend_from_slice(&other[i * 34 + 2..(i + 1) * 34]),
+            None => out.extend((0..32).map(|_| rng.next_u32() as u8)),
+        }
+    }
+    out
+}
+
+/// A source that hides the blocks, so that the pass decodes through `read_f32`.
+struct Buffered<'a>(&'a dyn weightkin_core::WeightSource);
+
+impl weightkin_core::WeightSource for Buffered<'_> {
+    fn table(&self) -> &weightkin_core::TensorTable {
+        self.0.table()
+    }
+    fn read_f32(&self, index: usize, start: usize, out: &mut [f32]) -> weightkin_core::Result<()> {
+        self.0.read_f32(index, start, out)
+    }
+}
+
+/// A pair of Q8_0 tensors reduced by the kernel that decodes the blocks itself (where the CPU
+/// has one) gives the same bits as decoding to f32 first, whole and sampled, on hostile
+/// scales, ragged last windows included.
+#[test]
+fn q8_0_pairs_give_the_same_bits_with_or_without_blocks() {
+    use weightkin_core::{pair_moments, pair_moments_sampled, Moments, Side, CHUNK};
+    // NaN moments compare as one NaN (which payload a sum propagates is not specified).
+    let bits = |m: Moments| {
+        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+            if v.is_nan() {
+                u64::MAX
+            } else {
+                v.to_bits()
+            }
+        });
+        (m.n, m.equal, f)
+    };
+    let numel = 3 * CHUNK + 64 * 5;
+    let blocks = numel / 32;
+    let (fa, na) = (
+        q8_0_blocks(blocks, 1, false, None),
+        q8_0_blocks(blocks, 3, true, None),
+    );
+    let (fb, nb) = (
+        q8_0_blocks(blocks, 2, false, Some(&fa)),
+        q8_0_blocks(blocks, 4, true, Some(&na)),
+    );
+    let shape = [numel / 64, 64];
+    let bytes = GgufBuilder::new("other")
+        .tensor_raw("fa", Dtype::Q8_0, &shape, fa)
+        .tensor_raw("fb", Dtype::Q8_0, &shape, fb)
+        .tensor_raw("na", Dtype::Q8_0, &shape, na)
+        .tensor_raw("nb", Dtype::Q8_0, &shape, nb)
+        .to_bytes()
+        .unwrap();
+    let source = open_bytes(&bytes).unwrap();
+    let src = source.as_ref();
+    let plain = Buffered(src);
+    for (x, y) in [("fa", "fb"), ("na", "nb"), ("fa", "fa")] {
+        let (ix, iy) = (src.find(x).unwrap(), src.find(y).unwrap());
+        assert!(src.blocks(ix).is_some());
+        assert!(weightkin_core::WeightSource::blocks(&plain, ix).is_none());
+        let direct = pair_moments(Side::new(src, ix), Side::new(src, iy), numel).unwrap();
+        let buffered = pair_moments(Side::new(&plain, ix), Side::new(&plain, iy), numel).unwrap();
+        assert_eq!(bits(direct), bits(buffered), "{x} vs {y}");
+        assert_eq!(direct.n, numel as u64);
+        if x == "fa" {
+            assert!(direct.mean_a.is_finite() && direct.sum_sq_diff.is_finite());
+        }
+        for budget in [CHUNK, 2 * CHUNK] {
+            let sample = |s: &dyn weightkin_core::WeightSource| {
+                pair_moments_sampled(Side::new(s, ix), Side::new(s, iy), numel, budget).unwrap()
+            };
+            assert_eq!(
+                bits(sample(src)),
+                bits(sample(&plain)),
+                "{x} vs {y}, {budget}"
+            );
+        }
+    }
+}

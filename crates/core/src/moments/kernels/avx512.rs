@@ -43,6 +43,41 @@ fn max_u32(v: __m256i) -> u32 {
     o.into_iter().max().unwrap_or(0)
 }
 
+/// Adds eight element pairs (`__m512d` each, lane `i` to lane `i`) to the accumulators: the
+/// roundings of [`Lanes::add`]. Evaluates to the mask of lanes whose pair is equal.
+macro_rules! step {
+    ($x:expr, $y:expr, $sa:ident, $sb:ident, $saa:ident, $sbb:ident, $sab:ident, $sdd:ident) => {{
+        let (x, y) = ($x, $y);
+        $sa = _mm512_add_pd($sa, x);
+        $sb = _mm512_add_pd($sb, y);
+        // Exact products: one rounding, as `s + x * x` in the portable build.
+        $saa = _mm512_fmadd_pd(x, x, $saa);
+        $sbb = _mm512_fmadd_pd(y, y, $sbb);
+        $sab = _mm512_fmadd_pd(x, y, $sab);
+        let d = _mm512_sub_pd(x, y);
+        $sdd = _mm512_fmadd_pd(d, d, $sdd);
+        _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, y)
+    }};
+}
+
+/// The accumulators as [`Lanes`].
+macro_rules! into_lanes {
+    ($sa:ident, $sb:ident, $saa:ident, $sbb:ident, $sab:ident, $sdd:ident, $eq:ident) => {{
+        let mut s = Lanes::default();
+        (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) = (
+            lanes($sa),
+            lanes($sb),
+            lanes($saa),
+            lanes($sbb),
+            lanes($sab),
+            lanes($sdd),
+        );
+        // Only the total of `eq` is used (an integer: any split is exact).
+        s.eq[0] = $eq;
+        s
+    }};
+}
+
 macro_rules! kernel {
     ($name:ident, $width:expr, $one:expr, $raw:ty, $load:expr, $decode:expr, $abs:expr,
      $max:expr, $zero:expr, $fold:expr) => {
@@ -80,27 +115,10 @@ macro_rules! kernel {
                         mb = max(mb, abs(rb));
                     }
                     let (x, y) = (decode(ra), decode(rb));
-                    sa = _mm512_add_pd(sa, x);
-                    sb = _mm512_add_pd(sb, y);
-                    // Exact products: one rounding, as `s + x * x` in the portable build.
-                    saa = _mm512_fmadd_pd(x, x, saa);
-                    sbb = _mm512_fmadd_pd(y, y, sbb);
-                    sab = _mm512_fmadd_pd(x, y, sab);
-                    let d = _mm512_sub_pd(x, y);
-                    sdd = _mm512_fmadd_pd(d, d, sdd);
-                    eq += u64::from(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, y).count_ones());
+                    let same = step!(x, y, sa, sb, saa, sbb, sab, sdd);
+                    eq += u64::from(same.count_ones());
                 }
-                let mut s = Lanes::default();
-                (s.sa, s.sb, s.saa, s.sbb, s.sab, s.sdd) = (
-                    lanes(sa),
-                    lanes(sb),
-                    lanes(saa),
-                    lanes(sbb),
-                    lanes(sab),
-                    lanes(sdd),
-                );
-                // Only the total of `eq` is used (an integer: any split is exact).
-                s.eq[0] = eq;
+                let mut s = into_lanes!(sa, sb, saa, sbb, sab, sdd, eq);
                 let fold: unsafe fn($raw) -> u32 = $fold;
                 let mut mags = if MAGS { [fold(ma), fold(mb)] } else { [0, 0] };
                 let one: fn(&[u8]) -> (f32, u32) = $one;
@@ -186,3 +204,54 @@ kernel!(
     // SAFETY: register operations the kernel's target features provide.
     |m| unsafe { max_u32(m) }
 );
+
+/// Moments of two runs of whole Q8_0 blocks ([`super::Q8_0_BLOCK`] bytes: `d: f16`, then 32
+/// signed codes), element `j` of a block being `f32(q_j) · f32(d)` exactly as the GGUF
+/// decoder computes it, each block's 32 elements four eights of lanes: the same values in
+/// the same lanes as decoding to f32 first and running [`f32s`], so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2, FMA, POPCNT and F16C.
+#[target_feature(enable = "avx512f,avx2,fma,popcnt,f16c")]
+pub(super) unsafe fn q8_0s(a: &[u8], b: &[u8]) -> Moments {
+    const B: usize = super::Q8_0_BLOCK;
+    // SAFETY: (whole block) the target features are enabled here; each load reads 8 bytes
+    // at offset `2 + 8·o ≤ 26` of one `chunks_exact(34)` piece.
+    unsafe {
+        let z = _mm512_setzero_pd();
+        let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut sdd) = (z, z, z, z, z, z);
+        let mut eq = 0u64;
+        let mut n = 0usize;
+        for (ba, bb) in a.chunks_exact(B).zip(b.chunks_exact(B)) {
+            crate::prefetch_ahead(ba);
+            crate::prefetch_ahead(bb);
+            let da = _mm256_set1_ps(super::q8_0_scale(ba));
+            let db = _mm256_set1_ps(super::q8_0_scale(bb));
+            let value = |block: &[u8], o: usize, d: __m256| {
+                let q = _mm_loadl_epi64(block.as_ptr().add(2 + 8 * o).cast());
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+                _mm512_cvtps_pd(v)
+            };
+            // The block's four equality masks counted at once (one `popcnt`; counted one
+            // by one, the compiler vectorises the counts into byte shuffles, 25 % of the
+            // kernel's time).
+            let mut same = 0u32;
+            for o in 0..4 {
+                let m = step!(
+                    value(ba, o, da),
+                    value(bb, o, db),
+                    sa,
+                    sb,
+                    saa,
+                    sbb,
+                    sab,
+                    sdd
+                );
+                same |= u32::from(m) << (8 * o);
+            }
+            eq += u64::from(same.count_ones());
+            n += 32;
+        }
+        Moments::from_lanes(n, into_lanes!(sa, sb, saa, sbb, sab, sdd, eq))
+    }
+}

@@ -188,6 +188,34 @@ pub(super) fn slices_max(a: &[f32], b: &[f32], max: bool) -> (Moments, Option<[u
     (dispatch!(slices::<f32>(a, b)), None)
 }
 
+/// Bytes of one Q8_0 block: an f16 scale and 32 signed 8-bit codes.
+pub(super) const Q8_0_BLOCK: usize = 34;
+
+/// A Q8_0 block's scale as f32 (exact). A block is a `chunks_exact(Q8_0_BLOCK)` piece; the
+/// fallback is unreachable.
+#[inline(always)]
+fn q8_0_scale(block: &[u8]) -> f32 {
+    let d = block.get(..2).map_or(0, |d| u16::from_le_bytes(arr(d)));
+    crate::convert::f16_to_f32(d)
+}
+
+/// Moments of two runs of whole Q8_0 blocks ([`crate::WeightSource::blocks`]), bit-identical
+/// to decoding both to f32 and running [`slices_max`] over them, when this CPU has a build
+/// that is faster than that: the AVX-512 one. `None` elsewhere on x86-64, where the GGUF
+/// plugin's AVX2 decoders and the AVX2 slice kernel are the faster way to the same bits.
+pub(super) fn q8_0s(a: &[u8], b: &[u8]) -> Option<Moments> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU supports the kernel's features, checked just above.
+            return Some(unsafe { avx512::q8_0s(a, b) });
+        }
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Some(portable::q8_0s(a, b))
+}
+
 impl Moments {
     /// Raw moments of `len` elements given the per-lane sums (see [`reduce`]).
     fn from_lanes(len: usize, s: Lanes) -> Moments {
@@ -325,6 +353,48 @@ mod tests {
             }
         });
         (m.n, m.equal, f)
+    }
+
+    /// The Q8_0 block kernels (portable, and AVX-512 where the CPU has it) give the bits of
+    /// decoding each block to f32 (`f32(q) · f32(d)`) and reducing the f32 slices, on every
+    /// kind of scale (zero, subnormal, the largest f16, ∞, NaN) and random codes.
+    #[test]
+    fn q8_0_kernels_agree_with_decoding_first() {
+        let mut rng = Rng::new(11);
+        for blocks in [0usize, 1, 2, 7, 64] {
+            let mut block_run = || -> Vec<u8> {
+                (0..blocks)
+                    .flat_map(|i| {
+                        let r = rng.next_u32();
+                        let d: u16 = match i % 9 {
+                            0 => 0,
+                            1 => 0x8000,
+                            2 => 0x0003,
+                            3 => 0x7bff,
+                            4 if blocks > 7 => 0x7c00,
+                            5 if blocks > 7 => 0xfe00,
+                            _ => 0x2000 | (r as u16 & 0x8fff),
+                        };
+                        let codes: Vec<u8> = (0..32).map(|_| rng.next_u32() as u8).collect();
+                        d.to_le_bytes().into_iter().chain(codes)
+                    })
+                    .collect()
+            };
+            let (a, b) = (block_run(), block_run());
+            let decode = |v: &[u8]| -> Vec<f32> {
+                v.chunks_exact(Q8_0_BLOCK)
+                    .flat_map(|c| {
+                        let d = q8_0_scale(c);
+                        c[2..].iter().map(move |&q| f32::from(q as i8) * d)
+                    })
+                    .collect()
+            };
+            let want = bits(slices_max(&decode(&a), &decode(&b), false).0);
+            assert_eq!(bits(portable::q8_0s(&a, &b)), want, "{blocks} blocks");
+            if let Some(m) = q8_0s(&a, &b) {
+                assert_eq!(bits(m), want, "{blocks} blocks");
+            }
+        }
     }
 
     /// The AVX2 + FMA kernels round exactly like the portable ones, for every stored dtype,

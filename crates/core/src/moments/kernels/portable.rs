@@ -36,3 +36,23 @@ pub(super) fn f32s(a: &[u8], b: &[u8]) -> Moments {
     let one = |c: &[u8]| f32::from_le_bytes(arr(c));
     reduce::<u8, u8, 32, 32, 4, 4>(a, b, oct, oct, one, one)
 }
+
+/// The reference for [`super::avx512`]'s `q8_0s`: whole Q8_0 blocks, element `j` of a block
+/// `f32(q_j) · f32(d)` (the GGUF decoder's arithmetic), each block four eights of lanes.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+pub(super) fn q8_0s(a: &[u8], b: &[u8]) -> Moments {
+    const B: usize = super::Q8_0_BLOCK;
+    let mut s = super::Lanes::default();
+    let mut n = 0;
+    for (ba, bb) in a.chunks_exact(B).zip(b.chunks_exact(B)) {
+        let (da, db) = (super::q8_0_scale(ba), super::q8_0_scale(bb));
+        for o in 0..4 {
+            let value = |block: &[u8], d: f32| -> [f32; L] {
+                std::array::from_fn(|i| f32::from(block[2 + 8 * o + i] as i8) * d)
+            };
+            s.add(value(ba, da), value(bb, db));
+        }
+        n += 32;
+    }
+    Moments::from_lanes(n, s)
+}
