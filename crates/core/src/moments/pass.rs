@@ -15,6 +15,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_endian = "little")]
+use super::kernels::f32_bytes;
 use super::kernels::Stored;
 use super::magnitudes::Magnitudes;
 use super::samples::{f32_le_bytes, is_sampled, sampled_chunks};
@@ -206,6 +208,14 @@ impl<'a> Fused<'a> {
     }
 }
 
+/// A side's stored bytes when it is an F32 tensor held whole in a map, which the buffered
+/// pass hands to the F32 kernel as they are (the kernels read little-endian f32 bytes).
+fn f32_in_place<'a>(side: Side<'a>, numel: usize) -> Option<&'a [u8]> {
+    let raw = side.raw()?;
+    let whole = raw.bytes.len() == numel.checked_mul(4)?;
+    (cfg!(target_endian = "little") && raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
+}
+
 /// Two tensors of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]), which
 /// the kernel decodes as it reduces.
 struct Q8_0Pair<'a> {
@@ -365,6 +375,7 @@ fn stream(
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
         let q8 = Q8_0Pair::of(a, b, numel);
+        let (in_a, in_b) = (f32_in_place(a, numel), f32_in_place(b, numel));
         let per_window = (0..windows)
             .into_par_iter()
             .map(|w| {
@@ -390,6 +401,38 @@ fn stream(
                         continue;
                     }
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);
+                    // A side stored as F32 goes to the kernel from the map as it is (an
+                    // exact copy against another dtype, say): same values, same bits, no
+                    // copy into the buffer.
+                    #[cfg(target_endian = "little")]
+                    if in_a.is_some() || in_b.is_some() {
+                        let range = start * 4..(start + len) * 4;
+                        let xa = match in_a {
+                            Some(v) => v.get(range.clone()),
+                            None => a.read_f32(start, buf_a).map(|()| f32_bytes(buf_a)).ok(),
+                        };
+                        let xb = match in_b {
+                            Some(v) => v.get(range),
+                            None => b.read_f32(start, buf_b).map(|()| f32_bytes(buf_b)).ok(),
+                        };
+                        if let (Some(xa), Some(xb)) = (xa, xb) {
+                            let kept = keep(c).then(|| (xa.to_vec(), xb.to_vec()));
+                            let (moments, max) = Stored::F32.moments_max(xa, xb, want_mags);
+                            let mags = want_mags.then(|| {
+                                [
+                                    Magnitudes::of_stored_max(Stored::F32, xa, max.map(|[a, _]| a)),
+                                    Magnitudes::of_stored_max(Stored::F32, xb, max.map(|[_, b]| b)),
+                                ]
+                            });
+                            out.push(ChunkOut {
+                                moments,
+                                kept,
+                                hist: None,
+                                mags,
+                            });
+                            continue;
+                        }
+                    }
                     a.read_f32(start, buf_a)?;
                     b.read_f32(start, buf_b)?;
                     let kept = keep(c).then(|| (f32_le_bytes(buf_a), f32_le_bytes(buf_b)));

@@ -154,9 +154,10 @@ fn has_avx512() -> bool {
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// The stored bytes of f32 values (little-endian on x86-64), for the AVX-512 F32 kernel.
-#[cfg(target_arch = "x86_64")]
-fn f32_bytes(v: &[f32]) -> &[u8] {
+/// The stored bytes of f32 values (little-endian on a little-endian target), for the F32
+/// kernels.
+#[cfg(target_endian = "little")]
+pub(super) fn f32_bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding and every byte of it is initialised; `u8` has alignment 1;
     // the slice covers exactly `v`'s bytes and borrows `v`.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
