@@ -566,6 +566,16 @@ mod tests {
             // The buffered path (mixed dtypes) keeps the same magnitudes.
             let mixed = pair_pass(x, side(2), n, &taps).unwrap();
             assert_eq!(mixed.magnitudes.map(|m| m[0]), Some(mags[0]));
+            // Its F32 side goes to the kernel from the map (no buffer): the same bits and
+            // magnitudes as decoding both sides first, either way round.
+            let tc = read_tensor(side(2), n).unwrap();
+            assert_eq!(mixed.moments, Moments::of_tensors(&ta, &tc));
+            assert_eq!(mixed.magnitudes, Some([mags[0], Magnitudes::of_f32(&tc)]));
+            let back = pair_pass(side(2), x, n, &taps).unwrap();
+            assert_eq!(back.moments, Moments::of_tensors(&tc, &ta));
+            let decoded = Samples::of_tensors(&tc, &ta, 8 * CHUNK).unwrap();
+            let stored = back.samples.unwrap();
+            assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&stored, &sy));
             // Decoded samples pair with stored ones bit-identically (the mixed path).
             let decoded = Samples::of_tensors(&ta, &tb, 8 * CHUNK).unwrap();
             assert_eq!(Samples::cross(&decoded, &sy), Samples::cross(&sx, &sy));
