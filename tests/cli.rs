@@ -320,6 +320,77 @@ fn hash_cache_skips_unchanged_files_and_never_serves_a_stale_hash() {
     assert_eq!(file_hash(&after, "a"), file_hash(&first, "a"));
 }
 
+/// What the pass measured of each tensor pair in a JSON report's only comparison: the metric
+/// values and the evidence's equal fraction and relative L2 (not the nulls, which read B
+/// apart from the pass).
+fn measured(report: &Output) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    v["comparisons"][0]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let e = &t["evidence"];
+            serde_json::json!([
+                t["name"],
+                t["values"],
+                e["equal_fraction"],
+                e["relative_l2"]
+            ])
+        })
+        .collect()
+}
+
+/// A byte-for-byte copy audited again, both files' hashes in the cache, is read once (B's
+/// tensors are measured against A's bytes): the report is byte-identical to the one that
+/// reads both files. That the cache is what decides it shows with a forged entry: a file one
+/// bit apart whose entry claims A's hash is measured as A (its nulls, read apart from the
+/// pass, still see its own bytes).
+#[test]
+fn cached_identical_files_are_read_once_to_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let m = dir.path().join("m");
+    let out = weightkin(dir.path(), &["demo", "--keep", "m", "--no-hash-cache"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(m.join("base.safetensors")).unwrap();
+    std::fs::write(m.join("copy.safetensors"), &bytes).unwrap();
+    let mut changed = bytes.clone();
+    let n = changed.len();
+    changed[n - 2] ^= 1; // the low mantissa bit of the last tensor's last element
+    std::fs::write(m.join("changed.safetensors"), &changed).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let run = |args: &[&str]| cached(dir.path(), &cache, args);
+    let args = |b: &'static str| {
+        ["compare", "m/base.safetensors", b, "--format", "json"].map(str::to_owned)
+    };
+    let copy = args("m/copy.safetensors");
+    let copy: Vec<&str> = copy.iter().map(String::as_str).collect();
+    let first = run(&copy); // both hashes computed and stored
+    assert_eq!(entries(&cache).len(), 2);
+    let second = run(&copy); // both served: the copy is read as A
+    assert_eq!(first.stdout, second.stdout);
+    let uncached = [&copy[..], &["--no-hash-cache"]].concat();
+    assert_eq!(second.stdout, run(&uncached).stdout);
+    assert_eq!(file_hash(&second, "a"), file_hash(&second, "b"));
+
+    let other = args("m/changed.safetensors");
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let honest = run(&other);
+    let (real, base) = (file_hash(&honest, "b"), file_hash(&honest, "a"));
+    assert_ne!(real, base);
+    assert_ne!(measured(&honest), measured(&second));
+    let entry = entries(&cache)
+        .into_iter()
+        .find(|e| std::fs::read_to_string(e).unwrap().contains(&real))
+        .unwrap();
+    let good = std::fs::read_to_string(&entry).unwrap();
+    std::fs::write(&entry, good.replace(&real, &base)).unwrap();
+    let fooled = run(&other);
+    assert_eq!(file_hash(&fooled, "b"), base);
+    assert_eq!(measured(&fooled), measured(&second));
+}
+
 #[test]
 fn no_hash_cache_leaves_the_cache_alone_and_concurrent_runs_share_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -184,6 +184,8 @@ fn tree(cvs: &[ChainingValue]) -> ChainingValue {
 #[derive(Debug, Default)]
 pub struct FileHashers {
     by_path: BTreeMap<PathBuf, FileHasher>,
+    /// Hashes known before the run read anything (a hash cache's hits), by file path.
+    known: BTreeMap<PathBuf, String>,
 }
 
 impl FileHashers {
@@ -202,6 +204,23 @@ impl FileHashers {
     /// The hasher of the file at `path`.
     pub fn get(&self, path: &Path) -> Option<&FileHasher> {
         self.by_path.get(path)
+    }
+
+    /// Records that the file at `path` is known to hash to `blake3` (from a hash cache that
+    /// checked it against the file's current `stat`), so that [`Self::same_bytes`] can
+    /// answer for it without reading it.
+    pub fn known(&mut self, path: &Path, blake3: &str) {
+        self.known.insert(path.to_owned(), blake3.to_owned());
+    }
+
+    /// Whether the two mapped files are known to hold the same bytes: both hashes known
+    /// ([`Self::known`]), equal, and the maps equally long. `false` whenever that is not
+    /// known, whatever the files hold.
+    pub fn same_bytes(&self, x: &MappedFile, y: &MappedFile) -> bool {
+        match (self.known.get(x.path()), self.known.get(y.path())) {
+            (Some(hx), Some(hy)) => !hx.is_empty() && hx == hy && x.len() == y.len(),
+            _ => false,
+        }
     }
 }
 

@@ -188,7 +188,12 @@ impl<'a> Fused<'a> {
     /// [`Magnitudes`] (taken by the kernel on the way where it can, else by a scan of the
     /// chunk while it is in cache).
     fn moments(&self, x: &[u8], y: &[u8], mags: bool) -> (Moments, Option<[Magnitudes; 2]>) {
-        let (m, max) = self.stored.moments_max(x, y, mags);
+        // Both sides the same bytes (a pair measured against one side's bytes, known equal).
+        let (m, max) = if std::ptr::eq(x, y) {
+            self.stored.self_moments_max(x, mags)
+        } else {
+            self.stored.moments_max(x, y, mags)
+        };
         let mags = mags.then(|| {
             [
                 Magnitudes::of_stored_max(self.stored, x, max.map(|[a, _]| a)),

@@ -151,6 +151,7 @@ impl FileHashes {
                 let miss = match &opts.hash_cache {
                     Some(cache) => match cache.begin(&f.path) {
                         Lookup::Hit(blake3) => {
+                            hashers.known(&f.path, &blake3);
                             report.blake3 = blake3;
                             continue;
                         }

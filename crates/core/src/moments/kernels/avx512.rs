@@ -79,8 +79,67 @@ macro_rules! into_lanes {
 }
 
 macro_rules! kernel {
-    ($name:ident, $width:expr, $one:expr, $raw:ty, $load:expr, $decode:expr, $abs:expr,
-     $max:expr, $zero:expr, $fold:expr) => {
+    ($name:ident, $self_name:ident, $inf:expr, $width:expr, $one:expr, $raw:ty, $load:expr,
+     $decode:expr, $abs:expr, $max:expr, $zero:expr, $fold:expr) => {
+        /// The moments of a run against itself — bit for bit what the pair kernel gives for
+        /// `(a, a)` — and its largest magnitude's bit pattern, at about half the work: the
+        /// sums of `b` are those of `a` (the same additions of the same values), the products
+        /// `a·b` and `b·b` are `a·a`, and every difference `a − a` is `+0`, or NaN where `a`
+        /// is ∞ or NaN (then the folded sum is NaN either way: only NaN-ness is part of the
+        /// contract). For a pair read from the same bytes (a byte-identical copy).
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F, AVX2, FMA, POPCNT and F16C.
+        #[target_feature(enable = "avx512f,avx2,fma,popcnt,f16c")]
+        #[allow(unused_unsafe)]
+        pub(super) unsafe fn $self_name(a: &[u8]) -> (Moments, u32) {
+            let len = a.len() / $width;
+            let a = &a[..len * $width];
+            let load: unsafe fn(&[u8]) -> $raw = $load;
+            let decode: unsafe fn($raw) -> __m512d = $decode;
+            let abs: unsafe fn($raw) -> $raw = $abs;
+            let max: unsafe fn($raw, $raw) -> $raw = $max;
+            // SAFETY: (whole block) the target features are enabled here; every load reads
+            // within one `chunks_exact(8 * width)` piece.
+            unsafe {
+                let z = _mm512_setzero_pd();
+                let (mut sa, mut saa) = (z, z);
+                let mut ma: $raw = $zero;
+                let mut eq = 0u64;
+                let mut ca = a.chunks_exact(8 * $width);
+                for xa in &mut ca {
+                    crate::prefetch_ahead(xa);
+                    let ra = load(xa);
+                    ma = max(ma, abs(ra));
+                    let x = decode(ra);
+                    sa = _mm512_add_pd(sa, x);
+                    saa = _mm512_fmadd_pd(x, x, saa);
+                    eq += u64::from(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, x).count_ones());
+                }
+                let fold: unsafe fn($raw) -> u32 = $fold;
+                let mut mag = fold(ma);
+                let (sum, squares) = (lanes(sa), lanes(saa));
+                let nonfinite = mag >= $inf;
+                let mut s = Lanes {
+                    sa: sum,
+                    sb: sum,
+                    saa: squares,
+                    sbb: squares,
+                    sab: squares,
+                    sdd: [if nonfinite { f64::NAN } else { 0.0 }; L],
+                    eq: [0; L],
+                };
+                s.eq[0] = eq;
+                let one: fn(&[u8]) -> (f32, u32) = $one;
+                for xa in ca.remainder().chunks_exact($width) {
+                    let (x, bx) = one(xa);
+                    mag = mag.max(bx);
+                    s.add_one(x, x);
+                }
+                (Moments::from_lanes(len, s), mag)
+            }
+        }
+
         /// Moments of two runs of stored elements and, when `MAGS`, the largest magnitude's
         /// bit pattern of each side over the whole runs (sign cleared, ∞ and NaN patterns
         /// included); `[0, 0]` otherwise.
@@ -141,6 +200,8 @@ macro_rules! kernel {
 
 kernel!(
     bf16s,
+    bf16_self,
+    0x7f80,
     2,
     |c| {
         let bits = u16::from_le_bytes(super::arr(c));
@@ -165,6 +226,8 @@ kernel!(
 );
 kernel!(
     f16s,
+    f16_self,
+    0x7c00,
     2,
     |c| {
         let bits = u16::from_le_bytes(super::arr(c));
@@ -186,6 +249,8 @@ kernel!(
 );
 kernel!(
     f32s,
+    f32_self,
+    0x7f80_0000,
     4,
     |c| {
         let bits = u32::from_le_bytes(super::arr(c));
