@@ -215,10 +215,11 @@ impl<'a> Fused<'a> {
 
 /// A side's stored bytes when it is an F32 tensor held whole in a map, which the buffered
 /// pass hands to the F32 kernel as they are (the kernels read little-endian f32 bytes).
+#[cfg(target_endian = "little")]
 fn f32_in_place<'a>(side: Side<'a>, numel: usize) -> Option<&'a [u8]> {
     let raw = side.raw()?;
     let whole = raw.bytes.len() == numel.checked_mul(4)?;
-    (cfg!(target_endian = "little") && raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
+    (raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
 }
 
 /// Two tensors of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]), which
@@ -380,6 +381,7 @@ fn stream(
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
         let q8 = Q8_0Pair::of(a, b, numel);
+        #[cfg(target_endian = "little")]
         let (in_a, in_b) = (f32_in_place(a, numel), f32_in_place(b, numel));
         let per_window = (0..windows)
             .into_par_iter()
