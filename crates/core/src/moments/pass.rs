@@ -261,6 +261,69 @@ impl<'a> Q8_0Pair<'a> {
     }
 }
 
+/// Whole Q8_0 blocks against stored floats (BF16, F16, F32) held whole in a map — a
+/// quantised copy against its original, say — which the kernel decodes as it reduces.
+struct Q8_0Mixed<'a> {
+    q: &'a [u8],
+    f: &'a [u8],
+    stored: Stored,
+    /// Whether the blocks are side a.
+    q_first: bool,
+}
+
+impl<'a> Q8_0Mixed<'a> {
+    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Q8_0Mixed<'a>> {
+        if !numel.is_multiple_of(Q8_0_ELEMENTS) {
+            return None;
+        }
+        let blocks = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
+        let side = |q: Side<'a>, f: Side<'a>, q_first: bool| {
+            let (rq, rf) = (q.blocks()?, f.raw()?);
+            let stored = Stored::of(rf.dtype)?;
+            let floats = numel.checked_mul(stored.width())?;
+            (rq.dtype == Dtype::Q8_0 && rq.bytes.len() == blocks && rf.bytes.len() == floats)
+                .then_some(Q8_0Mixed {
+                    q: rq.bytes,
+                    f: rf.bytes,
+                    stored,
+                    q_first,
+                })
+        };
+        side(a, b, true).or_else(|| side(b, a, false))
+    }
+
+    /// Moments of elements `start .. start + len` (whole blocks) and, with `mags`, both
+    /// sides' magnitudes, when this CPU has a fused build of the kernel and (with `mags`)
+    /// both sides' values are finite; `None` sends the chunk through the buffers.
+    fn moments(
+        &self,
+        start: usize,
+        len: usize,
+        mags: bool,
+    ) -> Option<(Moments, Option<[Magnitudes; 2]>)> {
+        if !start.is_multiple_of(Q8_0_ELEMENTS) || !len.is_multiple_of(Q8_0_ELEMENTS) {
+            return None;
+        }
+        let block = super::kernels::Q8_0_BLOCK;
+        let q = self
+            .q
+            .get(start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block)?;
+        let w = self.stored.width();
+        let f = self.f.get(start * w..(start + len) * w)?;
+        let (m, max) = super::kernels::q8_0_mixed(q, f, self.stored, self.q_first, mags)?;
+        let mags = match max {
+            // Finite: the largest is all a magnitude scan would add (`of_f32_max` reads no
+            // values then). ∞ or NaN: the buffers, where the scan finds which.
+            Some(bits) if bits.iter().all(|&b| b < 0x7f80_0000) => {
+                Some(bits.map(|b| Magnitudes::of_f32_max(&[], Some(b))))
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        Some((m, mags))
+    }
+}
+
 /// What one chunk of a pass yields.
 struct ChunkOut {
     /// The chunk's moments.
@@ -381,6 +444,7 @@ fn stream(
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
         let q8 = Q8_0Pair::of(a, b, numel);
+        let q8_mixed = Q8_0Mixed::of(a, b, numel);
         #[cfg(target_endian = "little")]
         let (in_a, in_b) = (f32_in_place(a, numel), f32_in_place(b, numel));
         let per_window = (0..windows)
@@ -404,6 +468,21 @@ fn stream(
                             kept: None,
                             hist: None,
                             mags: None,
+                        });
+                        continue;
+                    }
+                    // Q8_0 against stored floats: both decoded inside the kernel, unless
+                    // the chunk's f32 values are wanted (a kept sample, a magnitude scan).
+                    let direct = q8_mixed
+                        .as_ref()
+                        .filter(|_| !keep(c))
+                        .and_then(|q| q.moments(start, len, want_mags));
+                    if let Some((moments, mags)) = direct {
+                        out.push(ChunkOut {
+                            moments,
+                            kept: None,
+                            hist: None,
+                            mags,
                         });
                         continue;
                     }

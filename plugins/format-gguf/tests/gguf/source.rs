@@ -423,3 +423,70 @@ fn q8_0_pairs_give_the_same_bits_with_or_without_blocks() {
         }
     }
 }
+
+/// A Q8_0 tensor against BF16, F16 and F32 tensors of its shape (either side first), through
+/// the pass that decodes both inside the kernel where the CPU has it: the moments, both
+/// sides' magnitudes and the kept samples are those of decoding both to f32 first — with
+/// finite values, and with an ∞ and a NaN among them (those chunks take the buffers).
+#[test]
+fn q8_0_against_floats_gives_the_same_pass_with_or_without_blocks() {
+    use weightkin_core::{pair_pass, Moments, Side, Taps, CHUNK};
+    let bits = |m: Moments| {
+        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+            if v.is_nan() {
+                u64::MAX
+            } else {
+                v.to_bits()
+            }
+        });
+        (m.n, m.equal, f)
+    };
+    let numel = 3 * CHUNK + 64 * 5;
+    let shape = [numel / 64, 64];
+    let q = q8_0_blocks(numel / 32, 5, false, None);
+    let mut rng = weightkin_core::rng::Rng::new(9);
+    let mut values: Vec<f32> = (0..numel)
+        .map(|_| (rng.next_u32() >> 8) as f32 / (1 << 24) as f32 - 0.5)
+        .collect();
+    let mut builder = GgufBuilder::new("other").tensor_raw("q", Dtype::Q8_0, &shape, q);
+    for nonfinite in [false, true] {
+        if nonfinite {
+            (values[7], values[CHUNK + 9]) = (f32::INFINITY, f32::NAN);
+        }
+        let tag = if nonfinite { "n" } else { "f" };
+        let bf16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        let f16: Vec<u8> = values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        builder = builder
+            .tensor_raw(&format!("bf16{tag}"), Dtype::BF16, &shape, bf16)
+            .tensor_raw(&format!("f16{tag}"), Dtype::F16, &shape, f16)
+            .tensor_f32(&format!("f32{tag}"), &shape, &values);
+    }
+    let source = open_bytes(&builder.to_bytes().unwrap()).unwrap();
+    let src = source.as_ref();
+    let plain = Buffered(src);
+    let taps = Taps {
+        samples: Some(2 * CHUNK),
+        ulp: Some(CHUNK),
+        observer: None,
+        magnitudes: true,
+    };
+    let iq = src.find("q").unwrap();
+    for name in ["bf16f", "f16f", "f32f", "bf16n", "f16n", "f32n"] {
+        let i = src.find(name).unwrap();
+        for (x, y) in [(iq, i), (i, iq)] {
+            let direct = pair_pass(Side::new(src, x), Side::new(src, y), numel, &taps).unwrap();
+            let buffered =
+                pair_pass(Side::new(&plain, x), Side::new(&plain, y), numel, &taps).unwrap();
+            assert_eq!(bits(direct.moments), bits(buffered.moments), "{name}");
+            assert_eq!(direct.magnitudes, buffered.magnitudes, "{name}");
+            assert!(direct.samples.is_some());
+            assert_eq!(direct.samples, buffered.samples, "{name}");
+        }
+    }
+}

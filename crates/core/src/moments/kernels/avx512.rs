@@ -80,7 +80,7 @@ macro_rules! into_lanes {
 
 macro_rules! kernel {
     ($name:ident, $self_name:ident, $inf:expr, $width:expr, $one:expr, $raw:ty, $load:expr,
-     $decode:expr, $abs:expr, $max:expr, $zero:expr, $fold:expr) => {
+     $decode:expr, $abs:expr, $max:expr, $zero:expr, $fold:expr, $as_f32_bits:expr) => {
         /// The moments of a run against itself — bit for bit what the pair kernel gives for
         /// `(a, a)` — and its largest magnitude's bit pattern, at about half the work: the
         /// sums of `b` are those of `a` (the same additions of the same values), the products
@@ -198,77 +198,107 @@ macro_rules! kernel {
     };
 }
 
-kernel!(
-    bf16s,
-    bf16_self,
-    0x7f80,
-    2,
-    |c| {
-        let bits = u16::from_le_bytes(super::arr(c));
-        (super::bf16(u32::from(bits)), u32::from(bits & 0x7fff))
-    },
-    __m128i,
-    // SAFETY: `c` holds 16 bytes; unaligned load.
-    |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
-    // SAFETY: register operations the kernel's target features provide. A BF16 value is the
-    // high half of an f32: zero-extended and shifted up 16 bits, it is exactly that f32.
-    |v| unsafe {
-        let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v));
-        _mm512_cvtps_pd(_mm256_castsi256_ps(w))
-    },
-    // SAFETY: register operations the kernel's target features provide.
-    |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
-    // SAFETY: register operations the kernel's target features provide.
-    |m, v| unsafe { _mm_max_epu16(m, v) },
-    _mm_setzero_si128(),
-    // SAFETY: register operations the kernel's target features provide.
-    |m| unsafe { u32::from(max_u16(m)) }
-);
-kernel!(
-    f16s,
-    f16_self,
-    0x7c00,
-    2,
-    |c| {
-        let bits = u16::from_le_bytes(super::arr(c));
-        (crate::convert::f16_to_f32(bits), u32::from(bits & 0x7fff))
-    },
-    __m128i,
-    // SAFETY: `c` holds 16 bytes; unaligned load.
-    |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
-    // SAFETY: register operations the kernel's target features provide. F16C widens eight
-    // halves exactly (NaNs quieted, as the portable conversion does).
-    |v| unsafe { _mm512_cvtps_pd(_mm256_cvtph_ps(v)) },
-    // SAFETY: register operations the kernel's target features provide.
-    |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
-    // SAFETY: register operations the kernel's target features provide.
-    |m, v| unsafe { _mm_max_epu16(m, v) },
-    _mm_setzero_si128(),
-    // SAFETY: register operations the kernel's target features provide.
-    |m| unsafe { u32::from(max_u16(m)) }
-);
-kernel!(
-    f32s,
-    f32_self,
-    0x7f80_0000,
-    4,
-    |c| {
-        let bits = u32::from_le_bytes(super::arr(c));
-        (f32::from_bits(bits), bits & 0x7fff_ffff)
-    },
-    __m256i,
-    // SAFETY: `c` holds 32 bytes; unaligned load (x86 is little-endian).
-    |c| unsafe { _mm256_loadu_si256(c.as_ptr().cast()) },
-    // SAFETY: register operations the kernel's target features provide.
-    |v| unsafe { _mm512_cvtps_pd(_mm256_castsi256_ps(v)) },
-    // SAFETY: register operations the kernel's target features provide.
-    |v| unsafe { _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff)) },
-    // SAFETY: register operations the kernel's target features provide.
-    |m, v| unsafe { _mm256_max_epu32(m, v) },
-    _mm256_setzero_si256(),
-    // SAFETY: register operations the kernel's target features provide.
-    |m| unsafe { max_u32(m) }
-);
+/// Calls kernel-building macro `$m` with the arguments before the codec, then the BF16
+/// codec: width in bytes, the one-element decoder, the raw register type, the load, the
+/// decode to f64, the magnitude mask, the maximum, its zero, the fold of the maximum to a
+/// pattern, and that pattern as an f32 bit pattern.
+macro_rules! bf16_codec {
+    ($m:ident, $($pre:tt)*) => {
+        $m!(
+            $($pre)*
+            2,
+            |c| {
+                let bits = u16::from_le_bytes(super::arr(c));
+                (super::bf16(u32::from(bits)), u32::from(bits & 0x7fff))
+            },
+            __m128i,
+            // SAFETY: `c` holds 16 bytes; unaligned load.
+            |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
+            // SAFETY: register operations the kernel's target features provide. A BF16 value is the
+            // high half of an f32: zero-extended and shifted up 16 bits, it is exactly that f32.
+            |v| unsafe {
+                let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v));
+                _mm512_cvtps_pd(_mm256_castsi256_ps(w))
+            },
+            // SAFETY: register operations the kernel's target features provide.
+            |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
+            // SAFETY: register operations the kernel's target features provide.
+            |m, v| unsafe { _mm_max_epu16(m, v) },
+            _mm_setzero_si128(),
+            // SAFETY: register operations the kernel's target features provide.
+            |m| unsafe { u32::from(max_u16(m)) },
+            // The f32 pattern of a BF16 pattern: its high half.
+            |b| b << 16
+        );
+    };
+}
+
+/// Calls kernel-building macro `$m` with the arguments before the codec, then the F16
+/// codec: width in bytes, the one-element decoder, the raw register type, the load, the
+/// decode to f64, the magnitude mask, the maximum, its zero, the fold of the maximum to a
+/// pattern, and that pattern as an f32 bit pattern.
+macro_rules! f16_codec {
+    ($m:ident, $($pre:tt)*) => {
+        $m!(
+            $($pre)*
+            2,
+            |c| {
+                let bits = u16::from_le_bytes(super::arr(c));
+                (crate::convert::f16_to_f32(bits), u32::from(bits & 0x7fff))
+            },
+            __m128i,
+            // SAFETY: `c` holds 16 bytes; unaligned load.
+            |c| unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
+            // SAFETY: register operations the kernel's target features provide. F16C widens eight
+            // halves exactly (NaNs quieted, as the portable conversion does).
+            |v| unsafe { _mm512_cvtps_pd(_mm256_cvtph_ps(v)) },
+            // SAFETY: register operations the kernel's target features provide.
+            |v| unsafe { _mm_and_si128(v, _mm_set1_epi16(0x7fff)) },
+            // SAFETY: register operations the kernel's target features provide.
+            |m, v| unsafe { _mm_max_epu16(m, v) },
+            _mm_setzero_si128(),
+            // SAFETY: register operations the kernel's target features provide.
+            |m| unsafe { u32::from(max_u16(m)) },
+            // The f32 pattern of a finite F16 magnitude pattern (exact, order-preserving); an
+            // infinite or NaN one as a pattern at or above the f32 infinity's.
+            |b| if b >= 0x7c00 { 0x7f80_0000 | b } else { crate::convert::f16_to_f32(b as u16).to_bits() }
+        );
+    };
+}
+
+/// Calls kernel-building macro `$m` with the arguments before the codec, then the F32
+/// codec: width in bytes, the one-element decoder, the raw register type, the load, the
+/// decode to f64, the magnitude mask, the maximum, its zero, the fold of the maximum to a
+/// pattern, and that pattern as an f32 bit pattern.
+macro_rules! f32_codec {
+    ($m:ident, $($pre:tt)*) => {
+        $m!(
+            $($pre)*
+            4,
+            |c| {
+                let bits = u32::from_le_bytes(super::arr(c));
+                (f32::from_bits(bits), bits & 0x7fff_ffff)
+            },
+            __m256i,
+            // SAFETY: `c` holds 32 bytes; unaligned load (x86 is little-endian).
+            |c| unsafe { _mm256_loadu_si256(c.as_ptr().cast()) },
+            // SAFETY: register operations the kernel's target features provide.
+            |v| unsafe { _mm512_cvtps_pd(_mm256_castsi256_ps(v)) },
+            // SAFETY: register operations the kernel's target features provide.
+            |v| unsafe { _mm256_and_si256(v, _mm256_set1_epi32(0x7fff_ffff)) },
+            // SAFETY: register operations the kernel's target features provide.
+            |m, v| unsafe { _mm256_max_epu32(m, v) },
+            _mm256_setzero_si256(),
+            // SAFETY: register operations the kernel's target features provide.
+            |m| unsafe { max_u32(m) },
+            |b| b
+        );
+    };
+}
+
+bf16_codec!(kernel, bf16s, bf16_self, 0x7f80,);
+f16_codec!(kernel, f16s, f16_self, 0x7c00,);
+f32_codec!(kernel, f32s, f32_self, 0x7f80_0000,);
 
 /// Moments of two runs of whole Q8_0 blocks ([`super::Q8_0_BLOCK`] bytes: `d: f16`, then 32
 /// signed codes), element `j` of a block being `f32(q_j) · f32(d)` exactly as the GGUF
@@ -320,3 +350,86 @@ pub(super) unsafe fn q8_0s(a: &[u8], b: &[u8]) -> Moments {
         Moments::from_lanes(n, into_lanes!(sa, sb, saa, sbb, sab, sdd, eq))
     }
 }
+
+/// Moments of whole Q8_0 blocks against a run of stored floats of one dtype (`Q_FIRST`: the
+/// blocks are side a), element `j` of a block `f32(q_j) · f32(d)` as the GGUF decoder computes
+/// it, each block four eights of lanes against the float run's next 32 elements: the same
+/// values in the same lanes as decoding both to f32 first and running [`f32s`], so the same
+/// bits. With `MAGS`, each side's largest magnitude as an f32 bit pattern (sign cleared) when
+/// it is finite, else a pattern at or above `0x7f80_0000`.
+macro_rules! q8_0_mixed {
+    ($name:ident, $width:expr, $one:expr, $raw:ty, $load:expr, $decode:expr, $abs:expr,
+     $max:expr, $zero:expr, $fold:expr, $as_f32_bits:expr) => {
+        /// See [`q8_0_mixed!`].
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512F, AVX2, FMA, POPCNT and F16C.
+        #[target_feature(enable = "avx512f,avx2,fma,popcnt,f16c")]
+        #[allow(unused_unsafe)]
+        pub(super) unsafe fn $name<const Q_FIRST: bool, const MAGS: bool>(
+            q: &[u8],
+            f: &[u8],
+        ) -> (Moments, [u32; 2]) {
+            const B: usize = super::Q8_0_BLOCK;
+            let load: unsafe fn(&[u8]) -> $raw = $load;
+            let decode: unsafe fn($raw) -> __m512d = $decode;
+            let abs: unsafe fn($raw) -> $raw = $abs;
+            let max: unsafe fn($raw, $raw) -> $raw = $max;
+            // SAFETY: (whole block) the target features are enabled here; each code load
+            // reads 8 bytes at offset `2 + 8·o ≤ 26` of one `chunks_exact(34)` piece, each
+            // float load `8 · width` bytes at `8 · width · o` of one `chunks_exact(32 · width)`
+            // piece.
+            unsafe {
+                let z = _mm512_setzero_pd();
+                let (mut sa, mut sb, mut saa, mut sbb, mut sab, mut sdd) = (z, z, z, z, z, z);
+                let mut eq = 0u64;
+                let mut n = 0usize;
+                let mut mq = _mm256_setzero_si256();
+                let mut mf: $raw = $zero;
+                let sign = _mm256_set1_epi32(0x7fff_ffff);
+                for (block, run) in q.chunks_exact(B).zip(f.chunks_exact(32 * $width)) {
+                    crate::prefetch_ahead(block);
+                    crate::prefetch_ahead(run);
+                    let d = _mm256_set1_ps(super::q8_0_scale(block));
+                    let mut same = 0u32;
+                    for o in 0..4 {
+                        let codes = _mm_loadl_epi64(block.as_ptr().add(2 + 8 * o).cast());
+                        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), d);
+                        let raw = load(&run[8 * $width * o..]);
+                        if MAGS {
+                            mq = _mm256_max_epu32(
+                                mq,
+                                _mm256_and_si256(_mm256_castps_si256(v), sign),
+                            );
+                            mf = max(mf, abs(raw));
+                        }
+                        let (xq, xf) = (_mm512_cvtps_pd(v), decode(raw));
+                        let (x, y) = if Q_FIRST { (xq, xf) } else { (xf, xq) };
+                        let m = step!(x, y, sa, sb, saa, sbb, sab, sdd);
+                        same |= u32::from(m) << (8 * o);
+                    }
+                    eq += u64::from(same.count_ones());
+                    n += 32;
+                }
+                let s = into_lanes!(sa, sb, saa, sbb, sab, sdd, eq);
+                let mags = if MAGS {
+                    let fold: unsafe fn($raw) -> u32 = $fold;
+                    let as_f32_bits: fn(u32) -> u32 = $as_f32_bits;
+                    let (bq, bf) = (max_u32(mq), as_f32_bits(fold(mf)));
+                    if Q_FIRST {
+                        [bq, bf]
+                    } else {
+                        [bf, bq]
+                    }
+                } else {
+                    [0, 0]
+                };
+                (Moments::from_lanes(n, s), mags)
+            }
+        }
+    };
+}
+
+bf16_codec!(q8_0_mixed, q8_0_bf16s,);
+f16_codec!(q8_0_mixed, q8_0_f16s,);
+f32_codec!(q8_0_mixed, q8_0_f32s,);

@@ -217,6 +217,44 @@ pub(super) fn q8_0s(a: &[u8], b: &[u8]) -> Option<Moments> {
     Some(portable::q8_0s(a, b))
 }
 
+/// Moments of whole Q8_0 blocks `q` against `f`, stored floats of `stored` (`q_first`: the
+/// blocks are side a), bit-identical to decoding both to f32 and running [`slices_max`] over
+/// them, when this CPU has a build that does it without the buffers (AVX-512); `None`
+/// elsewhere. With `max`, each side's largest magnitude as an f32 bit pattern (sign cleared)
+/// when finite, else a pattern at or above `0x7f80_0000`.
+pub(super) fn q8_0_mixed(
+    q: &[u8],
+    f: &[u8],
+    stored: Stored,
+    q_first: bool,
+    max: bool,
+) -> Option<(Moments, Option<[u32; 2]>)> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        macro_rules! call {
+            ($k:ident) => {
+                // SAFETY: the CPU supports the kernel's features, checked above.
+                unsafe {
+                    match (q_first, max) {
+                        (true, true) => avx512::$k::<true, true>(q, f),
+                        (true, false) => avx512::$k::<true, false>(q, f),
+                        (false, true) => avx512::$k::<false, true>(q, f),
+                        (false, false) => avx512::$k::<false, false>(q, f),
+                    }
+                }
+            };
+        }
+        let (m, bits) = match stored {
+            Stored::Bf16 => call!(q8_0_bf16s),
+            Stored::F16 => call!(q8_0_f16s),
+            Stored::F32 => call!(q8_0_f32s),
+        };
+        return Some((m, max.then_some(bits)));
+    }
+    let _ = (q, f, stored, q_first, max);
+    None
+}
+
 impl Moments {
     /// Raw moments of `len` elements given the per-lane sums (see [`reduce`]).
     fn from_lanes(len: usize, s: Lanes) -> Moments {
@@ -251,6 +289,16 @@ pub(super) enum Stored {
 }
 
 impl Stored {
+    /// The fused kernels' stored dtype, if `dtype` is one.
+    pub(super) fn of(dtype: Dtype) -> Option<Stored> {
+        match dtype {
+            Dtype::BF16 => Some(Stored::Bf16),
+            Dtype::F16 => Some(Stored::F16),
+            Dtype::F32 => Some(Stored::F32),
+            _ => None,
+        }
+    }
+
     fn dtype(self) -> Dtype {
         match self {
             Stored::Bf16 => Dtype::BF16,
@@ -424,6 +472,95 @@ mod tests {
             Stored::F32 => portable::f32s(x, x),
             Stored::Bf16 => portable::bf16s(x, x),
             Stored::F16 => portable::f16s(x, x),
+        }
+    }
+
+    /// Q8_0 blocks against BF16, F16 and F32 runs, either side first: the mixed kernels (where
+    /// the CPU has them) give the bits of decoding both to f32 and reducing the slices, and
+    /// the largest magnitudes of [`slices_max`] when those are finite.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn q8_0_mixed_kernels_agree_with_decoding_first() {
+        let mut rng = Rng::new(13);
+        for (blocks, finite) in [
+            (0usize, true),
+            (1, true),
+            (9, true),
+            (64, true),
+            (64, false),
+        ] {
+            let q: Vec<u8> = (0..blocks)
+                .flat_map(|i| {
+                    let r = rng.next_u32();
+                    let d: u16 = match i % 7 {
+                        0 => 0x8000,
+                        1 => 0x0005,
+                        2 if !finite => 0x7c00,
+                        _ => 0x2400 | (r as u16 & 0x83ff),
+                    };
+                    let codes: Vec<u8> = (0..32).map(|_| rng.next_u32() as u8).collect();
+                    d.to_le_bytes().into_iter().chain(codes)
+                })
+                .collect();
+            let decoded: Vec<f32> = q
+                .chunks_exact(Q8_0_BLOCK)
+                .flat_map(|c| {
+                    let d = q8_0_scale(c);
+                    c[2..].iter().map(move |&v| f32::from(v as i8) * d)
+                })
+                .collect();
+            // Floats near the decoded values (equal ones included), and with `!finite` an
+            // infinity and a NaN.
+            let mut values: Vec<f32> = decoded
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| if i % 5 == 0 { x } else { x * 1.01 + 0.001 })
+                .collect();
+            if !finite && values.len() > 40 {
+                (values[3], values[40]) = (f32::INFINITY, f32::NAN);
+            }
+            for stored in [Stored::Bf16, Stored::F16, Stored::F32] {
+                let bytes: Vec<u8> = match stored {
+                    Stored::Bf16 => values
+                        .iter()
+                        .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                        .collect(),
+                    Stored::F16 => values
+                        .iter()
+                        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                    Stored::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                };
+                let mut floats = vec![0f32; values.len()];
+                stored.decode(&bytes, &mut floats).unwrap();
+                for q_first in [true, false] {
+                    let (x, y) = if q_first {
+                        (&decoded, &floats)
+                    } else {
+                        (&floats, &decoded)
+                    };
+                    let (want, want_max) = slices_max(x, y, true);
+                    let Some((got, got_max)) = q8_0_mixed(&q, &bytes, stored, q_first, true) else {
+                        continue; // no fused build on this CPU
+                    };
+                    let case = format!("{stored:?} {blocks} {q_first} {finite}");
+                    assert_eq!(bits(got), bits(want), "{case}");
+                    let got_max = got_max.unwrap();
+                    match want_max {
+                        Some(w) => {
+                            for (g, w) in got_max.into_iter().zip(w) {
+                                assert_eq!(g >= 0x7f80_0000, w >= 0x7f80_0000, "{case}");
+                                if w < 0x7f80_0000 {
+                                    assert_eq!(g, w, "{case}");
+                                }
+                            }
+                        }
+                        None => unreachable!("the mixed kernels exist only with AVX-512"),
+                    }
+                    let plain = q8_0_mixed(&q, &bytes, stored, q_first, false).unwrap();
+                    assert_eq!((bits(plain.0), plain.1), (bits(want), None), "{case}");
+                }
+            }
         }
     }
 
