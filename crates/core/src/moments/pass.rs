@@ -188,19 +188,7 @@ impl<'a> Fused<'a> {
     /// [`Magnitudes`] (taken by the kernel on the way where it can, else by a scan of the
     /// chunk while it is in cache).
     fn moments(&self, x: &[u8], y: &[u8], mags: bool) -> (Moments, Option<[Magnitudes; 2]>) {
-        // Both sides the same bytes (a pair measured against one side's bytes, known equal).
-        let (m, max) = if std::ptr::eq(x, y) {
-            self.stored.self_moments_max(x, mags)
-        } else {
-            self.stored.moments_max(x, y, mags)
-        };
-        let mags = mags.then(|| {
-            [
-                Magnitudes::of_stored_max(self.stored, x, max.map(|[a, _]| a)),
-                Magnitudes::of_stored_max(self.stored, y, max.map(|[_, b]| b)),
-            ]
-        });
-        (m, mags)
+        stored_moments(self.stored, x, y, mags)
     }
 
     /// Hands back the pages of elements `start .. end`.
@@ -213,6 +201,30 @@ impl<'a> Fused<'a> {
     }
 }
 
+/// Moments of two runs of stored bytes of `stored` and, with `mags`, each side's
+/// [`Magnitudes`] (taken by the kernel on the way where it can, else by a scan of the run
+/// while it is in cache). Both sides the same bytes (a pair measured against one side's
+/// bytes, known equal): the kernel of a run against itself, same bits.
+fn stored_moments(
+    stored: Stored,
+    x: &[u8],
+    y: &[u8],
+    mags: bool,
+) -> (Moments, Option<[Magnitudes; 2]>) {
+    let (m, max) = if std::ptr::eq(x, y) {
+        stored.self_moments_max(x, mags)
+    } else {
+        stored.moments_max(x, y, mags)
+    };
+    let mags = mags.then(|| {
+        [
+            Magnitudes::of_stored_max(stored, x, max.map(|[a, _]| a)),
+            Magnitudes::of_stored_max(stored, y, max.map(|[_, b]| b)),
+        ]
+    });
+    (m, mags)
+}
+
 /// A side's stored bytes when it is an F32 tensor held whole in a map, which the buffered
 /// pass hands to the F32 kernel as they are (the kernels read little-endian f32 bytes).
 #[cfg(target_endian = "little")]
@@ -222,79 +234,66 @@ fn f32_in_place<'a>(side: Side<'a>, numel: usize) -> Option<&'a [u8]> {
     (raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
 }
 
-/// Two tensors of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]), which
-/// the kernel decodes as it reduces.
-struct Q8_0Pair<'a> {
-    a: &'a [u8],
-    b: &'a [u8],
-}
-
 /// Elements per Q8_0 block; a chunk ([`CHUNK`]) is whole blocks.
 const Q8_0_ELEMENTS: usize = 32;
 const _: () = assert!(CHUNK.is_multiple_of(Q8_0_ELEMENTS));
 
-impl<'a> Q8_0Pair<'a> {
-    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Q8_0Pair<'a>> {
-        let (ra, rb) = (a.blocks()?, b.blocks()?);
-        let bytes = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
-        let whole = numel.is_multiple_of(Q8_0_ELEMENTS);
-        (whole
-            && ra.dtype == Dtype::Q8_0
-            && rb.dtype == Dtype::Q8_0
-            && ra.bytes.len() == bytes
-            && rb.bytes.len() == bytes)
-            .then_some(Q8_0Pair {
-                a: ra.bytes,
-                b: rb.bytes,
-            })
-    }
-
-    /// Moments of elements `start .. start + len` (whole blocks), when this CPU has a fused
-    /// build of the kernel; `None` sends the chunk through the buffers.
-    fn moments(&self, start: usize, len: usize) -> Option<Moments> {
-        if !start.is_multiple_of(Q8_0_ELEMENTS) || !len.is_multiple_of(Q8_0_ELEMENTS) {
-            return None;
-        }
-        let block = super::kernels::Q8_0_BLOCK;
-        let range = start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block;
-        super::kernels::q8_0s(self.a.get(range.clone())?, self.b.get(range)?)
-    }
-}
-
-/// Whole Q8_0 blocks against stored floats (BF16, F16, F32) held whole in a map — a
+/// A tensor of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]) against
+/// another such tensor or against stored floats (BF16, F16, F32) held whole in a map — a
 /// quantised copy against its original, say — which the kernel decodes as it reduces.
-struct Q8_0Mixed<'a> {
+struct Q8_0Direct<'a> {
+    /// The blocks.
     q: &'a [u8],
-    f: &'a [u8],
-    stored: Stored,
-    /// Whether the blocks are side a.
-    q_first: bool,
+    /// The other side.
+    other: Q8_0Other<'a>,
 }
 
-impl<'a> Q8_0Mixed<'a> {
-    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Q8_0Mixed<'a>> {
+/// The other side of a [`Q8_0Direct`] pair.
+enum Q8_0Other<'a> {
+    /// Q8_0 blocks too (side b).
+    Blocks(&'a [u8]),
+    /// Stored floats of a dtype, and whether the blocks are side a.
+    Floats(&'a [u8], Stored, bool),
+}
+
+impl<'a> Q8_0Direct<'a> {
+    fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Q8_0Direct<'a>> {
         if !numel.is_multiple_of(Q8_0_ELEMENTS) {
             return None;
         }
-        let blocks = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
-        let side = |q: Side<'a>, f: Side<'a>, q_first: bool| {
-            let (rq, rf) = (q.blocks()?, f.raw()?);
-            let stored = Stored::of(rf.dtype)?;
-            let floats = numel.checked_mul(stored.width())?;
-            (rq.dtype == Dtype::Q8_0 && rq.bytes.len() == blocks && rf.bytes.len() == floats)
-                .then_some(Q8_0Mixed {
-                    q: rq.bytes,
-                    f: rf.bytes,
-                    stored,
-                    q_first,
-                })
+        let bytes = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
+        let blocks = |s: Side<'a>| {
+            s.blocks()
+                .filter(|r| r.dtype == Dtype::Q8_0 && r.bytes.len() == bytes)
+                .map(|r| r.bytes)
         };
-        side(a, b, true).or_else(|| side(b, a, false))
+        let floats = |s: Side<'a>| {
+            let r = s.raw()?;
+            let stored = Stored::of(r.dtype)?;
+            (r.bytes.len() == numel.checked_mul(stored.width())?).then_some((r.bytes, stored))
+        };
+        let other = match (blocks(a), blocks(b)) {
+            (Some(q), Some(y)) => {
+                return Some(Q8_0Direct {
+                    q,
+                    other: Q8_0Other::Blocks(y),
+                })
+            }
+            (Some(q), None) => (q, floats(b)?, true),
+            (None, Some(q)) => (q, floats(a)?, false),
+            (None, None) => return None,
+        };
+        let (q, (f, stored), q_first) = other;
+        Some(Q8_0Direct {
+            q,
+            other: Q8_0Other::Floats(f, stored, q_first),
+        })
     }
 
     /// Moments of elements `start .. start + len` (whole blocks) and, with `mags`, both
     /// sides' magnitudes, when this CPU has a fused build of the kernel and (with `mags`)
-    /// both sides' values are finite; `None` sends the chunk through the buffers.
+    /// both sides are floats whose values are finite; `None` sends the chunk through the
+    /// buffers.
     fn moments(
         &self,
         start: usize,
@@ -305,12 +304,19 @@ impl<'a> Q8_0Mixed<'a> {
             return None;
         }
         let block = super::kernels::Q8_0_BLOCK;
-        let q = self
-            .q
-            .get(start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block)?;
-        let w = self.stored.width();
-        let f = self.f.get(start * w..(start + len) * w)?;
-        let (m, max) = super::kernels::q8_0_mixed(q, f, self.stored, self.q_first, mags)?;
+        let blocks = start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block;
+        let q = self.q.get(blocks.clone())?;
+        let (f, stored, q_first) = match self.other {
+            // The Q8_0 kernel takes no magnitudes (a Q8_0 tensor never asks for them).
+            Q8_0Other::Blocks(y) if !mags => {
+                return Some((super::kernels::q8_0s(q, y.get(blocks)?)?, None));
+            }
+            Q8_0Other::Blocks(_) => return None,
+            Q8_0Other::Floats(f, stored, q_first) => (f, stored, q_first),
+        };
+        let w = stored.width();
+        let f = f.get(start * w..(start + len) * w)?;
+        let (m, max) = super::kernels::q8_0_mixed(q, f, stored, q_first, mags)?;
         let mags = match max {
             // Finite: the largest is all a magnitude scan would add (`of_f32_max` reads no
             // values then). ∞ or NaN: the buffers, where the scan finds which.
@@ -443,8 +449,7 @@ fn stream(
         // path does not cover (mixed dtypes, quantized blocks, an exact dequantisation) keeps
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
-        let q8 = Q8_0Pair::of(a, b, numel);
-        let q8_mixed = Q8_0Mixed::of(a, b, numel);
+        let q8 = Q8_0Direct::of(a, b, numel);
         #[cfg(target_endian = "little")]
         let (in_a, in_b) = (f32_in_place(a, numel), f32_in_place(b, numel));
         let per_window = (0..windows)
@@ -456,24 +461,10 @@ fn stream(
                 for k in ks {
                     let c = chunk_of(k);
                     let (start, len) = span(c);
-                    // Two Q8_0 tensors: decoded inside the kernel, same bits, unless the
-                    // chunk's f32 values are wanted (a kept sample, magnitudes).
+                    // Q8_0 against Q8_0 or stored floats: both decoded inside the kernel,
+                    // same bits, unless the chunk's f32 values are wanted (a kept sample, a
+                    // magnitude scan).
                     let direct = q8
-                        .as_ref()
-                        .filter(|_| !want_mags && !keep(c))
-                        .and_then(|q| q.moments(start, len));
-                    if let Some(moments) = direct {
-                        out.push(ChunkOut {
-                            moments,
-                            kept: None,
-                            hist: None,
-                            mags: None,
-                        });
-                        continue;
-                    }
-                    // Q8_0 against stored floats: both decoded inside the kernel, unless
-                    // the chunk's f32 values are wanted (a kept sample, a magnitude scan).
-                    let direct = q8_mixed
                         .as_ref()
                         .filter(|_| !keep(c))
                         .and_then(|q| q.moments(start, len, want_mags));
@@ -503,13 +494,7 @@ fn stream(
                         };
                         if let (Some(xa), Some(xb)) = (xa, xb) {
                             let kept = keep(c).then(|| (xa.to_vec(), xb.to_vec()));
-                            let (moments, max) = Stored::F32.moments_max(xa, xb, want_mags);
-                            let mags = want_mags.then(|| {
-                                [
-                                    Magnitudes::of_stored_max(Stored::F32, xa, max.map(|[a, _]| a)),
-                                    Magnitudes::of_stored_max(Stored::F32, xb, max.map(|[_, b]| b)),
-                                ]
-                            });
+                            let (moments, mags) = stored_moments(Stored::F32, xa, xb, want_mags);
                             out.push(ChunkOut {
                                 moments,
                                 kept,

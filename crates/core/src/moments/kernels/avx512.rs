@@ -300,6 +300,20 @@ bf16_codec!(kernel, bf16s, bf16_self, 0x7f80,);
 f16_codec!(kernel, f16s, f16_self, 0x7c00,);
 f32_codec!(kernel, f32s, f32_self, 0x7f80_0000,);
 
+/// Elements `8·o .. 8·o + 8` of a Q8_0 block as f32, `f32(q) · d` with `d` the block's
+/// scale in every lane (the GGUF decoder's arithmetic).
+///
+/// # Safety
+/// The CPU must support AVX2; `block` must hold at least `2 + 8·o + 8` bytes (a whole block
+/// and `o < 4`).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn q8_0_eight(block: &[u8], o: usize, d: __m256) -> __m256 {
+    // SAFETY: the caller guarantees the 8 bytes at `2 + 8·o` lie in `block`; unaligned load.
+    let codes = unsafe { _mm_loadl_epi64(block.as_ptr().add(2 + 8 * o).cast()) };
+    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), d)
+}
+
 /// Moments of two runs of whole Q8_0 blocks ([`super::Q8_0_BLOCK`] bytes: `d: f16`, then 32
 /// signed codes), element `j` of a block being `f32(q_j) · f32(d)` exactly as the GGUF
 /// decoder computes it, each block's 32 elements four eights of lanes: the same values in
@@ -322,11 +336,8 @@ pub(super) unsafe fn q8_0s(a: &[u8], b: &[u8]) -> Moments {
             crate::prefetch_ahead(bb);
             let da = _mm256_set1_ps(super::q8_0_scale(ba));
             let db = _mm256_set1_ps(super::q8_0_scale(bb));
-            let value = |block: &[u8], o: usize, d: __m256| {
-                let q = _mm_loadl_epi64(block.as_ptr().add(2 + 8 * o).cast());
-                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
-                _mm512_cvtps_pd(v)
-            };
+            let value =
+                |block: &[u8], o: usize, d: __m256| _mm512_cvtps_pd(q8_0_eight(block, o, d));
             // The block's four equality masks counted at once (one `popcnt`; counted one
             // by one, the compiler vectorises the counts into byte shuffles, 25 % of the
             // kernel's time).
@@ -393,8 +404,7 @@ macro_rules! q8_0_mixed {
                     let d = _mm256_set1_ps(super::q8_0_scale(block));
                     let mut same = 0u32;
                     for o in 0..4 {
-                        let codes = _mm_loadl_epi64(block.as_ptr().add(2 + 8 * o).cast());
-                        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)), d);
+                        let v = q8_0_eight(block, o, d);
                         let raw = load(&run[8 * $width * o..]);
                         if MAGS {
                             mq = _mm256_max_epu32(
