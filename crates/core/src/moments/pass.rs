@@ -161,12 +161,7 @@ struct Fused<'a> {
 impl<'a> Fused<'a> {
     fn of(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<Fused<'a>> {
         let (ra, rb) = (a.raw()?, b.raw()?);
-        let stored = match (ra.dtype, rb.dtype) {
-            (Dtype::BF16, Dtype::BF16) => Stored::Bf16,
-            (Dtype::F16, Dtype::F16) => Stored::F16,
-            (Dtype::F32, Dtype::F32) => Stored::F32,
-            _ => return None,
-        };
+        let stored = Stored::of(ra.dtype).filter(|_| ra.dtype == rb.dtype)?;
         let width = stored.width();
         let bytes = numel.checked_mul(width)?;
         (ra.bytes.len() == bytes && rb.bytes.len() == bytes).then_some(Fused {
