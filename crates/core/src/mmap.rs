@@ -27,6 +27,124 @@ fn release_pages(map: &Mmap, start: usize, end: usize) {
     }
 }
 
+/// The unit [`MappedFile::release`] hands pages back in: 2 MiB of address space, aligned — the
+/// size of a huge page (a PMD) on x86-64 and 4 KiB-page ARM64. Linux maps a page-cached file
+/// held in large folios with whole huge pages; handing back part of one first splits it, and
+/// every split flushes the TLB of every CPU running the process (an inter-processor interrupt,
+/// a VM exit under virtualisation): 10–15 % of a pass's time on such files (BENCHMARKS.md,
+/// "Handing pages back in whole huge pages"). Released in whole blocks, the huge mappings
+/// are dropped whole.
+const BLOCK: usize = 1 << 21;
+
+/// Blocks a file may hold partly handed back, waiting for the rest of their bytes (the
+/// neighbouring tensor another thread is still reading, or one never read): beyond this the
+/// oldest is handed back in pages, as if blocks were not tracked. Bounds what the tracking
+/// keeps resident to 32 MiB per file.
+const PENDING: usize = 16;
+
+/// Bytes of a block that may stay unreleased when it is handed back whole: what lies between
+/// tensors and no tensor read releases (GGUF's alignment padding, a zip's local headers), or
+/// a small tensor another thread is still reading (which then faults its page in again).
+const SLACK: usize = 16 << 10;
+
+/// Which bytes of a map callers are done with, per [`BLOCK`]: turns each release into the
+/// byte ranges to hand back now — whole blocks, with the blocks at its edges only once all of
+/// them but [`SLACK`] bytes is released (by this call and earlier ones) — so a pass that
+/// releases tensor after tensor never splits a huge page, while every byte released is still
+/// handed back eventually (at the latest when more than [`PENDING`] blocks wait, in pages).
+#[derive(Debug, Default, PartialEq)]
+struct Released {
+    /// Blocks partly released, oldest first: the block's index and its released byte
+    /// intervals (map offsets, sorted, disjoint, not touching).
+    pending: Vec<(usize, Vec<(usize, usize)>)>,
+}
+
+impl Released {
+    /// Records bytes `start .. end` of a map of `len` bytes whose first byte lies at address
+    /// `base` as released, and returns the byte ranges to hand back now, in order: a run of
+    /// whole blocks (cut at the map's ends), then the released intervals of any block evicted
+    /// from the pending list (to be handed back in whole pages).
+    fn release(
+        &mut self,
+        base: usize,
+        len: usize,
+        start: usize,
+        end: usize,
+    ) -> Vec<(usize, usize)> {
+        let end = end.min(len);
+        if start >= end {
+            return Vec::new();
+        }
+        // The block holding byte `at`, and a block's bytes, as map offsets.
+        let block_of = |at: usize| (base + at) / BLOCK;
+        let bytes_of = |b: usize| {
+            let lo = (b * BLOCK).saturating_sub(base);
+            (lo, ((b + 1) * BLOCK - base).min(len))
+        };
+        let (first, last) = (block_of(start), block_of(end - 1));
+        // Blocks strictly between `first` and `last` lie wholly inside `start .. end`; an edge
+        // block is done once this call and earlier ones released all of it but `SLACK` bytes.
+        let mut done = |b: usize| -> bool {
+            let (lo, hi) = bytes_of(b);
+            let (s, e) = (start.max(lo), end.min(hi));
+            if (s, e) == (lo, hi) {
+                return true;
+            }
+            let i = match self.pending.iter().position(|(p, _)| *p == b) {
+                Some(i) => i,
+                None => {
+                    self.pending.push((b, Vec::new()));
+                    self.pending.len() - 1
+                }
+            };
+            let intervals = &mut self.pending[i].1;
+            merge(intervals, s, e);
+            let covered: usize = intervals.iter().map(|(a, b)| b - a).sum();
+            hi - lo - covered < SLACK
+        };
+        let from = if done(first) { first } else { first + 1 };
+        let to = if last == first || done(last) {
+            last + 1
+        } else {
+            last
+        };
+        let mut out = Vec::new();
+        if from < to {
+            // Blocks handed back whole wait no more, whatever was pending of them.
+            self.pending.retain(|(p, _)| !(from..to).contains(p));
+            out.push((bytes_of(from).0, bytes_of(to - 1).1));
+        }
+        while self.pending.len() > PENDING {
+            // The block with the fewest bytes released goes first (oldest of equals): the
+            // remnant of a block already handed back with `SLACK` bytes unreleased (the small
+            // tensor read after it), rather than a block half read.
+            let covered =
+                |i: usize| -> usize { self.pending[i].1.iter().map(|(a, b)| b - a).sum() };
+            let i = (0..self.pending.len())
+                .min_by_key(|&i| covered(i))
+                .unwrap_or(0);
+            let (_, intervals) = self.pending.remove(i);
+            out.extend(intervals);
+        }
+        out
+    }
+}
+
+/// Adds `s .. e` to sorted, disjoint, non-touching intervals, merging what it overlaps or
+/// touches.
+fn merge(intervals: &mut Vec<(usize, usize)>, s: usize, e: usize) {
+    let (mut s, mut e) = (s, e);
+    intervals.retain(|&(a, b)| {
+        if b < s || a > e {
+            return true;
+        }
+        (s, e) = (s.min(a), e.max(b));
+        false
+    });
+    let at = intervals.partition_point(|&(a, _)| a < s);
+    intervals.insert(at, (s, e));
+}
+
 /// How far past the start of the piece it decodes a streaming loop asks for a cache line
 /// ([`prefetch_ahead`]), in bytes.
 const AHEAD: usize = 2048;
@@ -63,6 +181,8 @@ pub struct MappedFile {
     /// Declared before `map`: unregistered before the map is unmapped.
     _guard: crate::guard::Registration,
     map: Mmap,
+    /// What [`Self::release`] was told, per huge-page block.
+    released: std::sync::Mutex<Released>,
 }
 
 impl MappedFile {
@@ -89,6 +209,7 @@ impl MappedFile {
             path: path.to_owned(),
             _guard: crate::guard::register(map.as_ptr(), map.len(), path),
             map,
+            released: std::sync::Mutex::default(),
         })
     }
 
@@ -103,14 +224,28 @@ impl MappedFile {
     }
 
     /// Tells the kernel this process is done with `part` (a slice of [`Self::bytes`]) for now:
-    /// the whole pages inside it are unmapped from this process (`MADV_DONTNEED`) and stop
-    /// counting towards its resident memory. They stay in the page cache, and a later read
-    /// of them simply faults them back in with the same contents, so this is only ever a
-    /// memory hint, whatever else reads the pages meanwhile. A part outside the map, a
-    /// failed call, or a non-Unix system changes nothing.
+    /// its pages are unmapped from this process (`MADV_DONTNEED`) and stop counting towards
+    /// its resident memory. They stay in the page cache, and a later read of them simply
+    /// faults them back in with the same contents, so this is only ever a memory hint,
+    /// whatever else reads the pages meanwhile. Pages go back in whole 2 MiB blocks
+    /// ([`BLOCK`]): a block whose other bytes are not yet released (a neighbouring tensor)
+    /// waits for them, at most [`PENDING`] blocks per file (then the oldest goes back in
+    /// pages). A part outside the map, a failed call, or a non-Unix system changes nothing.
     pub fn release(&self, part: &[u8]) {
-        if let Some(start) = self.offset_of(part) {
-            release_pages(&self.map, start, start + part.len());
+        let Some(start) = self.offset_of(part) else {
+            return;
+        };
+        let ranges = {
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            released.release(
+                self.map.as_ptr() as usize,
+                self.map.len(),
+                start,
+                start + part.len(),
+            )
+        };
+        for (s, e) in ranges {
+            release_pages(&self.map, s, e);
         }
     }
 
@@ -187,5 +322,122 @@ impl MappedFile {
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Released, BLOCK, PENDING, SLACK};
+
+    /// Every byte handed back, as sorted disjoint intervals.
+    fn union(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        let mut all = Vec::new();
+        for &(s, e) in ranges {
+            super::merge(&mut all, s, e);
+        }
+        all
+    }
+
+    #[test]
+    fn tensors_released_in_file_order_go_back_in_whole_blocks() {
+        // A 2 MiB-aligned map of 10.5 blocks cut into tensors of awkward sizes.
+        let base = 64 * BLOCK;
+        let len = 10 * BLOCK + BLOCK / 2;
+        let cuts = [
+            0,
+            3000,
+            BLOCK + 77,
+            3 * BLOCK,
+            3 * BLOCK + 2048,
+            7 * BLOCK - 5,
+            len,
+        ];
+        let mut r = Released::default();
+        let mut out = Vec::new();
+        for w in cuts.windows(2) {
+            let got = r.release(base, len, w[0], w[1]);
+            for &(s, e) in &got {
+                // Whole blocks only: every range starts and ends on a block boundary or the
+                // map's end.
+                assert_eq!((base + s) % BLOCK, 0, "{got:?}");
+                assert!((base + e).is_multiple_of(BLOCK) || e == len, "{got:?}");
+            }
+            out.extend(got);
+        }
+        assert_eq!(union(&out), vec![(0, len)]);
+        // What may wait: the remnant of block 6, handed back with 5 bytes unreleased.
+        assert_eq!(r.pending, vec![(64 + 6, vec![(7 * BLOCK - 5, 7 * BLOCK)])]);
+    }
+
+    #[test]
+    fn a_block_waits_for_its_other_bytes_then_goes_back_whole() {
+        let base = 3 * BLOCK;
+        let len = 4 * BLOCK;
+        let mut r = Released::default();
+        // The second half of block 0 and the first of block 1: nothing whole yet.
+        assert_eq!(r.release(base, len, BLOCK / 2, BLOCK + BLOCK / 2), vec![]);
+        assert_eq!(r.pending.len(), 2);
+        // The rest of block 1 and all of block 2.
+        assert_eq!(
+            r.release(base, len, BLOCK + BLOCK / 2, 3 * BLOCK),
+            vec![(BLOCK, 3 * BLOCK)]
+        );
+        // Block 0's first half, leaving less than `SLACK` unreleased (padding nobody reads).
+        assert_eq!(
+            r.release(base, len, 0, BLOCK / 2 - (SLACK - 1)),
+            vec![(0, BLOCK)]
+        );
+        assert!(r.pending.is_empty());
+        // A gap of `SLACK` bytes keeps a block waiting.
+        assert_eq!(r.release(base, len, 3 * BLOCK, 4 * BLOCK - SLACK), vec![]);
+        assert_eq!(r.pending.len(), 1);
+        // Released again whole (another read of it): nothing waits any more.
+        assert_eq!(r.release(base, len, 0, len), vec![(0, len)]);
+        assert!(r.pending.is_empty());
+    }
+
+    #[test]
+    fn a_map_not_aligned_to_blocks_counts_its_partial_blocks() {
+        // The map starts 4 KiB before a block boundary and ends 8 KiB after one.
+        let base = 5 * BLOCK - 4096;
+        let len = 4096 + 2 * BLOCK + 8192;
+        let mut r = Released::default();
+        let out = r.release(base, len, 0, len);
+        assert_eq!(out, vec![(0, len)]);
+        let mut r = Released::default();
+        assert_eq!(r.release(base, len, 0, 4096), vec![(0, 4096)]);
+        assert_eq!(
+            r.release(base, len, 4096, 4096 + BLOCK),
+            vec![(4096, 4096 + BLOCK)]
+        );
+        // Past the map's end is cut at it.
+        assert_eq!(
+            r.release(base, len, 4096 + BLOCK, usize::MAX),
+            vec![(4096 + BLOCK, len)]
+        );
+        assert!(r.pending.is_empty());
+        assert_eq!(r.release(base, len, len, len + 5), vec![]);
+    }
+
+    #[test]
+    fn more_than_pending_waiting_blocks_hand_the_least_released_back() {
+        let base = 0;
+        let len = 4 * PENDING * BLOCK;
+        let mut r = Released::default();
+        // A piece of each of PENDING blocks (the even ones), block 2's the smallest.
+        for b in 0..PENDING {
+            let piece = if b == 1 { 1000 } else { 900_000 };
+            assert_eq!(
+                r.release(base, len, 2 * b * BLOCK + 100, 2 * b * BLOCK + piece),
+                vec![]
+            );
+        }
+        let out = r.release(base, len, 3 * BLOCK, 3 * BLOCK + 900_000);
+        // One too many wait: the block with the fewest bytes released goes back now (in
+        // pages, by the caller), then the oldest of the equals.
+        assert_eq!(out, vec![(2 * BLOCK + 100, 2 * BLOCK + 1000)]);
+        let out = r.release(base, len, 5 * BLOCK, 5 * BLOCK + 900_000);
+        assert_eq!(out, vec![(100, 900_000)]);
+        assert_eq!(r.pending.len(), PENDING);
     }
 }

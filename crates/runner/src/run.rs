@@ -507,7 +507,7 @@ fn measure_and_calibrate(
     let mut slots: Vec<Option<Measured>> = (0..pairs.len()).map(|_| None).collect();
     let mut cross_layer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for batch in calibrate::batches(&classes, pairs, ta) {
-        let jobs: Vec<Job> = batch
+        let mut jobs: Vec<Job> = batch
             .iter()
             .flat_map(|&c| {
                 let class = &classes[c];
@@ -525,6 +525,21 @@ fn measure_and_calibrate(
                 })
             })
             .collect();
+        // In the order A stores them (pairs whose A has no known place first, in their order):
+        // each thread then reads its share of the file front to back, and the huge pages it
+        // hands back are whole (`MappedFile::release`), where class by class left a partly
+        // read block at every tensor's edge until the neighbouring class came. Each pair's
+        // result is its own, so the order changes no report byte.
+        jobs.sort_by_key(|j| {
+            let t = pairs[j.pair].a;
+            a.source
+                .stored_range(t)
+                .map(|r| (r.file, r.start))
+                .or_else(|| {
+                    let raw = a.source.raw(t)?;
+                    Some((0, raw.file.offset_of(raw.bytes)? as u64))
+                })
+        });
         let done = pairs::measure_batch(cmp, models, pairs, &jobs, hashers, opts)?;
         let mut samples: BTreeMap<usize, Samples> = BTreeMap::new();
         for mut m in done {
