@@ -632,7 +632,7 @@ mod tests {
                 .max()
                 .unwrap_or(0)
         };
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099] {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 31, 33, 1000, 4099] {
             // Finite-only runs too, so the largest magnitude is not always a NaN pattern.
             for finite in [false, true] {
                 let pick = |v: &[u32]| -> Vec<u32> {
