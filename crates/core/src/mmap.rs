@@ -42,6 +42,12 @@ const BLOCK: usize = 1 << 21;
 /// keeps resident to 32 MiB per file.
 const PENDING: usize = 16;
 
+/// Whole blocks gathered before they are handed back, in bytes (per file): each hand-back
+/// flushes the TLB of every CPU running the process (an inter-processor interrupt, about
+/// 30 µs under virtualisation), so a pass that handed back every 4 MiB window spent 7 % of its
+/// time there; runs read front to back merge into one range per thread.
+const FLUSH: usize = 16 << 20;
+
 /// Bytes of a block that may stay unreleased when it is handed back whole: what lies between
 /// tensors and no tensor read releases (GGUF's alignment padding, a zip's local headers), or
 /// a small tensor another thread is still reading (which then faults its page in again).
@@ -57,6 +63,10 @@ struct Released {
     /// Blocks partly released, oldest first: the block's index and its released byte
     /// intervals (map offsets, sorted, disjoint, not touching).
     pending: Vec<(usize, Vec<(usize, usize)>)>,
+    /// Whole blocks done with but not yet handed back (sorted, disjoint, not touching), and
+    /// their bytes: handed back together once [`FLUSH`] bytes are ready.
+    ready: Vec<(usize, usize)>,
+    ready_bytes: usize,
 }
 
 impl Released {
@@ -112,7 +122,12 @@ impl Released {
         if from < to {
             // Blocks handed back whole wait no more, whatever was pending of them.
             self.pending.retain(|(p, _)| !(from..to).contains(p));
-            out.push((bytes_of(from).0, bytes_of(to - 1).1));
+            merge(&mut self.ready, bytes_of(from).0, bytes_of(to - 1).1);
+            self.ready_bytes = self.ready.iter().map(|(a, b)| b - a).sum();
+            if self.ready_bytes >= FLUSH {
+                out.append(&mut self.ready);
+                self.ready_bytes = 0;
+            }
         }
         while self.pending.len() > PENDING {
             // The block with the fewest bytes released goes first (oldest of equals): the
@@ -327,7 +342,18 @@ impl MappedFile {
 
 #[cfg(test)]
 mod tests {
-    use super::{Released, BLOCK, PENDING, SLACK};
+    use super::{Released, BLOCK, FLUSH, PENDING, SLACK};
+
+    impl Released {
+        /// [`Released::release`] with whatever whole blocks are ready handed back at once
+        /// (as if [`FLUSH`] were 0).
+        fn now(&mut self, base: usize, len: usize, s: usize, e: usize) -> Vec<(usize, usize)> {
+            let mut out = self.release(base, len, s, e);
+            out.append(&mut self.ready);
+            self.ready_bytes = 0;
+            out
+        }
+    }
 
     /// Every byte handed back, as sorted disjoint intervals.
     fn union(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
@@ -355,7 +381,7 @@ mod tests {
         let mut r = Released::default();
         let mut out = Vec::new();
         for w in cuts.windows(2) {
-            let got = r.release(base, len, w[0], w[1]);
+            let got = r.now(base, len, w[0], w[1]);
             for &(s, e) in &got {
                 // Whole blocks only: every range starts and ends on a block boundary or the
                 // map's end.
@@ -375,24 +401,24 @@ mod tests {
         let len = 4 * BLOCK;
         let mut r = Released::default();
         // The second half of block 0 and the first of block 1: nothing whole yet.
-        assert_eq!(r.release(base, len, BLOCK / 2, BLOCK + BLOCK / 2), vec![]);
+        assert_eq!(r.now(base, len, BLOCK / 2, BLOCK + BLOCK / 2), vec![]);
         assert_eq!(r.pending.len(), 2);
         // The rest of block 1 and all of block 2.
         assert_eq!(
-            r.release(base, len, BLOCK + BLOCK / 2, 3 * BLOCK),
+            r.now(base, len, BLOCK + BLOCK / 2, 3 * BLOCK),
             vec![(BLOCK, 3 * BLOCK)]
         );
         // Block 0's first half, leaving less than `SLACK` unreleased (padding nobody reads).
         assert_eq!(
-            r.release(base, len, 0, BLOCK / 2 - (SLACK - 1)),
+            r.now(base, len, 0, BLOCK / 2 - (SLACK - 1)),
             vec![(0, BLOCK)]
         );
         assert!(r.pending.is_empty());
         // A gap of `SLACK` bytes keeps a block waiting.
-        assert_eq!(r.release(base, len, 3 * BLOCK, 4 * BLOCK - SLACK), vec![]);
+        assert_eq!(r.now(base, len, 3 * BLOCK, 4 * BLOCK - SLACK), vec![]);
         assert_eq!(r.pending.len(), 1);
         // Released again whole (another read of it): nothing waits any more.
-        assert_eq!(r.release(base, len, 0, len), vec![(0, len)]);
+        assert_eq!(r.now(base, len, 0, len), vec![(0, len)]);
         assert!(r.pending.is_empty());
     }
 
@@ -402,21 +428,21 @@ mod tests {
         let base = 5 * BLOCK - 4096;
         let len = 4096 + 2 * BLOCK + 8192;
         let mut r = Released::default();
-        let out = r.release(base, len, 0, len);
+        let out = r.now(base, len, 0, len);
         assert_eq!(out, vec![(0, len)]);
         let mut r = Released::default();
-        assert_eq!(r.release(base, len, 0, 4096), vec![(0, 4096)]);
+        assert_eq!(r.now(base, len, 0, 4096), vec![(0, 4096)]);
         assert_eq!(
-            r.release(base, len, 4096, 4096 + BLOCK),
+            r.now(base, len, 4096, 4096 + BLOCK),
             vec![(4096, 4096 + BLOCK)]
         );
         // Past the map's end is cut at it.
         assert_eq!(
-            r.release(base, len, 4096 + BLOCK, usize::MAX),
+            r.now(base, len, 4096 + BLOCK, usize::MAX),
             vec![(4096 + BLOCK, len)]
         );
         assert!(r.pending.is_empty());
-        assert_eq!(r.release(base, len, len, len + 5), vec![]);
+        assert_eq!(r.now(base, len, len, len + 5), vec![]);
     }
 
     #[test]
@@ -439,5 +465,35 @@ mod tests {
         let out = r.release(base, len, 5 * BLOCK, 5 * BLOCK + 900_000);
         assert_eq!(out, vec![(100, 900_000)]);
         assert_eq!(r.pending.len(), PENDING);
+    }
+
+    #[test]
+    fn whole_blocks_go_back_together_once_enough_are_ready() {
+        let (base, len) = (0, 64 * BLOCK);
+        let mut r = Released::default();
+        let window = 2 * BLOCK;
+        let mut at = 0;
+        // Windows read front to back: nothing handed back until `FLUSH` bytes are ready,
+        // then all of them in one range.
+        while at + window < FLUSH {
+            assert_eq!(r.release(base, len, at, at + window), vec![]);
+            at += window;
+        }
+        assert_eq!(
+            r.release(base, len, at, at + window),
+            vec![(0, at + window)]
+        );
+        assert!(r.ready.is_empty());
+        // Two threads' runs apart in the file: two ranges.
+        let half = 32 * BLOCK;
+        let mut got = Vec::new();
+        for k in 0..FLUSH / window / 2 {
+            got.extend(r.release(base, len, half + k * window, half + (k + 1) * window));
+            got.extend(r.release(base, len, FLUSH + k * window, FLUSH + (k + 1) * window));
+        }
+        assert_eq!(
+            got,
+            vec![(FLUSH, FLUSH + FLUSH / 2), (half, half + FLUSH / 2)]
+        );
     }
 }
