@@ -60,8 +60,8 @@ const SLACK: usize = 16 << 10;
 /// handed back eventually (at the latest when more than [`PENDING`] blocks wait, in pages).
 #[derive(Debug, Default, PartialEq)]
 struct Released {
-    /// Blocks partly released, oldest first: the block's index and its released byte
-    /// intervals (map offsets, sorted, disjoint, not touching).
+    /// Blocks partly released, least recently released first: the block's index and its
+    /// released byte intervals (map offsets, sorted, disjoint, not touching).
     pending: Vec<(usize, Vec<(usize, usize)>)>,
     /// Whole blocks done with but not yet handed back (sorted, disjoint, not touching), and
     /// their bytes: handed back together once [`FLUSH`] bytes are ready.
@@ -100,15 +100,14 @@ impl Released {
             if (s, e) == (lo, hi) {
                 return true;
             }
-            let i = match self.pending.iter().position(|(p, _)| *p == b) {
-                Some(i) => i,
-                None => {
-                    self.pending.push((b, Vec::new()));
-                    self.pending.len() - 1
-                }
+            // Most recently released last.
+            let mut entry = match self.pending.iter().position(|(p, _)| *p == b) {
+                Some(i) => self.pending.remove(i),
+                None => (b, Vec::new()),
             };
-            let intervals = &mut self.pending[i].1;
-            merge(intervals, s, e);
+            merge(&mut entry.1, s, e);
+            self.pending.push(entry);
+            let intervals = &self.pending[self.pending.len() - 1].1;
             let covered: usize = intervals.iter().map(|(a, b)| b - a).sum();
             hi - lo - covered < SLACK
         };
@@ -130,15 +129,10 @@ impl Released {
             }
         }
         while self.pending.len() > PENDING {
-            // The block with the fewest bytes released goes first (oldest of equals): the
-            // remnant of a block already handed back with `SLACK` bytes unreleased (the small
-            // tensor read after it), rather than a block half read.
-            let covered =
-                |i: usize| -> usize { self.pending[i].1.iter().map(|(a, b)| b - a).sum() };
-            let i = (0..self.pending.len())
-                .min_by_key(|&i| covered(i))
-                .unwrap_or(0);
-            let (_, intervals) = self.pending.remove(i);
+            // The block released least recently goes first: one whose other bytes were never
+            // read, or a block already handed back with `SLACK` bytes unreleased (the small
+            // tensor read after it), rather than one a thread is reading now.
+            let (_, intervals) = self.pending.remove(0);
             out.extend(intervals);
         }
         out
@@ -446,25 +440,24 @@ mod tests {
     }
 
     #[test]
-    fn more_than_pending_waiting_blocks_hand_the_least_released_back() {
+    fn more_than_pending_waiting_blocks_hand_the_least_recently_released_back() {
         let base = 0;
         let len = 4 * PENDING * BLOCK;
         let mut r = Released::default();
-        // A piece of each of PENDING blocks (the even ones), block 2's the smallest.
+        // A piece of each of PENDING blocks (the even ones), then block 0 again.
         for b in 0..PENDING {
-            let piece = if b == 1 { 1000 } else { 900_000 };
-            assert_eq!(
-                r.release(base, len, 2 * b * BLOCK + 100, 2 * b * BLOCK + piece),
-                vec![]
-            );
+            let at = 2 * b * BLOCK;
+            assert_eq!(r.release(base, len, at + 100, at + 900_000), vec![]);
         }
+        assert_eq!(r.release(base, len, 950_000, 960_000), vec![]);
+        // One too many wait: the block released least recently (block 2) goes back now,
+        // in pages by the caller, as far as released.
         let out = r.release(base, len, 3 * BLOCK, 3 * BLOCK + 900_000);
-        // One too many wait: the block with the fewest bytes released goes back now (in
-        // pages, by the caller), then the oldest of the equals.
-        assert_eq!(out, vec![(2 * BLOCK + 100, 2 * BLOCK + 1000)]);
+        assert_eq!(out, vec![(2 * BLOCK + 100, 2 * BLOCK + 900_000)]);
         let out = r.release(base, len, 5 * BLOCK, 5 * BLOCK + 900_000);
-        assert_eq!(out, vec![(100, 900_000)]);
+        assert_eq!(out, vec![(4 * BLOCK + 100, 4 * BLOCK + 900_000)]);
         assert_eq!(r.pending.len(), PENDING);
+        assert!(r.pending.iter().any(|(b, _)| *b == 0));
     }
 
     #[test]
