@@ -58,7 +58,7 @@ pub use moments::{
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{
     release_if_last, FetchProgress, FileInfo, Format, NoFetchProgress, RawTensor, Side,
-    StoredRange, Transform, WeightSource,
+    StoredRange, StoredRows, Transform, WeightSource,
 };
 pub use subsample::{read_examples, ExampleSample};
 pub use table::{Located, Sorted, TensorTable};

@@ -50,6 +50,19 @@ pub struct RawTensor<'a> {
     pub file: &'a MappedFile,
 }
 
+/// A float tensor stored whole in a memory map with its rows in another order than the one
+/// presented (see [`WeightSource::stored_rows`]): presented row `r` is stored row
+/// `order[r]`, each row `cols` elements.
+#[derive(Debug, Clone)]
+pub struct StoredRows<'a> {
+    /// The stored tensor, all of it.
+    pub raw: RawTensor<'a>,
+    /// Elements per row.
+    pub cols: usize,
+    /// The stored row of each presented row.
+    pub order: Vec<usize>,
+}
+
 /// An opened model: its tensors' metadata, eagerly; their data, lazily.
 ///
 /// A format implements [`Self::table`] (what its header says, built once at open), and
@@ -125,6 +138,17 @@ pub trait WeightSource: Send + Sync {
     /// reduced without an intermediate f32 buffer, to the same bits. The default (`None`)
     /// reads through [`Self::read_f32`].
     fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
+        let _ = index;
+        None
+    }
+
+    /// The stored bytes of tensor `index` when it is a float tensor (F32, F16, BF16) held
+    /// whole in a map whose rows are stored in another order than presented (GGUF's RoPE
+    /// rows), every element stored as it is presented, and [`Self::read_f32`] returns those
+    /// values: the pass then gathers stored rows and reduces them in the fused kernels, to
+    /// the same bits as reading through [`Self::read_f32`]. The default (`None`) reads
+    /// through [`Self::read_f32`].
+    fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
         let _ = index;
         None
     }
@@ -262,6 +286,12 @@ impl<'a> Side<'a> {
     /// ([`WeightSource::blocks`]).
     pub fn blocks(&self) -> Option<RawTensor<'a>> {
         self.source.blocks(self.index)
+    }
+
+    /// The tensor's stored rows in another order, when the source exposes them
+    /// ([`WeightSource::stored_rows`]).
+    pub fn stored_rows(&self) -> Option<StoredRows<'a>> {
+        self.source.stored_rows(self.index)
     }
 
     /// Elements `start .. start + out.len()` as f32 ([`WeightSource::read_f32`]).

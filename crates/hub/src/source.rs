@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use weightkin_core::{
-    FetchProgress, NoFetchProgress, RawTensor, StoredRange, TensorTable, WeightSource,
+    FetchProgress, NoFetchProgress, RawTensor, StoredRange, StoredRows, TensorTable, WeightSource,
 };
 
 use crate::http::Client;
@@ -510,6 +510,11 @@ impl WeightSource for HubSource {
     fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
         self.ensure(index).ok()?;
         self.inner.blocks(index)
+    }
+
+    fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
+        self.ensure(index).ok()?;
+        self.inner.stored_rows(index)
     }
 
     fn stored_range(&self, index: usize) -> Option<StoredRange> {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use weightkin_core::{
     checked_numel, Dtype, Error, FileInfo, HeaderProblem, Limits, Located, MappedFile, RawTensor,
-    Result, TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
+    Result, StoredRows, TensorInfo, TensorProblem, TensorTable, Transform, WeightSource,
 };
 
 use crate::convention::{self, Remap};
@@ -84,6 +84,33 @@ impl WeightSource for Source {
             dtype: info.dtype,
             bytes: self.map.bytes().get(entry.range.clone())?,
             file: &self.map,
+        })
+    }
+
+    /// A float tensor (F32, F16, BF16) whose rows are stored RoPE-permuted (nothing added):
+    /// its bytes and the stored row of each presented row, which the pass gathers.
+    fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
+        let info = self.layout.table.tensors().get(index)?;
+        let entry = self.layout.entries.get(index)?;
+        let plain = matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
+        if !plain || matches!(entry.remap, Remap::None) || entry.minus_one {
+            return None;
+        }
+        let cols = entry.remap.cols();
+        let bytes = self.map.bytes().get(entry.range.clone())?;
+        let width = usize::try_from(info.dtype.bits()).ok()? / 8;
+        if info.numel % cols != 0 || bytes.len() != info.numel.checked_mul(width)? {
+            return None;
+        }
+        let rows = info.numel / cols;
+        Some(StoredRows {
+            raw: RawTensor {
+                dtype: info.dtype,
+                bytes,
+                file: &self.map,
+            },
+            cols,
+            order: (0..rows).map(|r| entry.remap.source_row(r)).collect(),
         })
     }
 

@@ -229,6 +229,76 @@ fn f32_in_place<'a>(side: Side<'a>, numel: usize) -> Option<&'a [u8]> {
     (raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
 }
 
+/// A side's stored float elements to reduce in the fused kernels when its rows are stored in
+/// another order than presented ([`crate::WeightSource::stored_rows`]) — or, against such a
+/// side, in the order presented ([`crate::WeightSource::raw`]).
+struct Gather<'a> {
+    dtype: Dtype,
+    stored: Stored,
+    bytes: &'a [u8],
+    /// Elements per row.
+    cols: usize,
+    /// The stored row of each presented row; `None`: stored as presented.
+    order: Option<Vec<usize>>,
+}
+
+impl<'a> Gather<'a> {
+    fn of(side: Side<'a>, numel: usize) -> Option<Gather<'a>> {
+        let (raw, cols, order) = match side.stored_rows() {
+            Some(rows) => {
+                let whole = rows.order.len().checked_mul(rows.cols)? == numel;
+                (rows.cols > 0 && whole).then_some((rows.raw, rows.cols, Some(rows.order)))?
+            }
+            None => (side.raw()?, numel.max(1), None),
+        };
+        let stored = Stored::of(raw.dtype)?;
+        (raw.bytes.len() == numel.checked_mul(stored.width())?).then_some(Gather {
+            dtype: raw.dtype,
+            stored,
+            bytes: raw.bytes,
+            cols,
+            order,
+        })
+    }
+
+    /// Both sides, when they are stored as the same float dtype and at least one has its rows
+    /// in another order (else the fused pass applies, or neither).
+    fn pair(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<(Gather<'a>, Gather<'a>)> {
+        let (ga, gb) = (Gather::of(a, numel)?, Gather::of(b, numel)?);
+        let permuted = ga.order.is_some() || gb.order.is_some();
+        (ga.dtype == gb.dtype && permuted).then_some((ga, gb))
+    }
+
+    /// The stored bytes of presented elements `start .. start + len`: a slice of the map when
+    /// they are stored as presented, else their rows' pieces gathered into `buf`. `None`
+    /// outside the tensor.
+    fn get<'b>(&'b self, start: usize, len: usize, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        let w = self.stored.width();
+        let end = start.checked_add(len)?;
+        let Some(order) = &self.order else {
+            return self.bytes.get(start * w..end * w);
+        };
+        buf.clear();
+        let mut pos = start;
+        while pos < end {
+            let (row, col) = (pos / self.cols, pos % self.cols);
+            let take = (end - pos).min(self.cols - col);
+            let from = order.get(row)?.checked_mul(self.cols)?.checked_add(col)?;
+            buf.extend_from_slice(self.bytes.get(from * w..(from + take) * w)?);
+            pos += take;
+        }
+        Some(buf)
+    }
+
+    /// Stored bytes from [`Self::get`] as little-endian f32 bytes (a kept sample, as the
+    /// buffered pass keeps them).
+    fn f32_le(&self, x: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0f32; x.len() / self.stored.width()];
+        crate::to_f32(self.dtype, x, 0, &mut out)?;
+        Some(f32_le_bytes(&out))
+    }
+}
+
 /// Elements per Q8_0 block; a chunk ([`CHUNK`]) is whole blocks.
 const Q8_0_ELEMENTS: usize = 32;
 const _: () = assert!(CHUNK.is_multiple_of(Q8_0_ELEMENTS));
@@ -445,6 +515,7 @@ fn stream(
         // resident memory independent of model size too.
         let windows = take.div_ceil(RELEASE_CHUNKS);
         let q8 = Q8_0Direct::of(a, b, numel);
+        let gather = Gather::pair(a, b, numel);
         #[cfg(target_endian = "little")]
         let (in_a, in_b) = (f32_in_place(a, numel), f32_in_place(b, numel));
         let per_window = (0..windows)
@@ -453,6 +524,7 @@ fn stream(
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
                 let mut out = Vec::with_capacity(ks.len());
                 let (mut buf_a, mut buf_b) = (vec![0f32; CHUNK], vec![0f32; CHUNK]);
+                let (mut raw_a, mut raw_b) = (Vec::new(), Vec::new());
                 for k in ks {
                     let c = chunk_of(k);
                     let (start, len) = span(c);
@@ -470,6 +542,29 @@ fn stream(
                             hist: None,
                             mags,
                         });
+                        continue;
+                    }
+                    // Rows stored in another order (GGUF's RoPE rows) against the same
+                    // float dtype: the chunk's stored rows gathered, then the fused kernel —
+                    // the values `read_f32` gives, in the same lanes, so the same bits.
+                    let rows = gather.as_ref().and_then(|(ga, gb)| {
+                        let x = ga.get(start, len, &mut raw_a)?;
+                        let y = gb.get(start, len, &mut raw_b)?;
+                        let kept = if keep(c) {
+                            Some((ga.f32_le(x)?, gb.f32_le(y)?))
+                        } else {
+                            None
+                        };
+                        let (moments, mags) = stored_moments(ga.stored, x, y, want_mags);
+                        Some(ChunkOut {
+                            moments,
+                            kept,
+                            hist: None,
+                            mags,
+                        })
+                    });
+                    if let Some(chunk) = rows {
+                        out.push(chunk);
                         continue;
                     }
                     let (buf_a, buf_b) = (&mut buf_a[..len], &mut buf_b[..len]);

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use weightkin_core::{
-    FetchProgress, FileInfo, Located, RawTensor, Result, StoredRange, TensorInfo, TensorTable,
-    Transform, WeightSource,
+    FetchProgress, FileInfo, Located, RawTensor, Result, StoredRange, StoredRows, TensorInfo,
+    TensorTable, Transform, WeightSource,
 };
 
 /// The most elements a view materialises (column parts and transposes): 64 MiB of f32.
@@ -574,6 +574,13 @@ impl WeightSource for Views<'_> {
     fn blocks(&self, index: usize) -> Option<RawTensor<'_>> {
         match self.locs.get(index)? {
             Loc::Base(p) => self.base.blocks(*p),
+            _ => None,
+        }
+    }
+
+    fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
+        match self.locs.get(index)? {
+            Loc::Base(p) => self.base.stored_rows(*p),
             _ => None,
         }
     }

@@ -427,3 +427,95 @@ fn raw_bytes_only_for_unchanged_float_tensors() {
         "Gemma norms lose the converter's +1 on read"
     );
 }
+
+/// RoPE-permuted float rows (F32, F16, BF16) are gathered and reduced in the fused kernels
+/// (`WeightSource::stored_rows`): the same moments, magnitudes and kept samples as reading
+/// them through `read_f32`, against permuted rows and against a tensor stored as presented,
+/// over rows that do not end on a lane boundary, with ∞ and NaN among the values.
+#[test]
+fn permuted_float_rows_give_the_same_pass_gathered_or_read() {
+    use weightkin_core::{pair_pass, Dtype, Moments, Side, Taps, CHUNK};
+    let bits = |m: Moments| {
+        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+            if v.is_nan() {
+                u64::MAX
+            } else {
+                v.to_bits()
+            }
+        });
+        (m.n, m.equal, f)
+    };
+    let rows = N_HEAD * HEAD_DIM;
+    let cols = 3 * CHUNK / rows + 37;
+    let numel = rows * cols;
+    let a = values(numel, 11);
+    let mut b: Vec<f32> = a
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 3 == 0 { v + 0.01 } else { *v })
+        .collect();
+    (b[5], b[CHUNK + 3], b[2 * CHUNK + 1]) = (f32::INFINITY, f32::NAN, f32::NEG_INFINITY);
+    let encode = |v: &[f32], dtype: Dtype| -> Vec<u8> {
+        match dtype {
+            Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Dtype::F16 => v
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            _ => v
+                .iter()
+                .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+                .collect(),
+        }
+    };
+    let shape = [rows, cols];
+    let mut builder = GgufBuilder::new("llama")
+        .kv("llama.attention.head_count", Meta::U32(N_HEAD as u32))
+        .kv("llama.attention.head_count_kv", Meta::U32(N_HEAD as u32));
+    let dtypes = [Dtype::F32, Dtype::F16, Dtype::BF16];
+    for (layer, dtype) in dtypes.into_iter().enumerate() {
+        for (name, v) in [("attn_q", &a), ("attn_k", &b), ("attn_v", &b)] {
+            // q and k permuted as the converter does; v stored as presented.
+            let stored = if name == "attn_v" {
+                v.clone()
+            } else {
+                permute(v, rows, N_HEAD, N_HEAD)
+            };
+            builder = builder.tensor_raw(
+                &format!("blk.{layer}.{name}.weight"),
+                dtype,
+                &shape,
+                encode(&stored, dtype),
+            );
+        }
+    }
+    let source = open_bytes(&builder.to_bytes().unwrap()).unwrap();
+    let src = source.as_ref();
+    let plain = crate::source::Buffered(src);
+    let taps = Taps {
+        samples: Some(2 * CHUNK),
+        ulp: Some(CHUNK),
+        observer: None,
+        magnitudes: true,
+    };
+    for layer in 0..dtypes.len() {
+        let find = |p: &str| {
+            src.find(&format!("model.layers.{layer}.self_attn.{p}_proj.weight"))
+                .unwrap()
+        };
+        let (q, k, v) = (find("q"), find("k"), find("v"));
+        assert!(src.stored_rows(q).is_some() && src.stored_rows(v).is_none());
+        for (x, y) in [(q, k), (k, q), (q, v), (v, k)] {
+            let gathered = pair_pass(Side::new(src, x), Side::new(src, y), numel, &taps).unwrap();
+            let read = pair_pass(Side::new(&plain, x), Side::new(&plain, y), numel, &taps).unwrap();
+            assert_eq!(
+                bits(gathered.moments),
+                bits(read.moments),
+                "{layer} {x} {y}"
+            );
+            assert_eq!(gathered.magnitudes, read.magnitudes, "{layer} {x} {y}");
+            assert!(gathered.samples.is_some());
+            assert_eq!(gathered.samples, read.samples, "{layer} {x} {y}");
+        }
+    }
+}

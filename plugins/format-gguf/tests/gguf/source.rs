@@ -351,7 +351,7 @@ fn q8_0_blocks(blocks: usize, seed: u64, nonfinite: bool, like: Option<&[u8]>) -
 }
 
 /// A source that hides the blocks, so that the pass decodes through `read_f32`.
-struct Buffered<'a>(&'a dyn weightkin_core::WeightSource);
+pub(crate) struct Buffered<'a>(pub(crate) &'a dyn weightkin_core::WeightSource);
 
 impl weightkin_core::WeightSource for Buffered<'_> {
     fn table(&self) -> &weightkin_core::TensorTable {
