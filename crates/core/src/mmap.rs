@@ -236,10 +236,12 @@ impl MappedFile {
     /// its pages are unmapped from this process (`MADV_DONTNEED`) and stop counting towards
     /// its resident memory. They stay in the page cache, and a later read of them simply
     /// faults them back in with the same contents, so this is only ever a memory hint,
-    /// whatever else reads the pages meanwhile. Pages go back in whole 2 MiB blocks
-    /// ([`BLOCK`]): a block whose other bytes are not yet released (a neighbouring tensor)
-    /// waits for them, at most [`PENDING`] blocks per file (then the oldest goes back in
-    /// pages). A part outside the map, a failed call, or a non-Unix system changes nothing.
+    /// whatever else reads the pages meanwhile. Pages go back in whole, aligned 2 MiB blocks
+    /// (a huge page: handing back part of one splits it, and every split interrupts every
+    /// CPU running the process), 16 MiB of them at a time: a block whose other bytes are not
+    /// yet released (a neighbouring tensor) waits for them, at most 16 blocks per file (then
+    /// the least recently released goes back in pages). A part outside the map, a failed
+    /// call, or a non-Unix system changes nothing.
     pub fn release(&self, part: &[u8]) {
         let Some(start) = self.offset_of(part) else {
             return;
