@@ -223,6 +223,7 @@ pub(super) fn cells(
                 Ok(s)
             })
             .collect::<Result<Vec<LayerSlab>, Error>>()?;
+        trim_heap();
         let streamed = lb
             .par_iter()
             .enumerate()
@@ -260,6 +261,7 @@ pub(super) fn cells(
                 cross[i * lb.len() + j] += d;
             }
         }
+        trim_heap();
     }
     opts.progress.finish();
     let values = cross
@@ -276,4 +278,18 @@ pub(super) fn cells(
         values,
         subsample: sample,
     }))
+}
+
+/// Hands the C allocator's free memory back to the system (`malloc_trim`, glibc): after the
+/// phase that prepared A's layers and after each slab. Their per-layer buffers (a layer's
+/// f32 copy, its centred copy, one slab's product: tens of MB each, per thread) are freed by
+/// then, but glibc keeps such blocks in its heaps once its mmap threshold has risen, and
+/// the next phase's buffers of other sizes do not reuse them: 150–170 MB of a full-model
+/// grid's peak (BENCHMARKS.md, "CKA layer grids"). Nothing elsewhere.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free heap memory to the system; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
