@@ -50,7 +50,7 @@ pub struct RawTensor<'a> {
     pub file: &'a MappedFile,
 }
 
-/// A float tensor stored whole in a memory map with its rows in another order than the one
+/// A tensor stored whole in a memory map with its rows in another order than the one
 /// presented (see [`WeightSource::stored_rows`]): presented row `r` is stored row
 /// `order[r]`, each row `cols` elements.
 #[derive(Debug, Clone)]
@@ -142,12 +142,13 @@ pub trait WeightSource: Send + Sync {
         None
     }
 
-    /// The stored bytes of tensor `index` when it is a float tensor (F32, F16, BF16) held
-    /// whole in a map whose rows are stored in another order than presented (GGUF's RoPE
-    /// rows), every element stored as it is presented, and [`Self::read_f32`] returns those
-    /// values: the pass then gathers stored rows and reduces them in the fused kernels, to
-    /// the same bits as reading through [`Self::read_f32`]. The default (`None`) reads
-    /// through [`Self::read_f32`].
+    /// The stored bytes of tensor `index` when it is a float tensor (F32, F16, BF16) or one
+    /// of Q8_0 blocks (rows of whole blocks, each element `f32(q) · f32(d)` as
+    /// [`Self::blocks`] has them) held whole in a map whose rows are stored in another order
+    /// than presented (GGUF's RoPE rows), every element stored as it is presented, and
+    /// [`Self::read_f32`] returns those values: the pass then gathers stored rows and reduces
+    /// them in the fused kernels, to the same bits as reading through [`Self::read_f32`]. The
+    /// default (`None`) reads through [`Self::read_f32`].
     fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
         let _ = index;
         None

@@ -87,19 +87,26 @@ impl WeightSource for Source {
         })
     }
 
-    /// A float tensor (F32, F16, BF16) whose rows are stored RoPE-permuted (nothing added):
-    /// its bytes and the stored row of each presented row, which the pass gathers.
+    /// A float tensor (F32, F16, BF16) or one of Q8_0 blocks whose rows are stored
+    /// RoPE-permuted (nothing added; Q8_0 rows whole blocks): its bytes and the stored row of
+    /// each presented row, which the pass gathers.
     fn stored_rows(&self, index: usize) -> Option<StoredRows<'_>> {
         let info = self.layout.table.tensors().get(index)?;
         let entry = self.layout.entries.get(index)?;
-        let plain = matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
-        if !plain || matches!(entry.remap, Remap::None) || entry.minus_one {
+        // Elements and bytes per stored unit.
+        let (elements, unit) = match info.dtype {
+            Dtype::F32 => (1, 4),
+            Dtype::F16 | Dtype::BF16 => (1, 2),
+            Dtype::Q8_0 => (32, 34),
+            _ => return None,
+        };
+        if matches!(entry.remap, Remap::None) || entry.minus_one {
             return None;
         }
         let cols = entry.remap.cols();
         let bytes = self.map.bytes().get(entry.range.clone())?;
-        let width = usize::try_from(info.dtype.bits()).ok()? / 8;
-        if info.numel % cols != 0 || bytes.len() != info.numel.checked_mul(width)? {
+        let whole = info.numel % cols == 0 && cols % elements == 0;
+        if !whole || bytes.len() != (info.numel / elements).checked_mul(unit)? {
             return None;
         }
         let rows = info.numel / cols;

@@ -229,12 +229,15 @@ fn f32_in_place<'a>(side: Side<'a>, numel: usize) -> Option<&'a [u8]> {
     (raw.dtype == Dtype::F32 && whole).then_some(raw.bytes)
 }
 
-/// A side's stored float elements to reduce in the fused kernels when its rows are stored in
-/// another order than presented ([`crate::WeightSource::stored_rows`]) — or, against such a
-/// side, in the order presented ([`crate::WeightSource::raw`]).
+/// A side's stored elements to reduce in the fused kernels when its rows are stored in
+/// another order than presented ([`crate::WeightSource::stored_rows`]: GGUF's RoPE rows) — or,
+/// against such a side, in the order presented ([`crate::WeightSource::raw`],
+/// [`crate::WeightSource::blocks`]). Elements come in units (one float, or a Q8_0 block of
+/// 32), and rows are whole units.
 struct Gather<'a> {
     dtype: Dtype,
-    stored: Stored,
+    /// Elements and bytes per unit.
+    unit: (usize, usize),
     bytes: &'a [u8],
     /// Elements per row.
     cols: usize,
@@ -243,40 +246,72 @@ struct Gather<'a> {
 }
 
 impl<'a> Gather<'a> {
-    fn of(side: Side<'a>, numel: usize) -> Option<Gather<'a>> {
-        let (raw, cols, order) = match side.stored_rows() {
-            Some(rows) => {
-                let whole = rows.order.len().checked_mul(rows.cols)? == numel;
-                (rows.cols > 0 && whole).then_some((rows.raw, rows.cols, Some(rows.order)))?
-            }
-            None => (side.raw()?, numel.max(1), None),
-        };
-        let stored = Stored::of(raw.dtype)?;
-        (raw.bytes.len() == numel.checked_mul(stored.width())?).then_some(Gather {
+    /// The stored bytes of `raw`, `unit` as given, in rows of `cols` (`order`) or as
+    /// presented, when they are whole units of exactly `numel` elements.
+    fn new(
+        raw: RawTensor<'a>,
+        unit: (usize, usize),
+        cols: usize,
+        order: Option<Vec<usize>>,
+        numel: usize,
+    ) -> Option<Gather<'a>> {
+        let (e, w) = unit;
+        let rows_fit = order
+            .as_ref()
+            .is_none_or(|o| cols > 0 && cols % e == 0 && o.len().checked_mul(cols) == Some(numel));
+        let whole = numel % e == 0 && raw.bytes.len() == (numel / e).checked_mul(w)?;
+        (rows_fit && whole).then_some(Gather {
             dtype: raw.dtype,
-            stored,
+            unit,
             bytes: raw.bytes,
             cols,
             order,
         })
     }
 
-    /// Both sides, when they are stored as the same float dtype and at least one has its rows
-    /// in another order (else the fused pass applies, or neither).
-    fn pair(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<(Gather<'a>, Gather<'a>)> {
-        let (ga, gb) = (Gather::of(a, numel)?, Gather::of(b, numel)?);
-        let permuted = ga.order.is_some() || gb.order.is_some();
-        (ga.dtype == gb.dtype && permuted).then_some((ga, gb))
+    /// A float side (F32, F16, BF16), and its kernel's dtype.
+    fn float(side: Side<'a>, numel: usize) -> Option<(Gather<'a>, Stored)> {
+        let (raw, cols, order) = match side.stored_rows() {
+            Some(rows) => (rows.raw, rows.cols, Some(rows.order)),
+            None => (side.raw()?, numel.max(1), None),
+        };
+        let stored = Stored::of(raw.dtype)?;
+        Some((
+            Gather::new(raw, (1, stored.width()), cols, order, numel)?,
+            stored,
+        ))
     }
 
-    /// The stored bytes of presented elements `start .. start + len`: a slice of the map when
-    /// they are stored as presented, else their rows' pieces gathered into `buf`. `None`
-    /// outside the tensor.
+    /// A side of Q8_0 blocks.
+    fn q8_0(side: Side<'a>, numel: usize) -> Option<Gather<'a>> {
+        let unit = (Q8_0_ELEMENTS, super::kernels::Q8_0_BLOCK);
+        let (raw, cols, order) = match side.stored_rows() {
+            Some(rows) => (rows.raw, rows.cols, Some(rows.order)),
+            None => (side.blocks()?, numel.max(1), None),
+        };
+        (raw.dtype == Dtype::Q8_0).then_some(())?;
+        Gather::new(raw, unit, cols, order, numel)
+    }
+
+    /// Both sides as floats, when they are stored as the same float dtype and at least one
+    /// has its rows in another order (else the fused pass applies, or neither).
+    fn pair(a: Side<'a>, b: Side<'a>, numel: usize) -> Option<(Gather<'a>, Gather<'a>, Stored)> {
+        let ((ga, stored), (gb, _)) = (Gather::float(a, numel)?, Gather::float(b, numel)?);
+        let permuted = ga.order.is_some() || gb.order.is_some();
+        (ga.dtype == gb.dtype && permuted).then_some((ga, gb, stored))
+    }
+
+    /// The stored bytes of presented elements `start .. start + len` (whole units): a slice of
+    /// the map when they are stored as presented, else their rows' pieces gathered into
+    /// `buf`. `None` outside the tensor or off a unit boundary.
     fn get<'b>(&'b self, start: usize, len: usize, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
-        let w = self.stored.width();
+        let (e, w) = self.unit;
         let end = start.checked_add(len)?;
+        if start % e != 0 || len % e != 0 {
+            return None;
+        }
         let Some(order) = &self.order else {
-            return self.bytes.get(start * w..end * w);
+            return self.bytes.get(start / e * w..end / e * w);
         };
         buf.clear();
         let mut pos = start;
@@ -284,16 +319,16 @@ impl<'a> Gather<'a> {
             let (row, col) = (pos / self.cols, pos % self.cols);
             let take = (end - pos).min(self.cols - col);
             let from = order.get(row)?.checked_mul(self.cols)?.checked_add(col)?;
-            buf.extend_from_slice(self.bytes.get(from * w..(from + take) * w)?);
+            buf.extend_from_slice(self.bytes.get(from / e * w..(from + take) / e * w)?);
             pos += take;
         }
         Some(buf)
     }
 
-    /// Stored bytes from [`Self::get`] as little-endian f32 bytes (a kept sample, as the
-    /// buffered pass keeps them).
+    /// Stored float bytes from [`Self::get`] as little-endian f32 bytes (a kept sample, as
+    /// the buffered pass keeps them).
     fn f32_le(&self, x: &[u8]) -> Option<Vec<u8>> {
-        let mut out = vec![0f32; x.len() / self.stored.width()];
+        let mut out = vec![0f32; x.len() / self.unit.1];
         crate::to_f32(self.dtype, x, 0, &mut out)?;
         Some(f32_le_bytes(&out))
     }
@@ -303,12 +338,13 @@ impl<'a> Gather<'a> {
 const Q8_0_ELEMENTS: usize = 32;
 const _: () = assert!(CHUNK.is_multiple_of(Q8_0_ELEMENTS));
 
-/// A tensor of whole Q8_0 blocks in element order ([`crate::WeightSource::blocks`]) against
-/// another such tensor or against stored floats (BF16, F16, F32) held whole in a map — a
-/// quantised copy against its original, say — which the kernel decodes as it reduces.
+/// A tensor of whole Q8_0 blocks (in element order, [`crate::WeightSource::blocks`], or in
+/// rows stored in another order, [`crate::WeightSource::stored_rows`]) against another such
+/// tensor or against stored floats (BF16, F16, F32) held whole in a map — a quantised copy
+/// against its original, say — which the kernel decodes as it reduces.
 struct Q8_0Direct<'a> {
     /// The blocks.
-    q: &'a [u8],
+    q: Gather<'a>,
     /// The other side.
     other: Q8_0Other<'a>,
 }
@@ -316,9 +352,9 @@ struct Q8_0Direct<'a> {
 /// The other side of a [`Q8_0Direct`] pair.
 enum Q8_0Other<'a> {
     /// Q8_0 blocks too (side b).
-    Blocks(&'a [u8]),
+    Blocks(Gather<'a>),
     /// Stored floats of a dtype, and whether the blocks are side a.
-    Floats(&'a [u8], Stored, bool),
+    Floats(Gather<'a>, Stored, bool),
 }
 
 impl<'a> Q8_0Direct<'a> {
@@ -326,61 +362,49 @@ impl<'a> Q8_0Direct<'a> {
         if !numel.is_multiple_of(Q8_0_ELEMENTS) {
             return None;
         }
-        let bytes = (numel / Q8_0_ELEMENTS).checked_mul(super::kernels::Q8_0_BLOCK)?;
-        let blocks = |s: Side<'a>| {
-            s.blocks()
-                .filter(|r| r.dtype == Dtype::Q8_0 && r.bytes.len() == bytes)
-                .map(|r| r.bytes)
-        };
-        let floats = |s: Side<'a>| {
-            let r = s.raw()?;
-            let stored = Stored::of(r.dtype)?;
-            (r.bytes.len() == numel.checked_mul(stored.width())?).then_some((r.bytes, stored))
-        };
-        let other = match (blocks(a), blocks(b)) {
-            (Some(q), Some(y)) => {
-                return Some(Q8_0Direct {
-                    q,
-                    other: Q8_0Other::Blocks(y),
-                })
+        let (q, other) = match (Gather::q8_0(a, numel), Gather::q8_0(b, numel)) {
+            (Some(q), Some(y)) => (q, Q8_0Other::Blocks(y)),
+            (Some(q), None) => {
+                let (f, stored) = Gather::float(b, numel)?;
+                (q, Q8_0Other::Floats(f, stored, true))
             }
-            (Some(q), None) => (q, floats(b)?, true),
-            (None, Some(q)) => (q, floats(a)?, false),
+            (None, Some(q)) => {
+                let (f, stored) = Gather::float(a, numel)?;
+                (q, Q8_0Other::Floats(f, stored, false))
+            }
             (None, None) => return None,
         };
-        let (q, (f, stored), q_first) = other;
-        Some(Q8_0Direct {
-            q,
-            other: Q8_0Other::Floats(f, stored, q_first),
-        })
+        Some(Q8_0Direct { q, other })
     }
 
     /// Moments of elements `start .. start + len` (whole blocks) and, with `mags`, both
     /// sides' magnitudes, when this CPU has a fused build of the kernel and (with `mags`)
     /// both sides are floats whose values are finite; `None` sends the chunk through the
-    /// buffers.
+    /// buffers. A side in rows stored in another order is gathered into its buffer.
     fn moments(
         &self,
         start: usize,
         len: usize,
         mags: bool,
+        [buf_q, buf_other]: [&mut Vec<u8>; 2],
     ) -> Option<(Moments, Option<[Magnitudes; 2]>)> {
         if !start.is_multiple_of(Q8_0_ELEMENTS) || !len.is_multiple_of(Q8_0_ELEMENTS) {
             return None;
         }
-        let block = super::kernels::Q8_0_BLOCK;
-        let blocks = start / Q8_0_ELEMENTS * block..(start + len) / Q8_0_ELEMENTS * block;
-        let q = self.q.get(blocks.clone())?;
-        let (f, stored, q_first) = match self.other {
+        let (f, stored, q_first) = match &self.other {
             // The Q8_0 kernel takes no magnitudes (a Q8_0 tensor never asks for them).
             Q8_0Other::Blocks(y) if !mags => {
-                return Some((super::kernels::q8_0s(q, y.get(blocks)?)?, None));
+                let q = self.q.get(start, len, buf_q)?;
+                return Some((
+                    super::kernels::q8_0s(q, y.get(start, len, buf_other)?)?,
+                    None,
+                ));
             }
             Q8_0Other::Blocks(_) => return None,
-            Q8_0Other::Floats(f, stored, q_first) => (f, stored, q_first),
+            Q8_0Other::Floats(f, stored, q_first) => (f, *stored, *q_first),
         };
-        let w = stored.width();
-        let f = f.get(start * w..(start + len) * w)?;
+        let q = self.q.get(start, len, buf_q)?;
+        let f = f.get(start, len, buf_other)?;
         let (m, max) = super::kernels::q8_0_mixed(q, f, stored, q_first, mags)?;
         let mags = match max {
             // Finite: the largest is all a magnitude scan would add (`of_f32_max` reads no
@@ -534,7 +558,7 @@ fn stream(
                     let direct = q8
                         .as_ref()
                         .filter(|_| !keep(c))
-                        .and_then(|q| q.moments(start, len, want_mags));
+                        .and_then(|q| q.moments(start, len, want_mags, [&mut raw_a, &mut raw_b]));
                     if let Some((moments, mags)) = direct {
                         out.push(ChunkOut {
                             moments,
@@ -547,7 +571,7 @@ fn stream(
                     // Rows stored in another order (GGUF's RoPE rows) against the same
                     // float dtype: the chunk's stored rows gathered, then the fused kernel —
                     // the values `read_f32` gives, in the same lanes, so the same bits.
-                    let rows = gather.as_ref().and_then(|(ga, gb)| {
+                    let rows = gather.as_ref().and_then(|(ga, gb, stored)| {
                         let x = ga.get(start, len, &mut raw_a)?;
                         let y = gb.get(start, len, &mut raw_b)?;
                         let kept = if keep(c) {
@@ -555,7 +579,7 @@ fn stream(
                         } else {
                             None
                         };
-                        let (moments, mags) = stored_moments(ga.stored, x, y, want_mags);
+                        let (moments, mags) = stored_moments(*stored, x, y, want_mags);
                         Some(ChunkOut {
                             moments,
                             kept,

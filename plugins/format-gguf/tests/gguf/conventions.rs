@@ -428,12 +428,13 @@ fn raw_bytes_only_for_unchanged_float_tensors() {
     );
 }
 
-/// RoPE-permuted float rows (F32, F16, BF16) are gathered and reduced in the fused kernels
+/// RoPE-permuted rows (F32, F16, BF16, Q8_0) are gathered and reduced in the fused kernels
 /// (`WeightSource::stored_rows`): the same moments, magnitudes and kept samples as reading
-/// them through `read_f32`, against permuted rows and against a tensor stored as presented,
-/// over rows that do not end on a lane boundary, with ∞ and NaN among the values.
+/// them through `read_f32`, against permuted rows, against a tensor stored as presented and
+/// (Q8_0) against floats, over rows that do not end on a lane boundary (floats), with ∞ and
+/// NaN among the values.
 #[test]
-fn permuted_float_rows_give_the_same_pass_gathered_or_read() {
+fn permuted_rows_give_the_same_pass_gathered_or_read() {
     use weightkin_core::{pair_pass, Dtype, Moments, Side, Taps, CHUNK};
     let bits = |m: Moments| {
         let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
@@ -446,15 +447,6 @@ fn permuted_float_rows_give_the_same_pass_gathered_or_read() {
         (m.n, m.equal, f)
     };
     let rows = N_HEAD * HEAD_DIM;
-    let cols = 3 * CHUNK / rows + 37;
-    let numel = rows * cols;
-    let a = values(numel, 11);
-    let mut b: Vec<f32> = a
-        .iter()
-        .enumerate()
-        .map(|(i, v)| if i % 3 == 0 { v + 0.01 } else { *v })
-        .collect();
-    (b[5], b[CHUNK + 3], b[2 * CHUNK + 1]) = (f32::INFINITY, f32::NAN, f32::NEG_INFINITY);
     let encode = |v: &[f32], dtype: Dtype| -> Vec<u8> {
         match dtype {
             Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -468,54 +460,77 @@ fn permuted_float_rows_give_the_same_pass_gathered_or_read() {
                 .collect(),
         }
     };
-    let shape = [rows, cols];
-    let mut builder = GgufBuilder::new("llama")
-        .kv("llama.attention.head_count", Meta::U32(N_HEAD as u32))
-        .kv("llama.attention.head_count_kv", Meta::U32(N_HEAD as u32));
-    let dtypes = [Dtype::F32, Dtype::F16, Dtype::BF16];
-    for (layer, dtype) in dtypes.into_iter().enumerate() {
-        for (name, v) in [("attn_q", &a), ("attn_k", &b), ("attn_v", &b)] {
-            // q and k permuted as the converter does; v stored as presented.
-            let stored = if name == "attn_v" {
-                v.clone()
-            } else {
-                permute(v, rows, N_HEAD, N_HEAD)
-            };
-            builder = builder.tensor_raw(
-                &format!("blk.{layer}.{name}.weight"),
-                dtype,
-                &shape,
-                encode(&stored, dtype),
-            );
-        }
-    }
-    let source = open_bytes(&builder.to_bytes().unwrap()).unwrap();
-    let src = source.as_ref();
-    let plain = crate::source::Buffered(src);
     let taps = Taps {
         samples: Some(2 * CHUNK),
         ulp: Some(CHUNK),
         observer: None,
         magnitudes: true,
     };
-    for layer in 0..dtypes.len() {
-        let find = |p: &str| {
+    // Float rows of 1573 elements (not a multiple of 8); Q8_0 rows of 1568 (49 blocks),
+    // where F16 tensors of the same shape stand beside them.
+    for (cols, layers) in [
+        (
+            3 * CHUNK / rows + 37,
+            vec![Dtype::F32, Dtype::F16, Dtype::BF16],
+        ),
+        (3 * CHUNK / rows + 32, vec![Dtype::Q8_0, Dtype::F16]),
+    ] {
+        let numel = rows * cols;
+        let a = values(numel, 11);
+        let mut b: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 3 == 0 { v + 0.01 } else { *v })
+            .collect();
+        if !layers.contains(&Dtype::Q8_0) {
+            (b[5], b[CHUNK + 3], b[2 * CHUNK + 1]) = (f32::INFINITY, f32::NAN, f32::NEG_INFINITY);
+        }
+        let shape = [rows, cols];
+        let mut builder = GgufBuilder::new("llama")
+            .kv("llama.attention.head_count", Meta::U32(N_HEAD as u32))
+            .kv("llama.attention.head_count_kv", Meta::U32(N_HEAD as u32));
+        for (layer, &dtype) in layers.iter().enumerate() {
+            for (name, v) in [("attn_q", &a), ("attn_k", &b), ("attn_v", &b)] {
+                // q and k permuted as the converter does; v stored as presented.
+                let stored = if name == "attn_v" {
+                    v.clone()
+                } else {
+                    permute(v, rows, N_HEAD, N_HEAD)
+                };
+                let name = format!("blk.{layer}.{name}.weight");
+                builder = if dtype == Dtype::Q8_0 {
+                    builder.tensor_q8_0(&name, &shape, &stored)
+                } else {
+                    builder.tensor_raw(&name, dtype, &shape, encode(&stored, dtype))
+                };
+            }
+        }
+        let source = open_bytes(&builder.to_bytes().unwrap()).unwrap();
+        let src = source.as_ref();
+        let plain = crate::source::Buffered(src);
+        let find = |layer: usize, p: &str| {
             src.find(&format!("model.layers.{layer}.self_attn.{p}_proj.weight"))
                 .unwrap()
         };
-        let (q, k, v) = (find("q"), find("k"), find("v"));
-        assert!(src.stored_rows(q).is_some() && src.stored_rows(v).is_none());
-        for (x, y) in [(q, k), (k, q), (q, v), (v, k)] {
+        let mut pairs = Vec::new();
+        for layer in 0..layers.len() {
+            let (q, k, v) = (find(layer, "q"), find(layer, "k"), find(layer, "v"));
+            assert!(src.stored_rows(q).is_some() && src.stored_rows(v).is_none());
+            pairs.extend([(q, k), (k, q), (q, v), (v, k)]);
+        }
+        if layers.contains(&Dtype::Q8_0) {
+            // Q8_0 rows against F16 rows and an F16 tensor as presented, and the reverse.
+            let (q8, f16) = ((find(0, "q"), find(0, "v")), (find(1, "k"), find(1, "v")));
+            pairs.extend([(q8.0, f16.0), (f16.0, q8.0), (q8.0, f16.1), (f16.1, q8.0)]);
+            pairs.extend([(q8.1, f16.0), (f16.0, q8.1)]);
+        }
+        for (x, y) in pairs {
             let gathered = pair_pass(Side::new(src, x), Side::new(src, y), numel, &taps).unwrap();
             let read = pair_pass(Side::new(&plain, x), Side::new(&plain, y), numel, &taps).unwrap();
-            assert_eq!(
-                bits(gathered.moments),
-                bits(read.moments),
-                "{layer} {x} {y}"
-            );
-            assert_eq!(gathered.magnitudes, read.magnitudes, "{layer} {x} {y}");
+            assert_eq!(bits(gathered.moments), bits(read.moments), "{cols} {x} {y}");
+            assert_eq!(gathered.magnitudes, read.magnitudes, "{cols} {x} {y}");
             assert!(gathered.samples.is_some());
-            assert_eq!(gathered.samples, read.samples, "{layer} {x} {y}");
+            assert_eq!(gathered.samples, read.samples, "{cols} {x} {y}");
         }
     }
 }
