@@ -256,10 +256,10 @@ impl<'a> Gather<'a> {
         numel: usize,
     ) -> Option<Gather<'a>> {
         let (e, w) = unit;
-        let rows_fit = order
-            .as_ref()
-            .is_none_or(|o| cols > 0 && cols % e == 0 && o.len().checked_mul(cols) == Some(numel));
-        let whole = numel % e == 0 && raw.bytes.len() == (numel / e).checked_mul(w)?;
+        let rows_fit = order.as_ref().is_none_or(|o| {
+            cols > 0 && cols.is_multiple_of(e) && o.len().checked_mul(cols) == Some(numel)
+        });
+        let whole = numel.is_multiple_of(e) && raw.bytes.len() == (numel / e).checked_mul(w)?;
         (rows_fit && whole).then_some(Gather {
             dtype: raw.dtype,
             unit,
@@ -307,7 +307,7 @@ impl<'a> Gather<'a> {
     fn get<'b>(&'b self, start: usize, len: usize, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
         let (e, w) = self.unit;
         let end = start.checked_add(len)?;
-        if start % e != 0 || len % e != 0 {
+        if !start.is_multiple_of(e) || !len.is_multiple_of(e) {
             return None;
         }
         let Some(order) = &self.order else {
