@@ -435,17 +435,8 @@ fn raw_bytes_only_for_unchanged_float_tensors() {
 /// NaN among the values.
 #[test]
 fn permuted_rows_give_the_same_pass_gathered_or_read() {
-    use weightkin_core::{pair_pass, Dtype, Moments, Side, Taps, CHUNK};
-    let bits = |m: Moments| {
-        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
-            if v.is_nan() {
-                u64::MAX
-            } else {
-                v.to_bits()
-            }
-        });
-        (m.n, m.equal, f)
-    };
+    use weightkin_core::{pair_pass, Dtype, Side, Taps, CHUNK};
+    let bits = crate::moment_bits;
     let rows = N_HEAD * HEAD_DIM;
     let encode = |v: &[f32], dtype: Dtype| -> Vec<u8> {
         match dtype {

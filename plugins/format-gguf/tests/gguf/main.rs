@@ -57,3 +57,16 @@ pub fn golden(name: &str) -> PathBuf {
         .join("tests/golden")
         .join(name)
 }
+
+/// A pass's moments as bits, to compare two passes exactly; NaN moments compare as one NaN
+/// (which payload a sum propagates is not specified).
+pub fn moment_bits(m: weightkin_core::Moments) -> (u64, u64, [u64; 6]) {
+    let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
+        if v.is_nan() {
+            u64::MAX
+        } else {
+            v.to_bits()
+        }
+    });
+    (m.n, m.equal, f)
+}

@@ -367,18 +367,8 @@ impl weightkin_core::WeightSource for Buffered<'_> {
 /// scales, ragged last windows included.
 #[test]
 fn q8_0_pairs_give_the_same_bits_with_or_without_blocks() {
-    use weightkin_core::{pair_moments, pair_moments_sampled, Moments, Side, CHUNK};
-    // NaN moments compare as one NaN (which payload a sum propagates is not specified).
-    let bits = |m: Moments| {
-        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
-            if v.is_nan() {
-                u64::MAX
-            } else {
-                v.to_bits()
-            }
-        });
-        (m.n, m.equal, f)
-    };
+    use weightkin_core::{pair_moments, pair_moments_sampled, Side, CHUNK};
+    let bits = crate::moment_bits;
     let numel = 3 * CHUNK + 64 * 5;
     let blocks = numel / 32;
     let (fa, na) = (
@@ -430,17 +420,8 @@ fn q8_0_pairs_give_the_same_bits_with_or_without_blocks() {
 /// finite values, and with an ∞ and a NaN among them (those chunks take the buffers).
 #[test]
 fn q8_0_against_floats_gives_the_same_pass_with_or_without_blocks() {
-    use weightkin_core::{pair_pass, Moments, Side, Taps, CHUNK};
-    let bits = |m: Moments| {
-        let f = [m.mean_a, m.mean_b, m.m2_a, m.m2_b, m.c_ab, m.sum_sq_diff].map(|v| {
-            if v.is_nan() {
-                u64::MAX
-            } else {
-                v.to_bits()
-            }
-        });
-        (m.n, m.equal, f)
-    };
+    use weightkin_core::{pair_pass, Side, Taps, CHUNK};
+    let bits = crate::moment_bits;
     let numel = 3 * CHUNK + 64 * 5;
     let shape = [numel / 64, 64];
     let q = q8_0_blocks(numel / 32, 5, false, None);
