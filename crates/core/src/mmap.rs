@@ -32,20 +32,22 @@ fn release_pages(map: &Mmap, start: usize, end: usize) {
 /// held in large folios with whole huge pages; handing back part of one first splits it, and
 /// every split flushes the TLB of every CPU running the process (an inter-processor interrupt,
 /// a VM exit under virtualisation): 10–15 % of a pass's time on such files (BENCHMARKS.md,
-/// "Handing pages back in whole huge pages"). Released in whole blocks, the huge mappings
-/// are dropped whole.
+/// "Huge pages handed back whole"). Released in whole blocks, the huge mappings are dropped
+/// whole.
 const BLOCK: usize = 1 << 21;
 
 /// Blocks a file may hold partly handed back, waiting for the rest of their bytes (the
 /// neighbouring tensor another thread is still reading, or one never read): beyond this the
-/// oldest is handed back in pages, as if blocks were not tracked. Bounds what the tracking
-/// keeps resident to 32 MiB per file.
+/// least recently released is handed back in pages, as if blocks were not tracked. Bounds
+/// what the tracking keeps resident to 32 MiB per file (plus [`FLUSH`]), and a release in the
+/// file's last block hands back all of it.
 const PENDING: usize = 16;
 
-/// Whole blocks gathered before they are handed back, in bytes (per file): each hand-back
-/// flushes the TLB of every CPU running the process (an inter-processor interrupt, about
-/// 30 µs under virtualisation), so a pass that handed back every 4 MiB window spent 7 % of its
-/// time there; runs read front to back merge into one range per thread.
+/// Whole blocks gathered before they are handed back, in bytes (per file; all of them once a
+/// release reaches the file's last block): each hand-back flushes the TLB of every CPU
+/// running the process (an inter-processor interrupt, about 30 µs under virtualisation), so a
+/// pass that handed back every 4 MiB window spent 7 % of its time there; runs read front to
+/// back merge into one range per thread.
 const FLUSH: usize = 16 << 20;
 
 /// Bytes of a block that may stay unreleased when it is handed back whole: what lies between
@@ -123,10 +125,17 @@ impl Released {
             self.pending.retain(|(p, _)| !(from..to).contains(p));
             merge(&mut self.ready, bytes_of(from).0, bytes_of(to - 1).1);
             self.ready_bytes = self.ready.iter().map(|(a, b)| b - a).sum();
-            if self.ready_bytes >= FLUSH {
-                out.append(&mut self.ready);
-                self.ready_bytes = 0;
-            }
+        }
+        // A release in the map's last block: a pass reading the file front to back is at its
+        // end (one shard of a sharded model, say, before the next), so nothing is kept back
+        // for later — else every shard read would leave its last blocks mapped.
+        let at_end = last == block_of(len - 1);
+        if self.ready_bytes >= FLUSH || (at_end && !self.ready.is_empty()) {
+            out.append(&mut self.ready);
+            self.ready_bytes = 0;
+        }
+        if at_end {
+            out.extend(self.pending.drain(..).flat_map(|(_, intervals)| intervals));
         }
         while self.pending.len() > PENDING {
             // The block released least recently goes first: one whose other bytes were never
@@ -380,21 +389,25 @@ mod tests {
             let got = r.now(base, len, w[0], w[1]);
             for &(s, e) in &got {
                 // Whole blocks only: every range starts and ends on a block boundary or the
-                // map's end.
+                // map's end — but for the remnant of block 6, handed back with its last 5
+                // bytes unreleased, and released by the last tensor (the map's last block
+                // hands back everything kept).
+                if (s, e) == (7 * BLOCK - 5, 7 * BLOCK) {
+                    continue;
+                }
                 assert_eq!((base + s) % BLOCK, 0, "{got:?}");
                 assert!((base + e).is_multiple_of(BLOCK) || e == len, "{got:?}");
             }
             out.extend(got);
         }
         assert_eq!(union(&out), vec![(0, len)]);
-        // What may wait: the remnant of block 6, handed back with 5 bytes unreleased.
-        assert_eq!(r.pending, vec![(64 + 6, vec![(7 * BLOCK - 5, 7 * BLOCK)])]);
+        assert_eq!(r, Released::default());
     }
 
     #[test]
     fn a_block_waits_for_its_other_bytes_then_goes_back_whole() {
         let base = 3 * BLOCK;
-        let len = 4 * BLOCK;
+        let len = 5 * BLOCK;
         let mut r = Released::default();
         // The second half of block 0 and the first of block 1: nothing whole yet.
         assert_eq!(r.now(base, len, BLOCK / 2, BLOCK + BLOCK / 2), vec![]);
@@ -490,5 +503,27 @@ mod tests {
             got,
             vec![(FLUSH, FLUSH + FLUSH / 2), (half, half + FLUSH / 2)]
         );
+    }
+
+    #[test]
+    fn a_release_in_the_last_block_hands_back_everything_kept() {
+        let (base, len) = (0, 8 * BLOCK + 100);
+        let mut r = Released::default();
+        // A block ready, and one partly released (waiting).
+        assert_eq!(r.release(base, len, 0, BLOCK), vec![]);
+        assert_eq!(r.release(base, len, 3 * BLOCK, 3 * BLOCK + 50_000), vec![]);
+        assert_eq!((r.ready.len(), r.pending.len()), (1, 1));
+        // The file's last piece (a shard's last tensor): both go back now, with the last
+        // blocks (block 7 lacks only 10 bytes: it goes back whole).
+        let out = r.release(base, len, 7 * BLOCK + 10, len);
+        assert_eq!(
+            out,
+            vec![
+                (0, BLOCK),
+                (7 * BLOCK, len),
+                (3 * BLOCK, 3 * BLOCK + 50_000)
+            ]
+        );
+        assert_eq!(r, Released::default());
     }
 }
