@@ -192,7 +192,7 @@ macro_rules! kernel {
                 // Sixteen elements at a time: one widening of each side to sixteen f32s (and
                 // one magnitude step) instead of two of eight, then its two eights in order —
                 // the same values into the same lanes, so the same bits; 13 % faster on BF16
-                // (BENCHMARKS.md, "Sixteen at a time").
+                // (BENCHMARKS.md, "Huge pages handed back whole, sixteen elements at a time").
                 let mut ca = a.chunks_exact(16 * $width);
                 let mut cb = b.chunks_exact(16 * $width);
                 for (xa, xb) in (&mut ca).zip(&mut cb) {
