@@ -65,10 +65,9 @@ struct Released {
     /// Blocks partly released, least recently released first: the block's index and its
     /// released byte intervals (map offsets, sorted, disjoint, not touching).
     pending: Vec<(usize, Vec<(usize, usize)>)>,
-    /// Whole blocks done with but not yet handed back (sorted, disjoint, not touching), and
-    /// their bytes: handed back together once [`FLUSH`] bytes are ready.
+    /// Whole blocks done with but not yet handed back (sorted, disjoint, not touching):
+    /// handed back together once they hold [`FLUSH`] bytes.
     ready: Vec<(usize, usize)>,
-    ready_bytes: usize,
 }
 
 impl Released {
@@ -124,15 +123,14 @@ impl Released {
             // Blocks handed back whole wait no more, whatever was pending of them.
             self.pending.retain(|(p, _)| !(from..to).contains(p));
             merge(&mut self.ready, bytes_of(from).0, bytes_of(to - 1).1);
-            self.ready_bytes = self.ready.iter().map(|(a, b)| b - a).sum();
         }
         // A release in the map's last block: a pass reading the file front to back is at its
         // end (one shard of a sharded model, say, before the next), so nothing is kept back
         // for later — else every shard read would leave its last blocks mapped.
         let at_end = last == block_of(len - 1);
-        if self.ready_bytes >= FLUSH || (at_end && !self.ready.is_empty()) {
+        let ready: usize = self.ready.iter().map(|(a, b)| b - a).sum();
+        if ready >= FLUSH || (at_end && ready > 0) {
             out.append(&mut self.ready);
-            self.ready_bytes = 0;
         }
         if at_end {
             out.extend(self.pending.drain(..).flat_map(|(_, intervals)| intervals));
@@ -355,7 +353,6 @@ mod tests {
         fn now(&mut self, base: usize, len: usize, s: usize, e: usize) -> Vec<(usize, usize)> {
             let mut out = self.release(base, len, s, e);
             out.append(&mut self.ready);
-            self.ready_bytes = 0;
             out
         }
     }

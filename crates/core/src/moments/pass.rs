@@ -269,12 +269,22 @@ impl<'a> Gather<'a> {
         })
     }
 
+    /// A side's stored bytes, elements per row and row order: its rows in another order
+    /// ([`crate::WeightSource::stored_rows`]), else `presented`'s bytes as one row.
+    fn layout(
+        side: Side<'a>,
+        numel: usize,
+        presented: impl FnOnce(&Side<'a>) -> Option<RawTensor<'a>>,
+    ) -> Option<(RawTensor<'a>, usize, Option<Vec<usize>>)> {
+        Some(match side.stored_rows() {
+            Some(rows) => (rows.raw, rows.cols, Some(rows.order)),
+            None => (presented(&side)?, numel.max(1), None),
+        })
+    }
+
     /// A float side (F32, F16, BF16), and its kernel's dtype.
     fn float(side: Side<'a>, numel: usize) -> Option<(Gather<'a>, Stored)> {
-        let (raw, cols, order) = match side.stored_rows() {
-            Some(rows) => (rows.raw, rows.cols, Some(rows.order)),
-            None => (side.raw()?, numel.max(1), None),
-        };
+        let (raw, cols, order) = Gather::layout(side, numel, Side::raw)?;
         let stored = Stored::of(raw.dtype)?;
         Some((
             Gather::new(raw, (1, stored.width()), cols, order, numel)?,
@@ -285,10 +295,7 @@ impl<'a> Gather<'a> {
     /// A side of Q8_0 blocks.
     fn q8_0(side: Side<'a>, numel: usize) -> Option<Gather<'a>> {
         let unit = (Q8_0_ELEMENTS, super::kernels::Q8_0_BLOCK);
-        let (raw, cols, order) = match side.stored_rows() {
-            Some(rows) => (rows.raw, rows.cols, Some(rows.order)),
-            None => (side.blocks()?, numel.max(1), None),
-        };
+        let (raw, cols, order) = Gather::layout(side, numel, Side::blocks)?;
         (raw.dtype == Dtype::Q8_0).then_some(())?;
         Gather::new(raw, unit, cols, order, numel)
     }
