@@ -55,16 +55,19 @@ fn low8(w: __m512) -> __m512d {
     _mm512_cvtps_pd(_mm512_castps512_ps256(w))
 }
 
-/// The last eight of sixteen f32s, widened to f64.
+/// The sixteen f32s of `w` widened to f64, as two eights in order. The second eight goes
+/// through a store and a reload (load ports) rather than a lane extract: the extract and
+/// every widening share the one shuffle port, which bounds the kernel
+/// (BENCHMARKS.md, "One compare per sixteen pairs").
 #[target_feature(enable = "avx512f")]
-fn high8(w: __m512) -> __m512d {
-    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-        _mm512_castps_pd(w),
-    )))
+#[inline]
+fn widen16(w: __m512) -> (__m512d, __m512d) {
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(w)));
+    (low8(w), _mm512_cvtps_pd(high))
 }
 
 /// Adds eight element pairs (`__m512d` each, lane `i` to lane `i`) to the accumulators: the
-/// roundings of [`Lanes::add`]. Evaluates to the mask of lanes whose pair is equal.
+/// roundings of [`Lanes::add`]. Equality is the caller's (`step16!`, or a compare of its own).
 macro_rules! step {
     ($x:expr, $y:expr, $sa:ident, $sb:ident, $saa:ident, $sbb:ident, $sab:ident, $sdd:ident) => {{
         let (x, y) = ($x, $y);
@@ -76,7 +79,20 @@ macro_rules! step {
         $sab = _mm512_fmadd_pd(x, y, $sab);
         let d = _mm512_sub_pd(x, y);
         $sdd = _mm512_fmadd_pd(d, d, $sdd);
-        _mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, y)
+    }};
+}
+
+/// Sixteen element pairs (sixteen f32s a side, element `i` of each half to lane `i`) added to
+/// the accumulators; evaluates to how many of them are equal. One f32 compare for the
+/// sixteen: widening is exact, so `x == y` in f32 is `x == y` in f64 (NaN never equal,
+/// `-0 == +0`).
+macro_rules! step16 {
+    ($wa:expr, $wb:expr, $sa:ident, $sb:ident, $saa:ident, $sbb:ident, $sab:ident, $sdd:ident) => {{
+        let (wa, wb) = ($wa, $wb);
+        let ((x0, x1), (y0, y1)) = (widen16(wa), widen16(wb));
+        step!(x0, y0, $sa, $sb, $saa, $sbb, $sab, $sdd);
+        step!(x1, y1, $sa, $sb, $saa, $sbb, $sab, $sdd);
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(wa, wb)
     }};
 }
 
@@ -203,10 +219,8 @@ macro_rules! kernel {
                         ma16 = max16(ma16, abs16(ra));
                         mb16 = max16(mb16, abs16(rb));
                     }
-                    let (wa, wb) = (wide16(ra), wide16(rb));
-                    let m0 = step!(low8(wa), low8(wb), sa, sb, saa, sbb, sab, sdd);
-                    let m1 = step!(high8(wa), high8(wb), sa, sb, saa, sbb, sab, sdd);
-                    eq += u64::from((u32::from(m0) | u32::from(m1) << 8).count_ones());
+                    let same = step16!(wide16(ra), wide16(rb), sa, sb, saa, sbb, sab, sdd);
+                    eq += u64::from(same.count_ones());
                 }
                 let fold16: unsafe fn($raw16) -> u32 = $fold16;
                 let zero: $raw = $zero;
@@ -224,8 +238,8 @@ macro_rules! kernel {
                         mb = max(mb, abs(rb));
                     }
                     let (x, y) = (decode(ra), decode(rb));
-                    let same = step!(x, y, sa, sb, saa, sbb, sab, sdd);
-                    eq += u64::from(same.count_ones());
+                    step!(x, y, sa, sb, saa, sbb, sab, sdd);
+                    eq += u64::from(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(x, y).count_ones());
                 }
                 let mut s = into_lanes!(sa, sb, saa, sbb, sab, sdd, eq);
                 let fold: unsafe fn($raw) -> u32 = $fold;
@@ -437,9 +451,8 @@ pub(super) unsafe fn q8_0s(a: &[u8], b: &[u8]) -> Moments {
             let mut same = 0u32;
             for h in 0..2 {
                 let (wa, wb) = (q8_0_sixteen(ba, h, da), q8_0_sixteen(bb, h, db));
-                let m0 = step!(low8(wa), low8(wb), sa, sb, saa, sbb, sab, sdd);
-                let m1 = step!(high8(wa), high8(wb), sa, sb, saa, sbb, sab, sdd);
-                same |= (u32::from(m0) | u32::from(m1) << 8) << (16 * h);
+                let m = step16!(wa, wb, sa, sb, saa, sbb, sab, sdd);
+                same |= u32::from(m) << (16 * h);
             }
             eq += u64::from(same.count_ones());
             n += 32;
@@ -504,14 +517,9 @@ macro_rules! q8_0_mixed {
                             mf = max16(mf, abs16(raw));
                         }
                         let w = wide16(raw);
-                        let (x0, y0, x1, y1) = if Q_FIRST {
-                            (low8(v), low8(w), high8(v), high8(w))
-                        } else {
-                            (low8(w), low8(v), high8(w), high8(v))
-                        };
-                        let m0 = step!(x0, y0, sa, sb, saa, sbb, sab, sdd);
-                        let m1 = step!(x1, y1, sa, sb, saa, sbb, sab, sdd);
-                        same |= (u32::from(m0) | u32::from(m1) << 8) << (16 * h);
+                        let (x, y) = if Q_FIRST { (v, w) } else { (w, v) };
+                        let m = step16!(x, y, sa, sb, saa, sbb, sab, sdd);
+                        same |= u32::from(m) << (16 * h);
                     }
                     eq += u64::from(same.count_ones());
                     n += 32;
