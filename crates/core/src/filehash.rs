@@ -24,7 +24,7 @@ use blake3::hazmat::{
 };
 use rayon::prelude::*;
 
-use crate::{MappedFile, WindowObserver};
+use crate::{DirectReads, MappedFile, WindowObserver};
 
 /// Smallest unit: 64 KiB (64 chunks, enough for BLAKE3's widest SIMD to run at full speed).
 const MIN_UNIT: u64 = 64 << 10;
@@ -121,6 +121,14 @@ impl FileHasher {
     /// `None`), in parallel, handing pages back as it goes, and returns the file's BLAKE3 as
     /// 64 lowercase hex digits.
     pub fn finish(&self, map: &MappedFile) -> Option<String> {
+        self.finish_with(map, DirectReads::Auto)
+    }
+
+    /// [`Self::finish`], reading the units nobody absorbed with `O_DIRECT` where `direct`
+    /// says so for the file ([`DirectReads`]: a cold file too large to stay cached, whose
+    /// scattered units read through the map would each pull in the kernel's read-ahead), else
+    /// through the map. The same hash either way.
+    pub fn finish_with(&self, map: &MappedFile, direct: DirectReads) -> Option<String> {
         let bytes = map.bytes();
         if bytes.len() as u64 != self.len {
             return None;
@@ -136,14 +144,34 @@ impl FileHasher {
         let missing: Vec<usize> = (0..self.cvs.len())
             .filter(|&u| self.cvs[u].get().is_none())
             .collect();
+        let direct = crate::direct::wanted(map, bytes, direct);
         missing.par_chunks(per_window).for_each(|units| {
-            for &u in units {
-                let (s, e) = self.unit_range(u);
-                if let Some(part) = bytes.get(s as usize..e as usize) {
-                    let _ = self.cvs[u].set(self.unit_cv(u, part));
-                    map.release(part);
+            crate::direct::with_buffers(|bufs| {
+                let mut buf = bufs.filter(|_| direct).map(|[buf, _]| buf);
+                // Runs of consecutive units (all of them, for a file nobody read), each read
+                // at once: directly where it can be, else (or after a failed read) from the
+                // map.
+                for run in units.chunk_by(|&x, &y| y == x + 1) {
+                    let (Some(&u0), Some(&u1)) = (run.first(), run.last()) else {
+                        continue;
+                    };
+                    let (s, e) = (self.unit_range(u0).0, self.unit_range(u1).1);
+                    let Some(all) = bytes.get(s as usize..e as usize) else {
+                        continue;
+                    };
+                    let read = buf
+                        .as_deref_mut()
+                        .and_then(|b| map.read_direct(s as usize, all.len(), b));
+                    let from = read.unwrap_or(all);
+                    for &u in run {
+                        let (us, ue) = self.unit_range(u);
+                        if let Some(part) = from.get((us - s) as usize..(ue - s) as usize) {
+                            let _ = self.cvs[u].set(self.unit_cv(u, part));
+                        }
+                    }
+                    map.release(all);
                 }
-            }
+            });
         });
         let cvs: Vec<ChainingValue> = self
             .cvs
@@ -225,14 +253,17 @@ impl FileHashers {
 }
 
 impl WindowObserver for FileHashers {
-    /// Hands `bytes`, a slice of `file`'s map, to the hasher of that file, if there is one
+    /// Hands `bytes`, `file`'s bytes at `at`, to the hasher of that file, if there is one
     /// (and it was made for a file of the map's length).
-    fn window(&self, file: &MappedFile, bytes: &[u8]) {
+    fn window(&self, file: &MappedFile, at: usize, bytes: &[u8]) {
         let Some(h) = self.by_path.get(file.path()) else {
             return;
         };
-        if let (Some(offset), true) = (file.offset_of(bytes), h.len == file.len()) {
-            h.absorb(offset as u64, bytes);
+        let inside = at
+            .checked_add(bytes.len())
+            .is_some_and(|e| e as u64 <= file.len());
+        if inside && h.len == file.len() {
+            h.absorb(at as u64, bytes);
         }
     }
 }
@@ -282,23 +313,43 @@ mod tests {
             let bytes = data(n);
             let want = blake3::hash(&bytes).to_hex().to_string();
             let (_dir, map) = mapped(&bytes);
-            let fresh = FileHasher::new(n as u64);
-            assert_eq!(
-                fresh.finish(&map).unwrap(),
-                want,
-                "size {n}, nothing absorbed"
-            );
-            let all = FileHasher::new(n as u64);
-            all.absorb(0, &bytes);
-            assert_eq!(all.finish(&map).unwrap(), want, "size {n}, all absorbed");
-            let ragged = FileHasher::new(n as u64);
-            let mut at = 0;
-            for step in [7, u + 3, 2 * u - 1, 100, 3 * u] {
-                let end = n.min(at + step);
-                ragged.absorb(at as u64, &bytes[at..end]);
-                at = end;
+            // Units left over read through the map, or with O_DIRECT in runs (the file
+            // system permitting; the map otherwise): the same hash.
+            for direct in [DirectReads::Never, DirectReads::Always] {
+                let fresh = FileHasher::new(n as u64);
+                assert_eq!(
+                    fresh.finish_with(&map, direct).unwrap(),
+                    want,
+                    "size {n}, nothing absorbed, {direct:?}"
+                );
+                let all = FileHasher::new(n as u64);
+                all.absorb(0, &bytes);
+                let got = all.finish_with(&map, direct).unwrap();
+                assert_eq!(got, want, "size {n}, all absorbed, {direct:?}");
+                let ragged = FileHasher::new(n as u64);
+                let mut at = 0;
+                for step in [7, u + 3, 2 * u - 1, 100, 3 * u] {
+                    let end = n.min(at + step);
+                    ragged.absorb(at as u64, &bytes[at..end]);
+                    at = end;
+                }
+                let got = ragged.finish_with(&map, direct).unwrap();
+                assert_eq!(got, want, "size {n}, ragged, {direct:?}");
+                // Every other unit absorbed: runs of one unit left.
+                let gaps = FileHasher::new(n as u64);
+                for s in (0..n).step_by(2 * u) {
+                    gaps.absorb(s as u64, &bytes[s..n.min(s + u)]);
+                }
+                let got = gaps.finish_with(&map, direct).unwrap();
+                assert_eq!(got, want, "size {n}, gaps, {direct:?}");
             }
-            assert_eq!(ragged.finish(&map).unwrap(), want, "size {n}, ragged");
+        }
+        // Where the file system takes O_DIRECT, the left-over units were read that way.
+        let (_dir, map) = mapped(&data(5 * u));
+        if map.can_read_direct() {
+            let before = crate::mmap::direct_reads();
+            FileHasher::new(5 * u as u64).finish_with(&map, DirectReads::Always);
+            assert!(crate::mmap::direct_reads() > before);
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod conformance;
 mod convert;
+mod direct;
 mod dtype;
 mod error;
 mod filehash;
@@ -39,6 +40,7 @@ pub mod testing;
 mod ulp;
 
 pub use convert::to_f32;
+pub use direct::DirectReads;
 pub use dtype::Dtype;
 pub use error::{
     Error, FormatProblem, FormatSpecific, HeaderProblem, MetricFailure, ParamProblem, Result,

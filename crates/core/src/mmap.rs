@@ -2,6 +2,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use memmap2::Mmap;
 
@@ -24,6 +26,66 @@ fn release_pages(map: &Mmap, start: usize, end: usize) {
         let _ = unsafe {
             map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
         };
+    }
+}
+
+/// `file` (at `path`) opened again with `O_DIRECT`, through `/proc/self/fd` so that it is the
+/// same file whatever happened to `path`; `None` where that fails (not Linux, no `/proc`, a
+/// file system that refuses `O_DIRECT`).
+fn open_direct(file: &File) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        None
+    }
+}
+
+/// `pread` of `file` at `offset` into `buf`.
+fn read_at(file: &File, buf: &mut [u8], offset: usize) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_at(buf, offset as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, buf, offset);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Whether Linux's `mincore` reports the page cache for `file` to this process: for files it
+/// owns or may write (else only its own mappings' pages), root included.
+fn mincore_sees_cache(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: `geteuid` has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if euid == 0 || file.metadata().is_ok_and(|m| m.uid() == euid) {
+            return true;
+        }
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `c` is a NUL-terminated path that lives across the call.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        false
     }
 }
 
@@ -189,6 +251,25 @@ pub fn prefetch_ahead<T>(piece: &[T]) {
 #[cfg(not(unix))]
 fn release_pages(_map: &Mmap, _start: usize, _end: usize) {}
 
+/// Bytes of every [`MappedFile`] open in this process.
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of every [`MappedFile`] open in this process now (both models of an audit, every
+/// shard): what [`crate::DirectReads::Auto`] weighs against the memory available.
+pub(crate) fn mapped_bytes() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
+
+/// Direct reads ([`MappedFile::read_direct`]) that succeeded in this process.
+static DIRECT_READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many direct reads have succeeded in this process (tests check that a pass really
+/// read directly).
+#[cfg(test)]
+pub(crate) fn direct_reads() -> u64 {
+    DIRECT_READS.load(Ordering::Relaxed)
+}
+
 /// A read-only memory-mapped file.
 #[derive(Debug)]
 pub struct MappedFile {
@@ -199,6 +280,20 @@ pub struct MappedFile {
     map: Mmap,
     /// What [`Self::release`] was told, per huge-page block.
     released: std::sync::Mutex<Released>,
+    /// The file the map was made from (the same file whatever happens to `path` since).
+    file: File,
+    /// The same file opened again for reads that bypass the page cache, once asked for;
+    /// `None` where that cannot be done ([`crate::DirectReads`]).
+    direct: OnceLock<Option<File>>,
+    /// Whether `mincore` reports the page cache for this file, not only this process's own
+    /// mappings: Linux does so for files the process owns or may write.
+    mincore_sees_cache: bool,
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        MAPPED.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+    }
 }
 
 impl MappedFile {
@@ -221,12 +316,110 @@ impl MappedFile {
             // A failed hint changes nothing but speed, so its error is deliberately ignored.
             let _ = map.advise(memmap2::Advice::Sequential);
         }
+        MAPPED.fetch_add(map.len() as u64, Ordering::Relaxed);
         Ok(MappedFile {
             path: path.to_owned(),
             _guard: crate::guard::register(map.as_ptr(), map.len(), path),
             map,
             released: std::sync::Mutex::default(),
+            mincore_sees_cache: mincore_sees_cache(&file, path),
+            file,
+            direct: OnceLock::new(),
         })
+    }
+
+    /// Whether [`Self::read_direct`] can read this file (it opens the file for that the first
+    /// time it is asked).
+    pub(crate) fn can_read_direct(&self) -> bool {
+        self.direct
+            .get_or_init(|| open_direct(&self.file))
+            .is_some()
+    }
+
+    /// Bytes `start .. start + len` of the file read with `O_DIRECT` (not through the page
+    /// cache) into `buf`, or `None` when they cannot be: past the map's end, a file system
+    /// that refuses `O_DIRECT`, a read error, or a file now shorter than its map. The read
+    /// covers the range rounded out to [`crate::direct::ALIGN`]; `len` is the caller's bound
+    /// on the buffer.
+    pub(crate) fn read_direct<'b>(
+        &self,
+        start: usize,
+        len: usize,
+        buf: &'b mut crate::direct::AlignedBuf,
+    ) -> Option<&'b [u8]> {
+        use crate::direct::ALIGN;
+        let end = start.checked_add(len)?;
+        if end > self.map.len() {
+            return None;
+        }
+        let file = self
+            .direct
+            .get_or_init(|| open_direct(&self.file))
+            .as_ref()?;
+        let first = start / ALIGN * ALIGN;
+        let last = end.checked_next_multiple_of(ALIGN)?;
+        let dst = buf.get(last - first)?;
+        let need = end - first;
+        let mut done = 0;
+        while done < need {
+            // Each read but one at the file's end returns whole blocks, so `done` stays
+            // aligned; a short one elsewhere makes the next fail (EINVAL): `None`.
+            match read_at(file, &mut dst[done..], first + done) {
+                Ok(0) => return None,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        DIRECT_READS.fetch_add(1, Ordering::Relaxed);
+        dst.get(start - first..need)
+    }
+
+    /// The fraction of `part`'s pages (a slice of [`Self::bytes`]) in the page cache, when
+    /// `mincore` reports it for this file; `None` otherwise (another's read-only file, a
+    /// part outside the map, a failed call, a non-Unix system).
+    pub(crate) fn cached_fraction(&self, part: &[u8]) -> Option<f64> {
+        if !self.mincore_sees_cache {
+            return None;
+        }
+        let start = self.offset_of(part)?;
+        #[cfg(unix)]
+        {
+            let (first, end) = (start / PAGE * PAGE, start + part.len());
+            let pages = (end - first).div_ceil(PAGE);
+            if pages == 0 {
+                return None;
+            }
+            // In runs of at most 64 Ki pages: the status vector stays at 64 KiB.
+            const RUN: usize = 1 << 16;
+            let mut status = vec![0u8; pages.min(RUN)];
+            let mut cached = 0usize;
+            for r in (0..pages).step_by(RUN) {
+                let n = RUN.min(pages - r);
+                let at = first + r * PAGE;
+                let bytes = (n * PAGE).min(self.map.len() - at);
+                // SAFETY: `at` is a page-aligned offset inside the map (the map is
+                // page-aligned) and `at + bytes` lies within it; `status` holds at least the
+                // `n ≥ ⌈bytes / PAGE⌉` bytes `mincore` writes.
+                let rc = unsafe {
+                    libc::mincore(
+                        self.map.as_ptr().add(at) as *mut libc::c_void,
+                        bytes,
+                        status.as_mut_ptr(),
+                    )
+                };
+                if rc != 0 {
+                    return None;
+                }
+                cached += status[..n].iter().filter(|&&s| s & 1 == 1).count();
+            }
+            Some(cached as f64 / pages as f64)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = start;
+            None
+        }
     }
 
     /// The file's path.

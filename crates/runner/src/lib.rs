@@ -57,7 +57,9 @@ use std::path::Path;
 
 pub use error::{Change, Error, FileProblem, VerifyProblem};
 pub use hashcache::HashCache;
-pub use options::{hub_from_env, NoProgress, Progress, RunOptions, CANCEL_PAUSE_ENV};
+pub use options::{
+    hub_from_env, NoProgress, Progress, RunOptions, CANCEL_PAUSE_ENV, DIRECT_READS_ENV,
+};
 pub use recipe::{adhoc_recipe, Adhoc, Recipe, RecipeError};
 pub use report::{Report, ReportFormat};
 pub use run::run;

@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use weightkin_core::Limits;
+use weightkin_core::{DirectReads, Limits};
 use weightkin_hub::{Hub, HubEnv, HubOptions, WarningSink};
 
 use crate::hashcache::HashCache;
@@ -62,6 +62,36 @@ pub struct RunOptions<'a> {
     /// hub; `--offline`). `None`: settings from the environment with default options, made
     /// when a recipe first names an `hf://` model.
     pub hub: Option<Arc<Hub>>,
+    /// Whether passes may read cold tensors with `O_DIRECT` instead of through the page cache
+    /// ([`DirectReads`]: by default where the models are too large to stay cached). Reports
+    /// are byte-identical either way.
+    pub direct: DirectReads,
+}
+
+/// The environment variable that sets [`RunOptions::direct`] for a front end: `auto` (the
+/// default), `always` or `never`.
+pub const DIRECT_READS_ENV: &str = "WEIGHTKIN_DIRECT_READS";
+
+/// [`RunOptions::direct`] from [`DIRECT_READS_ENV`]; any other value than the three is said on
+/// stderr and taken as `auto`.
+fn direct_from_env() -> DirectReads {
+    let Some(v) = std::env::var_os(DIRECT_READS_ENV) else {
+        return DirectReads::Auto;
+    };
+    match v.to_str() {
+        Some("auto") | Some("") => DirectReads::Auto,
+        Some("always") => DirectReads::Always,
+        Some("never") => DirectReads::Never,
+        _ => {
+            #[allow(clippy::print_stderr)] // a front end's setting: said where it is read
+            {
+                eprintln!(
+                    "weightkin: {DIRECT_READS_ENV}={v:?} is not auto, always or never; using auto"
+                );
+            }
+            DirectReads::Auto
+        }
+    }
 }
 
 impl<'a> RunOptions<'a> {
@@ -79,6 +109,7 @@ impl<'a> RunOptions<'a> {
                 None
             },
             hub: Some(hub_from_env(offline)),
+            direct: direct_from_env(),
         }
     }
 
@@ -130,6 +161,7 @@ impl Default for RunOptions<'_> {
             progress: &NoProgress,
             hash_cache: None,
             hub: None,
+            direct: DirectReads::Auto,
         }
     }
 }

@@ -241,6 +241,7 @@ pub fn verify(
         progress: opts.progress,
         hash_cache: None,
         hub: opts.hub.clone(),
+        direct: opts.direct,
     };
     let mut rerun: Report = crate::run(&recipe, registry, &opts)?;
     // The commit was pinned; the report states the revision as it was asked for.

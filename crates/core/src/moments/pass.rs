@@ -21,8 +21,9 @@ use super::kernels::Stored;
 use super::magnitudes::Magnitudes;
 use super::samples::{f32_le_bytes, is_sampled, sampled_chunks};
 use super::{Moments, Samples, CHUNK};
+use crate::direct::AlignedBuf;
 use crate::ulp::{self, UlpStats};
-use crate::{Dtype, Error, MappedFile, RawTensor, Result, Side};
+use crate::{DirectReads, Dtype, Error, MappedFile, RawTensor, Result, Side};
 
 /// Reads a whole tensor (`numel` elements) as f32 (for metrics that need
 /// [`crate::Needs::Tensors`]), in [`CHUNK`]-sized pieces converted in parallel.
@@ -61,6 +62,9 @@ pub struct Taps<'a> {
     pub observer: Option<&'a dyn WindowObserver>,
     /// Keep each side's [`Magnitudes`] (largest finite |x|, NaN and ±∞ seen), on a full pass.
     pub magnitudes: bool,
+    /// Whether a full pass may read cold tensors with `O_DIRECT` rather than through the
+    /// map ([`DirectReads`]; the same results either way).
+    pub direct: DirectReads,
 }
 
 impl std::fmt::Debug for Taps<'_> {
@@ -70,6 +74,7 @@ impl std::fmt::Debug for Taps<'_> {
             .field("ulp", &self.ulp)
             .field("observer", &self.observer.map(|_| "…"))
             .field("magnitudes", &self.magnitudes)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -85,9 +90,9 @@ impl std::fmt::Debug for Taps<'_> {
 /// hashers finish what they were not shown, [`crate::FileHasher::finish`]). Windows of one
 /// pass arrive from several threads, in no particular order.
 pub trait WindowObserver: Sync {
-    /// `bytes`, a slice of `file`'s map ([`MappedFile::offset_of`] gives its position), was
-    /// just streamed by a pass.
-    fn window(&self, file: &MappedFile, bytes: &[u8]);
+    /// `bytes`, `file`'s bytes at offset `at` (from its map, or read directly into a buffer:
+    /// [`DirectReads`]), were just streamed by a pass.
+    fn window(&self, file: &MappedFile, at: usize, bytes: &[u8]);
 }
 
 /// The result of [`pair_pass`].
@@ -150,6 +155,40 @@ fn follows_last_window(bytes: &[u8], w: usize) -> bool {
     })
 }
 
+/// A side's bytes for elements `first .. end`, read directly.
+trait ReadDirect {
+    fn read_direct<'b>(
+        &self,
+        first: usize,
+        end: usize,
+        width: usize,
+        buf: &'b mut AlignedBuf,
+    ) -> Option<&'b [u8]>;
+}
+
+impl ReadDirect for RawTensor<'_> {
+    fn read_direct<'b>(
+        &self,
+        first: usize,
+        end: usize,
+        width: usize,
+        buf: &'b mut AlignedBuf,
+    ) -> Option<&'b [u8]> {
+        let part = self.bytes.get(first * width..end * width)?;
+        let at = self.file.offset_of(part)?;
+        self.file.read_direct(at, part.len(), buf)
+    }
+}
+
+/// The bytes of a chunk (`mapped`, a slice of the map) from `read`, a window's bytes read
+/// directly in which the chunk starts at `at`; `mapped` itself when the side reads the map.
+fn from_read<'x>(read: Option<&'x [u8]>, mapped: &'x [u8], at: usize) -> Option<&'x [u8]> {
+    match read {
+        Some(r) => r.get(at..)?.get(..mapped.len()),
+        None => Some(mapped),
+    }
+}
+
 /// Both tensors' stored bytes, when the fused path applies.
 struct Fused<'a> {
     stored: Stored,
@@ -184,6 +223,17 @@ impl<'a> Fused<'a> {
     /// chunk while it is in cache).
     fn moments(&self, x: &[u8], y: &[u8], mags: bool) -> (Moments, Option<[Magnitudes; 2]>) {
         stored_moments(self.stored, x, y, mags)
+    }
+
+    /// Which sides a full pass reads with `O_DIRECT` under `policy` (`crate::direct`).
+    fn direct_sides(&self, policy: DirectReads) -> [bool; 2] {
+        let a = crate::direct::wanted(self.a.file, self.a.bytes, policy);
+        let b = if std::ptr::eq(self.a.bytes, self.b.bytes) {
+            a
+        } else {
+            crate::direct::wanted(self.b.file, self.b.bytes, policy)
+        };
+        [a, b]
     }
 
     /// Hands back the pages of elements `start .. end`.
@@ -468,6 +518,13 @@ fn stream(
         .ulp
         .filter(|_| fused.as_ref().is_some_and(|f| f.stored == Stored::Bf16));
     let partials: Vec<ChunkOut> = if let Some(f) = &fused {
+        // Sides read with `O_DIRECT` rather than through the map (cold files too large to
+        // stay cached, `crate::direct`): only on a full pass, which reads whole windows.
+        let direct = if sampled {
+            [false; 2]
+        } else {
+            f.direct_sides(taps.direct)
+        };
         // One work item per window of chunks, read front to back by one thread and then
         // handed back: a window released while another thread still read it would be
         // faulted back in and stay resident.
@@ -475,6 +532,9 @@ fn stream(
         let per_window = (0..windows)
             .into_par_iter()
             .map(|w| {
+                // The window's elements (every chunk of it on a full pass).
+                let first = w * RELEASE_CHUNKS * CHUNK;
+                let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
                 if !sampled {
                     // Ask for the next windows while this one is decoded (a thread walks
                     // its share of windows in order): cold files then stream from disk
@@ -484,52 +544,86 @@ fn stream(
                     // a thread starting a run of windows asks for this one and those ahead.
                     // The windows ahead run past the tensor's end into the bytes that
                     // follow it in each file (`will_need_at` stops at the file's end).
+                    // A side read directly asks for nothing: its reads fetch what it needs.
                     let from = if follows_last_window(f.a.bytes, w) {
                         w + PREFETCH_WINDOWS
                     } else {
                         w
                     };
-                    let first = from * RELEASE_CHUNKS * CHUNK * f.width;
-                    let end = (w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK * f.width;
-                    for side in [&f.a, &f.b] {
+                    let ahead = from * RELEASE_CHUNKS * CHUNK * f.width;
+                    let until = (w + 1 + PREFETCH_WINDOWS) * RELEASE_CHUNKS * CHUNK * f.width;
+                    for (side, _) in [(&f.a, direct[0]), (&f.b, direct[1])]
+                        .into_iter()
+                        .filter(|&(_, d)| !d)
+                    {
                         if let Some(at) = side.file.offset_of(side.bytes) {
-                            side.file.will_need_at(at + first, end - first);
+                            side.file.will_need_at(at + ahead, until - ahead);
                         }
                     }
                 }
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
-                let mut out = Vec::with_capacity(ks.len());
-                for k in ks {
-                    let c = chunk_of(k);
-                    let (start, len) = span(c);
-                    let (x, y) = f
-                        .bytes(start, len)
-                        .ok_or_else(|| out_of_range(start, len))?;
-                    let (m, mags) = f.moments(x, y, want_mags);
-                    // Copied now: the window's pages are handed back below.
-                    let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
-                    let hist = ulp_budget
-                        .filter(|&u| is_sampled(numel, u, c))
-                        .map(|_| ulp::histogram(x, y));
-                    out.push(ChunkOut {
-                        moments: m,
-                        kept,
-                        hist,
-                        mags,
-                    });
-                }
-                if !sampled {
-                    let first = w * RELEASE_CHUNKS * CHUNK;
-                    let end = numel.min((w + 1) * RELEASE_CHUNKS * CHUNK);
-                    if let (Some(observer), Some((x, y))) =
-                        (taps.observer, f.bytes(first, end - first))
-                    {
-                        observer.window(f.a.file, x);
-                        observer.window(f.b.file, y);
+                // The chunks of the window, from the map or, for a side read directly, from
+                // `read` (that side's bytes of elements `first .. end`).
+                let run = |read: [Option<&[u8]>; 2]| -> Result<Vec<ChunkOut>> {
+                    let mut out = Vec::with_capacity(ks.len());
+                    for k in ks.clone() {
+                        let c = chunk_of(k);
+                        let (start, len) = span(c);
+                        let (x, y) = f
+                            .bytes(start, len)
+                            .ok_or_else(|| out_of_range(start, len))?;
+                        let at = (start - first) * f.width;
+                        let (x, y) = from_read(read[0], x, at)
+                            .zip(from_read(read[1], y, at))
+                            .ok_or_else(|| out_of_range(start, len))?;
+                        let (m, mags) = f.moments(x, y, want_mags);
+                        // Copied now: the window's pages are handed back below.
+                        let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
+                        let hist = ulp_budget
+                            .filter(|&u| is_sampled(numel, u, c))
+                            .map(|_| ulp::histogram(x, y));
+                        out.push(ChunkOut {
+                            moments: m,
+                            kept,
+                            hist,
+                            mags,
+                        });
                     }
-                    f.release(first, end);
+                    if !sampled {
+                        if let (Some(observer), Some((x, y))) =
+                            (taps.observer, f.bytes(first, end - first))
+                        {
+                            for (side, mapped, r) in [(&f.a, x, read[0]), (&f.b, y, read[1])] {
+                                if let Some(at) = side.file.offset_of(mapped) {
+                                    observer.window(side.file, at, r.unwrap_or(mapped));
+                                }
+                            }
+                        }
+                        f.release(first, end);
+                    }
+                    Ok(out)
+                };
+                if direct == [false; 2] {
+                    return run([None, None]);
                 }
-                Ok(out)
+                crate::direct::with_buffers(|bufs| {
+                    let Some([ba, bb]) = bufs else {
+                        return run([None, None]);
+                    };
+                    let xa = direct[0].then(|| f.a.read_direct(first, end, f.width, ba));
+                    let xa = xa.flatten();
+                    // One tensor on both sides (an exact copy measured against its own
+                    // bytes): read once, and the kernel of a run against itself still
+                    // applies (`stored_moments` compares the slices' addresses).
+                    let xb = if std::ptr::eq(f.a.bytes, f.b.bytes) {
+                        xa
+                    } else {
+                        direct[1]
+                            .then(|| f.b.read_direct(first, end, f.width, bb))
+                            .flatten()
+                    };
+                    run([xa, xb])
+                })
             })
             .collect::<Result<Vec<Vec<ChunkOut>>>>()?;
         if sampled {
@@ -736,6 +830,7 @@ mod tests {
             ulp: Some(4 * CHUNK),
             observer: Some(&hashers),
             magnitudes: true,
+            ..Default::default()
         };
         for (x, y, bf16) in [(0, 1, true), (2, 3, false), (4, 5, false)] {
             let (x, y) = (side(x), side(y));
@@ -795,12 +890,13 @@ mod tests {
         use crate::{Format, Limits};
         use std::sync::Mutex;
 
-        /// The windows shown: file offset and length.
+        /// The windows shown: file offset and length (each checked to be the file's bytes
+        /// there, whether shown from the map or from a direct read).
         #[derive(Default)]
         struct Record(Mutex<Vec<[usize; 2]>>);
         impl WindowObserver for Record {
-            fn window(&self, file: &MappedFile, bytes: &[u8]) {
-                let at = file.offset_of(bytes).unwrap();
+            fn window(&self, file: &MappedFile, at: usize, bytes: &[u8]) {
+                assert_eq!(&file.bytes()[at..at + bytes.len()], bytes);
                 self.0.lock().unwrap().push([at, bytes.len()]);
             }
         }
@@ -818,23 +914,26 @@ mod tests {
             .unwrap();
         let src = src.as_ref();
         let side = |i| Side::new(src, i);
-        let record = Record::default();
-        let taps = Taps {
-            observer: Some(&record),
-            ..Taps::default()
-        };
-        pair_pass(side(0), side(1), n, &taps).unwrap();
-        let mut got = record.0.lock().unwrap().clone();
-        got.sort_unstable();
-        let window = RELEASE_CHUNKS * CHUNK * 2;
-        let mut want = Vec::new();
-        for i in [0, 1] {
-            let raw = src.raw(i).unwrap();
-            let at = raw.file.offset_of(raw.bytes).unwrap();
-            want.extend([[at, window], [at + window, 5 * 2]]);
+        for direct in [DirectReads::Never, DirectReads::Always] {
+            let record = Record::default();
+            let taps = Taps {
+                observer: Some(&record),
+                direct,
+                ..Taps::default()
+            };
+            pair_pass(side(0), side(1), n, &taps).unwrap();
+            let mut got = record.0.lock().unwrap().clone();
+            got.sort_unstable();
+            let window = RELEASE_CHUNKS * CHUNK * 2;
+            let mut want = Vec::new();
+            for i in [0, 1] {
+                let raw = src.raw(i).unwrap();
+                let at = raw.file.offset_of(raw.bytes).unwrap();
+                want.extend([[at, window], [at + window, 5 * 2]]);
+            }
+            want.sort_unstable();
+            assert_eq!(got, want, "{direct:?}");
         }
-        want.sort_unstable();
-        assert_eq!(got, want);
 
         let record = Record::default();
         let taps = Taps {
@@ -843,5 +942,67 @@ mod tests {
         };
         stream(side(0), side(1), n, CHUNK, &taps).unwrap();
         assert!(record.0.lock().unwrap().is_empty());
+    }
+
+    /// A pass that reads its windows with `O_DIRECT` gives what reading the map gives, bit
+    /// for bit, with every tap: each stored dtype, tensors of several windows with a ragged
+    /// tail, off a block boundary in the file, and a tensor against itself (read once, the
+    /// kernel of a run against itself). Where the file system takes `O_DIRECT`, the reads
+    /// really were direct.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn direct_reads_give_the_map_s_pass_bit_for_bit() {
+        use crate::{Format, Limits};
+        let n = 2 * RELEASE_CHUNKS * CHUNK + 3 * CHUNK + 7;
+        let a = crate::testing::uniform_f32(n, 5, -1.0, 1.0);
+        let b: Vec<f32> = a
+            .iter()
+            .zip(crate::testing::uniform_f32(n, 6, -0.01, 0.01))
+            .map(|(x, e)| x + e)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        crate::testing::SafetensorsBuilder::new()
+            .tensor_f32("odd", &[3], &[1.0, 2.0, 3.0]) // the tensors after it start off a 4 KiB block
+            .tensor_bf16("bf16.a", &[n], &a)
+            .tensor_bf16("bf16.b", &[n], &b)
+            .tensor_f16("f16.a", &[n], &a)
+            .tensor_f16("f16.b", &[n], &b)
+            .tensor_f32("f32.a", &[n], &a)
+            .tensor_f32("f32.b", &[n], &b)
+            .write(&path)
+            .unwrap();
+        let src = crate::safetensors::FORMAT
+            .open(&path, &Limits::default())
+            .unwrap();
+        let src = src.as_ref();
+        let file = src.raw(0).unwrap().file;
+        let before = crate::mmap::direct_reads();
+        for dtype in ["bf16", "f16", "f32"] {
+            let ia = src.find(&format!("{dtype}.a")).unwrap();
+            let ib = src.find(&format!("{dtype}.b")).unwrap();
+            for (x, y) in [(ia, ib), (ia, ia)] {
+                let pass = |direct| {
+                    let taps = Taps {
+                        samples: Some(4 * CHUNK),
+                        ulp: Some(4 * CHUNK),
+                        magnitudes: true,
+                        direct,
+                        ..Taps::default()
+                    };
+                    pair_pass(Side::new(src, x), Side::new(src, y), n, &taps).unwrap()
+                };
+                let (mapped, direct) = (pass(DirectReads::Never), pass(DirectReads::Always));
+                // Debug shows every f64 to the bit (shortest round-trip form, `-0.0`).
+                assert_eq!(
+                    format!("{mapped:?}"),
+                    format!("{direct:?}"),
+                    "{dtype} {x} {y}"
+                );
+            }
+        }
+        if file.can_read_direct() {
+            assert!(crate::mmap::direct_reads() > before);
+        }
     }
 }

@@ -337,6 +337,7 @@ mod tests {
             ulp: Some(CHUNK_BUDGET),
             observer: None,
             magnitudes: true,
+            ..Default::default()
         };
         for (cap, subsampled) in [(1024, true), (rows * cols, false)] {
             let recipe = crate::recipe::parse(&path, &text(cap), &registry).unwrap();

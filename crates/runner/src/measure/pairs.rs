@@ -88,6 +88,7 @@ pub fn measure_batch(
                 ulp: Some(ULP_SAMPLE_BUDGET),
                 observer: Some(hashers),
                 magnitudes: job.magnitudes,
+                direct: opts.direct,
             };
             let m = measure(cmp, &cmp.metrics, a, b_read, &p.name, &taps)?;
             opts.progress.advance(a.info().numel as u64);

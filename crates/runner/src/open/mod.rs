@@ -409,7 +409,7 @@ fn finish_hashes(
                 source: Box::new(source),
             };
             let map = MappedFile::open(&f.path).map_err(open_error)?;
-            let blake3 = hasher.finish(&map).ok_or_else(|| {
+            let blake3 = hasher.finish_with(&map, opts.direct).ok_or_else(|| {
                 open_error(weightkin_core::Error::Io {
                     path: f.path.clone(),
                     action: "hash (its size changed while it was audited)",

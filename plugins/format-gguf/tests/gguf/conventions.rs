@@ -456,6 +456,7 @@ fn permuted_rows_give_the_same_pass_gathered_or_read() {
         ulp: Some(CHUNK),
         observer: None,
         magnitudes: true,
+        ..Default::default()
     };
     // Float rows of 1573 elements (not a multiple of 8); Q8_0 rows of 1568 (49 blocks),
     // where F16 tensors of the same shape stand beside them.

@@ -456,6 +456,7 @@ fn q8_0_against_floats_gives_the_same_pass_with_or_without_blocks() {
         ulp: Some(CHUNK),
         observer: None,
         magnitudes: true,
+        ..Default::default()
     };
     let iq = src.find("q").unwrap();
     for name in ["bf16f", "f16f", "f32f", "bf16n", "f16n", "f32n"] {

@@ -55,10 +55,9 @@ fn low8(w: __m512) -> __m512d {
     _mm512_cvtps_pd(_mm512_castps512_ps256(w))
 }
 
-/// The sixteen f32s of `w` widened to f64, as two eights in order. The second eight goes
-/// through a store and a reload (load ports) rather than a lane extract: the extract and
-/// every widening share the one shuffle port, which bounds the kernel
-/// (BENCHMARKS.md, "One compare per sixteen pairs").
+/// The sixteen f32s of `w` widened to f64, as two eights in order. (Taking the second eight
+/// through a store and reload instead of the lane extract, to spare the shuffle port, measured
+/// slower: BENCHMARKS.md, "Direct reads of cold files".)
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn widen16(w: __m512) -> (__m512d, __m512d) {
