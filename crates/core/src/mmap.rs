@@ -716,4 +716,55 @@ mod tests {
         );
         assert_eq!(r, Released::default());
     }
+
+    /// Direct reads give the file's bytes at any offset and length (rounded out to whole
+    /// blocks and cut back), refuse a range past the map, and answer `None` — no panic, no
+    /// fault — for bytes a file that shrank no longer has; `cached_fraction` sees what a
+    /// read through the map brought in. Where the file system refuses `O_DIRECT`, every
+    /// read is `None`.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn direct_reads_match_the_map_and_survive_a_shrunken_file() {
+        use super::{MappedFile, PAGE};
+        use crate::direct::{AlignedBuf, ALIGN};
+        let n = 5 * ALIGN + 123;
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 + i / 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        let mut buf = AlignedBuf::new();
+        if !map.can_read_direct() {
+            assert_eq!(map.read_direct(0, 10, &mut buf), None);
+            return; // this file system takes no O_DIRECT; the pass reads the map
+        }
+        for (start, len) in [
+            (0, n),
+            (1, 10),
+            (ALIGN - 1, 2),
+            (ALIGN, ALIGN),
+            (3 * ALIGN + 5, 2 * ALIGN + 118),
+            (n - 1, 1),
+            (n, 0),
+        ] {
+            let got = map.read_direct(start, len, &mut buf);
+            assert_eq!(got, Some(&data[start..start + len]), "{start} {len}");
+        }
+        assert_eq!(map.read_direct(n - 1, 2, &mut buf), None);
+        assert_eq!(map.read_direct(usize::MAX, 2, &mut buf), None);
+        // Read through the map: its pages are cached (this process owns the file).
+        let sum: u64 = map.bytes().iter().map(|&b| u64::from(b)).sum();
+        assert!(sum > 0);
+        assert_eq!(map.cached_fraction(map.bytes()), Some(1.0));
+        assert!(map.cached_fraction(&data).is_none()); // not a slice of the map
+                                                       // The file shrinks under the map: what it still has reads, the rest is `None`.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len((2 * PAGE) as u64)
+            .unwrap();
+        assert_eq!(map.read_direct(10, 100, &mut buf), Some(&data[10..110]));
+        assert_eq!(map.read_direct(PAGE, 3 * PAGE, &mut buf), None);
+    }
 }

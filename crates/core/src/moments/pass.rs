@@ -155,29 +155,15 @@ fn follows_last_window(bytes: &[u8], w: usize) -> bool {
     })
 }
 
-/// A side's bytes for elements `first .. end`, read directly.
-trait ReadDirect {
-    fn read_direct<'b>(
-        &self,
-        first: usize,
-        end: usize,
-        width: usize,
-        buf: &'b mut AlignedBuf,
-    ) -> Option<&'b [u8]>;
-}
-
-impl ReadDirect for RawTensor<'_> {
-    fn read_direct<'b>(
-        &self,
-        first: usize,
-        end: usize,
-        width: usize,
-        buf: &'b mut AlignedBuf,
-    ) -> Option<&'b [u8]> {
-        let part = self.bytes.get(first * width..end * width)?;
-        let at = self.file.offset_of(part)?;
-        self.file.read_direct(at, part.len(), buf)
-    }
+/// `side`'s bytes of elements `first .. end` (`width` bytes each), read directly into `buf`.
+fn read_window<'b>(
+    side: &RawTensor<'_>,
+    [first, end, width]: [usize; 3],
+    buf: &'b mut AlignedBuf,
+) -> Option<&'b [u8]> {
+    let part = side.bytes.get(first * width..end * width)?;
+    let at = side.file.offset_of(part)?;
+    side.file.read_direct(at, part.len(), buf)
 }
 
 /// The bytes of a chunk (`mapped`, a slice of the map) from `read`, a window's bytes read
@@ -610,7 +596,8 @@ fn stream(
                     let Some([ba, bb]) = bufs else {
                         return run([None, None]);
                     };
-                    let xa = direct[0].then(|| f.a.read_direct(first, end, f.width, ba));
+                    let span = [first, end, f.width];
+                    let xa = direct[0].then(|| read_window(&f.a, span, ba));
                     let xa = xa.flatten();
                     // One tensor on both sides (an exact copy measured against its own
                     // bytes): read once, and the kernel of a run against itself still
@@ -618,9 +605,7 @@ fn stream(
                     let xb = if std::ptr::eq(f.a.bytes, f.b.bytes) {
                         xa
                     } else {
-                        direct[1]
-                            .then(|| f.b.read_direct(first, end, f.width, bb))
-                            .flatten()
+                        direct[1].then(|| read_window(&f.b, span, bb)).flatten()
                     };
                     run([xa, xb])
                 })
@@ -784,28 +769,50 @@ mod tests {
     use super::*;
     use crate::testing::uniform_f32;
 
-    /// The fused path (decoding from the map, with page releases) gives the same bits as
-    /// converting to f32 first, for BF16 and F32, full and sampled; a sample is a subset.
-    #[test]
+    /// A safetensors file in a temporary directory holding `a` and `b` as BF16, F16 and F32
+    /// (tensors `bf16.a`, `bf16.b`, `f16.a`, … in that order: indices 0–5), opened; with
+    /// `odd`, after a 3-element F32 tensor (named to sort last), so that they start off a
+    /// 4 KiB block.
     #[allow(clippy::unwrap_used)]
-    fn fused_path_matches_buffered_bitwise() {
+    fn dtype_pairs(
+        a: &[f32],
+        b: &[f32],
+        odd: bool,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Box<dyn crate::WeightSource>,
+    ) {
         use crate::{Format, Limits};
-        let n = 40 * CHUNK + 123;
-        let (va, vb) = (uniform_f32(n, 7, 0.49, 0.51), uniform_f32(n, 8, 0.49, 0.51));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
-        crate::testing::SafetensorsBuilder::new()
-            .tensor_bf16("a", &[n], &va)
-            .tensor_bf16("b", &[n], &vb)
-            .tensor_f32("c", &[n], &va)
-            .tensor_f32("d", &[n], &vb)
-            .tensor_f16("e", &[n], &va)
-            .tensor_f16("f", &[n], &vb)
+        let mut file = crate::testing::SafetensorsBuilder::new();
+        if odd {
+            file = file.tensor_f32("odd", &[3], &[1.0, 2.0, 3.0]);
+        }
+        let n = a.len().min(b.len());
+        file.tensor_bf16("bf16.a", &[n], a)
+            .tensor_bf16("bf16.b", &[n], b)
+            .tensor_f16("f16.a", &[n], a)
+            .tensor_f16("f16.b", &[n], b)
+            .tensor_f32("f32.a", &[n], a)
+            .tensor_f32("f32.b", &[n], b)
             .write(&path)
             .unwrap();
         let src = crate::safetensors::FORMAT
             .open(&path, &Limits::default())
             .unwrap();
+        (dir, path, src)
+    }
+
+    /// The fused path (decoding from the map, with page releases) gives the same bits as
+    /// converting to f32 first, for BF16 and F32, full and sampled; a sample is a subset.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn fused_path_matches_buffered_bitwise() {
+        let n = 40 * CHUNK + 123;
+        let (va, vb) = (uniform_f32(n, 7, 0.49, 0.51), uniform_f32(n, 8, 0.49, 0.51));
+        let (_dir, path, src) = dtype_pairs(&va, &vb, false);
         let src = src.as_ref();
         let side = |i| Side::new(src, i);
         for (x, y) in [(0, 1), (2, 3), (4, 5)] {
@@ -952,7 +959,6 @@ mod tests {
     #[test]
     #[allow(clippy::unwrap_used)]
     fn direct_reads_give_the_map_s_pass_bit_for_bit() {
-        use crate::{Format, Limits};
         let n = 2 * RELEASE_CHUNKS * CHUNK + 3 * CHUNK + 7;
         let a = crate::testing::uniform_f32(n, 5, -1.0, 1.0);
         let b: Vec<f32> = a
@@ -960,21 +966,7 @@ mod tests {
             .zip(crate::testing::uniform_f32(n, 6, -0.01, 0.01))
             .map(|(x, e)| x + e)
             .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.safetensors");
-        crate::testing::SafetensorsBuilder::new()
-            .tensor_f32("odd", &[3], &[1.0, 2.0, 3.0]) // the tensors after it start off a 4 KiB block
-            .tensor_bf16("bf16.a", &[n], &a)
-            .tensor_bf16("bf16.b", &[n], &b)
-            .tensor_f16("f16.a", &[n], &a)
-            .tensor_f16("f16.b", &[n], &b)
-            .tensor_f32("f32.a", &[n], &a)
-            .tensor_f32("f32.b", &[n], &b)
-            .write(&path)
-            .unwrap();
-        let src = crate::safetensors::FORMAT
-            .open(&path, &Limits::default())
-            .unwrap();
+        let (_dir, _, src) = dtype_pairs(&a, &b, true);
         let src = src.as_ref();
         let file = src.raw(0).unwrap().file;
         let before = crate::mmap::direct_reads();
