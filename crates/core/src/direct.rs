@@ -10,9 +10,9 @@
 //! touches the pages (BENCHMARKS.md, "Direct reads of cold files"). For a model pair larger
 //! than the memory that could cache it, the page cache buys nothing either: the pages are
 //! evicted before anything reads them again. So such a pass reads each window of each side
-//! with `O_DIRECT` into a buffer its thread reuses — the disk writes straight into memory the
-//! CPU already knows — and decodes from there: the same bytes, so the same results, bit for
-//! bit.
+//! (a subsample: each of its chunks) with `O_DIRECT` into a buffer its thread reuses — the
+//! disk writes straight into memory the CPU already knows — and decodes from there: the same
+//! bytes, so the same results, bit for bit. The hashes' left-over units are read the same way.
 //!
 //! [`DirectReads::Auto`] decides per tensor and side: direct when the files mapped in this
 //! process add up to more than half the memory available (`MemAvailable`, read once per

@@ -54,8 +54,8 @@ pub use metric::{
 };
 pub use mmap::{prefetch_ahead, MappedFile};
 pub use moments::{
-    pair_moments, pair_moments_sampled, pair_pass, read_tensor, Magnitudes, Moments, PairPass,
-    Samples, Taps, WindowObserver, CHUNK, RELEASE_CHUNKS,
+    pair_moments, pair_moments_sampled, pair_moments_sampled_with, pair_pass, read_tensor,
+    Magnitudes, Moments, PairPass, Samples, Taps, WindowObserver, CHUNK, RELEASE_CHUNKS,
 };
 pub use registry::{Origin, Registry, SNIFF_BYTES};
 pub use source::{

@@ -494,6 +494,26 @@ impl MappedFile {
         let _ = (start, len);
     }
 
+    /// Asks the kernel for no read-ahead on `part` (a slice of [`Self::bytes`]; `MADV_RANDOM`)
+    /// instead of the long sequential read-ahead the whole map asks for: for a tensor a pass
+    /// reads with `O_DIRECT`, whose map then only serves a few small reads (a table check's
+    /// blocks), each of which would otherwise pull in the device's whole read-ahead window
+    /// (8 MiB on the benchmark machine's disk). A hint only.
+    pub(crate) fn no_read_ahead(&self, part: &[u8]) {
+        #[cfg(unix)]
+        if let Some(start) = self.offset_of(part) {
+            let first = start / PAGE * PAGE;
+            let end = start + part.len();
+            if end > first {
+                let _ = self
+                    .map
+                    .advise_range(memmap2::Advice::Random, first, end - first);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = part;
+    }
+
     /// Whether the page holding byte `at` is in the page cache (`mincore`). `false` when it
     /// cannot tell: Linux reports only this process's own mappings of a file it may not
     /// write, and other systems are not asked. A hint for [`Self::will_need_at`] only.

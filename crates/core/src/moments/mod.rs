@@ -30,8 +30,8 @@ mod samples;
 
 pub use magnitudes::Magnitudes;
 pub use pass::{
-    pair_moments, pair_moments_sampled, pair_pass, read_tensor, PairPass, Taps, WindowObserver,
-    RELEASE_CHUNKS,
+    pair_moments, pair_moments_sampled, pair_moments_sampled_with, pair_pass, read_tensor,
+    PairPass, Taps, WindowObserver, RELEASE_CHUNKS,
 };
 pub(crate) use samples::sampled_chunks;
 pub use samples::Samples;

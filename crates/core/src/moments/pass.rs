@@ -62,8 +62,8 @@ pub struct Taps<'a> {
     pub observer: Option<&'a dyn WindowObserver>,
     /// Keep each side's [`Magnitudes`] (largest finite |x|, NaN and ±∞ seen), on a full pass.
     pub magnitudes: bool,
-    /// Whether a full pass may read cold tensors with `O_DIRECT` rather than through the
-    /// map ([`DirectReads`]; the same results either way).
+    /// Whether the pass may read cold tensors with `O_DIRECT` rather than through the map
+    /// ([`DirectReads`]; the same results either way).
     pub direct: DirectReads,
 }
 
@@ -121,7 +121,23 @@ pub fn pair_moments_sampled(
     numel: usize,
     budget: usize,
 ) -> Result<Moments> {
-    stream(a, b, numel, budget, &Taps::default()).map(|p| p.moments)
+    pair_moments_sampled_with(a, b, numel, budget, DirectReads::Auto)
+}
+
+/// [`pair_moments_sampled`], reading its chunks with `O_DIRECT` where `direct` says so
+/// ([`DirectReads`]; the same moments either way).
+pub fn pair_moments_sampled_with(
+    a: Side<'_>,
+    b: Side<'_>,
+    numel: usize,
+    budget: usize,
+    direct: DirectReads,
+) -> Result<Moments> {
+    let taps = Taps {
+        direct,
+        ..Taps::default()
+    };
+    stream(a, b, numel, budget, &taps).map(|p| p.moments)
 }
 
 /// [`pair_moments`], keeping what `taps` asks for on the way (see [`Taps`]).
@@ -164,6 +180,14 @@ fn read_window<'b>(
     let part = side.bytes.get(first * width..end * width)?;
     let at = side.file.offset_of(part)?;
     side.file.read_direct(at, part.len(), buf)
+}
+
+/// Where a fused pass's window takes the bytes of a side read directly (`crate::direct`).
+enum Bytes<'r> {
+    /// The window's bytes of each side, read at once; `None`: that side reads the map.
+    Window([Option<&'r [u8]>; 2]),
+    /// Buffers to read each chunk into (a subsample's scattered chunks).
+    Chunks(&'r mut [AlignedBuf; 2]),
 }
 
 /// The bytes of a chunk (`mapped`, a slice of the map) from `read`, a window's bytes read
@@ -211,13 +235,22 @@ impl<'a> Fused<'a> {
         stored_moments(self.stored, x, y, mags)
     }
 
-    /// Which sides a full pass reads with `O_DIRECT` under `policy` (`crate::direct`).
+    /// Which sides a pass reads with `O_DIRECT` under `policy` (`crate::direct`). Such a
+    /// side's map asks for no read-ahead ([`MappedFile::no_read_ahead`]): what still reads it
+    /// (a table check's few blocks) wants a few pages, not the read-ahead window.
     fn direct_sides(&self, policy: DirectReads) -> [bool; 2] {
-        let a = crate::direct::wanted(self.a.file, self.a.bytes, policy);
+        let wanted = |side: &RawTensor<'_>| {
+            let yes = crate::direct::wanted(side.file, side.bytes, policy);
+            if yes {
+                side.file.no_read_ahead(side.bytes);
+            }
+            yes
+        };
+        let a = wanted(&self.a);
         let b = if std::ptr::eq(self.a.bytes, self.b.bytes) {
             a
         } else {
-            crate::direct::wanted(self.b.file, self.b.bytes, policy)
+            wanted(&self.b)
         };
         [a, b]
     }
@@ -505,12 +538,11 @@ fn stream(
         .filter(|_| fused.as_ref().is_some_and(|f| f.stored == Stored::Bf16));
     let partials: Vec<ChunkOut> = if let Some(f) = &fused {
         // Sides read with `O_DIRECT` rather than through the map (cold files too large to
-        // stay cached, `crate::direct`): only on a full pass, which reads whole windows.
-        let direct = if sampled {
-            [false; 2]
-        } else {
-            f.direct_sides(taps.direct)
-        };
+        // stay cached, `crate::direct`): a full pass a window at a time, a subsample a chunk
+        // at a time (through the map, each of its scattered chunks would pull in the
+        // kernel's read-ahead).
+        let direct = f.direct_sides(taps.direct);
+        let same = std::ptr::eq(f.a.bytes, f.b.bytes);
         // One work item per window of chunks, read front to back by one thread and then
         // handed back: a window released while another thread still read it would be
         // faulted back in and stay resident.
@@ -549,8 +581,9 @@ fn stream(
                 }
                 let ks = w * RELEASE_CHUNKS..take.min((w + 1) * RELEASE_CHUNKS);
                 // The chunks of the window, from the map or, for a side read directly, from
-                // `read` (that side's bytes of elements `first .. end`).
-                let run = |read: [Option<&[u8]>; 2]| -> Result<Vec<ChunkOut>> {
+                // `Bytes::Window` (that side's bytes of elements `first .. end`) or chunk by
+                // chunk into `Bytes::Chunks` (a subsample).
+                let run = |mut src: Bytes<'_>| -> Result<Vec<ChunkOut>> {
                     let mut out = Vec::with_capacity(ks.len());
                     for k in ks.clone() {
                         let c = chunk_of(k);
@@ -558,10 +591,27 @@ fn stream(
                         let (x, y) = f
                             .bytes(start, len)
                             .ok_or_else(|| out_of_range(start, len))?;
-                        let at = (start - first) * f.width;
-                        let (x, y) = from_read(read[0], x, at)
-                            .zip(from_read(read[1], y, at))
-                            .ok_or_else(|| out_of_range(start, len))?;
+                        let (x, y) = match &mut src {
+                            Bytes::Window(read) => {
+                                let at = (start - first) * f.width;
+                                from_read(read[0], x, at)
+                                    .zip(from_read(read[1], y, at))
+                                    .ok_or_else(|| out_of_range(start, len))?
+                            }
+                            Bytes::Chunks([ba, bb]) => {
+                                // A failed read: the map's bytes.
+                                let span = [start, start + len, f.width];
+                                let xr = direct[0].then(|| read_window(&f.a, span, ba));
+                                let xr = xr.flatten().unwrap_or(x);
+                                let yr = if same {
+                                    xr
+                                } else {
+                                    let yr = direct[1].then(|| read_window(&f.b, span, bb));
+                                    yr.flatten().unwrap_or(y)
+                                };
+                                (xr, yr)
+                            }
+                        };
                         let (m, mags) = f.moments(x, y, want_mags);
                         // Copied now: the window's pages are handed back below.
                         let kept = keep(c).then(|| (x.to_vec(), y.to_vec()));
@@ -576,6 +626,10 @@ fn stream(
                         });
                     }
                     if !sampled {
+                        let read = match src {
+                            Bytes::Window(read) => read,
+                            Bytes::Chunks(_) => [None, None],
+                        };
                         if let (Some(observer), Some((x, y))) =
                             (taps.observer, f.bytes(first, end - first))
                         {
@@ -590,24 +644,28 @@ fn stream(
                     Ok(out)
                 };
                 if direct == [false; 2] {
-                    return run([None, None]);
+                    return run(Bytes::Window([None, None]));
                 }
                 crate::direct::with_buffers(|bufs| {
-                    let Some([ba, bb]) = bufs else {
-                        return run([None, None]);
+                    let Some(bufs) = bufs else {
+                        return run(Bytes::Window([None, None]));
                     };
+                    if sampled {
+                        return run(Bytes::Chunks(bufs));
+                    }
+                    let [ba, bb] = bufs;
                     let span = [first, end, f.width];
                     let xa = direct[0].then(|| read_window(&f.a, span, ba));
                     let xa = xa.flatten();
                     // One tensor on both sides (an exact copy measured against its own
                     // bytes): read once, and the kernel of a run against itself still
                     // applies (`stored_moments` compares the slices' addresses).
-                    let xb = if std::ptr::eq(f.a.bytes, f.b.bytes) {
+                    let xb = if same {
                         xa
                     } else {
                         direct[1].then(|| read_window(&f.b, span, bb)).flatten()
                     };
-                    run([xa, xb])
+                    run(Bytes::Window([xa, xb]))
                 })
             })
             .collect::<Result<Vec<Vec<ChunkOut>>>>()?;
@@ -951,8 +1009,8 @@ mod tests {
         assert!(record.0.lock().unwrap().is_empty());
     }
 
-    /// A pass that reads its windows with `O_DIRECT` gives what reading the map gives, bit
-    /// for bit, with every tap: each stored dtype, tensors of several windows with a ragged
+    /// A pass that reads its windows (a subsample: its chunks) with `O_DIRECT` gives what
+    /// reading the map gives, bit for bit, with every tap: each stored dtype, tensors of several windows with a ragged
     /// tail, off a block boundary in the file, and a tensor against itself (read once, the
     /// kernel of a run against itself). Where the file system takes `O_DIRECT`, the reads
     /// really were direct.
@@ -986,11 +1044,16 @@ mod tests {
                 };
                 let (mapped, direct) = (pass(DirectReads::Never), pass(DirectReads::Always));
                 // Debug shows every f64 to the bit (shortest round-trip form, `-0.0`).
-                assert_eq!(
-                    format!("{mapped:?}"),
-                    format!("{direct:?}"),
-                    "{dtype} {x} {y}"
-                );
+                let same = |p: &dyn std::fmt::Debug, q: &dyn std::fmt::Debug| {
+                    assert_eq!(format!("{p:?}"), format!("{q:?}"), "{dtype} {x} {y}");
+                };
+                same(&mapped, &direct);
+                // A subsample, its chunks read one by one.
+                let sub = |direct| {
+                    let (a, b) = (Side::new(src, x), Side::new(src, y));
+                    pair_moments_sampled_with(a, b, n, 5 * CHUNK, direct).unwrap()
+                };
+                same(&sub(DirectReads::Never), &sub(DirectReads::Always));
             }
         }
         if file.can_read_direct() {

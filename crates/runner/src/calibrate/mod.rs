@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 use weightkin_core::{
-    pair_moments_sampled, read_examples, ExampleAxis, ExampleSample, Moments, Samples, Side,
+    pair_moments_sampled_with, read_examples, ExampleAxis, ExampleSample, Moments, Samples, Side,
     TensorInfo,
 };
 
@@ -30,7 +30,7 @@ use crate::{Error, RunOptions};
 
 /// Elements each cross-layer null sample keeps at most (16 Ki: one chunk — the first — kept
 /// by the comparison's own pass, [`weightkin_core::Taps::samples`], so the null reads nothing
-/// again; a reference null reads the same chunk with [`pair_moments_sampled`]). Pearson on a
+/// again; a reference null reads the same chunk with [`weightkin_core::pair_moments_sampled`]). Pearson on a
 /// subsample estimates the tensors' Pearson without bias, with sampling spread
 /// ≈ 1/√(16 Ki) ≈ 0.008: far below the minimum effect size (0.1) a verdict asks for, and only
 /// ever widening the null (conservative). Larger budgets cost memory, copying and page
@@ -229,12 +229,11 @@ pub fn nulls(
             opts.checkpoint()?;
             let numel = ta[job.a].numel;
             let (x, y) = (Side::new(a.source, job.a), Side::new(job.reference, job.b));
-            let m = pair_moments_sampled(x, y, numel, NULL_SAMPLE_BUDGET).map_err(|source| {
-                Error::Measure {
-                    compare: cmp.name.clone(),
-                    tensor: ta[job.a].name.clone(),
-                    source: Box::new(source),
-                }
+            let m = pair_moments_sampled_with(x, y, numel, NULL_SAMPLE_BUDGET, opts.direct);
+            let m = m.map_err(|source| Error::Measure {
+                compare: cmp.name.clone(),
+                tensor: ta[job.a].name.clone(),
+                source: Box::new(source),
             })?;
             opts.progress.advance(numel.min(NULL_SAMPLE_BUDGET) as u64);
             Ok((job.class.as_str(), m.pearson().value()))
