@@ -83,6 +83,33 @@ fn reports_are_identical_for_any_thread_count() {
     assert_eq!(demo_json, outputs[0].0);
 }
 
+/// Reading cold files with `O_DIRECT` (`WEIGHTKIN_DIRECT_READS=always`: every full pass, the
+/// null's subsamples and the file hashes' left-over units, where the file system allows it)
+/// writes the same report bytes as reading them through the page cache (`never`); a value
+/// that is neither of the three is said on stderr and taken as `auto`.
+#[test]
+fn direct_reads_write_the_same_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = weightkin(dir.path(), &["demo", "--keep", "m"]);
+    assert!(gen.status.success(), "{}", stderr(&gen));
+    let mut outputs = Vec::new();
+    for mode in ["never", "always", "sometimes"] {
+        let out_dir = format!("out-{mode}");
+        let args = ["audit", "m/demo.toml", "--out", &out_dir, "--no-hash-cache"];
+        let out = command(dir.path(), &args)
+            .env("WEIGHTKIN_DIRECT_READS", mode)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let warned = stderr(&out).contains("WEIGHTKIN_DIRECT_READS=\"sometimes\"");
+        assert_eq!(warned, mode == "sometimes", "{}", stderr(&out));
+        let json = std::fs::read(dir.path().join(&out_dir).join("report.json")).unwrap();
+        let md = std::fs::read(dir.path().join(&out_dir).join("report.md")).unwrap();
+        outputs.push((json, md));
+    }
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+}
+
 #[test]
 fn compare_prints_markdown_or_json() {
     let dir = tempfile::tempdir().unwrap();
