@@ -29,21 +29,37 @@ fn release_pages(map: &Mmap, start: usize, end: usize) {
     }
 }
 
-/// `file` (at `path`) opened again with `O_DIRECT`, through `/proc/self/fd` so that it is the
-/// same file whatever happened to `path`; `None` where that fails (not Linux, no `/proc`, a
-/// file system that refuses `O_DIRECT`).
-fn open_direct(file: &File) -> Option<File> {
+/// The file at `path` opened again with `O_DIRECT`, if it is still the file `id` identifies
+/// (device and inode when it was mapped: a file replaced since is not read, and the audit's
+/// change check names it); `None` where that fails (not Linux, a file system that refuses
+/// `O_DIRECT`, another file at the path now).
+fn open_direct(path: &Path, id: Option<(u64, u64)>) -> Option<File> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::io::AsRawFd;
-        std::fs::OpenOptions::new()
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
-            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .ok()
+            .open(path)
+            .ok()?;
+        let m = file.metadata().ok()?;
+        (Some((m.dev(), m.ino())) == id).then_some(file)
     }
     #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (path, id);
+        None
+    }
+}
+
+/// The device and inode of `file`, where the system has them.
+fn file_id(file: &File) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
     {
         let _ = file;
         None
@@ -280,10 +296,11 @@ pub struct MappedFile {
     map: Mmap,
     /// What [`Self::release`] was told, per huge-page block.
     released: std::sync::Mutex<Released>,
-    /// The file the map was made from (the same file whatever happens to `path` since).
-    file: File,
+    /// Device and inode of the file the map was made from.
+    id: Option<(u64, u64)>,
     /// The same file opened again for reads that bypass the page cache, once asked for;
-    /// `None` where that cannot be done ([`crate::DirectReads`]).
+    /// `None` where that cannot be done ([`crate::DirectReads`]). Only files read directly
+    /// hold a descriptor.
     direct: OnceLock<Option<File>>,
     /// Whether `mincore` reports the page cache for this file, not only this process's own
     /// mappings: Linux does so for files the process owns or may write.
@@ -323,7 +340,7 @@ impl MappedFile {
             map,
             released: std::sync::Mutex::default(),
             mincore_sees_cache: mincore_sees_cache(&file, path),
-            file,
+            id: file_id(&file),
             direct: OnceLock::new(),
         })
     }
@@ -332,7 +349,7 @@ impl MappedFile {
     /// time it is asked).
     pub(crate) fn can_read_direct(&self) -> bool {
         self.direct
-            .get_or_init(|| open_direct(&self.file))
+            .get_or_init(|| open_direct(&self.path, self.id))
             .is_some()
     }
 
@@ -354,7 +371,7 @@ impl MappedFile {
         }
         let file = self
             .direct
-            .get_or_init(|| open_direct(&self.file))
+            .get_or_init(|| open_direct(&self.path, self.id))
             .as_ref()?;
         let first = start / ALIGN * ALIGN;
         let last = end.checked_next_multiple_of(ALIGN)?;
@@ -739,8 +756,8 @@ mod tests {
 
     /// Direct reads give the file's bytes at any offset and length (rounded out to whole
     /// blocks and cut back), refuse a range past the map, and answer `None` — no panic, no
-    /// fault — for bytes a file that shrank no longer has; `cached_fraction` sees what a
-    /// read through the map brought in. Where the file system refuses `O_DIRECT`, every
+    /// fault — for bytes a file that shrank no longer has and for a file replaced at its path;
+    /// `cached_fraction` sees what a read through the map brought in. Where the file system refuses `O_DIRECT`, every
     /// read is `None`.
     #[test]
     #[allow(clippy::unwrap_used)]
@@ -786,5 +803,14 @@ mod tests {
             .unwrap();
         assert_eq!(map.read_direct(10, 100, &mut buf), Some(&data[10..110]));
         assert_eq!(map.read_direct(PAGE, 3 * PAGE, &mut buf), None);
+        // Another file put at the path before the first direct read: not read at all.
+        let other = dir.path().join("g");
+        std::fs::write(&other, &data).unwrap();
+        let map = MappedFile::open(&other).unwrap();
+        let newer = dir.path().join("h");
+        std::fs::write(&newer, vec![0u8; n]).unwrap();
+        std::fs::rename(&newer, &other).unwrap();
+        assert!(!map.can_read_direct());
+        assert_eq!(map.read_direct(0, 10, &mut buf), None);
     }
 }
