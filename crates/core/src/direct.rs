@@ -1,5 +1,5 @@
-//! Reads that bypass the page cache (`O_DIRECT`), for a full pass over files that are not in
-//! it and would not stay there.
+//! Reads that bypass the page cache (`O_DIRECT`), for passes over files that are not in it
+//! and would not stay there.
 //!
 //! A pass reads a cold file through its memory map: the kernel reads ahead into the page
 //! cache, and every page is then touched for the first time by the pass. That first touch of
@@ -16,16 +16,17 @@
 //!
 //! [`DirectReads::Auto`] decides per tensor and side: direct when the files mapped in this
 //! process add up to more than half the memory available (`MemAvailable`, read once per
-//! process), the tensor's pages are mostly not
-//! in the page cache (`mincore`, trusted only for files this process owns or may write: Linux
-//! reports only this process's own mappings of other files), and the file takes `O_DIRECT`
-//! (not every file system does: tmpfs refuses it). Anywhere else, and for every window a
-//! direct read fails on (a file that shrank, an I/O error), the pass reads the map as before.
+//! process), the tensor's pages are mostly not in the page cache (`mincore`, trusted only for
+//! files this process owns or may write: Linux reports only this process's own mappings of
+//! other files), and the file takes `O_DIRECT` (not every file system does: tmpfs refuses
+//! it). Anywhere else, and for every window or chunk a direct read fails on (a file that
+//! shrank, an I/O error), the pass reads the map as before.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-/// Whether a full pass may read a tensor's bytes with `O_DIRECT` (see the module docs).
+/// Whether a pass (a full one, a subsample, the hashes' left-over units) may read a tensor's
+/// bytes with `O_DIRECT` (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DirectReads {
     /// Direct where it pays: a cold tensor of files too large to stay cached.
